@@ -140,7 +140,9 @@ impl DeviceCertificate {
         now: UnixTime,
         trust: &(impl TrustStore + ?Sized),
     ) -> Result<DeviceClaims> {
-        let identity = trust.trusted_identity(&self.tbs.user).ok_or(IdentityError::UntrustedUser)?;
+        let identity = trust
+            .trusted_identity(&self.tbs.user)
+            .ok_or(IdentityError::UntrustedUser)?;
         if !identity.verify_hybrid(&self.tbs.signed_bytes()?, ML_DSA_CONTEXT, &self.signature) {
             return Err(IdentityError::BadSignature);
         }

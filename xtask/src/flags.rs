@@ -1,0 +1,32 @@
+//! Command-line grammar of `cargo xtask`.
+
+xflags::xflags! {
+    /// Capsule's project automation.
+    cmd xtask {
+        /// Build, test, doc-test, clippy and rustfmt every crate across its feature sets,
+        /// then check the fuzz targets and run `deny`.
+        cmd test-matrix {
+            /// Also run the slow tier (long property runs, crash sweeps, simulator seeds).
+            optional --slow
+            /// Only this crate (repeatable).
+            repeated -p, --package package: String
+        }
+        /// `cargo deny` per crate: licenses, bans and sources, offline.
+        cmd deny {
+            /// Also check advisories (needs the advisory database, i.e. network).
+            optional --advisories
+        }
+        /// Run each fuzz target for a while (nightly toolchain if present).
+        cmd fuzz {
+            /// Only this target.
+            optional --target target: String
+            /// Seconds per target (default 30).
+            optional --seconds seconds: u32
+        }
+        /// Run every criterion benchmark; each prints its ratio against a baseline.
+        cmd bench {
+            /// Only this crate.
+            optional -p, --package package: String
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Repository invariants, checked as ordinary tests (`cargo test -p xtask`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use xshell::Shell;
+
+use crate::{metadata, project_root};
+
+/// Every Rust source file we own (not build output, not vendored).
+fn rust_files() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if name == "target" || name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for dir in ["crates", "xtask", "tests", "fuzz"] {
+        walk(&project_root().join(dir), &mut out);
+    }
+    assert!(!out.is_empty(), "found no Rust sources");
+    out
+}
+
+#[test]
+fn every_source_file_starts_with_a_module_doc() {
+    let offenders: Vec<_> = rust_files()
+        .into_iter()
+        .filter(|f| {
+            let text = fs::read_to_string(f).unwrap_or_default();
+            !text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .is_some_and(|l| l.starts_with("//!"))
+        })
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "files without a leading `//!` line: {offenders:#?}"
+    );
+}
+
+#[test]
+fn no_ignored_or_should_panic_tests() {
+    // Built from parts so this file does not match itself.
+    let banned = [concat!("#[", "ignore"), concat!("#[", "should_panic")];
+    let offenders: Vec<_> = rust_files()
+        .into_iter()
+        .filter(|f| {
+            let text = fs::read_to_string(f).unwrap_or_default();
+            banned.iter().any(|b| text.contains(b))
+        })
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "slow tests belong in the slow tier and panics are asserted as `Err`: {offenders:#?}"
+    );
+}
+
+/// The allowed edges, read from the fenced block after `<!-- allowed-edges -->`
+/// in docs/ARCHITECTURE.md: lines `crate -> dep, dep`.
+fn allowed_edges() -> Vec<(String, String)> {
+    let doc = fs::read_to_string(project_root().join("docs/ARCHITECTURE.md")).unwrap();
+    let block = doc
+        .split("<!-- allowed-edges -->")
+        .nth(1)
+        .and_then(|rest| rest.split("```").nth(1))
+        .expect("docs/ARCHITECTURE.md has an allowed-edges block");
+    let mut edges = Vec::new();
+    for line in block.lines().filter(|l| l.contains("->")) {
+        let (from, to) = line.split_once("->").unwrap();
+        for dep in to.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            edges.push((from.trim().to_owned(), dep.to_owned()));
+        }
+    }
+    edges
+}
+
+#[test]
+fn crate_dependency_edges_match_architecture_md() {
+    let sh = Shell::new().unwrap();
+    sh.change_dir(project_root());
+    let packages = metadata::workspace_packages(&sh).unwrap();
+    let allowed = allowed_edges();
+    let mut unexpected = Vec::new();
+    for p in &packages {
+        for (dep, kind) in &p.workspace_deps {
+            if !allowed.contains(&(p.name.clone(), dep.clone())) {
+                unexpected.push(format!("{} -> {dep} ({kind})", p.name));
+            }
+        }
+    }
+    assert!(
+        unexpected.is_empty(),
+        "edges not allowed by docs/ARCHITECTURE.md: {unexpected:#?}"
+    );
+    // Nothing depends on the facade or on xtask; xtask depends on nothing of ours.
+    for p in &packages {
+        assert!(
+            !p.workspace_deps.iter().any(|(d, _)| d == "xtask"),
+            "{} depends on xtask",
+            p.name
+        );
+        if p.name != "capsule-sim" && p.name != "capsule-tests" {
+            assert!(
+                !p.workspace_deps.iter().any(|(d, _)| d == "capsule"),
+                "{} depends on the facade",
+                p.name
+            );
+        }
+        if p.name == "xtask" {
+            assert!(
+                p.workspace_deps.is_empty(),
+                "xtask depends on {:?}",
+                p.workspace_deps
+            );
+        }
+    }
+}
+
+#[test]
+fn only_capsule_mls_uses_openmls() {
+    let sh = Shell::new().unwrap();
+    sh.change_dir(project_root());
+    for p in metadata::workspace_packages(&sh).unwrap() {
+        let open_to_all = ["capsule-mls", "capsule-sim", "capsule-tests"];
+        if p.all_deps.iter().any(|d| d == "openmls") {
+            assert!(
+                open_to_all.contains(&p.name.as_str()),
+                "{} depends on openmls",
+                p.name
+            );
+        }
+        if p.all_deps
+            .iter()
+            .any(|d| d.starts_with("openmls_") && d.ends_with("_storage"))
+        {
+            assert!(
+                open_to_all.contains(&p.name.as_str()) || p.name == "capsule-store",
+                "{} depends on an OpenMLS storage crate",
+                p.name
+            );
+        }
+    }
+}
+
+#[test]
+fn ci_runs_the_readme_test_command() {
+    let readme = fs::read_to_string(project_root().join("README.md")).unwrap();
+    let ci = fs::read_to_string(project_root().join(".ci/run")).unwrap();
+    let command = readme
+        .split("<!-- test-command -->")
+        .nth(1)
+        .and_then(|rest| rest.split("```").nth(1))
+        .and_then(|block| {
+            block.lines().map(str::trim).find(|l| {
+                !l.is_empty()
+                    && !l.starts_with("sh")
+                    && !l.starts_with("bash")
+                    && !l.starts_with('#')
+            })
+        })
+        .expect("README.md marks its test command with <!-- test-command -->");
+    assert!(
+        ci.lines().any(|l| l.trim() == command),
+        ".ci/run does not run `{command}`"
+    );
+}

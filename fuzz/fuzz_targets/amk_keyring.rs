@@ -1,0 +1,11 @@
+//! Fuzz `AmkKeyring::from_bytes`: never panics; whatever it accepts is canonical.
+#![no_main]
+
+use capsule_amk::AmkKeyring;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(value) = AmkKeyring::from_bytes(data) {
+        assert_eq!(value.to_bytes().ok().as_deref().map(|b| &b[..]), Some(data));
+    }
+});

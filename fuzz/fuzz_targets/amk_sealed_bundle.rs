@@ -1,0 +1,11 @@
+//! Fuzz `SealedBundle::from_bytes`: never panics; whatever it accepts is canonical.
+#![no_main]
+
+use capsule_amk::SealedBundle;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(value) = SealedBundle::from_bytes(data) {
+        assert_eq!(value.to_bytes().ok().as_deref().map(|b| &b[..]), Some(data));
+    }
+});

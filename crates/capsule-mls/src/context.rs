@@ -1,0 +1,65 @@
+//! The album context: the group-context extension every member agrees on.
+
+use capsule_amk::{AlbumMetadata, AmkVersion};
+use capsule_identity::{DecodeError, encoding};
+use openmls::prelude::{Extension, Extensions, GroupContext, UnknownExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::binding::{ALBUM_EXTENSION_TYPE, required_capabilities};
+use crate::{MlsError, Result};
+
+/// What the group context says about the album: its metadata and the current AMK
+/// version. Because it is in the group context, every member (and every joiner,
+/// through the Welcome) reads the same values, authenticated by MLS itself; a
+/// rotation is exactly a commit that raises `amk_version` by one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlbumContext {
+    /// Album id, history policy, admins.
+    pub metadata: AlbumMetadata,
+    /// The AMK version of the current epoch (the joiner's ceiling).
+    pub amk_version: AmkVersion,
+}
+
+impl AlbumContext {
+    /// Canonical encoding.
+    ///
+    /// # Errors
+    /// Only on a serializer bug.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        encoding::encode(&(self.metadata.to_bytes()?, self.amk_version))
+            .map_err(|e| MlsError::Amk(e.into()))
+    }
+
+    /// Decodes and validates the extension payload.
+    ///
+    /// # Errors
+    /// [`MlsError::Amk`] for malformed input.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let (metadata, amk_version): (Vec<u8>, AmkVersion) =
+            encoding::decode_canonical(bytes).map_err(|e| MlsError::Amk(e.into()))?;
+        if AmkVersion::new(amk_version.get()).is_none() {
+            return Err(MlsError::Amk(DecodeError::Malformed.into()));
+        }
+        Ok(Self {
+            metadata: AlbumMetadata::from_bytes(&metadata)?,
+            amk_version,
+        })
+    }
+
+    /// The group-context extensions carrying this context.
+    pub(crate) fn extensions(&self) -> Result<Extensions<GroupContext>> {
+        Extensions::from_vec(vec![
+            Extension::RequiredCapabilities(required_capabilities()),
+            Extension::Unknown(ALBUM_EXTENSION_TYPE, UnknownExtension(self.to_bytes()?)),
+        ])
+        .map_err(MlsError::protocol)
+    }
+
+    /// Reads the context from group-context extensions.
+    pub(crate) fn from_extensions(extensions: &Extensions<GroupContext>) -> Result<Self> {
+        let ext = extensions
+            .unknown(ALBUM_EXTENSION_TYPE)
+            .ok_or(MlsError::Refused("group has no album context"))?;
+        Self::from_bytes(&ext.0)
+    }
+}

@@ -747,7 +747,18 @@ impl Album {
         let new_context = AlbumContext::from_extensions(staged.group_context().extensions())?;
 
         if let Some((sender, validation)) = incoming {
-            let (committer, committer_device) = identity_of(sender)?;
+            // The committer's own leaf is re-verified on every commit, so a change in
+            // trust (a user's identity key replaced or revoked) takes effect at once.
+            let member = self
+                .group
+                .member_at(sender)
+                .ok_or(MlsError::NotMember("committer"))?;
+            let claims = crate::binding::verify_credential(
+                &member.credential,
+                &member.signature_key,
+                validation,
+            )?;
+            let (committer, committer_device) = (claims.user, claims.device);
             let admin = self.context.metadata.is_admin(&committer);
             if !admin && added.iter().chain(&removed).any(|(u, _)| *u != committer) {
                 return Err(MlsError::Unauthorized(

@@ -23,8 +23,10 @@ pub const CREDENTIAL_TYPE: u16 = 0xF0C0;
 /// Group-context extension type of the album context (private-use range).
 pub const ALBUM_EXTENSION_TYPE: u16 = 0xF0C1;
 
-/// The capabilities every Capsule leaf advertises.
-pub(crate) fn capabilities() -> Capabilities {
+/// The capabilities every Capsule leaf advertises: the suite, the album
+/// extension, group-context-extension proposals and Capsule credentials.
+#[must_use]
+pub fn capabilities() -> Capabilities {
     Capabilities::new(
         None,
         Some(&[CIPHERSUITE]),

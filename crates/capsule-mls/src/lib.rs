@@ -33,7 +33,9 @@ mod provider;
 mod rng;
 
 pub use album::{Album, Applied, Ceremony, CommitHash, Outgoing, key_package};
-pub use binding::{ALBUM_EXTENSION_TYPE, CREDENTIAL_TYPE, DeviceIdentity, Validation};
+pub use binding::{
+    ALBUM_EXTENSION_TYPE, CREDENTIAL_TYPE, DeviceIdentity, Validation, capabilities,
+};
 pub use context::AlbumContext;
 pub use error::{MlsError, Result};
 pub use provider::{CIPHERSUITE, CapsuleProvider, MemoryProvider};

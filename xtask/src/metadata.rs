@@ -18,9 +18,9 @@ pub(crate) struct Package {
     /// Dependencies on other workspace members: (name, kind). Read by the tidy tests.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) workspace_deps: Vec<(String, String)>,
-    /// Every dependency name (any kind). Read by the tidy tests.
+    /// Every dependency: (name, kind). Read by the tidy tests.
     #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) all_deps: Vec<String>,
+    pub(crate) all_deps: Vec<(String, String)>,
 }
 
 impl Package {

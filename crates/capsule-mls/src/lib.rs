@@ -31,6 +31,8 @@ mod context;
 mod error;
 mod provider;
 mod rng;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use album::{Album, Applied, Ceremony, CommitHash, Outgoing, key_package};
 pub use binding::{
@@ -38,4 +40,7 @@ pub use binding::{
 };
 pub use context::AlbumContext;
 pub use error::{MlsError, Result};
+/// The provider bound of every operation: higher layers name it through this
+/// crate, not through OpenMLS.
+pub use openmls_traits::OpenMlsProvider;
 pub use provider::{CIPHERSUITE, CapsuleProvider, MemoryProvider};

@@ -229,7 +229,7 @@ fn a_welcome_whose_tree_does_not_verify_is_refused() {
         album.reject(&dev.provider).unwrap();
         let kp = key_package(&w.devices[fresh].provider, &w.devices[fresh].me).unwrap();
         let v = Validation {
-            trust: &w.trust,
+            trust: &w.dir.trust,
             now: NOW,
         };
         let dev = &mut w.devices[0];
@@ -474,7 +474,7 @@ fn unauthorized_commits_are_refused_by_every_receiver() {
             w.album(receiver).epoch_authenticator(),
         );
         let v = Validation {
-            trust: &w.trust,
+            trust: &w.dir.trust,
             now: NOW,
         };
         let dev = &mut w.devices[receiver];

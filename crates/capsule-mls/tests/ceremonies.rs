@@ -192,7 +192,7 @@ fn the_same_commit_processed_twice_is_refused_and_changes_nothing() {
     w.deliver(0, &out, &[]);
     let auth = w.album(2).epoch_authenticator();
     let v = Validation {
-        trust: &w.trust,
+        trust: &w.dir.trust,
         now: NOW,
     };
     let dev = &mut w.devices[2];
@@ -207,7 +207,7 @@ fn the_same_commit_processed_twice_is_refused_and_changes_nothing() {
     let out2 = w.ceremony(0, |al, p, me, _| al.rotate_amk(p, me)).unwrap();
     w.deliver(0, &out2, &[]);
     let v = Validation {
-        trust: &w.trust,
+        trust: &w.dir.trust,
         now: NOW,
     };
     let dev = &mut w.devices[2];
@@ -241,7 +241,7 @@ fn concurrent_commits_converge_without_a_split() {
     w.assert_consistent();
     // The loser's commit is now stale everywhere.
     let v = Validation {
-        trust: &w.trust,
+        trust: &w.dir.trust,
         now: NOW,
     };
     let dev = &mut w.devices[1];

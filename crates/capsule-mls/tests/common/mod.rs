@@ -9,18 +9,14 @@
     clippy::panic
 )] // test code
 
-use std::collections::BTreeMap;
+use std::ops::{Deref, DerefMut};
 
 use capsule_amk::{AlbumId, AlbumMetadata, AmkVersion, HistoryPolicy};
-use capsule_identity::{
-    DeviceCertificate, DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair,
-    IdentityPublicKey, IdentitySeed, UnixTime, UserId, Validity,
-};
+use capsule_identity::{DeviceCertificate, DeviceId, DeviceSigningKey, UserId};
+use capsule_mls::testkit::{Directory, TestDevice};
+pub use capsule_mls::testkit::{NOW, uid};
 use capsule_mls::*;
-use chacha20::ChaCha20Rng;
-use rand_core::SeedableRng;
 
-pub const NOW: UnixTime = UnixTime(1_800_000_000);
 pub const ALBUM: AlbumId = AlbumId::from_bytes([0xA1; 16]);
 
 pub struct Device {
@@ -32,41 +28,33 @@ pub struct Device {
 }
 
 pub struct World {
-    pub rng: ChaCha20Rng,
-    pub identities: BTreeMap<UserId, IdentityKeyPair>,
-    pub trust: BTreeMap<UserId, IdentityPublicKey>,
+    pub dir: Directory,
     pub devices: Vec<Device>,
 }
 
-pub fn uid(n: u8) -> UserId {
-    UserId::from_bytes([n; 16])
+impl Deref for World {
+    type Target = Directory;
+    fn deref(&self) -> &Directory {
+        &self.dir
+    }
+}
+
+impl DerefMut for World {
+    fn deref_mut(&mut self) -> &mut Directory {
+        &mut self.dir
+    }
 }
 
 impl World {
     pub fn new(seed: u8) -> Self {
         Self {
-            rng: ChaCha20Rng::from_seed([seed; 32]),
-            identities: BTreeMap::new(),
-            trust: BTreeMap::new(),
+            dir: Directory::new(seed),
             devices: Vec::new(),
         }
     }
 
-    pub fn validation(&self) -> Validation<'_> {
-        Validation {
-            trust: &self.trust,
-            now: NOW,
-        }
-    }
-
     pub fn user(&mut self, n: u8) -> UserId {
-        let user = uid(n);
-        let identity =
-            IdentityKeyPair::from_seed(&IdentitySeed::generate_with(&mut self.rng).unwrap())
-                .unwrap();
-        self.trust.insert(user, identity.public_key().clone());
-        self.identities.insert(user, identity);
-        user
+        self.dir.user(n).unwrap()
     }
 
     pub fn certify(
@@ -75,32 +63,25 @@ impl World {
         device: DeviceId,
         key: &DeviceSigningKey,
     ) -> DeviceCertificate {
-        let claims = DeviceClaims {
-            user,
-            device,
-            device_key: key.public_key(),
-            validity: Validity::new(UnixTime(0), UnixTime(u64::MAX)).unwrap(),
-        };
-        self.identities[&user]
-            .certify_device_with(&claims, &mut self.rng)
-            .unwrap()
+        self.dir.certify(user, device, key).unwrap()
     }
 
     /// A new device of `user`; returns its index.
     pub fn device(&mut self, user: UserId) -> usize {
-        let n = self.devices.len();
-        let id = DeviceId::from_bytes([u8::try_from(n).unwrap(); 16]);
-        let key = DeviceSigningKey::generate_with(&mut self.rng).unwrap();
-        let cert = self.certify(user, id, &key);
-        let me = DeviceIdentity::new(key, cert).unwrap();
+        let TestDevice {
+            user,
+            id,
+            me,
+            provider,
+        } = self.dir.device(user).unwrap();
         self.devices.push(Device {
             user,
             id,
             me,
-            provider: MemoryProvider::in_memory().unwrap(),
+            provider,
             album: None,
         });
-        n
+        self.devices.len() - 1
     }
 
     pub fn kp(&self, d: usize) -> Vec<u8> {
@@ -142,7 +123,7 @@ impl World {
         f: impl FnOnce(&mut Album, &MemoryProvider, &DeviceIdentity, Validation<'_>) -> Result<Outgoing>,
     ) -> Result<Outgoing> {
         let validation = Validation {
-            trust: &self.trust,
+            trust: &self.dir.trust,
             now: NOW,
         };
         let dev = &mut self.devices[d];
@@ -155,7 +136,7 @@ impl World {
     pub fn deliver(&mut self, from: usize, out: &Outgoing, joiners: &[usize]) -> Vec<Applied> {
         let mut applied = Vec::new();
         let validation = Validation {
-            trust: &self.trust,
+            trust: &self.dir.trust,
             now: NOW,
         };
         for d in self.members() {

@@ -1,0 +1,132 @@
+//! Test fixtures shared by this crate's tests and the layers above: users with
+//! hybrid identity keys, certified devices with their own memory storage, and a
+//! trust store, all from one seed.
+
+use std::collections::BTreeMap;
+
+use capsule_identity::{
+    DeviceCertificate, DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair,
+    IdentityPublicKey, IdentitySeed, UnixTime, UserId, Validity,
+};
+use chacha20::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+use crate::{DeviceIdentity, MemoryProvider, Result, Validation, key_package};
+
+/// The time every fixture certificate is checked at.
+pub const NOW: UnixTime = UnixTime(1_800_000_000);
+
+/// A user id from one byte.
+#[must_use]
+pub const fn uid(n: u8) -> UserId {
+    UserId::from_bytes([n; 16])
+}
+
+/// One test device: identity and its own storage.
+#[derive(Debug)]
+pub struct TestDevice {
+    /// Its user.
+    pub user: UserId,
+    /// Its id.
+    pub id: DeviceId,
+    /// Its MLS identity.
+    pub me: DeviceIdentity,
+    /// Its OpenMLS provider (memory storage).
+    pub provider: MemoryProvider,
+}
+
+impl TestDevice {
+    /// A fresh KeyPackage of this device.
+    ///
+    /// # Errors
+    /// As [`key_package`].
+    pub fn key_package(&self) -> Result<Vec<u8>> {
+        key_package(&self.provider, &self.me)
+    }
+}
+
+/// Users, their identity keys, and the trust store everyone shares.
+#[derive(Debug)]
+pub struct Directory {
+    rng: ChaCha20Rng,
+    identities: BTreeMap<UserId, IdentityKeyPair>,
+    /// Identity keys trusted per user.
+    pub trust: BTreeMap<UserId, IdentityPublicKey>,
+    devices: u32,
+}
+
+impl Directory {
+    /// An empty directory; every key derives from `seed`.
+    #[must_use]
+    pub fn new(seed: u8) -> Self {
+        Self {
+            rng: ChaCha20Rng::from_seed([seed; 32]),
+            identities: BTreeMap::new(),
+            trust: BTreeMap::new(),
+            devices: 0,
+        }
+    }
+
+    /// Validation against this directory's trust store at [`NOW`].
+    #[must_use]
+    pub fn validation(&self) -> Validation<'_> {
+        Validation {
+            trust: &self.trust,
+            now: NOW,
+        }
+    }
+
+    /// Registers user `n` with a fresh identity key, trusted by everyone.
+    ///
+    /// # Errors
+    /// Only on an RNG failure.
+    pub fn user(&mut self, n: u8) -> Result<UserId> {
+        let user = uid(n);
+        let identity = IdentityKeyPair::from_seed(&IdentitySeed::generate_with(&mut self.rng)?)?;
+        self.trust.insert(user, identity.public_key().clone());
+        self.identities.insert(user, identity);
+        Ok(user)
+    }
+
+    /// A certificate from `user`'s identity key for `key`, valid forever.
+    ///
+    /// # Errors
+    /// [`crate::MlsError::NotMember`] for an unknown user.
+    pub fn certify(
+        &mut self,
+        user: UserId,
+        device: DeviceId,
+        key: &DeviceSigningKey,
+    ) -> Result<DeviceCertificate> {
+        let claims = DeviceClaims {
+            user,
+            device,
+            device_key: key.public_key(),
+            validity: Validity::new(UnixTime(0), UnixTime(u64::MAX))?,
+        };
+        let identity = self
+            .identities
+            .get(&user)
+            .ok_or(crate::MlsError::NotMember("unknown test user"))?;
+        Ok(identity.certify_device_with(&claims, &mut self.rng)?)
+    }
+
+    /// A new certified device of `user`.
+    ///
+    /// # Errors
+    /// As [`Directory::certify`].
+    pub fn device(&mut self, user: UserId) -> Result<TestDevice> {
+        self.devices += 1;
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&self.devices.to_be_bytes());
+        let id = DeviceId::from_bytes(id);
+        let key = DeviceSigningKey::generate_with(&mut self.rng)?;
+        let cert = self.certify(user, id, &key)?;
+        Ok(TestDevice {
+            user,
+            id,
+            me: DeviceIdentity::new(key, cert)?,
+            provider: MemoryProvider::in_memory()?,
+        })
+    }
+}

@@ -1,0 +1,32 @@
+//! Errors of the resilience layer.
+
+use capsule_mls::MlsError;
+
+use crate::ChainError;
+
+/// Errors of the resilience layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResilienceError {
+    /// The MLS layer refused or failed.
+    #[error("mls: {0}")]
+    Mls(#[from] MlsError),
+    /// The chain did not answer.
+    #[error("chain: {0}")]
+    Chain(#[from] ChainError),
+    /// The album is quarantined after a divergence: no sends, no merges until the
+    /// user acts.
+    #[error("album quarantined: local epoch {local_epoch}, server epoch {server_epoch}")]
+    Quarantined {
+        /// This device's epoch.
+        local_epoch: u64,
+        /// The chain's head.
+        server_epoch: u64,
+    },
+    /// No such intent.
+    #[error("unknown intent")]
+    UnknownIntent,
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = ResilienceError> = core::result::Result<T, E>;

@@ -1,0 +1,58 @@
+//! Recovery for Capsule albums: the server's commit chain is the source of truth.
+//!
+//! MLS alone does not recover from a commit lost in transit, two admins rotating
+//! at once, or a device whose state drifted from the server's. This crate holds
+//! Capsule's recovery contracts (design doc "MLS Resilience"):
+//!
+//! - [`CommitChain`]: the server as the client sees it: one commit per epoch,
+//!   first come first served, idempotent.
+//! - [`ResilientAlbum`]: an album whose membership changes are [`Intent`]s
+//!   (pending → submitted → confirmed; superseded changes are re-proposed
+//!   automatically; surfaced when the retry budget runs out, never dropped).
+//!   [`RetryPolicy`] is the schedule as data (30 s detection, then 30 s → 2 min →
+//!   10 min, 3 re-submissions), consumed against an injected [`Clock`]. A retry is
+//!   the same commit, so one that had landed is harmless.
+//! - [`ResilientAlbum::reconcile_with_server`]: the single recovery entry point.
+//!
+//! # Which outcome
+//!
+//! Let `E` be the device's epoch, `H` the chain's head (the epoch of the next
+//! commit), and `L` the hash of the last commit the device applied (none right
+//! after creating or joining).
+//!
+//! | situation | outcome |
+//! | --- | --- |
+//! | removed from the album (now, or while replaying), or the chain is pruned before the epoch it needs | `Unrecoverable` (re-bootstrap) |
+//! | `H < E`: the device holds epochs the chain never saw | `Diverged`, quarantined |
+//! | `L` is not the chain's commit at `E - 1` (a commit the server never persisted, beside the chain) | `Diverged`, quarantined |
+//! | a chain commit at `E ..` that this device cannot apply (refused identity, authorization, or protocol) | `Diverged`, quarantined |
+//! | `H == E` and `L` matches | `UpToDate` |
+//! | `H > E`, `L` matches, every commit `E .. H` applies | `Reconciled`, with their hashes in order |
+//!
+//! Replaying includes the device's own pending commit when the chain holds it
+//! (it is confirmed), and another member's commit that won the epoch of the
+//! device's pending commit (the pending one is cleared and its intent
+//! re-proposed). A commit delivered again is recognised by its hash and is not a
+//! divergence. Quarantine means no sends and no merges; nothing is discarded
+//! until the user acts.
+//!
+//! # Concurrent AMK rotation
+//!
+//! The chain serializes two rotations of the same epoch; the loser processes
+//! the winner and re-proposes its rotation against the new epoch without asking
+//! anyone, so every epoch has exactly one AMK and one write-tier key.
+#![forbid(unsafe_code)]
+
+mod album;
+mod chain;
+mod clock;
+mod error;
+mod intent;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use album::{AlbumStatus, Context, Divergence, Event, ReconcileOutcome, ResilientAlbum};
+pub use chain::{ChainEntry, ChainError, CommitChain, Submission, SubmitAnswer};
+pub use clock::{Clock, Instant};
+pub use error::{ResilienceError, Result};
+pub use intent::{Change, Intent, IntentId, IntentState, RetryPolicy};

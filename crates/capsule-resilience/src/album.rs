@@ -166,6 +166,12 @@ impl ResilientAlbum {
         &self.album
     }
 
+    /// Unwraps the album (intents and quarantine are dropped).
+    #[must_use]
+    pub fn into_album(self) -> Album {
+        self.album
+    }
+
     /// Every intent, oldest first.
     #[must_use]
     pub fn intents(&self) -> &[Intent] {

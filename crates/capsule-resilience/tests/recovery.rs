@@ -1,0 +1,295 @@
+//! The seed's resilience tests and more: lost commits, divergence, concurrent rotation.
+
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)] // test code
+
+mod common;
+
+use core::time::Duration;
+
+use capsule_amk::HistoryPolicy;
+use capsule_resilience::testkit::Fault;
+use capsule_resilience::*;
+use common::*;
+
+/// Alice (admin: devices 0 and 1) and Bob (device 2).
+fn album() -> Net {
+    let mut net = Net::new(40);
+    let alice = net.user(1);
+    let a0 = net.device(alice);
+    net.create(a0, HistoryPolicy::Full, &[alice]);
+    let a1 = net.device(alice);
+    let kp = net.nodes[a1].t.key_package().unwrap();
+    net.propose(a0, Change::AddDevice { key_package: kp });
+    net.drive(a0).unwrap();
+    net.join_at(a1, 0);
+    net.add_user(a0, 2, 1);
+    net.sync_all();
+    net.assert_converged();
+    net
+}
+
+fn state(net: &Net, d: usize, id: IntentId) -> IntentState {
+    net.album(d).intent(id).unwrap().state.clone()
+}
+
+fn secs(s: u64) -> Instant {
+    Instant(s * 1000)
+}
+
+#[test]
+fn a_dropped_request_is_retried_after_the_detection_timeout() {
+    let mut net = album();
+    let entries = net.server.entries(ALBUM.as_bytes()).len();
+    let id = net.propose(0, Change::RotateAmk);
+    net.nodes[0].chain.on_next_submit(Fault::DropRequest);
+    net.drive(0).unwrap();
+    assert!(matches!(
+        state(&net, 0, id),
+        IntentState::Submitted { retries: 0, .. }
+    ));
+    assert_eq!(net.album(0).status(), AlbumStatus::Syncing);
+    assert_eq!(net.album(0).next_deadline(), Some(secs(30)));
+    // Not before the detection timeout...
+    net.clock.set(secs(29));
+    assert!(net.drive(0).unwrap().is_empty());
+    // ...then the same commit again, which lands.
+    net.clock.set(secs(30));
+    let events = net.drive(0).unwrap();
+    assert!(
+        events.contains(&Event::Submitted {
+            intent: id,
+            retry: 1,
+            at: secs(30)
+        }),
+        "{events:?}"
+    );
+    assert!(matches!(state(&net, 0, id), IntentState::Confirmed { .. }));
+    assert_eq!(
+        net.server.entries(ALBUM.as_bytes()).len(),
+        entries + 1,
+        "exactly one new epoch"
+    );
+    net.sync_all();
+    net.assert_converged();
+    assert_eq!(net.album(0).status(), AlbumStatus::InSync);
+}
+
+#[test]
+fn an_answer_lost_after_the_server_stored_the_commit_is_harmless() {
+    let mut net = album();
+    let entries = net.server.entries(ALBUM.as_bytes()).len();
+    let id = net.propose(0, Change::RotateAmk);
+    net.nodes[0].chain.on_next_submit(Fault::DropAnswer);
+    net.drive(0).unwrap();
+    assert_eq!(
+        net.server.entries(ALBUM.as_bytes()).len(),
+        entries + 1,
+        "stored, answer lost"
+    );
+    net.clock.set(secs(30));
+    let events = net.drive(0).unwrap();
+    // Seen in the chain: confirmed without a second submission.
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Confirmed { intent, .. } if *intent == id)),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| matches!(e, Event::Submitted { .. })));
+    // A duplicated retry is harmless too: the chain answers with the commit's position.
+    let id2 = net.propose(0, Change::RotateAmk);
+    net.nodes[0].chain.on_next_submit(Fault::Duplicate);
+    net.drive(0).unwrap();
+    assert!(matches!(state(&net, 0, id2), IntentState::Confirmed { .. }));
+    assert_eq!(
+        net.server.entries(ALBUM.as_bytes()).len(),
+        entries + 2,
+        "no duplicate epoch"
+    );
+    net.sync_all();
+    net.assert_converged();
+}
+
+#[test]
+fn the_backoff_schedule_is_followed_then_the_change_is_surfaced_and_later_completed() {
+    let mut net = album();
+    let id = net.propose(1, Change::RotateAmk);
+    net.nodes[1].chain.partition(true);
+    let mut submitted_at = Vec::new();
+    let mut surfaced_at = None;
+    net.clock.set(secs(0));
+    // Follow the album's own deadlines, as an application's timer would.
+    for _ in 0..10 {
+        for e in net.drive(1).unwrap() {
+            match e {
+                Event::Submitted { at, .. } => submitted_at.push(at),
+                Event::Surfaced { at, .. } => surfaced_at = Some(at),
+                _ => {}
+            }
+        }
+        match net.album(1).next_deadline() {
+            Some(t) => net.clock.set(t),
+            None => break,
+        }
+    }
+    // 30 s detection, then re-submissions waiting 30 s, 2 min, 10 min.
+    assert_eq!(submitted_at, vec![secs(0), secs(30), secs(60), secs(180)]);
+    assert_eq!(surfaced_at, Some(secs(780)));
+    assert!(matches!(state(&net, 1, id), IntentState::Surfaced { .. }));
+    assert_eq!(net.album(1).status(), AlbumStatus::Surfaced);
+    // Never silently abandoned: connectivity returns, the same change completes.
+    net.clock.advance(Duration::from_secs(3600));
+    net.nodes[1].chain.partition(false);
+    net.nodes[1]
+        .album
+        .as_mut()
+        .unwrap()
+        .connectivity_restored(net.clock.now());
+    net.drive(1).unwrap();
+    assert!(matches!(state(&net, 1, id), IntentState::Confirmed { .. }));
+    net.sync_all();
+    net.assert_converged();
+}
+
+#[test]
+fn a_device_behind_replays_to_the_servers_state() {
+    let mut net = album();
+    net.nodes[2].chain.partition(true);
+    for _ in 0..3 {
+        net.propose(0, Change::RotateAmk);
+        net.drive(0).unwrap();
+    }
+    assert!(net.reconcile(2).is_err(), "unreachable while partitioned");
+    net.nodes[2].chain.partition(false);
+    let before = net.album(2).album().epoch();
+    match net.reconcile(2).unwrap() {
+        ReconcileOutcome::Reconciled { applied_commits } => {
+            let chain = net.server.entries(ALBUM.as_bytes());
+            let expected: Vec<_> = chain
+                .iter()
+                .skip(before as usize)
+                .map(|e| e.commit_hash)
+                .collect();
+            assert_eq!(applied_commits, expected, "every missed commit, in order");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(net.reconcile(2).unwrap(), ReconcileOutcome::UpToDate);
+    net.sync_all();
+    net.assert_converged();
+}
+
+#[test]
+fn a_device_ahead_of_the_chain_is_diverged_and_quarantined() {
+    let mut net = album();
+    // Bob's state mutates without the server: a commit merged locally, never persisted.
+    let validation = capsule_mls::Validation {
+        trust: &net.dir.trust,
+        now: capsule_mls::testkit::NOW,
+    };
+    let node = &mut net.nodes[2];
+    let mut album = node.album.take().unwrap().into_album();
+    album.rotate_amk(&node.t.provider, &node.t.me).unwrap();
+    album.confirm(&node.t.provider).unwrap();
+    node.album = Some(ResilientAlbum::new(album, RetryPolicy::default()));
+    let _ = validation;
+    let local = net.album(2).album().epoch();
+    let outcome = net.reconcile(2).unwrap();
+    assert_eq!(
+        outcome,
+        ReconcileOutcome::Diverged {
+            local_epoch: local,
+            server_epoch: local - 1
+        }
+    );
+    assert_eq!(
+        net.album(2).status(),
+        AlbumStatus::Quarantined {
+            local_epoch: local,
+            server_epoch: local - 1
+        }
+    );
+    // Quarantine: no sends.
+    net.propose(2, Change::RotateAmk);
+    assert!(matches!(
+        net.drive(2),
+        Err(ResilienceError::Quarantined { .. })
+    ));
+    // Nothing discarded: the state is still there for investigation.
+    assert_eq!(net.album(2).album().epoch(), local);
+}
+
+#[test]
+fn a_device_beside_the_chain_is_diverged() {
+    let mut net = album();
+    // Bob merges his own rotation locally while the server takes Alice's for the same epoch.
+    let node = &mut net.nodes[2];
+    let mut album = node.album.take().unwrap().into_album();
+    album.rotate_amk(&node.t.provider, &node.t.me).unwrap();
+    album.confirm(&node.t.provider).unwrap();
+    node.album = Some(ResilientAlbum::new(album, RetryPolicy::default()));
+    net.propose(0, Change::RotateAmk);
+    net.drive(0).unwrap();
+    let local = net.album(2).album().epoch();
+    assert_eq!(
+        net.reconcile(2).unwrap(),
+        ReconcileOutcome::Diverged {
+            local_epoch: local,
+            server_epoch: local
+        }
+    );
+}
+
+#[test]
+fn a_removed_device_or_a_pruned_chain_is_unrecoverable() {
+    let mut net = album();
+    let bob = net.nodes[2].t.user;
+    net.propose(0, Change::RemoveUser { user: bob });
+    net.drive(0).unwrap();
+    assert_eq!(net.reconcile(2).unwrap(), ReconcileOutcome::Unrecoverable);
+    assert_eq!(net.album(2).status(), AlbumStatus::NeedsRebootstrap);
+    // Alice's second device was offline while the chain was pruned past its epoch.
+    net.nodes[1].chain.partition(true);
+    net.propose(0, Change::RotateAmk);
+    net.drive(0).unwrap();
+    net.server
+        .prune_before(ALBUM.as_bytes(), net.album(0).album().epoch());
+    net.nodes[1].chain.partition(false);
+    assert_eq!(net.reconcile(1).unwrap(), ReconcileOutcome::Unrecoverable);
+}
+
+#[test]
+fn concurrent_rotations_serialize_and_the_loser_replays_on_the_winner() {
+    let mut net = album();
+    let v0 = net.album(0).album().keyring().current_version();
+    // Alice's two admin devices rotate the same epoch.
+    let first = net.propose(0, Change::RotateAmk);
+    let second = net.propose(1, Change::RotateAmk);
+    net.drive(0).unwrap();
+    let events = net.drive(1).unwrap();
+    // Serialized: device 1 lost the epoch, processed the winner, and re-proposes.
+    assert!(
+        events.contains(&Event::Superseded { intent: second }),
+        "{events:?}"
+    );
+    assert!(matches!(
+        state(&net, 0, first),
+        IntentState::Confirmed { .. }
+    ));
+    assert_eq!(state(&net, 1, second), IntentState::Pending);
+    assert_eq!(net.album(1).intent(second).unwrap().reproposals, 1);
+    // Without asking anyone, the next drive replays it against the new epoch.
+    net.drive(1).unwrap();
+    assert!(matches!(
+        state(&net, 1, second),
+        IntentState::Confirmed { .. }
+    ));
+    net.sync_all();
+    net.assert_converged();
+    let v = net.album(0).album().keyring().current_version();
+    assert_eq!(
+        v.get(),
+        v0.get() + 2,
+        "two rotations, two versions, one key each"
+    );
+}

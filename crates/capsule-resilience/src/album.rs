@@ -86,7 +86,7 @@ pub enum Event {
         at: Instant,
     },
     /// A commit from the chain was applied.
-    Applied(Applied),
+    Applied(Box<Applied>),
 }
 
 /// Where a detected divergence stands.
@@ -278,14 +278,15 @@ impl ResilientAlbum {
             self.check_in_flight(cx, chain, clock.now(), index, &mut events)?;
         }
         // Only one commit can be pending in MLS: start the next intent when none is in flight.
-        if self.in_flight().is_none() && self.quarantine.is_none() && !self.album.is_evicted() {
-            if let Some(index) = self
+        let idle =
+            self.in_flight().is_none() && self.quarantine.is_none() && !self.album.is_evicted();
+        if idle
+            && let Some(index) = self
                 .intents
                 .iter()
                 .position(|i| i.state == IntentState::Pending)
-            {
-                self.start(cx, chain, clock.now(), index, &mut events)?;
-            }
+        {
+            self.start(cx, chain, clock.now(), index, &mut events)?;
         }
         Ok(events)
     }
@@ -418,7 +419,7 @@ impl ResilientAlbum {
                 epoch: applied.epoch,
             });
         }
-        events.push(Event::Applied(applied));
+        events.push(Event::Applied(Box::new(applied)));
     }
 
     /// A submitted commit's check is due: is it in the chain?
@@ -578,7 +579,7 @@ impl ResilientAlbum {
                     applied_commits.push(entry.commit_hash);
                     self.settle_in_flight(own, &applied, events);
                     let evicted = applied.evicted;
-                    events.push(Event::Applied(applied));
+                    events.push(Event::Applied(Box::new(applied)));
                     if evicted {
                         self.unrecoverable = true;
                         return Ok(ReconcileOutcome::Unrecoverable);
@@ -619,12 +620,12 @@ impl ResilientAlbum {
                     epoch: applied.epoch,
                 });
             }
-        } else if applied.superseded.is_some() {
-            if let Some(intent) = self.intents.get_mut(index) {
-                intent.state = IntentState::Pending;
-                intent.reproposals += 1;
-                events.push(Event::Superseded { intent: intent.id });
-            }
+        } else if applied.superseded.is_some()
+            && let Some(intent) = self.intents.get_mut(index)
+        {
+            intent.state = IntentState::Pending;
+            intent.reproposals += 1;
+            events.push(Event::Superseded { intent: intent.id });
         }
     }
 }

@@ -167,7 +167,7 @@ fn a_device_behind_replays_to_the_servers_state() {
             let chain = net.server.entries(ALBUM.as_bytes());
             let expected: Vec<_> = chain
                 .iter()
-                .skip(before as usize)
+                .skip(usize::try_from(before).unwrap())
                 .map(|e| e.commit_hash)
                 .collect();
             assert_eq!(applied_commits, expected, "every missed commit, in order");

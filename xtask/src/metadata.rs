@@ -114,7 +114,10 @@ pub(crate) fn parse(json: &str) -> Result<Vec<Package>> {
                 .collect(),
             all_deps: deps
                 .iter()
-                .filter_map(|d| d["name"].as_str().map(str::to_owned))
+                .filter_map(|d| {
+                    let kind = d["kind"].as_str().unwrap_or("normal").to_owned();
+                    Some((d["name"].as_str()?.to_owned(), kind))
+                })
                 .collect(),
         });
     }

@@ -39,7 +39,7 @@ fn step(devices: usize) -> impl Strategy<Value = Step> {
         1 => Just(Step::AdminRotate),
         4 => (0..devices).prop_map(Step::Drive),
         2 => (0..devices).prop_map(Step::Reconcile),
-        2 => (0..devices, 0u8..3).prop_map(|(d, f)| Step::Fault(d, f)),
+        2 => (0..devices, 0u8..5).prop_map(|(d, f)| Step::Fault(d, f)),
         1 => (0..devices, any::<bool>()).prop_map(|(d, c)| Step::Partition(d, c)),
         2 => (1u16..900).prop_map(Step::Wait),
     ]
@@ -86,7 +86,9 @@ proptest! {
                 Step::Fault(d, f) => net.nodes[d].chain.on_next_submit(match f {
                     0 => Fault::DropRequest,
                     1 => Fault::DropAnswer,
-                    _ => Fault::Duplicate,
+                    2 => Fault::Duplicate,
+                    3 => Fault::Delay(Duration::from_secs(45)),
+                    _ => Fault::Reorder,
                 }),
                 Step::Partition(d, cut) => net.nodes[d].chain.partition(cut),
                 Step::Wait(s) => net.clock.advance(Duration::from_secs(u64::from(s))),

@@ -2,7 +2,10 @@
 
 use std::collections::VecDeque;
 
-use crate::{ChainEntry, ChainError, CommitChain, Submission, SubmitAnswer};
+use core::time::Duration;
+
+use super::SimClock;
+use crate::{ChainEntry, ChainError, Clock, CommitChain, Instant, Submission, SubmitAnswer};
 
 /// One fault, applied to the next request it matches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,6 +16,12 @@ pub enum Fault {
     DropAnswer,
     /// The request reaches the server twice.
     Duplicate,
+    /// The request is held in the network and reaches the server once the
+    /// simulated clock has moved this far; the sender gets no answer.
+    Delay(Duration),
+    /// The request is held until the next submission has reached the server,
+    /// then delivered after it; the sender gets no answer.
+    Reorder,
 }
 
 /// Wraps a chain and injects faults: a scripted queue for submissions, a count
@@ -20,7 +29,11 @@ pub enum Fault {
 #[derive(Debug)]
 pub struct FaultyChain<C> {
     inner: C,
+    clock: SimClock,
     submit_faults: VecDeque<Fault>,
+    /// Submissions in the network: delivered when due, or after the next one.
+    delayed: Vec<(Instant, Submission)>,
+    reordered: Vec<Submission>,
     fail_next: u32,
     partitioned: bool,
     /// Requests that did reach the inner chain.
@@ -28,14 +41,28 @@ pub struct FaultyChain<C> {
 }
 
 impl<C: CommitChain> FaultyChain<C> {
-    /// No faults yet.
-    pub const fn new(inner: C) -> Self {
+    /// No faults yet; delays are measured on `clock`.
+    pub const fn new(inner: C, clock: SimClock) -> Self {
         Self {
             inner,
+            clock,
             submit_faults: VecDeque::new(),
+            delayed: Vec::new(),
+            reordered: Vec::new(),
             fail_next: 0,
             partitioned: false,
             delivered: 0,
+        }
+    }
+
+    /// Delivers held submissions whose delay has passed (their answers are lost).
+    fn release_due(&mut self) {
+        let now = self.clock.now();
+        let (due, held): (Vec<_>, Vec<_>) = self.delayed.drain(..).partition(|(at, _)| *at <= now);
+        self.delayed = held;
+        for (_, s) in due {
+            self.delivered += 1;
+            let _ = self.inner.submit(&s);
         }
     }
 
@@ -73,9 +100,39 @@ impl<C: CommitChain> FaultyChain<C> {
 
 impl<C: CommitChain> CommitChain for FaultyChain<C> {
     fn submit(&mut self, s: &Submission) -> Result<SubmitAnswer, ChainError> {
+        self.release_due();
         if self.blocked() {
             return Err(ChainError::Unavailable);
         }
+        let overtaken = core::mem::take(&mut self.reordered);
+        let answer = self.submit_now(s);
+        // Submissions held for reordering arrive after this one.
+        for held in overtaken {
+            self.delivered += 1;
+            let _ = self.inner.submit(&held);
+        }
+        answer
+    }
+
+    fn fetch(&mut self, from_epoch: u64) -> Result<Vec<ChainEntry>, ChainError> {
+        self.release_due();
+        if self.blocked() {
+            return Err(ChainError::Unavailable);
+        }
+        self.inner.fetch(from_epoch)
+    }
+
+    fn head(&mut self) -> Result<u64, ChainError> {
+        self.release_due();
+        if self.blocked() {
+            return Err(ChainError::Unavailable);
+        }
+        self.inner.head()
+    }
+}
+
+impl<C: CommitChain> FaultyChain<C> {
+    fn submit_now(&mut self, s: &Submission) -> Result<SubmitAnswer, ChainError> {
         match self.submit_faults.pop_front() {
             Some(Fault::DropRequest) => Err(ChainError::Unavailable),
             Some(Fault::DropAnswer) => {
@@ -92,20 +149,14 @@ impl<C: CommitChain> CommitChain for FaultyChain<C> {
                 self.delivered += 1;
                 self.inner.submit(s)
             }
+            Some(Fault::Delay(d)) => {
+                self.delayed.push((self.clock.now().after(d), s.clone()));
+                Err(ChainError::Unavailable)
+            }
+            Some(Fault::Reorder) => {
+                self.reordered.push(s.clone());
+                Err(ChainError::Unavailable)
+            }
         }
-    }
-
-    fn fetch(&mut self, from_epoch: u64) -> Result<Vec<ChainEntry>, ChainError> {
-        if self.blocked() {
-            return Err(ChainError::Unavailable);
-        }
-        self.inner.fetch(from_epoch)
-    }
-
-    fn head(&mut self) -> Result<u64, ChainError> {
-        if self.blocked() {
-            return Err(ChainError::Unavailable);
-        }
-        self.inner.head()
     }
 }

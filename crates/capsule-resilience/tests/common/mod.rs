@@ -51,7 +51,7 @@ impl Net {
 
     pub fn device(&mut self, user: UserId) -> usize {
         let t = self.dir.device(user).unwrap();
-        let chain = FaultyChain::new(self.server.connect(ALBUM.as_bytes()));
+        let chain = FaultyChain::new(self.server.connect(ALBUM.as_bytes()), self.clock.clone());
         self.nodes.push(Node {
             t,
             album: None,

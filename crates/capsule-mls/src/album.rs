@@ -20,6 +20,9 @@ use openmls_traits::OpenMlsProvider;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use capsule_identity::encoding;
+use zeroize::Zeroizing;
+
 use crate::binding::{DeviceIdentity, Validation, capabilities, claimed_identity, verify_leaf};
 use crate::{AlbumContext, CIPHERSUITE, MlsError, Result, rng::ProviderRng};
 
@@ -109,6 +112,21 @@ pub struct Applied {
     /// it was cleared and must be re-proposed against the new epoch.
     pub superseded: Option<Outgoing>,
 }
+
+/// What the wrapper keeps beside OpenMLS's own group state. A durable store
+/// writes it in the same transaction as the OpenMLS writes of one operation.
+#[derive(Serialize, Deserialize)]
+struct AlbumRecord {
+    format: u8,
+    album: [u8; 16],
+    keyring: Vec<u8>,
+    pending: Option<Outgoing>,
+    last_applied: Option<CommitHash>,
+    evicted: bool,
+}
+
+/// Format version of [`AlbumRecord`].
+const RECORD_FORMAT: u8 = 1;
 
 /// One album as seen by one device.
 #[derive(Debug)]
@@ -263,6 +281,74 @@ impl Album {
             last_applied: None,
             evicted: false,
         })
+    }
+
+    /// The wrapper's own state, to persist beside OpenMLS's (holds the keyring:
+    /// store it encrypted at rest).
+    ///
+    /// # Errors
+    /// Only on a serializer bug.
+    pub fn to_record(&self) -> Result<Zeroizing<Vec<u8>>> {
+        let record = AlbumRecord {
+            format: RECORD_FORMAT,
+            album: *self.context.metadata.album().as_bytes(),
+            keyring: self.keyring.to_bytes()?.to_vec(),
+            pending: self.pending.clone(),
+            last_applied: self.last_applied,
+            evicted: self.evicted,
+        };
+        Ok(Zeroizing::new(
+            encoding::encode(&record).map_err(|e| MlsError::Amk(e.into()))?,
+        ))
+    }
+
+    /// Loads an album from the provider's storage and the record
+    /// [`Album::to_record`] wrote with it.
+    ///
+    /// # Errors
+    /// [`MlsError::Malformed`] for a record that does not decode;
+    /// [`MlsError::NotMember`] when storage holds no such group;
+    /// [`MlsError::Refused`] when storage and record disagree (a torn write).
+    pub fn load<P: OpenMlsProvider>(provider: &P, record: &[u8]) -> Result<Self> {
+        let record: AlbumRecord =
+            encoding::decode_canonical(record).map_err(|_| MlsError::Malformed("album record"))?;
+        if record.format != RECORD_FORMAT {
+            return Err(MlsError::Malformed("album record format"));
+        }
+        let group = MlsGroup::load(provider.storage(), &GroupId::from_slice(&record.album))
+            .map_err(|e| MlsError::Storage(format!("{e:?}")))?
+            .ok_or(MlsError::NotMember("no stored group for this album"))?;
+        let context = AlbumContext::from_extensions(group.extensions())?;
+        let keyring = AmkKeyring::from_bytes(&record.keyring)?;
+        if keyring.album() != context.metadata.album()
+            || context.metadata.album().as_bytes() != &record.album
+        {
+            return Err(MlsError::Refused("stored keyring belongs to another album"));
+        }
+        if record.pending.is_some() != group.pending_commit().is_some() {
+            return Err(MlsError::Refused(
+                "stored pending commit disagrees with the group state",
+            ));
+        }
+        if !record.evicted && keyring.current_version() != context.amk_version {
+            return Err(MlsError::Refused(
+                "stored keyring disagrees with the group's AMK version",
+            ));
+        }
+        Ok(Self {
+            group,
+            context,
+            keyring,
+            pending: record.pending,
+            last_applied: record.last_applied,
+            evicted: record.evicted,
+        })
+    }
+
+    /// The album's id.
+    #[must_use]
+    pub fn id(&self) -> capsule_amk::AlbumId {
+        self.context.metadata.album()
     }
 
     /// The album's metadata and current AMK version, as the group context says.

@@ -90,6 +90,12 @@ impl DeviceIdentity {
         &self.certificate
     }
 
+    /// The device key's secret bytes, for the device's own durable store.
+    #[must_use]
+    pub fn secret_key_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        self.key.to_secret_bytes()
+    }
+
     pub(crate) fn credential_with_key(&self) -> Result<CredentialWithKey> {
         let cert = self.certificate.to_bytes().map_err(MlsError::Identity)?;
         Ok(CredentialWithKey {

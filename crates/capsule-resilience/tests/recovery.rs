@@ -300,14 +300,24 @@ fn delayed_and_reordered_submissions_never_make_a_second_epoch() {
     let entries = net.server.entries(ALBUM.as_bytes()).len();
     // Delayed past the detection timeout: the retry lands first, the late copy is absorbed.
     let id = net.propose(0, Change::RotateAmk);
-    net.nodes[0].chain.on_next_submit(Fault::Delay(Duration::from_secs(45)));
+    net.nodes[0]
+        .chain
+        .on_next_submit(Fault::Delay(Duration::from_secs(45)));
     net.drive(0).unwrap();
-    assert_eq!(net.server.entries(ALBUM.as_bytes()).len(), entries, "still in the network");
+    assert_eq!(
+        net.server.entries(ALBUM.as_bytes()).len(),
+        entries,
+        "still in the network"
+    );
     net.clock.set(secs(30));
     net.drive(0).unwrap();
     assert!(matches!(state(&net, 0, id), IntentState::Confirmed { .. }));
     net.clock.set(secs(60));
-    assert_eq!(net.reconcile(0).unwrap(), ReconcileOutcome::UpToDate, "the late copy changed nothing");
+    assert_eq!(
+        net.reconcile(0).unwrap(),
+        ReconcileOutcome::UpToDate,
+        "the late copy changed nothing"
+    );
     assert_eq!(net.server.entries(ALBUM.as_bytes()).len(), entries + 1);
     // Reordered behind the retry: the same.
     let id = net.propose(0, Change::RotateAmk);
@@ -317,7 +327,10 @@ fn delayed_and_reordered_submissions_never_make_a_second_epoch() {
     net.drive(0).unwrap();
     assert!(matches!(state(&net, 0, id), IntentState::Confirmed { .. }));
     assert_eq!(net.server.entries(ALBUM.as_bytes()).len(), entries + 2);
-    assert!(net.server.submissions(ALBUM.as_bytes()) >= 4, "every copy reached the server");
+    assert!(
+        net.server.submissions(ALBUM.as_bytes()) >= 4,
+        "every copy reached the server"
+    );
     net.sync_all();
     net.assert_converged();
 }

@@ -1,0 +1,53 @@
+//! Errors of the durable store: refused files are told apart from failed operations.
+
+use capsule_mls::MlsError;
+
+/// Why the store refused a file or an operation failed. A refused file is never
+/// modified.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The file is not an SQLite database, or it is damaged or truncated.
+    #[error("database file is corrupted or not a database: {0}")]
+    Corrupt(String),
+    /// A database written by a newer version of this software.
+    #[error("database schema {found} is newer than this build supports ({supported})")]
+    NewerSchema {
+        /// The file's schema version.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
+    },
+    /// An SQLite database that is not a Capsule device store.
+    #[error("not a Capsule device store")]
+    Foreign,
+    /// The stored device key and certificate do not belong together.
+    #[error("stored device key material does not match its certificate")]
+    KeyMaterial,
+    /// A record that does not decode.
+    #[error("stored record malformed: {0}")]
+    Record(&'static str),
+    /// Nothing stored under that name.
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    /// The MLS layer refused or failed; the transaction was rolled back.
+    #[error("mls: {0}")]
+    Mls(#[from] MlsError),
+    /// SQLite failed.
+    #[error("sqlite: {0}")]
+    Sqlite(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                Self::Corrupt(e.to_string())
+            }
+            _ => Self::Sqlite(e.to_string()),
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = StoreError> = core::result::Result<T, E>;

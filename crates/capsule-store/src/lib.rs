@@ -1,0 +1,24 @@
+//! Durable device state: one SQLite database per device.
+//!
+//! A phone's process can be killed at any instant; MLS state that is lost or
+//! half-written locks a device out of its albums. [`Store`] keeps OpenMLS's
+//! group state (through `openmls_sqlite_storage`, bundled SQLite) and Capsule's
+//! own records (the album record with its AMK keyring and pending commit, the
+//! device identity) in one database, and runs each logical operation, such as
+//! staging a ceremony, confirming or rejecting it, processing a commit or
+//! joining from a Welcome, in one SQLite transaction covering both. A crash
+//! leaves the state before or the state after, never a mixture.
+//!
+//! Opening a file that is not a healthy Capsule store (corrupted, truncated,
+//! foreign, or from a newer schema) gives a typed [`StoreError`] and never
+//! touches the file. Capsule's schema is versioned with forward-only migrations
+//! ([`SCHEMA_VERSION`]); OpenMLS's tables carry their own.
+#![forbid(unsafe_code)]
+
+mod codec;
+mod error;
+mod store;
+
+pub use codec::JsonCodec;
+pub use error::{Result, StoreError};
+pub use store::{SCHEMA_VERSION, SqliteProvider, Step, Store};

@@ -110,6 +110,20 @@ pub struct ResilientAlbum {
     unrecoverable: bool,
 }
 
+/// The resilience state beside the album, to persist with it: every intent
+/// (durable: a restart resumes them), quarantine and re-bootstrap flags.
+#[derive(Serialize, Deserialize)]
+struct ResilienceRecord {
+    format: u8,
+    intents: Vec<Intent>,
+    next_intent: u64,
+    quarantine: Option<Divergence>,
+    unrecoverable: bool,
+}
+
+/// Format version of [`ResilienceRecord`].
+const RECORD_FORMAT: u8 = 1;
+
 /// Everything a drive or reconcile step needs from the device.
 pub struct Context<'a, P> {
     /// The device's OpenMLS provider (crypto, randomness, storage).
@@ -164,6 +178,42 @@ impl ResilientAlbum {
     #[must_use]
     pub const fn album(&self) -> &Album {
         &self.album
+    }
+
+    /// The intents, quarantine and flags, to persist beside the album record
+    /// in the same transaction.
+    ///
+    /// # Errors
+    /// Only on a serializer bug.
+    pub fn to_record(&self) -> Result<Vec<u8>> {
+        let record = ResilienceRecord {
+            format: RECORD_FORMAT,
+            intents: self.intents.clone(),
+            next_intent: self.next_intent,
+            quarantine: self.quarantine,
+            unrecoverable: self.unrecoverable,
+        };
+        capsule_identity::encoding::encode(&record).map_err(|_| ResilienceError::Record("resilience record"))
+    }
+
+    /// Rebuilds from a loaded album and the record [`ResilientAlbum::to_record`] wrote.
+    ///
+    /// # Errors
+    /// [`ResilienceError::Record`] for a record that does not decode.
+    pub fn from_record(album: Album, record: &[u8], policy: RetryPolicy) -> Result<Self> {
+        let r: ResilienceRecord = capsule_identity::encoding::decode_canonical(record)
+            .map_err(|_| ResilienceError::Record("resilience record"))?;
+        if r.format != RECORD_FORMAT {
+            return Err(ResilienceError::Record("resilience record format"));
+        }
+        Ok(Self {
+            album,
+            intents: r.intents,
+            next_intent: r.next_intent,
+            policy,
+            quarantine: r.quarantine,
+            unrecoverable: r.unrecoverable,
+        })
     }
 
     /// Unwraps the album (intents and quarantine are dropped).

@@ -26,6 +26,9 @@ pub enum ResilienceError {
     /// No such intent.
     #[error("unknown intent")]
     UnknownIntent,
+    /// A stored record that does not decode.
+    #[error("record malformed: {0}")]
+    Record(&'static str),
 }
 
 /// Result alias of this crate.

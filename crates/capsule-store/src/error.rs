@@ -33,6 +33,9 @@ pub enum StoreError {
     /// The MLS layer refused or failed; the transaction was rolled back.
     #[error("mls: {0}")]
     Mls(#[from] MlsError),
+    /// The resilience layer refused or failed; the transaction was rolled back.
+    #[error("resilience: {0}")]
+    Resilience(#[from] capsule_resilience::ResilienceError),
     /// SQLite failed.
     #[error("sqlite: {0}")]
     Sqlite(String),

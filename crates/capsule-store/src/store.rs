@@ -6,6 +6,7 @@ use std::path::Path;
 use capsule_amk::{AlbumId, AlbumMetadata};
 use capsule_identity::{DeviceCertificate, DeviceSigningKey};
 use capsule_mls::{Album, CapsuleProvider, DeviceIdentity, MlsError, Validation};
+use capsule_resilience::{ResilienceError, ResilientAlbum, RetryPolicy};
 use openmls_sqlite_storage::SqliteStorageProvider;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,7 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE capsule_records (
 
 const KIND_DEVICE: &str = "device";
 const KIND_ALBUM: &str = "album";
+const KIND_RESILIENCE: &str = "resilience";
 
 /// A step of a logical operation, reported to the observer (crash tests abort
 /// the process at each in turn).
@@ -318,6 +320,32 @@ impl Store {
             let mut album = Album::load(p, &record)?;
             let value = f(&mut album, p)?;
             self.write_album(&album)?;
+            Ok(value)
+        })
+    }
+
+    /// Runs one step of the resilience layer (drive, reconcile, propose) on a
+    /// stored album in one transaction: the album record, its intents and
+    /// OpenMLS's writes commit together.
+    ///
+    /// # Errors
+    /// The step's own error (nothing is written), or storage errors.
+    pub fn with_resilient<T>(
+        &self,
+        id: AlbumId,
+        policy: RetryPolicy,
+        f: impl FnOnce(&mut ResilientAlbum, &SqliteProvider<'_>) -> Result<T, ResilienceError>,
+    ) -> Result<T> {
+        self.transaction(|p| {
+            let record = self.get(KIND_ALBUM, id.as_bytes())?.ok_or(StoreError::NotFound("album"))?;
+            let album = Album::load(p, &record)?;
+            let mut resilient = match self.get(KIND_RESILIENCE, id.as_bytes())? {
+                Some(r) => ResilientAlbum::from_record(album, &r, policy)?,
+                None => ResilientAlbum::new(album, policy),
+            };
+            let value = f(&mut resilient, p)?;
+            self.write_album(resilient.album())?;
+            self.put(KIND_RESILIENCE, id.as_bytes(), &resilient.to_record()?)?;
             Ok(value)
         })
     }

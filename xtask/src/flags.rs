@@ -23,6 +23,8 @@ xflags::xflags! {
             /// Seconds per target (default 30).
             optional --seconds seconds: u32
         }
+        /// The album story end to end with real crypto (the facade's demo).
+        cmd demo {}
         /// Run every criterion benchmark; each prints its ratio against a baseline.
         cmd bench {
             /// Only this crate.

@@ -24,6 +24,10 @@ fn main() -> Result<()> {
         flags::XtaskCmd::Deny(f) => deny(&sh, f.advisories),
         flags::XtaskCmd::Fuzz(f) => fuzz(&sh, f.target.as_deref(), f.seconds.unwrap_or(30)),
         flags::XtaskCmd::Bench(f) => bench(&sh, f.package.as_deref()),
+        flags::XtaskCmd::Demo(_) => {
+            cmd!(sh, "cargo run --quiet --package capsule --example demo").run()?;
+            Ok(())
+        }
     }
 }
 

@@ -193,7 +193,8 @@ impl ResilientAlbum {
             quarantine: self.quarantine,
             unrecoverable: self.unrecoverable,
         };
-        capsule_identity::encoding::encode(&record).map_err(|_| ResilienceError::Record("resilience record"))
+        capsule_identity::encoding::encode(&record)
+            .map_err(|_| ResilienceError::Record("resilience record"))
     }
 
     /// Rebuilds from a loaded album and the record [`ResilientAlbum::to_record`] wrote.

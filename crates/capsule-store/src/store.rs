@@ -337,7 +337,9 @@ impl Store {
         f: impl FnOnce(&mut ResilientAlbum, &SqliteProvider<'_>) -> Result<T, ResilienceError>,
     ) -> Result<T> {
         self.transaction(|p| {
-            let record = self.get(KIND_ALBUM, id.as_bytes())?.ok_or(StoreError::NotFound("album"))?;
+            let record = self
+                .get(KIND_ALBUM, id.as_bytes())?
+                .ok_or(StoreError::NotFound("album"))?;
             let album = Album::load(p, &record)?;
             let mut resilient = match self.get(KIND_RESILIENCE, id.as_bytes())? {
                 Some(r) => ResilientAlbum::from_record(album, &r, policy)?,

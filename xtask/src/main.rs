@@ -33,10 +33,7 @@ fn main() -> Result<()> {
 
 /// The workspace root (xtask's parent directory).
 pub(crate) fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 fn section(title: &str) {
@@ -51,31 +48,16 @@ fn test_matrix(sh: &Shell, slow: bool, only: &[String]) -> Result<()> {
     cmd!(sh, "cargo fmt --manifest-path fuzz/Cargo.toml --check").run()?;
 
     let mut ran = 0usize;
-    for package in packages
-        .iter()
-        .filter(|p| only.is_empty() || only.contains(&p.name))
-    {
+    for package in packages.iter().filter(|p| only.is_empty() || only.contains(&p.name)) {
         let name = &package.name;
         for features in package.feature_sets(slow) {
-            let label = if features.is_empty() {
-                "default features".to_owned()
-            } else {
-                features.join(",")
-            };
+            let label = if features.is_empty() { "default features".to_owned() } else { features.join(",") };
             let feature_vec = feature_args(&features);
             let feature_args = feature_vec.as_slice();
             section(&format!("{name} [{label}]"));
-            cmd!(
-                sh,
-                "cargo clippy -p {name} --all-targets --locked {feature_args...} -- -D warnings"
-            )
-            .run()?;
+            cmd!(sh, "cargo clippy -p {name} --all-targets --locked {feature_args...} -- -D warnings").run()?;
             let _slow = slow.then(|| sh.push_env("CAPSULE_SLOW", "1"));
-            cmd!(
-                sh,
-                "cargo test -p {name} --all-targets --locked {feature_args...}"
-            )
-            .run()?;
+            cmd!(sh, "cargo test -p {name} --all-targets --locked {feature_args...}").run()?;
             if package.has_lib {
                 cmd!(sh, "cargo test -p {name} --doc --locked {feature_args...}").run()?;
             }
@@ -84,11 +66,7 @@ fn test_matrix(sh: &Shell, slow: bool, only: &[String]) -> Result<()> {
     }
     if only.is_empty() {
         section("fuzz targets build (stable, no instrumentation)");
-        cmd!(
-            sh,
-            "cargo check --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-check --bins"
-        )
-        .run()?;
+        cmd!(sh, "cargo check --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-check --bins").run()?;
         deny(sh, false)?;
     }
     eprintln!(
@@ -101,38 +79,23 @@ fn test_matrix(sh: &Shell, slow: bool, only: &[String]) -> Result<()> {
 
 /// Installs `tool` (a cargo subcommand) from the crate registry if it is missing.
 fn ensure_cargo_tool(sh: &Shell, tool: &str, krate: &str) -> Result<()> {
-    if cmd!(sh, "cargo {tool} --version")
-        .quiet()
-        .ignore_stdout()
-        .ignore_stderr()
-        .run()
-        .is_ok()
-    {
+    if cmd!(sh, "cargo {tool} --version").quiet().ignore_stdout().ignore_stderr().run().is_ok() {
         return Ok(());
     }
     section(&format!("installing {krate} from the crate registry"));
-    cmd!(sh, "cargo install --locked {krate}")
-        .run()
-        .with_context(|| format!("installing {krate}"))?;
+    cmd!(sh, "cargo install --locked {krate}").run().with_context(|| format!("installing {krate}"))?;
     Ok(())
 }
 
 fn deny(sh: &Shell, advisories: bool) -> Result<()> {
     ensure_cargo_tool(sh, "deny", "cargo-deny")?;
-    let checks: &[&str] = if advisories {
-        &["bans", "licenses", "sources", "advisories"]
-    } else {
-        &["bans", "licenses", "sources"]
-    };
+    let checks: &[&str] =
+        if advisories { &["bans", "licenses", "sources", "advisories"] } else { &["bans", "licenses", "sources"] };
     let offline: &[&str] = if advisories { &[] } else { &["--offline"] };
     for package in metadata::workspace_packages(sh)? {
         let manifest = package.manifest_path.clone();
         section(&format!("cargo deny: {}", package.name));
-        cmd!(
-            sh,
-            "cargo deny {offline...} --manifest-path {manifest} check {checks...}"
-        )
-        .run()?;
+        cmd!(sh, "cargo deny {offline...} --manifest-path {manifest} check {checks...}").run()?;
     }
     Ok(())
 }
@@ -140,32 +103,15 @@ fn deny(sh: &Shell, advisories: bool) -> Result<()> {
 fn fuzz(sh: &Shell, only: Option<&str>, seconds: u32) -> Result<()> {
     ensure_cargo_tool(sh, "fuzz", "cargo-fuzz")?;
     // libFuzzer instrumentation wants nightly; without it, run uninstrumented on stable.
-    let nightly = cmd!(sh, "rustup run nightly rustc --version")
-        .quiet()
-        .ignore_stdout()
-        .ignore_stderr()
-        .run()
-        .is_ok();
+    let nightly = cmd!(sh, "rustup run nightly rustc --version").quiet().ignore_stdout().ignore_stderr().run().is_ok();
     let toolchain: &[&str] = if nightly { &["+nightly"] } else { &[] };
-    let sanitizer: &[&str] = if nightly {
-        &[]
-    } else {
-        &["--sanitizer", "none"]
-    };
+    let sanitizer: &[&str] = if nightly { &[] } else { &["--sanitizer", "none"] };
     let targets = cmd!(sh, "cargo {toolchain...} fuzz list --fuzz-dir fuzz").read()?;
     let max_time = format!("-max_total_time={seconds}");
     let mut ran = 0;
-    for target in targets
-        .lines()
-        .map(str::trim)
-        .filter(|t| only.is_none_or(|o| o == *t))
-    {
+    for target in targets.lines().map(str::trim).filter(|t| only.is_none_or(|o| o == *t)) {
         section(&format!("fuzz {target} for {seconds}s"));
-        cmd!(
-            sh,
-            "cargo {toolchain...} fuzz run --fuzz-dir fuzz {sanitizer...} {target} -- {max_time}"
-        )
-        .run()?;
+        cmd!(sh, "cargo {toolchain...} fuzz run --fuzz-dir fuzz {sanitizer...} {target} -- {max_time}").run()?;
         ran += 1;
     }
     if ran == 0 {
@@ -191,9 +137,5 @@ fn bench(sh: &Shell, only: Option<&str>) -> Result<()> {
 }
 
 fn feature_args(features: &[String]) -> Vec<String> {
-    if features.is_empty() {
-        vec![]
-    } else {
-        vec!["--features".into(), features.join(",")]
-    }
+    if features.is_empty() { vec![] } else { vec!["--features".into(), features.join(",")] }
 }

@@ -42,20 +42,12 @@ impl Package {
 }
 
 pub(crate) fn workspace_packages(sh: &Shell) -> Result<Vec<Package>> {
-    let json = cmd!(sh, "cargo metadata --format-version 1 --no-deps --locked")
-        .quiet()
-        .read()?;
+    let json = cmd!(sh, "cargo metadata --format-version 1 --no-deps --locked").quiet().read()?;
     parse(&json)
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
 }
 
 pub(crate) fn parse(json: &str) -> Result<Vec<Package>> {
@@ -64,11 +56,7 @@ pub(crate) fn parse(json: &str) -> Result<Vec<Package>> {
     let packages = meta["packages"].as_array().context("packages")?;
     let member_names: Vec<String> = packages
         .iter()
-        .filter(|p| {
-            p["id"]
-                .as_str()
-                .is_some_and(|id| members.iter().any(|m| m == id))
-        })
+        .filter(|p| p["id"].as_str().is_some_and(|id| members.iter().any(|m| m == id)))
         .filter_map(|p| p["name"].as_str().map(str::to_owned))
         .collect();
     let mut out = Vec::new();
@@ -80,13 +68,9 @@ pub(crate) fn parse(json: &str) -> Result<Vec<Package>> {
             continue;
         }
         let kinds = |kind: &str| {
-            p["targets"].as_array().is_some_and(|ts| {
-                ts.iter().any(|t| {
-                    t["kind"]
-                        .as_array()
-                        .is_some_and(|k| k.iter().any(|k| k == kind))
-                })
-            })
+            p["targets"]
+                .as_array()
+                .is_some_and(|ts| ts.iter().any(|t| t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == kind))))
         };
         let capsule = &p["metadata"]["capsule"];
         let deps = p["dependencies"].as_array().cloned().unwrap_or_default();
@@ -104,12 +88,10 @@ pub(crate) fn parse(json: &str) -> Result<Vec<Package>> {
                 .iter()
                 .filter_map(|d| {
                     let dep = d["name"].as_str()?;
-                    member_names.iter().any(|m| m == dep).then(|| {
-                        (
-                            dep.to_owned(),
-                            d["kind"].as_str().unwrap_or("normal").to_owned(),
-                        )
-                    })
+                    member_names
+                        .iter()
+                        .any(|m| m == dep)
+                        .then(|| (dep.to_owned(), d["kind"].as_str().unwrap_or("normal").to_owned()))
                 })
                 .collect(),
             all_deps: deps

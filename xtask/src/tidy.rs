@@ -40,16 +40,10 @@ fn every_source_file_starts_with_a_module_doc() {
         .into_iter()
         .filter(|f| {
             let text = fs::read_to_string(f).unwrap_or_default();
-            !text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .is_some_and(|l| l.starts_with("//!"))
+            !text.lines().find(|l| !l.trim().is_empty()).is_some_and(|l| l.starts_with("//!"))
         })
         .collect();
-    assert!(
-        offenders.is_empty(),
-        "files without a leading `//!` line: {offenders:#?}"
-    );
+    assert!(offenders.is_empty(), "files without a leading `//!` line: {offenders:#?}");
 }
 
 #[test]
@@ -106,30 +100,15 @@ fn crate_dependency_edges_match_architecture_md() {
             }
         }
     }
-    assert!(
-        unexpected.is_empty(),
-        "edges not allowed by docs/ARCHITECTURE.md: {unexpected:#?}"
-    );
+    assert!(unexpected.is_empty(), "edges not allowed by docs/ARCHITECTURE.md: {unexpected:#?}");
     // Nothing depends on the facade or on xtask; xtask depends on nothing of ours.
     for p in &packages {
-        assert!(
-            !p.workspace_deps.iter().any(|(d, _)| d == "xtask"),
-            "{} depends on xtask",
-            p.name
-        );
+        assert!(!p.workspace_deps.iter().any(|(d, _)| d == "xtask"), "{} depends on xtask", p.name);
         if p.name != "capsule-sim" && p.name != "capsule-tests" {
-            assert!(
-                !p.workspace_deps.iter().any(|(d, _)| d == "capsule"),
-                "{} depends on the facade",
-                p.name
-            );
+            assert!(!p.workspace_deps.iter().any(|(d, _)| d == "capsule"), "{} depends on the facade", p.name);
         }
         if p.name == "xtask" {
-            assert!(
-                p.workspace_deps.is_empty(),
-                "xtask depends on {:?}",
-                p.workspace_deps
-            );
+            assert!(p.workspace_deps.is_empty(), "xtask depends on {:?}", p.workspace_deps);
         }
     }
 }
@@ -143,15 +122,9 @@ fn only_capsule_mls_uses_openmls() {
     sh.change_dir(project_root());
     for p in metadata::workspace_packages(&sh).unwrap() {
         let open_to_all = ["capsule-mls", "capsule-sim", "capsule-tests"];
-        let uses = |pred: &dyn Fn(&str) -> bool| {
-            p.all_deps.iter().any(|(d, kind)| kind != "dev" && pred(d))
-        };
+        let uses = |pred: &dyn Fn(&str) -> bool| p.all_deps.iter().any(|(d, kind)| kind != "dev" && pred(d));
         if uses(&|d| d == "openmls") {
-            assert!(
-                open_to_all.contains(&p.name.as_str()),
-                "{} depends on openmls",
-                p.name
-            );
+            assert!(open_to_all.contains(&p.name.as_str()), "{} depends on openmls", p.name);
         }
         if uses(&|d| d.starts_with("openmls_") && d.ends_with("_storage")) {
             assert!(
@@ -172,16 +145,11 @@ fn ci_runs_the_readme_test_command() {
         .nth(1)
         .and_then(|rest| rest.split("```").nth(1))
         .and_then(|block| {
-            block.lines().map(str::trim).find(|l| {
-                !l.is_empty()
-                    && !l.starts_with("sh")
-                    && !l.starts_with("bash")
-                    && !l.starts_with('#')
-            })
+            block
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with("sh") && !l.starts_with("bash") && !l.starts_with('#'))
         })
         .expect("README.md marks its test command with <!-- test-command -->");
-    assert!(
-        ci.lines().any(|l| l.trim() == command),
-        ".ci/run does not run `{command}`"
-    );
+    assert!(ci.lines().any(|l| l.trim() == command), ".ci/run does not run `{command}`");
 }

@@ -20,25 +20,12 @@ const ALBUM: AlbumId = AlbumId::from_bytes([1; 16]);
 fn ring(versions: u32) -> AmkKeyring {
     let secret = |n: u32| {
         EpochSecret::from_exporter(
-            [
-                n.to_be_bytes(),
-                [0; 4],
-                [0; 4],
-                [0; 4],
-                [0; 4],
-                [0; 4],
-                [0; 4],
-                [0; 4],
-            ]
-            .concat()
-            .try_into()
-            .unwrap(),
+            [n.to_be_bytes(), [0; 4], [0; 4], [0; 4], [0; 4], [0; 4], [0; 4], [0; 4]].concat().try_into().unwrap(),
         )
     };
     let mut ring = AmkKeyring::create(ALBUM, &secret(1)).unwrap();
     for n in 2..=versions {
-        ring.rotate(AmkVersion::new(n).unwrap(), &secret(n))
-            .unwrap();
+        ring.rotate(AmkVersion::new(n).unwrap(), &secret(n)).unwrap();
     }
     ring
 }
@@ -54,15 +41,8 @@ fn mean(mut f: impl FnMut()) -> Duration {
 }
 
 fn bench(c: &mut Criterion) {
-    let meta = AlbumMetadata::new(
-        ALBUM,
-        HistoryPolicy::Full,
-        [UserId::from_bytes([2; 16])].into(),
-    )
-    .unwrap();
-    let key = EpochSecret::from_exporter([9; 32])
-        .bundle_key(&ALBUM)
-        .unwrap();
+    let meta = AlbumMetadata::new(ALBUM, HistoryPolicy::Full, [UserId::from_bytes([2; 16])].into()).unwrap();
+    let key = EpochSecret::from_exporter([9; 32]).bundle_key(&ALBUM).unwrap();
     let raw = XChaCha20Poly1305::new(key.expose_secret().into());
     let mut g = c.benchmark_group("history-bundle");
     for versions in [1u32, 100, 10_000] {
@@ -79,17 +59,11 @@ fn bench(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("open", versions), &versions, |b, _| {
             b.iter(|| black_box(&sealed).open(&key, &meta).unwrap())
         });
-        g.bench_with_input(
-            BenchmarkId::new("raw aead seal of minimum", versions),
-            &versions,
-            |b, _| b.iter(|| raw.encrypt(&nonce, black_box(minimum.as_slice())).unwrap()),
-        );
-
-        let seal_t = mean(|| {
-            drop(black_box(
-                seal_for_joiner(&ring, &meta, &key, &mut rng).unwrap(),
-            ))
+        g.bench_with_input(BenchmarkId::new("raw aead seal of minimum", versions), &versions, |b, _| {
+            b.iter(|| raw.encrypt(&nonce, black_box(minimum.as_slice())).unwrap())
         });
+
+        let seal_t = mean(|| drop(black_box(seal_for_joiner(&ring, &meta, &key, &mut rng).unwrap())));
         let open_t = mean(|| drop(black_box(sealed.open(&key, &meta).unwrap())));
         let raw_seal = mean(|| drop(black_box(raw.encrypt(&nonce, minimum.as_slice()).unwrap())));
         let raw_open = mean(|| drop(black_box(raw.decrypt(&nonce, raw_ct.as_slice()).unwrap())));
@@ -97,8 +71,7 @@ fn bench(c: &mut Criterion) {
             "{versions:>6} versions: sealed {} B vs minimum {} B (ratio {:.3}); seal {seal_t:?} (ratio {:.1} vs raw), open {open_t:?} (ratio {:.1} vs raw)",
             sealed.encoded_len(),
             minimum.len(),
-            f64::from(u32::try_from(sealed.encoded_len()).unwrap())
-                / f64::from(u32::try_from(minimum.len()).unwrap()),
+            f64::from(u32::try_from(sealed.encoded_len()).unwrap()) / f64::from(u32::try_from(minimum.len()).unwrap()),
             seal_t.as_secs_f64() / raw_seal.as_secs_f64(),
             open_t.as_secs_f64() / raw_open.as_secs_f64(),
         );

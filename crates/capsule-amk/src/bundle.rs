@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::{
-    AlbumId, AlbumMetadata, Amk, AmkError, AmkKeyring, AmkVersion, BundleKey, HistoryPolicy,
-    Result, WriteKey,
+    AlbumId, AlbumMetadata, Amk, AmkError, AmkKeyring, AmkVersion, BundleKey, HistoryPolicy, Result, WriteKey,
 };
 
 /// Format version of both the sealed and the opened form.
@@ -46,11 +45,8 @@ impl HistoryBundle {
         }
         let (current, _) = keyring.current();
         let from = metadata.history_policy().entitled_from(current);
-        let entries = keyring
-            .held()
-            .skip_while(|(v, _)| *v < from)
-            .map(|(v, amk)| (v, amk.clone()))
-            .collect::<Vec<_>>();
+        let entries =
+            keyring.held().skip_while(|(v, _)| *v < from).map(|(v, amk)| (v, amk.clone())).collect::<Vec<_>>();
         if entries.first().map(|(v, _)| *v) != Some(from) {
             return Err(AmkError::NotHeld(from));
         }
@@ -114,29 +110,15 @@ impl HistoryBundle {
     ///
     /// # Errors
     /// [`AmkError::Rng`] if `rng` fails.
-    pub fn seal<R: TryCryptoRng + ?Sized>(
-        &self,
-        key: &BundleKey,
-        rng: &mut R,
-    ) -> Result<SealedBundle> {
+    pub fn seal<R: TryCryptoRng + ?Sized>(&self, key: &BundleKey, rng: &mut R) -> Result<SealedBundle> {
         let mut nonce = [0u8; 24];
         rng.try_fill_bytes(&mut nonce).map_err(|_| AmkError::Rng)?;
         let plaintext = Zeroizing::new(encoding::encode(self)?);
         let cipher = XChaCha20Poly1305::new(key.expose_secret().into());
         let ciphertext = cipher
-            .encrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: &plaintext,
-                    aad: &aad(&self.album),
-                },
-            )
+            .encrypt(&XNonce::from(nonce), Payload { msg: &plaintext, aad: &aad(&self.album) })
             .map_err(|_| AmkError::Internal("aead encrypt"))?;
-        Ok(SealedBundle {
-            format: BUNDLE_FORMAT,
-            nonce,
-            ciphertext,
-        })
+        Ok(SealedBundle { format: BUNDLE_FORMAT, nonce, ciphertext })
     }
 
     /// Canonical encoding of the opened form (holds secrets).
@@ -196,36 +178,14 @@ impl SealedBundle {
         let cipher = XChaCha20Poly1305::new(key.expose_secret().into());
         let plaintext = Zeroizing::new(
             cipher
-                .decrypt(
-                    &XNonce::from(self.nonce),
-                    Payload {
-                        msg: &self.ciphertext,
-                        aad: &aad(&expected.album()),
-                    },
-                )
+                .decrypt(&XNonce::from(self.nonce), Payload { msg: &self.ciphertext, aad: &aad(&expected.album()) })
                 .map_err(|_| AmkError::BundleUnreadable)?,
         );
         let bundle = HistoryBundle::from_bytes(&plaintext)?;
         bundle.check(expected)?;
-        let first = bundle
-            .entries
-            .first()
-            .map(|(v, _)| *v)
-            .ok_or(AmkError::BundleRefused("no versions"))?;
-        let HistoryBundle {
-            album,
-            ceiling,
-            entries,
-            write_key,
-            ..
-        } = bundle;
-        AmkKeyring::from_parts(
-            album,
-            first,
-            entries.into_iter().map(|(_, amk)| amk).collect(),
-            write_key,
-            ceiling,
-        )
+        let first = bundle.entries.first().map(|(v, _)| *v).ok_or(AmkError::BundleRefused("no versions"))?;
+        let HistoryBundle { album, ceiling, entries, write_key, .. } = bundle;
+        AmkKeyring::from_parts(album, first, entries.into_iter().map(|(_, amk)| amk).collect(), write_key, ceiling)
     }
 
     /// Size of the canonical encoding.

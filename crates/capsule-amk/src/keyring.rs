@@ -95,17 +95,11 @@ impl AmkKeyring {
 
     /// The invariants a decoded record must meet (constructors meet them by design).
     fn validate(&self) -> Result<()> {
-        let expected_current = u32::try_from(self.older.len())
-            .ok()
-            .and_then(|n| self.first_held.get().checked_add(n));
+        let expected_current = u32::try_from(self.older.len()).ok().and_then(|n| self.first_held.get().checked_add(n));
         let ok = self.first_held.is_valid()
             && expected_current == Some(self.current_version.get())
             && self.ceiling >= self.current_version;
-        if ok {
-            Ok(())
-        } else {
-            Err(DecodeError::Malformed.into())
-        }
+        if ok { Ok(()) } else { Err(DecodeError::Malformed.into()) }
     }
 
     /// The album.
@@ -178,10 +172,7 @@ impl AmkKeyring {
     /// [`AmkError::AboveCeiling`].
     pub fn check_manifest(&self, claimed: AmkVersion) -> Result<()> {
         if claimed > self.ceiling {
-            return Err(AmkError::AboveCeiling {
-                claimed,
-                ceiling: self.ceiling,
-            });
+            return Err(AmkError::AboveCeiling { claimed, ceiling: self.ceiling });
         }
         Ok(())
     }
@@ -210,10 +201,7 @@ impl AmkKeyring {
         }
         let expected = current.next()?;
         if version != expected {
-            return Err(AmkError::OutOfOrder {
-                expected,
-                got: version,
-            });
+            return Err(AmkError::OutOfOrder { expected, got: version });
         }
         let previous = core::mem::replace(&mut self.current, amk);
         self.older.push(previous);

@@ -35,10 +35,7 @@ impl AmkVersion {
     /// # Errors
     /// [`AmkError::VersionOverflow`] at `u32::MAX`.
     pub fn next(self) -> Result<Self> {
-        self.0
-            .checked_add(1)
-            .map(Self)
-            .ok_or(AmkError::VersionOverflow)
+        self.0.checked_add(1).map(Self).ok_or(AmkError::VersionOverflow)
     }
 
     /// Whether this is a valid version (decoders use it: 0 is refused).
@@ -116,12 +113,7 @@ impl EpochSecret {
         Self(bytes)
     }
 
-    fn expand(
-        &self,
-        label: &[u8],
-        album: &AlbumId,
-        version: Option<AmkVersion>,
-    ) -> Result<[u8; 32]> {
+    fn expand(&self, label: &[u8], album: &AlbumId, version: Option<AmkVersion>) -> Result<[u8; 32]> {
         let hk = Hkdf::<Sha256>::new(Some(SALT), &self.0);
         let version = version.map_or([0; 4], |v| v.get().to_be_bytes());
         let mut out = [0u8; 32];

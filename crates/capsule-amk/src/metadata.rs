@@ -50,8 +50,7 @@ impl HistoryPolicy {
             Self::Full => AmkVersion::FIRST,
             Self::Capped { last } => {
                 // current - last + 1, floored at 1.
-                AmkVersion::new(current.get().saturating_sub(last.get().saturating_sub(1)))
-                    .unwrap_or(AmkVersion::FIRST)
+                AmkVersion::new(current.get().saturating_sub(last.get().saturating_sub(1))).unwrap_or(AmkVersion::FIRST)
             }
         }
     }
@@ -82,27 +81,15 @@ impl AlbumMetadata {
     ///
     /// # Errors
     /// [`AmkError::InvalidMetadata`] for an empty admin set.
-    pub fn new(
-        album: AlbumId,
-        history_policy: HistoryPolicy,
-        admins: BTreeSet<UserId>,
-    ) -> Result<Self> {
-        let m = Self {
-            format: METADATA_FORMAT,
-            album,
-            history_policy,
-            admins,
-            metadata_version: 1,
-        };
+    pub fn new(album: AlbumId, history_policy: HistoryPolicy, admins: BTreeSet<UserId>) -> Result<Self> {
+        let m = Self { format: METADATA_FORMAT, album, history_policy, admins, metadata_version: 1 };
         m.validate()?;
         Ok(m)
     }
 
     fn validate(&self) -> Result<()> {
         if self.admins.is_empty() {
-            return Err(AmkError::InvalidMetadata(
-                "an album needs at least one admin",
-            ));
+            return Err(AmkError::InvalidMetadata("an album needs at least one admin"));
         }
         if self.metadata_version == 0 {
             return Err(AmkError::InvalidMetadata("metadata version starts at 1"));
@@ -150,19 +137,14 @@ impl AlbumMetadata {
             format: METADATA_FORMAT,
             album: self.album,
             history_policy: upgrade.history_policy.unwrap_or(self.history_policy),
-            admins: upgrade
-                .admins
-                .clone()
-                .unwrap_or_else(|| self.admins.clone()),
+            admins: upgrade.admins.clone().unwrap_or_else(|| self.admins.clone()),
             metadata_version: self
                 .metadata_version
                 .checked_add(1)
                 .ok_or(AmkError::InvalidMetadata("metadata version exhausted"))?,
         };
         if next.history_policy == self.history_policy && next.admins == self.admins {
-            return Err(AmkError::InvalidMetadata(
-                "an upgrade must change something",
-            ));
+            return Err(AmkError::InvalidMetadata("an upgrade must change something"));
         }
         next.validate()?;
         Ok(next)
@@ -175,14 +157,10 @@ impl AlbumMetadata {
     /// [`AmkError::InvalidMetadata`] when `next` names another album or skips a version.
     pub fn check_upgrade(&self, next: &Self) -> Result<()> {
         if next.album != self.album {
-            return Err(AmkError::InvalidMetadata(
-                "an upgrade cannot change the album",
-            ));
+            return Err(AmkError::InvalidMetadata("an upgrade cannot change the album"));
         }
         if Some(next.metadata_version) != self.metadata_version.checked_add(1) {
-            return Err(AmkError::InvalidMetadata(
-                "an upgrade bumps the metadata version by one",
-            ));
+            return Err(AmkError::InvalidMetadata("an upgrade bumps the metadata version by one"));
         }
         next.validate()
     }

@@ -27,9 +27,7 @@ fn meta(policy: HistoryPolicy) -> AlbumMetadata {
 }
 
 fn capped(n: u32) -> HistoryPolicy {
-    HistoryPolicy::Capped {
-        last: NonZeroU32::new(n).unwrap(),
-    }
+    HistoryPolicy::Capped { last: NonZeroU32::new(n).unwrap() }
 }
 
 /// A keyring that has seen versions 1..=current.
@@ -42,17 +40,12 @@ fn ring_at(current: u32) -> AmkKeyring {
 }
 
 fn bundle_key() -> BundleKey {
-    EpochSecret::from_exporter([0xB0; 32])
-        .bundle_key(&ALBUM)
-        .unwrap()
+    EpochSecret::from_exporter([0xB0; 32]).bundle_key(&ALBUM).unwrap()
 }
 
 fn join(ring: &AmkKeyring, meta: &AlbumMetadata) -> AmkKeyring {
     let mut rng = ChaCha20Rng::from_seed([1; 32]);
-    seal_for_joiner(ring, meta, &bundle_key(), &mut rng)
-        .unwrap()
-        .open(&bundle_key(), meta)
-        .unwrap()
+    seal_for_joiner(ring, meta, &bundle_key(), &mut rng).unwrap().open(&bundle_key(), meta).unwrap()
 }
 
 #[test]
@@ -104,11 +97,7 @@ fn bundles_from_two_devices_in_either_order_carry_the_same_range() {
         let from_b = HistoryBundle::for_joiner(&b, &m);
         match (from_a, from_b) {
             (Ok(x), Ok(y)) => {
-                assert_eq!(
-                    x.versions().collect::<Vec<_>>(),
-                    y.versions().collect::<Vec<_>>(),
-                    "{policy:?}"
-                );
+                assert_eq!(x.versions().collect::<Vec<_>>(), y.versions().collect::<Vec<_>>(), "{policy:?}");
                 assert_eq!(x, y, "{policy:?}: identical contents");
             }
             // Full history cannot be produced by a device that was itself capped:
@@ -128,13 +117,7 @@ fn ceiling_refuses_manifests_until_the_chain_attests_a_rotation() {
     let mut joined = join(&ring, &meta(HistoryPolicy::Full));
     assert_eq!(joined.ceiling(), v(4));
     assert!(joined.check_manifest(v(4)).is_ok());
-    assert_eq!(
-        joined.check_manifest(v(5)),
-        Err(AmkError::AboveCeiling {
-            claimed: v(5),
-            ceiling: v(4)
-        })
-    );
+    assert_eq!(joined.check_manifest(v(5)), Err(AmkError::AboveCeiling { claimed: v(5), ceiling: v(4) }));
     joined.rotate(v(5), &epoch_secret(5)).unwrap();
     assert!(joined.check_manifest(v(5)).is_ok());
     assert!(joined.check_manifest(v(6)).is_err());
@@ -161,10 +144,7 @@ fn a_removed_device_has_nothing_newer_than_where_it_stopped() {
     let v4_key = epoch_secret(4).bundle_key(&ALBUM).unwrap();
     let sealed = seal_for_joiner(&rest, &m, &v4_key, &mut ChaCha20Rng::from_seed([2; 32])).unwrap();
     let stale_key = epoch_secret(3).bundle_key(&ALBUM).unwrap();
-    assert_eq!(
-        sealed.open(&stale_key, &m).unwrap_err(),
-        AmkError::BundleUnreadable
-    );
+    assert_eq!(sealed.open(&stale_key, &m).unwrap_err(), AmkError::BundleUnreadable);
     // Its old versions are exactly what it had.
     for n in 1..=3 {
         assert_eq!(stopped.get(v(n)), rest.get(v(n)));
@@ -178,17 +158,8 @@ fn rotation_rules_keep_one_key_per_version() {
     // Replaying the same rotation is a no-op; a different key for it is refused.
     ring.rotate(v(2), &epoch_secret(2)).unwrap();
     assert_eq!(ring, before);
-    assert_eq!(
-        ring.rotate(v(2), &epoch_secret(99)),
-        Err(AmkError::KeyConflict(v(2)))
-    );
-    assert_eq!(
-        ring.rotate(v(4), &epoch_secret(4)),
-        Err(AmkError::OutOfOrder {
-            expected: v(3),
-            got: v(4)
-        })
-    );
+    assert_eq!(ring.rotate(v(2), &epoch_secret(99)), Err(AmkError::KeyConflict(v(2))));
+    assert_eq!(ring.rotate(v(4), &epoch_secret(4)), Err(AmkError::OutOfOrder { expected: v(3), got: v(4) }));
     assert_eq!(ring, before, "refusals leave the keyring untouched");
     // A capped joiner cannot fill its withheld versions.
     let mut joined = join(&ring_at(5), &meta(capped(2)));
@@ -214,55 +185,25 @@ fn bundles_that_disagree_with_the_album_are_refused() {
     let full = meta(HistoryPolicy::Full);
     let sealed = seal_for_joiner(&ring, &full, &key, &mut rng).unwrap();
     // Policy mismatch: produced under Full, opened by a joiner whose album says Capped.
-    let mut capped_meta = full
-        .upgraded(&AlbumUpgrade {
-            history_policy: Some(capped(2)),
-            admins: None,
-        })
-        .unwrap();
+    let mut capped_meta = full.upgraded(&AlbumUpgrade { history_policy: Some(capped(2)), admins: None }).unwrap();
     assert_eq!(
         sealed.open(&key, &capped_meta).unwrap_err(),
         AmkError::BundleRefused("history policy differs from the album's")
     );
     // Another album (AAD mismatch) or another key does not open at all.
-    let other_album = AlbumMetadata::new(
-        AlbumId::from_bytes([9; 16]),
-        HistoryPolicy::Full,
-        full.admins().clone(),
-    )
-    .unwrap();
-    assert_eq!(
-        sealed.open(&key, &other_album).unwrap_err(),
-        AmkError::BundleUnreadable
-    );
-    let wrong = EpochSecret::from_exporter([1; 32])
-        .bundle_key(&ALBUM)
-        .unwrap();
-    assert_eq!(
-        sealed.open(&wrong, &full).unwrap_err(),
-        AmkError::BundleUnreadable
-    );
+    let other_album =
+        AlbumMetadata::new(AlbumId::from_bytes([9; 16]), HistoryPolicy::Full, full.admins().clone()).unwrap();
+    assert_eq!(sealed.open(&key, &other_album).unwrap_err(), AmkError::BundleUnreadable);
+    let wrong = EpochSecret::from_exporter([1; 32]).bundle_key(&ALBUM).unwrap();
+    assert_eq!(sealed.open(&wrong, &full).unwrap_err(), AmkError::BundleUnreadable);
     // Tampered ciphertext.
     let mut bytes = sealed.to_bytes().unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
-    assert_eq!(
-        SealedBundle::from_bytes(&bytes)
-            .unwrap()
-            .open(&key, &full)
-            .unwrap_err(),
-        AmkError::BundleUnreadable
-    );
-    capped_meta = capped_meta
-        .upgraded(&AlbumUpgrade {
-            history_policy: Some(HistoryPolicy::Full),
-            admins: None,
-        })
-        .unwrap();
-    assert!(
-        sealed.open(&key, &capped_meta).is_ok(),
-        "policy back to Full via an explicit upgrade"
-    );
+    assert_eq!(SealedBundle::from_bytes(&bytes).unwrap().open(&key, &full).unwrap_err(), AmkError::BundleUnreadable);
+    capped_meta =
+        capped_meta.upgraded(&AlbumUpgrade { history_policy: Some(HistoryPolicy::Full), admins: None }).unwrap();
+    assert!(sealed.open(&key, &capped_meta).is_ok(), "policy back to Full via an explicit upgrade");
 }
 
 /// Seals hand-made bundle contents (as a buggy or malicious member could) to
@@ -271,9 +212,7 @@ fn seal_raw(contents: &HistoryBundleForge) -> SealedBundle {
     let bytes = contents.encode();
     // Decode through the public decoder, then re-seal with the real code path.
     let bundle = HistoryBundle::from_bytes(&bytes).unwrap();
-    bundle
-        .seal(&bundle_key(), &mut ChaCha20Rng::from_seed([4; 32]))
-        .unwrap()
+    bundle.seal(&bundle_key(), &mut ChaCha20Rng::from_seed([4; 32])).unwrap()
 }
 
 /// The opened form's layout, for forging: (format, album, policy, ceiling, entries, write key).
@@ -299,11 +238,7 @@ impl HistoryBundleForge {
             album: ALBUM,
             policy: self.policy,
             ceiling: self.ceiling,
-            entries: self
-                .versions
-                .iter()
-                .map(|n| (*n, [n.to_be_bytes()[3]; 32]))
-                .collect(),
+            entries: self.versions.iter().map(|n| (*n, [n.to_be_bytes()[3]; 32])).collect(),
             write_key: [0; 32],
         })
         .unwrap()
@@ -313,11 +248,7 @@ impl HistoryBundleForge {
 #[test]
 fn forged_bundle_contents_are_refused() {
     let check = |policy, ceiling, versions: &[u32], why: &'static str| {
-        let sealed = seal_raw(&HistoryBundleForge {
-            policy,
-            ceiling,
-            versions: versions.to_vec(),
-        });
+        let sealed = seal_raw(&HistoryBundleForge { policy, ceiling, versions: versions.to_vec() });
         assert_eq!(
             sealed.open(&bundle_key(), &meta(policy)).unwrap_err(),
             AmkError::BundleRefused(why),
@@ -326,91 +257,31 @@ fn forged_bundle_contents_are_refused() {
     };
     check(HistoryPolicy::Full, 3, &[1, 2, 2, 3], "duplicate version");
     check(HistoryPolicy::Full, 3, &[1, 3], "versions not consecutive");
-    check(
-        HistoryPolicy::Full,
-        3,
-        &[1, 2, 3, 4],
-        "version above the ceiling",
-    );
-    check(
-        HistoryPolicy::Full,
-        4,
-        &[1, 2, 3],
-        "bundle lacks the current version",
-    );
-    check(
-        HistoryPolicy::Full,
-        3,
-        &[2, 3],
-        "version range disagrees with the history policy",
-    );
-    check(
-        capped(2),
-        5,
-        &[3, 4, 5],
-        "version range disagrees with the history policy",
-    );
-    check(
-        capped(2),
-        5,
-        &[5],
-        "version range disagrees with the history policy",
-    );
+    check(HistoryPolicy::Full, 3, &[1, 2, 3, 4], "version above the ceiling");
+    check(HistoryPolicy::Full, 4, &[1, 2, 3], "bundle lacks the current version");
+    check(HistoryPolicy::Full, 3, &[2, 3], "version range disagrees with the history policy");
+    check(capped(2), 5, &[3, 4, 5], "version range disagrees with the history policy");
+    check(capped(2), 5, &[5], "version range disagrees with the history policy");
     check(HistoryPolicy::Full, 3, &[], "no versions");
     // The well-formed one opens.
-    let ok = seal_raw(&HistoryBundleForge {
-        policy: capped(2),
-        ceiling: 5,
-        versions: vec![4, 5],
-    });
-    assert_eq!(
-        ok.open(&bundle_key(), &meta(capped(2)))
-            .unwrap()
-            .first_held(),
-        v(4)
-    );
+    let ok = seal_raw(&HistoryBundleForge { policy: capped(2), ceiling: 5, versions: vec![4, 5] });
+    assert_eq!(ok.open(&bundle_key(), &meta(capped(2))).unwrap().first_held(), v(4));
 }
 
 #[test]
 fn metadata_changes_only_through_upgrades() {
     let m = meta(HistoryPolicy::Full);
-    assert!(
-        m.upgraded(&AlbumUpgrade::default()).is_err(),
-        "an upgrade must change something"
-    );
-    assert!(
-        m.upgraded(&AlbumUpgrade {
-            history_policy: None,
-            admins: Some([].into())
-        })
-        .is_err()
-    );
-    let up = m
-        .upgraded(&AlbumUpgrade {
-            history_policy: Some(capped(3)),
-            admins: None,
-        })
-        .unwrap();
+    assert!(m.upgraded(&AlbumUpgrade::default()).is_err(), "an upgrade must change something");
+    assert!(m.upgraded(&AlbumUpgrade { history_policy: None, admins: Some([].into()) }).is_err());
+    let up = m.upgraded(&AlbumUpgrade { history_policy: Some(capped(3)), admins: None }).unwrap();
     assert_eq!(up.metadata_version(), 2);
     assert!(m.check_upgrade(&up).is_ok());
     assert!(up.check_upgrade(&m).is_err(), "no going back a version");
     assert!(m.check_upgrade(&m).is_err());
-    let other = AlbumMetadata::new(
-        AlbumId::from_bytes([1; 16]),
-        HistoryPolicy::Full,
-        m.admins().clone(),
-    )
-    .unwrap();
+    let other = AlbumMetadata::new(AlbumId::from_bytes([1; 16]), HistoryPolicy::Full, m.admins().clone()).unwrap();
     assert!(
-        m.check_upgrade(
-            &other
-                .upgraded(&AlbumUpgrade {
-                    history_policy: Some(capped(1)),
-                    admins: None
-                })
-                .unwrap()
-        )
-        .is_err()
+        m.check_upgrade(&other.upgraded(&AlbumUpgrade { history_policy: Some(capped(1)), admins: None }).unwrap())
+            .is_err()
     );
     assert!(AlbumMetadata::new(ALBUM, HistoryPolicy::Full, [].into()).is_err());
 }
@@ -418,22 +289,9 @@ fn metadata_changes_only_through_upgrades() {
 #[test]
 fn secrets_are_redacted_in_debug() {
     let ring = ring_at(2);
-    let key_hex: String = ring
-        .current()
-        .1
-        .expose_secret()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let key_hex: String = ring.current().1.expose_secret().iter().map(|b| format!("{b:02x}")).collect();
     let bytes: String = format!("{:?}", ring.current().1.expose_secret());
-    for text in [
-        format!("{ring:?}"),
-        format!("{:?}", ring.current().1),
-        format!("{:?}", ring.write_key().1),
-    ] {
-        assert!(
-            !text.contains(&key_hex[..8]) && !text.contains(&bytes[..12]),
-            "{text}"
-        );
+    for text in [format!("{ring:?}"), format!("{:?}", ring.current().1), format!("{:?}", ring.write_key().1)] {
+        assert!(!text.contains(&key_hex[..8]) && !text.contains(&bytes[..12]), "{text}");
     }
 }

@@ -23,9 +23,7 @@ fn secret(n: u32, salt: u8) -> EpochSecret {
 fn policy() -> impl Strategy<Value = HistoryPolicy> {
     prop_oneof![
         Just(HistoryPolicy::Full),
-        (1u32..6).prop_map(|n| HistoryPolicy::Capped {
-            last: NonZeroU32::new(n).unwrap()
-        })
+        (1u32..6).prop_map(|n| HistoryPolicy::Capped { last: NonZeroU32::new(n).unwrap() })
     ]
 }
 
@@ -34,11 +32,7 @@ enum Op {
     /// The album rotates; every device applies it.
     Rotate,
     /// Device `i` replays a rotation it holds, with the right or a wrong secret.
-    Replay {
-        device: usize,
-        back: u32,
-        forged: bool,
-    },
+    Replay { device: usize, back: u32, forged: bool },
     /// Device `i` adds a new device.
     Join { device: usize },
     /// Device `i` checks a manifest `ahead` versions past its ceiling (may be negative).

@@ -12,11 +12,7 @@ use capsule_identity::*;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ed25519_dalek::{Signer as _, Verifier as _};
 
-const BACKEND: &str = if cfg!(feature = "libcrux-ml-dsa") {
-    "libcrux"
-} else {
-    "rustcrypto"
-};
+const BACKEND: &str = if cfg!(feature = "libcrux-ml-dsa") { "libcrux" } else { "rustcrypto" };
 
 struct Setup {
     identity: IdentityKeyPair,
@@ -40,14 +36,7 @@ fn setup() -> Setup {
     let trust = BTreeMap::from([(claims.user, identity.public_key().clone())]);
     let ed = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
     let ml = ml_dsa::ExpandedSigningKey::<ml_dsa::MlDsa65>::from_seed(&[6; 32].into());
-    Setup {
-        identity,
-        claims,
-        cert,
-        trust,
-        ed,
-        ml,
-    }
+    Setup { identity, claims, cert, trust, ed, ml }
 }
 
 /// Mean time of `f` over a fixed number of runs, for the printed ratios.
@@ -71,19 +60,9 @@ fn bench(c: &mut Criterion) {
     let key = s.claims.device_key;
 
     let mut g = c.benchmark_group(format!("certificate/{BACKEND}"));
-    g.bench_function("sign", |b| {
-        b.iter(|| s.identity.certify_device(black_box(&s.claims)).unwrap())
-    });
-    g.bench_function("verify", |b| {
-        b.iter(|| {
-            s.cert
-                .verify(black_box(&key), UnixTime(1), &s.trust)
-                .unwrap()
-        })
-    });
-    g.bench_function("raw ed25519 verify", |b| {
-        b.iter(|| ed_vk.verify(black_box(&msg), &ed_sig).unwrap())
-    });
+    g.bench_function("sign", |b| b.iter(|| s.identity.certify_device(black_box(&s.claims)).unwrap()));
+    g.bench_function("verify", |b| b.iter(|| s.cert.verify(black_box(&key), UnixTime(1), &s.trust).unwrap()));
+    g.bench_function("raw ed25519 verify", |b| b.iter(|| ed_vk.verify(black_box(&msg), &ed_sig).unwrap()));
     g.bench_function("raw ml-dsa-65 verify (rustcrypto)", |b| {
         b.iter(|| assert!(ml_vk.verify_with_context(black_box(&msg), b"ctx", &ml_sig)))
     });
@@ -94,9 +73,7 @@ fn bench(c: &mut Criterion) {
         assert!(ml_vk.verify_with_context(black_box(&msg), b"ctx", &ml_sig));
     });
     let verify = mean(|| {
-        s.cert
-            .verify(black_box(&key), UnixTime(1), &s.trust)
-            .unwrap();
+        s.cert.verify(black_box(&key), UnixTime(1), &s.trust).unwrap();
     });
     let raw_sign = mean(|| {
         black_box(s.ed.sign(&msg));

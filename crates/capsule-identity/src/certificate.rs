@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::HybridSignature;
 use crate::{
-    DecodeError, DeviceId, IdentityError, IdentityKeyPair, IdentityPublicKey, Result, UnixTime,
-    UserId, Validity, encoding,
+    DecodeError, DeviceId, IdentityError, IdentityKeyPair, IdentityPublicKey, Result, UnixTime, UserId, Validity,
+    encoding,
 };
 
 /// Format version of [`DeviceCertificate`]; signed, so it cannot be downgraded.
@@ -140,9 +140,7 @@ impl DeviceCertificate {
         now: UnixTime,
         trust: &(impl TrustStore + ?Sized),
     ) -> Result<DeviceClaims> {
-        let identity = trust
-            .trusted_identity(&self.tbs.user)
-            .ok_or(IdentityError::UntrustedUser)?;
+        let identity = trust.trusted_identity(&self.tbs.user).ok_or(IdentityError::UntrustedUser)?;
         if !identity.verify_hybrid(&self.tbs.signed_bytes()?, ML_DSA_CONTEXT, &self.signature) {
             return Err(IdentityError::BadSignature);
         }

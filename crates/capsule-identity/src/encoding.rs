@@ -25,8 +25,7 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, DecodeError> {
 /// [`DecodeError::NonCanonical`] when `bytes` is not what encoding the decoded
 /// value gives back.
 pub fn decode_canonical<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let (value, rest) =
-        postcard::take_from_bytes::<T>(bytes).map_err(|_| DecodeError::Malformed)?;
+    let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|_| DecodeError::Malformed)?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes);
     }

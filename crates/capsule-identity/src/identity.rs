@@ -23,8 +23,7 @@ const ML_DSA_LABEL: &[u8] = b"capsule identity v1 ml-dsa-65";
 /// Draws 32 bytes from `rng`.
 pub(crate) fn random_32<R: TryCryptoRng + ?Sized>(rng: &mut R) -> Result<Zeroizing<[u8; 32]>> {
     let mut out = Zeroizing::new([0u8; 32]);
-    rng.try_fill_bytes(out.as_mut())
-        .map_err(|_| IdentityError::Rng)?;
+    rng.try_fill_bytes(out.as_mut()).map_err(|_| IdentityError::Rng)?;
     Ok(out)
 }
 
@@ -118,24 +117,16 @@ impl IdentityPublicKey {
         if key.version != PUBLIC_KEY_VERSION {
             return Err(DecodeError::UnknownVersion(key.version));
         }
-        ed25519_dalek::VerifyingKey::from_bytes(&key.ed25519)
-            .map_err(|_| DecodeError::InvalidKey)?;
+        ed25519_dalek::VerifyingKey::from_bytes(&key.ed25519).map_err(|_| DecodeError::InvalidKey)?;
         Ok(key)
     }
 
     /// Verifies a hybrid signature: true only when both halves verify.
-    pub(crate) fn verify_hybrid(
-        &self,
-        msg: &[u8],
-        ml_dsa_context: &[u8],
-        sig: &HybridSignature,
-    ) -> bool {
+    pub(crate) fn verify_hybrid(&self, msg: &[u8], ml_dsa_context: &[u8], sig: &HybridSignature) -> bool {
         let Ok(ed) = ed25519_dalek::VerifyingKey::from_bytes(&self.ed25519) else {
             return false;
         };
-        let ed_ok = ed
-            .verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig.ed25519.0))
-            .is_ok();
+        let ed_ok = ed.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig.ed25519.0)).is_ok();
         // Both halves are always checked, so timing does not reveal which failed.
         let ml_ok = Active::verify(&self.ml_dsa, msg, ml_dsa_context, &sig.ml_dsa);
         ed_ok & ml_ok
@@ -145,10 +136,7 @@ impl IdentityPublicKey {
 impl fmt::Debug for IdentityPublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [a, b, c, d, ..] = self.ed25519;
-        write!(
-            f,
-            "IdentityPublicKey(ed25519:{a:02x}{b:02x}{c:02x}{d:02x}…)"
-        )
+        write!(f, "IdentityPublicKey(ed25519:{a:02x}{b:02x}{c:02x}{d:02x}…)")
     }
 }
 
@@ -195,11 +183,7 @@ impl IdentityKeyPair {
             ed25519: ed25519.verifying_key().to_bytes(),
             ml_dsa: Active::verifying_key(&ml_dsa),
         };
-        Ok(Self {
-            ed25519,
-            ml_dsa,
-            public,
-        })
+        Ok(Self { ed25519, ml_dsa, public })
     }
 
     /// The public half, to publish in the user directory.
@@ -225,9 +209,7 @@ impl IdentityKeyPair {
 
 impl fmt::Debug for IdentityKeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IdentityKeyPair")
-            .field("public", &self.public)
-            .finish_non_exhaustive()
+        f.debug_struct("IdentityKeyPair").field("public", &self.public).finish_non_exhaustive()
     }
 }
 

@@ -62,10 +62,7 @@ impl Validity {
         if not_after < not_before {
             return Err(crate::IdentityError::InvalidValidity);
         }
-        Ok(Self {
-            not_before,
-            not_after,
-        })
+        Ok(Self { not_before, not_after })
     }
 
     /// First second of validity.

@@ -25,18 +25,8 @@ pub(crate) trait MlDsaBackend {
     fn signing_key_from_seed(seed: &MlDsaSeed) -> Self::SigningKey;
     fn verifying_key(sk: &Self::SigningKey) -> MlDsaVerifyingKeyBytes;
     /// Hedged signing (FIPS 204 default) with the caller's 32 random bytes.
-    fn sign(
-        sk: &Self::SigningKey,
-        msg: &[u8],
-        ctx: &[u8],
-        rnd: &[u8; 32],
-    ) -> Option<MlDsaSignatureBytes>;
-    fn verify(
-        vk: &MlDsaVerifyingKeyBytes,
-        msg: &[u8],
-        ctx: &[u8],
-        sig: &MlDsaSignatureBytes,
-    ) -> bool;
+    fn sign(sk: &Self::SigningKey, msg: &[u8], ctx: &[u8], rnd: &[u8; 32]) -> Option<MlDsaSignatureBytes>;
+    fn verify(vk: &MlDsaVerifyingKeyBytes, msg: &[u8], ctx: &[u8], sig: &MlDsaSignatureBytes) -> bool;
 }
 
 /// RustCrypto `ml-dsa`. With libcrux active it is only the cross-check in tests.
@@ -55,26 +45,14 @@ impl MlDsaBackend for RustCrypto {
         sk.verifying_key().encode()
     }
 
-    fn sign(
-        sk: &Self::SigningKey,
-        msg: &[u8],
-        ctx: &[u8],
-        rnd: &[u8; 32],
-    ) -> Option<MlDsaSignatureBytes> {
+    fn sign(sk: &Self::SigningKey, msg: &[u8], ctx: &[u8], rnd: &[u8; 32]) -> Option<MlDsaSignatureBytes> {
         // The fallible entry point: rejection sampling that runs out is an
         // error here, where `sign_internal` would panic.
         let mut rng = OneShot(Some(*rnd));
-        sk.sign_randomized(msg, ctx, &mut rng)
-            .ok()
-            .map(|sig| sig.encode())
+        sk.sign_randomized(msg, ctx, &mut rng).ok().map(|sig| sig.encode())
     }
 
-    fn verify(
-        vk: &MlDsaVerifyingKeyBytes,
-        msg: &[u8],
-        ctx: &[u8],
-        sig: &MlDsaSignatureBytes,
-    ) -> bool {
+    fn verify(vk: &MlDsaVerifyingKeyBytes, msg: &[u8], ctx: &[u8], sig: &MlDsaSignatureBytes) -> bool {
         let Some(sig) = ml_dsa::Signature::<MlDsa65>::decode(sig) else {
             return false;
         };
@@ -155,23 +133,11 @@ impl MlDsaBackend for Libcrux {
         Array::from(*sk.0.verification_key.as_ref())
     }
 
-    fn sign(
-        sk: &Self::SigningKey,
-        msg: &[u8],
-        ctx: &[u8],
-        rnd: &[u8; 32],
-    ) -> Option<MlDsaSignatureBytes> {
-        libcrux_ml_dsa::ml_dsa_65::sign(&sk.0.signing_key, msg, ctx, *rnd)
-            .ok()
-            .map(|sig| Array::from(*sig.as_ref()))
+    fn sign(sk: &Self::SigningKey, msg: &[u8], ctx: &[u8], rnd: &[u8; 32]) -> Option<MlDsaSignatureBytes> {
+        libcrux_ml_dsa::ml_dsa_65::sign(&sk.0.signing_key, msg, ctx, *rnd).ok().map(|sig| Array::from(*sig.as_ref()))
     }
 
-    fn verify(
-        vk: &MlDsaVerifyingKeyBytes,
-        msg: &[u8],
-        ctx: &[u8],
-        sig: &MlDsaSignatureBytes,
-    ) -> bool {
+    fn verify(vk: &MlDsaVerifyingKeyBytes, msg: &[u8], ctx: &[u8], sig: &MlDsaSignatureBytes) -> bool {
         let vk = libcrux_ml_dsa::ml_dsa_65::MLDSA65VerificationKey::new(vk.0);
         let sig = libcrux_ml_dsa::ml_dsa_65::MLDSA65Signature::new(sig.0);
         libcrux_ml_dsa::ml_dsa_65::verify(&vk, msg, ctx, &sig).is_ok()
@@ -201,10 +167,7 @@ mod cross_backend {
             let msg = [i, 1, 2, 3];
             let sig = S::sign(&sk_s, &msg, b"capsule-test", &[7; 32]).unwrap();
             assert!(V::verify(&vk, &msg, b"capsule-test", &sig));
-            assert!(
-                !V::verify(&vk, &msg, b"capsule-tesu", &sig),
-                "context must be bound"
-            );
+            assert!(!V::verify(&vk, &msg, b"capsule-tesu", &sig), "context must be bound");
             assert!(!V::verify(&vk, &[i, 1, 2, 4], b"capsule-test", &sig));
         }
     }
@@ -222,15 +185,8 @@ mod cross_backend {
     #[test]
     fn same_randomness_gives_same_signature() {
         let seed = [9; 32];
-        let a = RustCrypto::sign(
-            &RustCrypto::signing_key_from_seed(&seed),
-            b"m",
-            b"c",
-            &[3; 32],
-        )
-        .unwrap();
-        let b =
-            Libcrux::sign(&Libcrux::signing_key_from_seed(&seed), b"m", b"c", &[3; 32]).unwrap();
+        let a = RustCrypto::sign(&RustCrypto::signing_key_from_seed(&seed), b"m", b"c", &[3; 32]).unwrap();
+        let b = Libcrux::sign(&Libcrux::signing_key_from_seed(&seed), b"m", b"c", &[3; 32]).unwrap();
         assert_eq!(a, b);
     }
 }

@@ -1,11 +1,6 @@
 //! Device certificates: what is accepted, and every way a binding is refused.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::print_stdout
-)] // test code
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic, clippy::print_stdout)] // test code
 
 use std::collections::BTreeMap;
 
@@ -26,8 +21,7 @@ struct Fixture {
 
 fn fixture(seed: u8) -> Fixture {
     let mut rng = ChaCha20Rng::from_seed([seed; 32]);
-    let identity =
-        IdentityKeyPair::from_seed(&IdentitySeed::generate_with(&mut rng).unwrap()).unwrap();
+    let identity = IdentityKeyPair::from_seed(&IdentitySeed::generate_with(&mut rng).unwrap()).unwrap();
     let device = DeviceSigningKey::generate_with(&mut rng).unwrap();
     let claims = DeviceClaims {
         user: UserId::from_bytes([seed; 16]),
@@ -38,14 +32,7 @@ fn fixture(seed: u8) -> Fixture {
     let cert = identity.certify_device_with(&claims, &mut rng).unwrap();
     let bytes = cert.to_bytes().unwrap();
     let trust = BTreeMap::from([(claims.user, identity.public_key().clone())]);
-    Fixture {
-        identity,
-        device,
-        claims,
-        cert,
-        bytes,
-        trust,
-    }
+    Fixture { identity, device, claims, cert, bytes, trust }
 }
 
 // Layout of the canonical encoding (postcard): version, user, device, key,
@@ -75,11 +62,7 @@ impl TrustStore for TrustAnyUser<'_> {
 
 /// Decodes `bytes` and verifies it the way a peer would, with the fixture's key.
 fn check(f: &Fixture, bytes: &[u8]) -> Result<DeviceClaims> {
-    let key = if bytes[KEY] == f.bytes[KEY] {
-        f.device.public_key()
-    } else {
-        bytes[KEY].try_into().unwrap()
-    };
+    let key = if bytes[KEY] == f.bytes[KEY] { f.device.public_key() } else { bytes[KEY].try_into().unwrap() };
     DeviceCertificate::from_bytes(bytes)?.verify(&key, NOW, &TrustAnyUser(f.identity.public_key()))
 }
 
@@ -154,29 +137,14 @@ fn a_certificate_with_only_one_valid_half_is_rejected() {
     assert_eq!(foreign.len(), len);
 
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "ed25519 only (ml-dsa zeroed)",
-            splice(&f.bytes, ml_dsa_sig(len), &vec![0; ML_DSA_SIG_LEN]),
-        ),
-        (
-            "ml-dsa only (ed25519 zeroed)",
-            splice(&f.bytes, ed_sig(len), &[0; ED_SIG_LEN]),
-        ),
-        (
-            "ed25519 only (ml-dsa foreign)",
-            splice(&f.bytes, ml_dsa_sig(len), &foreign[ml_dsa_sig(len)]),
-        ),
-        (
-            "ml-dsa only (ed25519 foreign)",
-            splice(&f.bytes, ed_sig(len), &foreign[ed_sig(len)]),
-        ),
+        ("ed25519 only (ml-dsa zeroed)", splice(&f.bytes, ml_dsa_sig(len), &vec![0; ML_DSA_SIG_LEN])),
+        ("ml-dsa only (ed25519 zeroed)", splice(&f.bytes, ed_sig(len), &[0; ED_SIG_LEN])),
+        ("ed25519 only (ml-dsa foreign)", splice(&f.bytes, ml_dsa_sig(len), &foreign[ml_dsa_sig(len)])),
+        ("ml-dsa only (ed25519 foreign)", splice(&f.bytes, ed_sig(len), &foreign[ed_sig(len)])),
     ];
     for (what, bytes) in cases {
         let result = check(&f, &bytes);
-        assert!(
-            matches!(result, Err(IdentityError::BadSignature)),
-            "{what}: {result:?}"
-        );
+        assert!(matches!(result, Err(IdentityError::BadSignature)), "{what}: {result:?}");
     }
 }
 
@@ -194,20 +162,11 @@ fn validity_window_is_enforced_at_both_ends() {
     let at = |t| f.cert.verify(&key, UnixTime(t), &f.trust);
     assert!(at(v.not_before().0).is_ok());
     assert!(at(v.not_after().0).is_ok());
-    assert!(matches!(
-        at(v.not_before().0 - 1),
-        Err(IdentityError::NotYetValid)
-    ));
-    assert!(matches!(
-        at(v.not_after().0 + 1),
-        Err(IdentityError::Expired)
-    ));
+    assert!(matches!(at(v.not_before().0 - 1), Err(IdentityError::NotYetValid)));
+    assert!(matches!(at(v.not_after().0 + 1), Err(IdentityError::Expired)));
     assert!(matches!(at(0), Err(IdentityError::NotYetValid)));
     assert!(matches!(at(u64::MAX), Err(IdentityError::Expired)));
-    assert!(matches!(
-        Validity::new(UnixTime(10), UnixTime(9)),
-        Err(IdentityError::InvalidValidity)
-    ));
+    assert!(matches!(Validity::new(UnixTime(10), UnixTime(9)), Err(IdentityError::InvalidValidity)));
 }
 
 #[test]
@@ -218,32 +177,20 @@ fn wrong_identity_key_untrusted_user_and_wrong_presented_key_are_rejected() {
     let mut wrong = f.trust.clone();
     let impostor = IdentityKeyPair::from_seed(&IdentitySeed::from_bytes([8; 32])).unwrap();
     wrong.insert(f.claims.user, impostor.public_key().clone());
-    assert!(matches!(
-        f.cert.verify(&key, NOW, &wrong),
-        Err(IdentityError::BadSignature)
-    ));
+    assert!(matches!(f.cert.verify(&key, NOW, &wrong), Err(IdentityError::BadSignature)));
 
     let empty: BTreeMap<UserId, IdentityPublicKey> = BTreeMap::new();
-    assert!(matches!(
-        f.cert.verify(&key, NOW, &empty),
-        Err(IdentityError::UntrustedUser)
-    ));
+    assert!(matches!(f.cert.verify(&key, NOW, &empty), Err(IdentityError::UntrustedUser)));
 
     let other_device = DeviceSigningKey::from_secret_bytes(&[1; 32]);
-    assert!(matches!(
-        f.cert.verify(&other_device.public_key(), NOW, &f.trust),
-        Err(IdentityError::KeyMismatch)
-    ));
+    assert!(matches!(f.cert.verify(&other_device.public_key(), NOW, &f.trust), Err(IdentityError::KeyMismatch)));
 
     // A certificate for another user is not accepted under this user's key.
     let mut claims = f.claims.clone();
     claims.user = UserId::from_bytes([0xEE; 16]);
     let forged = impostor.certify_device(&claims).unwrap();
     let trust = BTreeMap::from([(claims.user, f.identity.public_key().clone())]);
-    assert!(matches!(
-        forged.verify(&key, NOW, &trust),
-        Err(IdentityError::BadSignature)
-    ));
+    assert!(matches!(forged.verify(&key, NOW, &trust), Err(IdentityError::BadSignature)));
 }
 
 #[test]
@@ -251,33 +198,13 @@ fn malformed_encodings_are_refused_with_typed_errors() {
     let f = fixture(9);
     let cases: Vec<(&str, Vec<u8>, DecodeError)> = vec![
         ("empty", vec![], DecodeError::Malformed),
-        (
-            "truncated",
-            f.bytes[..f.bytes.len() - 1].to_vec(),
-            DecodeError::Malformed,
-        ),
-        (
-            "trailing",
-            [f.bytes.clone(), vec![0]].concat(),
-            DecodeError::TrailingBytes,
-        ),
-        (
-            "unknown version",
-            splice(&f.bytes, 0..1, &[2]),
-            DecodeError::UnknownVersion(2),
-        ),
-        (
-            "overlong varint",
-            overlong_validity(&f.bytes),
-            DecodeError::NonCanonical,
-        ),
+        ("truncated", f.bytes[..f.bytes.len() - 1].to_vec(), DecodeError::Malformed),
+        ("trailing", [f.bytes.clone(), vec![0]].concat(), DecodeError::TrailingBytes),
+        ("unknown version", splice(&f.bytes, 0..1, &[2]), DecodeError::UnknownVersion(2)),
+        ("overlong varint", overlong_validity(&f.bytes), DecodeError::NonCanonical),
     ];
     for (what, bytes, expected) in cases {
-        assert_eq!(
-            DeviceCertificate::from_bytes(&bytes).unwrap_err(),
-            expected,
-            "{what}"
-        );
+        assert_eq!(DeviceCertificate::from_bytes(&bytes).unwrap_err(), expected, "{what}");
     }
 }
 
@@ -303,35 +230,20 @@ fn identity_public_key_round_trip_and_refusals() {
     let bytes = pk.to_bytes().unwrap();
     assert_eq!(bytes.len(), 1 + 32 + 1952);
     assert_eq!(&IdentityPublicKey::from_bytes(&bytes).unwrap(), pk);
-    assert_eq!(
-        IdentityPublicKey::from_bytes(&bytes[1..]).unwrap_err(),
-        DecodeError::Malformed
-    );
-    assert_eq!(
-        IdentityPublicKey::from_bytes(&splice(&bytes, 0..1, &[9])).unwrap_err(),
-        DecodeError::UnknownVersion(9)
-    );
+    assert_eq!(IdentityPublicKey::from_bytes(&bytes[1..]).unwrap_err(), DecodeError::Malformed);
+    assert_eq!(IdentityPublicKey::from_bytes(&splice(&bytes, 0..1, &[9])).unwrap_err(), DecodeError::UnknownVersion(9));
     // An Ed25519 half that is not a curve point.
-    let not_a_point = (0..=255u8)
-        .map(|i| [i; 32])
-        .find(|b| ed25519_dalek::VerifyingKey::from_bytes(b).is_err())
-        .unwrap();
+    let not_a_point =
+        (0..=255u8).map(|i| [i; 32]).find(|b| ed25519_dalek::VerifyingKey::from_bytes(b).is_err()).unwrap();
     let bad = splice(&bytes, 1..33, &not_a_point);
-    assert_eq!(
-        IdentityPublicKey::from_bytes(&bad).unwrap_err(),
-        DecodeError::InvalidKey
-    );
+    assert_eq!(IdentityPublicKey::from_bytes(&bad).unwrap_err(), DecodeError::InvalidKey);
 }
 
 #[test]
 fn secrets_are_not_printed() {
     let f = fixture(11);
     let seed = IdentitySeed::from_bytes([0xAB; 32]);
-    for text in [
-        format!("{seed:?}"),
-        format!("{:?}", f.identity),
-        format!("{:?}", f.device),
-    ] {
+    for text in [format!("{seed:?}"), format!("{:?}", f.identity), format!("{:?}", f.device)] {
         assert!(!text.to_lowercase().contains("abab"), "{text}");
         let secret = f.device.to_secret_bytes();
         let hex: String = secret.iter().take(4).map(|b| format!("{b:02x}")).collect();

@@ -1,12 +1,7 @@
 //! Property tests for every decoder of this crate: arbitrary bytes never
 //! panic, anything accepted is canonical, and every value round-trips.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::print_stdout
-)] // test code
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic, clippy::print_stdout)] // test code
 
 use capsule_identity::*;
 use proptest::prelude::*;
@@ -17,19 +12,14 @@ fn identity() -> &'static IdentityKeyPair {
 }
 
 fn claims() -> impl Strategy<Value = DeviceClaims> {
-    (
-        any::<[u8; 16]>(),
-        any::<[u8; 16]>(),
-        any::<[u8; 32]>(),
-        any::<u64>(),
-        any::<u64>(),
-    )
-        .prop_map(|(u, d, k, a, b)| DeviceClaims {
+    (any::<[u8; 16]>(), any::<[u8; 16]>(), any::<[u8; 32]>(), any::<u64>(), any::<u64>()).prop_map(|(u, d, k, a, b)| {
+        DeviceClaims {
             user: UserId::from_bytes(u),
             device: DeviceId::from_bytes(d),
             device_key: k,
             validity: Validity::new(UnixTime(a.min(b)), UnixTime(a.max(b))).unwrap(),
-        })
+        }
+    })
 }
 
 proptest! {

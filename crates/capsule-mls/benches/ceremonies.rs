@@ -4,12 +4,7 @@
 //! verification (hybrid certificates), the album-context extension and the
 //! AMK key schedule and history bundle.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::print_stdout,
-    clippy::indexing_slicing,
-    missing_docs
-)] // a benchmark
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::indexing_slicing, missing_docs)] // a benchmark
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -17,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use capsule_amk::{AlbumId, AlbumMetadata, HistoryPolicy};
 use capsule_identity::{
-    DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair, IdentityPublicKey, IdentitySeed,
-    UnixTime, UserId, Validity,
+    DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair, IdentityPublicKey, IdentitySeed, UnixTime, UserId,
+    Validity,
 };
 use capsule_mls::*;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -44,11 +39,7 @@ impl Users {
             trust.insert(UserId::from_bytes([n; 16]), id.public_key().clone());
             identities.insert(UserId::from_bytes([n; 16]), id);
         }
-        Self {
-            identities,
-            trust,
-            next_device: 0,
-        }
+        Self { identities, trust, next_device: 0 }
     }
 
     fn device(&mut self, user: u8) -> DeviceIdentity {
@@ -73,25 +64,13 @@ fn capsule_album(users: &mut Users, n: usize) -> (MemoryProvider, DeviceIdentity
     let provider = MemoryProvider::in_memory().unwrap();
     let me = users.device(1);
     let admin = UserId::from_bytes([1; 16]);
-    let meta = AlbumMetadata::new(
-        AlbumId::from_bytes([9; 16]),
-        HistoryPolicy::Full,
-        [admin].into(),
-    )
-    .unwrap();
+    let meta = AlbumMetadata::new(AlbumId::from_bytes([9; 16]), HistoryPolicy::Full, [admin].into()).unwrap();
     let mut album = Album::create(&provider, &me, meta).unwrap();
     if n > 1 {
         let joiner_provider = MemoryProvider::in_memory().unwrap();
-        let dir: Vec<Vec<u8>> = (1..n)
-            .map(|_| key_package(&joiner_provider, &users.device(2)).unwrap())
-            .collect();
-        let v = Validation {
-            trust: &users.trust,
-            now: NOW,
-        };
-        album
-            .add_user(&provider, &me, UserId::from_bytes([2; 16]), &dir, v)
-            .unwrap();
+        let dir: Vec<Vec<u8>> = (1..n).map(|_| key_package(&joiner_provider, &users.device(2)).unwrap()).collect();
+        let v = Validation { trust: &users.trust, now: NOW };
+        album.add_user(&provider, &me, UserId::from_bytes([2; 16]), &dir, v).unwrap();
         album.confirm(&provider).unwrap();
     }
     (provider, me, album)
@@ -165,10 +144,7 @@ fn raw_extensions(v: u32) -> Extensions<GroupContext> {
             &[ProposalType::GroupContextExtensions],
             &[CredentialType::Basic],
         )),
-        Extension::Unknown(
-            ALBUM_EXTENSION_TYPE,
-            UnknownExtension(v.to_be_bytes().to_vec()),
-        ),
+        Extension::Unknown(ALBUM_EXTENSION_TYPE, UnknownExtension(v.to_be_bytes().to_vec())),
     ])
     .unwrap()
 }
@@ -182,21 +158,13 @@ fn raw_commit(
     removes: Vec<LeafNodeIndex>,
     gce: Option<u32>,
 ) {
-    let mut b = g
-        .commit_builder()
-        .propose_adds(adds)
-        .propose_removals(removes);
+    let mut b = g.commit_builder().propose_adds(adds).propose_removals(removes);
     if let Some(v) = gce {
         let ext = raw_extensions(v);
         b = b.propose_group_context_extensions(ext).unwrap();
     }
-    let bundle = b
-        .load_psks(p.storage())
-        .unwrap()
-        .build(p.rand(), p.crypto(), s, |_| true)
-        .unwrap()
-        .stage_commit(p)
-        .unwrap();
+    let bundle =
+        b.load_psks(p.storage()).unwrap().build(p.rand(), p.crypto(), s, |_| true).unwrap().stage_commit(p).unwrap();
     black_box(bundle.commit().tls_serialize_detached().unwrap());
     if let Some(w) = bundle.to_welcome_msg() {
         black_box(w.tls_serialize_detached().unwrap());
@@ -247,10 +215,7 @@ fn bench(c: &mut Criterion) {
         let mut cycle = || {
             let dev = users.device(1);
             let kp = key_package(&kp_provider, &dev).unwrap();
-            let v = Validation {
-                trust: &trust,
-                now: NOW,
-            };
+            let v = Validation { trust: &trust, now: NOW };
             album.add_device(&p, &me, &kp, v).unwrap();
             album.confirm(&p).unwrap();
             album.remove_device(&p, &me, dev.device()).unwrap();
@@ -263,9 +228,7 @@ fn bench(c: &mut Criterion) {
             gce += 1;
             raw_commit(&rp, &rs, &mut raw, vec![], vec![last], Some(gce));
         };
-        g.bench_function(format!("add_device+remove_device/{n}"), |b| {
-            b.iter(&mut cycle)
-        });
+        g.bench_function(format!("add_device+remove_device/{n}"), |b| b.iter(&mut cycle));
         g.bench_function(format!("raw add+remove/{n}"), |b| b.iter(&mut raw_cycle));
         if measuring {
             let (ours, theirs) = (mean(5, &mut cycle), mean(5, &mut raw_cycle));

@@ -6,15 +6,13 @@
 
 use std::collections::BTreeSet;
 
-use capsule_amk::{
-    AlbumMetadata, AmkKeyring, AmkVersion, EpochSecret, HistoryBundle, SealedBundle,
-};
+use capsule_amk::{AlbumMetadata, AmkKeyring, AmkVersion, EpochSecret, HistoryBundle, SealedBundle};
 use capsule_identity::{DeviceId, UserId};
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::{
-    GroupId, KeyPackage, KeyPackageIn, LeafNodeIndex, MlsGroup, MlsGroupJoinConfig,
-    MlsMessageBodyIn, MlsMessageIn, PURE_PLAINTEXT_WIRE_FORMAT_POLICY, ProcessedMessageContent,
-    Proposal, ProtocolMessage, ProtocolVersion, Sender, StagedCommit, StagedWelcome,
+    GroupId, KeyPackage, KeyPackageIn, LeafNodeIndex, MlsGroup, MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn,
+    PURE_PLAINTEXT_WIRE_FORMAT_POLICY, ProcessedMessageContent, Proposal, ProtocolMessage, ProtocolVersion, Sender,
+    StagedCommit, StagedWelcome,
 };
 use openmls_traits::OpenMlsProvider;
 use serde::{Deserialize, Serialize};
@@ -149,9 +147,7 @@ fn join_config() -> MlsGroupJoinConfig {
 }
 
 fn epoch_secret(bytes: Vec<u8>) -> Result<EpochSecret> {
-    let array: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| MlsError::Internal("exporter length"))?;
+    let array: [u8; 32] = bytes.try_into().map_err(|_| MlsError::Internal("exporter length"))?;
     Ok(EpochSecret::from_exporter(array))
 }
 
@@ -164,10 +160,7 @@ pub fn key_package<P: OpenMlsProvider>(provider: &P, device: &DeviceIdentity) ->
         .leaf_node_capabilities(capabilities())
         .build(CIPHERSUITE, provider, device, device.credential_with_key()?)
         .map_err(MlsError::protocol)?;
-    bundle
-        .key_package()
-        .tls_serialize_detached()
-        .map_err(|_| MlsError::Internal("key package encoding"))
+    bundle.key_package().tls_serialize_detached().map_err(|_| MlsError::Internal("key package encoding"))
 }
 
 /// Decodes, checks and verifies the identity binding of a KeyPackage.
@@ -176,11 +169,8 @@ fn verified_key_package<P: OpenMlsProvider>(
     bytes: &[u8],
     validation: Validation<'_>,
 ) -> Result<(KeyPackage, UserId, DeviceId)> {
-    let kp = KeyPackageIn::tls_deserialize_exact(bytes)
-        .map_err(|_| MlsError::Malformed("key package"))?;
-    let kp = kp
-        .validate(provider.crypto(), ProtocolVersion::Mls10)
-        .map_err(MlsError::protocol)?;
+    let kp = KeyPackageIn::tls_deserialize_exact(bytes).map_err(|_| MlsError::Malformed("key package"))?;
+    let kp = kp.validate(provider.crypto(), ProtocolVersion::Mls10).map_err(MlsError::protocol)?;
     if kp.ciphersuite() != CIPHERSUITE {
         return Err(MlsError::Refused("key package of another ciphersuite"));
     }
@@ -193,18 +183,11 @@ impl Album {
     ///
     /// # Errors
     /// [`MlsError::Unauthorized`] if the creator's user is not an admin of `metadata`.
-    pub fn create<P: OpenMlsProvider>(
-        provider: &P,
-        device: &DeviceIdentity,
-        metadata: AlbumMetadata,
-    ) -> Result<Self> {
+    pub fn create<P: OpenMlsProvider>(provider: &P, device: &DeviceIdentity, metadata: AlbumMetadata) -> Result<Self> {
         if !metadata.is_admin(&device.user()) {
             return Err(MlsError::Unauthorized("the creator must be an admin"));
         }
-        let context = AlbumContext {
-            metadata,
-            amk_version: AmkVersion::FIRST,
-        };
+        let context = AlbumContext { metadata, amk_version: AmkVersion::FIRST };
         let album = context.metadata.album();
         let group = MlsGroup::builder()
             .with_group_id(GroupId::from_slice(album.as_bytes()))
@@ -215,18 +198,10 @@ impl Album {
             .with_wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
             .build(provider, device, device.credential_with_key()?)
             .map_err(MlsError::protocol)?;
-        let secret = group
-            .export_secret(provider.crypto(), EXPORTER_LABEL, album.as_bytes(), 32)
-            .map_err(MlsError::protocol)?;
+        let secret =
+            group.export_secret(provider.crypto(), EXPORTER_LABEL, album.as_bytes(), 32).map_err(MlsError::protocol)?;
         let keyring = AmkKeyring::create(album, &epoch_secret(secret)?)?;
-        Ok(Self {
-            group,
-            context,
-            keyring,
-            pending: None,
-            last_applied: None,
-            evicted: false,
-        })
+        Ok(Self { group, context, keyring, pending: None, last_applied: None, evicted: false })
     }
 
     /// Joins from a Welcome and the sealed history bundle beside it.
@@ -245,19 +220,14 @@ impl Album {
         bundle: &[u8],
         validation: Validation<'_>,
     ) -> Result<Self> {
-        let message = MlsMessageIn::tls_deserialize_exact(welcome)
-            .map_err(|_| MlsError::Malformed("welcome"))?;
+        let message = MlsMessageIn::tls_deserialize_exact(welcome).map_err(|_| MlsError::Malformed("welcome"))?;
         let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
             return Err(MlsError::Malformed("not a welcome"));
         };
-        let staged = StagedWelcome::new_from_welcome(provider, &join_config(), welcome, None)
-            .map_err(MlsError::protocol)?;
+        let staged =
+            StagedWelcome::new_from_welcome(provider, &join_config(), welcome, None).map_err(MlsError::protocol)?;
         for member in staged.members() {
-            crate::binding::verify_credential(
-                &member.credential,
-                &member.signature_key,
-                validation,
-            )?;
+            crate::binding::verify_credential(&member.credential, &member.signature_key, validation)?;
         }
         let context = AlbumContext::from_extensions(staged.group_context().extensions())?;
         let album = context.metadata.album();
@@ -267,20 +237,11 @@ impl Album {
         let key = epoch_secret(secret)?.bundle_key(&album)?;
         let mut keyring = SealedBundle::from_bytes(bundle)?.open(&key, &context.metadata)?;
         if keyring.current_version() != context.amk_version {
-            return Err(MlsError::Refused(
-                "bundle's current version is not the group's",
-            ));
+            return Err(MlsError::Refused("bundle's current version is not the group's"));
         }
         keyring.attest_ceiling(context.amk_version);
         let group = staged.into_group(provider).map_err(MlsError::protocol)?;
-        Ok(Self {
-            group,
-            context,
-            keyring,
-            pending: None,
-            last_applied: None,
-            evicted: false,
-        })
+        Ok(Self { group, context, keyring, pending: None, last_applied: None, evicted: false })
     }
 
     /// The wrapper's own state, to persist beside OpenMLS's (holds the keyring:
@@ -297,9 +258,7 @@ impl Album {
             last_applied: self.last_applied,
             evicted: self.evicted,
         };
-        Ok(Zeroizing::new(
-            encoding::encode(&record).map_err(|e| MlsError::Amk(e.into()))?,
-        ))
+        Ok(Zeroizing::new(encoding::encode(&record).map_err(|e| MlsError::Amk(e.into()))?))
     }
 
     /// Loads an album from the provider's storage and the record
@@ -320,20 +279,14 @@ impl Album {
             .ok_or(MlsError::NotMember("no stored group for this album"))?;
         let context = AlbumContext::from_extensions(group.extensions())?;
         let keyring = AmkKeyring::from_bytes(&record.keyring)?;
-        if keyring.album() != context.metadata.album()
-            || context.metadata.album().as_bytes() != &record.album
-        {
+        if keyring.album() != context.metadata.album() || context.metadata.album().as_bytes() != &record.album {
             return Err(MlsError::Refused("stored keyring belongs to another album"));
         }
         if record.pending.is_some() != group.pending_commit().is_some() {
-            return Err(MlsError::Refused(
-                "stored pending commit disagrees with the group state",
-            ));
+            return Err(MlsError::Refused("stored pending commit disagrees with the group state"));
         }
         if !record.evicted && keyring.current_version() != context.amk_version {
-            return Err(MlsError::Refused(
-                "stored keyring disagrees with the group's AMK version",
-            ));
+            return Err(MlsError::Refused("stored keyring disagrees with the group's AMK version"));
         }
         Ok(Self {
             group,
@@ -401,11 +354,7 @@ impl Album {
     /// Members as (user, device), sorted.
     #[must_use]
     pub fn members(&self) -> Vec<(UserId, DeviceId)> {
-        let mut out: Vec<_> = self
-            .group
-            .members()
-            .filter_map(|m| claimed_identity(&m.credential).ok())
-            .collect();
+        let mut out: Vec<_> = self.group.members().filter_map(|m| claimed_identity(&m.credential).ok()).collect();
         out.sort();
         out
     }
@@ -475,14 +424,7 @@ impl Album {
         if let Some(p) = self.pending_for(&ceremony)? {
             return Ok(p);
         }
-        self.add(
-            provider,
-            device,
-            ceremony,
-            device.user(),
-            &[key_package.to_vec()],
-            validation,
-        )
+        self.add(provider, device, ceremony, device.user(), &[key_package.to_vec()], validation)
     }
 
     fn add<P: OpenMlsProvider>(
@@ -534,23 +476,14 @@ impl Album {
             return Err(MlsError::Unauthorized("only admins remove users"));
         }
         if user == device.user() {
-            return Err(MlsError::Refused(
-                "a user cannot remove itself with its own device's commit",
-            ));
+            return Err(MlsError::Refused("a user cannot remove itself with its own device's commit"));
         }
         let leaves = self.leaves_where(|u, _| u == user);
         if leaves.is_empty() {
             return Err(MlsError::NotMember("user"));
         }
         let rotated = self.next_context()?;
-        self.stage(
-            provider,
-            device,
-            ceremony,
-            Vec::new(),
-            leaves,
-            Some(rotated),
-        )
+        self.stage(provider, device, ceremony, Vec::new(), leaves, Some(rotated))
     }
 
     /// Ceremony 4: one of a user's remaining devices removes a lost device of the
@@ -579,14 +512,7 @@ impl Album {
             return Err(MlsError::NotMember("device of this user"));
         }
         let rotated = self.next_context()?;
-        self.stage(
-            provider,
-            device,
-            ceremony,
-            Vec::new(),
-            leaves,
-            Some(rotated),
-        )
+        self.stage(provider, device, ceremony, Vec::new(), leaves, Some(rotated))
     }
 
     /// Ceremony 5: rotate the AMK on its own. Any member may: an admin on
@@ -594,32 +520,18 @@ impl Album {
     ///
     /// # Errors
     /// [`MlsError::PendingCommit`] while another ceremony is pending.
-    pub fn rotate_amk<P: OpenMlsProvider>(
-        &mut self,
-        provider: &P,
-        device: &DeviceIdentity,
-    ) -> Result<Outgoing> {
+    pub fn rotate_amk<P: OpenMlsProvider>(&mut self, provider: &P, device: &DeviceIdentity) -> Result<Outgoing> {
         let ceremony = Ceremony::RotateAmk;
         if let Some(p) = self.pending_for(&ceremony)? {
             return Ok(p);
         }
         self.ensure_operational()?;
         let rotated = self.next_context()?;
-        self.stage(
-            provider,
-            device,
-            ceremony,
-            Vec::new(),
-            Vec::new(),
-            Some(rotated),
-        )
+        self.stage(provider, device, ceremony, Vec::new(), Vec::new(), Some(rotated))
     }
 
     fn next_context(&self) -> Result<AlbumContext> {
-        Ok(AlbumContext {
-            metadata: self.context.metadata.clone(),
-            amk_version: self.context.amk_version.next()?,
-        })
+        Ok(AlbumContext { metadata: self.context.metadata.clone(), amk_version: self.context.amk_version.next()? })
     }
 
     /// Builds and stages one commit. Nothing is merged: the commit stays pending
@@ -635,15 +547,9 @@ impl Album {
     ) -> Result<Outgoing> {
         let epoch = self.epoch();
         let has_adds = !adds.is_empty();
-        let mut builder = self
-            .group
-            .commit_builder()
-            .propose_adds(adds)
-            .propose_removals(removes);
+        let mut builder = self.group.commit_builder().propose_adds(adds).propose_removals(removes);
         if let Some(ctx) = &new_context {
-            builder = builder
-                .propose_group_context_extensions(ctx.extensions()?)
-                .map_err(MlsError::protocol)?;
+            builder = builder.propose_group_context_extensions(ctx.extensions()?).map_err(MlsError::protocol)?;
         }
         let bundle = builder
             .load_psks(provider.storage())
@@ -652,30 +558,15 @@ impl Album {
             .map_err(MlsError::protocol)?
             .stage_commit(provider)
             .map_err(MlsError::protocol)?;
-        let commit = bundle
-            .commit()
-            .tls_serialize_detached()
-            .map_err(|_| MlsError::Internal("commit encoding"))?;
+        let commit = bundle.commit().tls_serialize_detached().map_err(|_| MlsError::Internal("commit encoding"))?;
         let welcome = match bundle.to_welcome_msg() {
-            Some(w) if has_adds => Some(
-                w.tls_serialize_detached()
-                    .map_err(|_| MlsError::Internal("welcome encoding"))?,
-            ),
+            Some(w) if has_adds => {
+                Some(w.tls_serialize_detached().map_err(|_| MlsError::Internal("welcome encoding"))?)
+            }
             _ => None,
         };
-        let sealed = if has_adds {
-            Some(self.seal_bundle_for_pending(provider)?)
-        } else {
-            None
-        };
-        let out = Outgoing {
-            ceremony,
-            epoch,
-            commit_hash: CommitHash::of(&commit),
-            commit,
-            welcome,
-            bundle: sealed,
-        };
+        let sealed = if has_adds { Some(self.seal_bundle_for_pending(provider)?) } else { None };
+        let out = Outgoing { ceremony, epoch, commit_hash: CommitHash::of(&commit), commit, welcome, bundle: sealed };
         tracing::debug!(epoch, ceremony = ?out.ceremony, hash = ?out.commit_hash, "ceremony staged");
         self.pending = Some(out.clone());
         Ok(out)
@@ -685,21 +576,14 @@ impl Album {
     /// the joining epoch's exporter-derived key. Adds never rotate, so it carries
     /// the current keyring.
     fn seal_bundle_for_pending<P: OpenMlsProvider>(&self, provider: &P) -> Result<Vec<u8>> {
-        let staged = self
-            .group
-            .pending_commit()
-            .ok_or(MlsError::Internal("no staged commit"))?;
+        let staged = self.group.pending_commit().ok_or(MlsError::Internal("no staged commit"))?;
         let album = self.context.metadata.album();
         let secret = staged
             .export_secret(provider.crypto(), EXPORTER_LABEL, album.as_bytes(), 32)
             .map_err(MlsError::protocol)?;
         let key = epoch_secret(secret)?.bundle_key(&album)?;
         let mut rng = ProviderRng(provider.rand());
-        Ok(
-            HistoryBundle::for_joiner(&self.keyring, &self.context.metadata)?
-                .seal(&key, &mut rng)?
-                .to_bytes()?,
-        )
+        Ok(HistoryBundle::for_joiner(&self.keyring, &self.context.metadata)?.seal(&key, &mut rng)?.to_bytes()?)
     }
 
     /// The server accepted the pending commit: merge it, and rotate the AMK if
@@ -709,14 +593,9 @@ impl Album {
     /// [`MlsError::NoPendingCommit`]; storage errors from the merge.
     pub fn confirm<P: OpenMlsProvider>(&mut self, provider: &P) -> Result<Applied> {
         let pending = self.pending.clone().ok_or(MlsError::NoPendingCommit)?;
-        let staged = self
-            .group
-            .pending_commit()
-            .ok_or(MlsError::NoPendingCommit)?;
+        let staged = self.group.pending_commit().ok_or(MlsError::NoPendingCommit)?;
         let effects = self.effects_of(provider, staged, None)?;
-        self.group
-            .merge_pending_commit(provider)
-            .map_err(MlsError::protocol)?;
+        self.group.merge_pending_commit(provider).map_err(MlsError::protocol)?;
         self.pending = None;
         self.finish(effects, pending.commit_hash, None)
     }
@@ -726,9 +605,7 @@ impl Album {
     /// # Errors
     /// [`MlsError::Storage`] if clearing cannot be persisted.
     pub fn reject<P: OpenMlsProvider>(&mut self, provider: &P) -> Result<Option<Outgoing>> {
-        self.group
-            .clear_pending_commit(provider.storage())
-            .map_err(|e| MlsError::Storage(format!("{e:?}")))?;
+        self.group.clear_pending_commit(provider.storage()).map_err(|e| MlsError::Storage(format!("{e:?}")))?;
         Ok(self.pending.take())
     }
 
@@ -757,22 +634,14 @@ impl Album {
             return self.confirm(provider);
         }
         self.ensure_operational()?;
-        let message = MlsMessageIn::tls_deserialize_exact(commit)
-            .map_err(|_| MlsError::Malformed("mls message"))?;
-        let message: ProtocolMessage = message
-            .try_into_protocol_message()
-            .map_err(|_| MlsError::Malformed("not a handshake message"))?;
+        let message = MlsMessageIn::tls_deserialize_exact(commit).map_err(|_| MlsError::Malformed("mls message"))?;
+        let message: ProtocolMessage =
+            message.try_into_protocol_message().map_err(|_| MlsError::Malformed("not a handshake message"))?;
         let message_epoch = message.epoch().as_u64();
         if message_epoch != self.epoch() {
-            return Err(MlsError::WrongEpoch {
-                message_epoch,
-                album_epoch: self.epoch(),
-            });
+            return Err(MlsError::WrongEpoch { message_epoch, album_epoch: self.epoch() });
         }
-        let processed = self
-            .group
-            .process_message(provider, message)
-            .map_err(MlsError::protocol)?;
+        let processed = self.group.process_message(provider, message).map_err(MlsError::protocol)?;
         let sender = match processed.sender() {
             Sender::Member(index) => *index,
             _ => return Err(MlsError::Refused("commit not from a member")),
@@ -782,14 +651,8 @@ impl Album {
         };
         let effects = self.effects_of(provider, &staged, Some((sender, validation)))?;
         // Valid: the commit wins this epoch. Our own pending commit, if any, lost.
-        let superseded = if self.pending.is_some() {
-            self.reject(provider)?
-        } else {
-            None
-        };
-        self.group
-            .merge_staged_commit(provider, *staged)
-            .map_err(MlsError::protocol)?;
+        let superseded = if self.pending.is_some() { self.reject(provider)? } else { None };
+        self.group.merge_staged_commit(provider, *staged).map_err(MlsError::protocol)?;
         self.finish(effects, hash, superseded)
     }
 
@@ -802,10 +665,7 @@ impl Album {
         incoming: Option<(LeafNodeIndex, Validation<'_>)>,
     ) -> Result<Effects> {
         let identity_of = |index: LeafNodeIndex| {
-            self.group
-                .member(index)
-                .ok_or(MlsError::NotMember("leaf"))
-                .and_then(claimed_identity)
+            self.group.member(index).ok_or(MlsError::NotMember("leaf")).and_then(claimed_identity)
         };
         for proposal in staged.queued_proposals() {
             match proposal.proposal() {
@@ -835,21 +695,12 @@ impl Album {
         if let Some((sender, validation)) = incoming {
             // The committer's own leaf is re-verified on every commit, so a change in
             // trust (a user's identity key replaced or revoked) takes effect at once.
-            let member = self
-                .group
-                .member_at(sender)
-                .ok_or(MlsError::NotMember("committer"))?;
-            let claims = crate::binding::verify_credential(
-                &member.credential,
-                &member.signature_key,
-                validation,
-            )?;
+            let member = self.group.member_at(sender).ok_or(MlsError::NotMember("committer"))?;
+            let claims = crate::binding::verify_credential(&member.credential, &member.signature_key, validation)?;
             let (committer, committer_device) = (claims.user, claims.device);
             let admin = self.context.metadata.is_admin(&committer);
             if !admin && added.iter().chain(&removed).any(|(u, _)| *u != committer) {
-                return Err(MlsError::Unauthorized(
-                    "only admins add or remove other users",
-                ));
+                return Err(MlsError::Unauthorized("only admins add or remove other users"));
             }
             if let Some(leaf) = staged.update_path_leaf_node() {
                 let claims = verify_leaf(leaf, validation)?;
@@ -867,9 +718,7 @@ impl Album {
         let old = self.context.amk_version;
         let rotates = new_context.amk_version != old;
         if rotates && Some(new_context.amk_version) != old.next().ok() {
-            return Err(MlsError::Refused(
-                "an AMK rotation raises the version by exactly one",
-            ));
+            return Err(MlsError::Refused("an AMK rotation raises the version by exactly one"));
         }
         if !removed.is_empty() && !rotates {
             return Err(MlsError::Refused("a removal must rotate the AMK"));
@@ -886,21 +735,10 @@ impl Album {
         } else {
             None
         };
-        Ok(Effects {
-            added,
-            removed,
-            new_context,
-            rotation,
-            evicted,
-        })
+        Ok(Effects { added, removed, new_context, rotation, evicted })
     }
 
-    fn finish(
-        &mut self,
-        effects: Effects,
-        hash: CommitHash,
-        superseded: Option<Outgoing>,
-    ) -> Result<Applied> {
+    fn finish(&mut self, effects: Effects, hash: CommitHash, superseded: Option<Outgoing>) -> Result<Applied> {
         let rotated_to = effects.rotation.as_ref().map(AmkKeyring::current_version);
         if let Some(keyring) = effects.rotation {
             self.keyring = keyring;

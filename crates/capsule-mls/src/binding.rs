@@ -6,12 +6,10 @@
 //! The identity public key (1984 bytes) does not travel: every verifier looks it
 //! up in its trust store by user, which is also what makes it trusted.
 
-use capsule_identity::{
-    DeviceCertificate, DeviceClaims, DeviceId, DeviceSigningKey, TrustStore, UnixTime, UserId,
-};
+use capsule_identity::{DeviceCertificate, DeviceClaims, DeviceId, DeviceSigningKey, TrustStore, UnixTime, UserId};
 use openmls::prelude::{
-    Capabilities, Credential, CredentialType, CredentialWithKey, ExtensionType, LeafNode,
-    ProposalType, RequiredCapabilitiesExtension,
+    Capabilities, Credential, CredentialType, CredentialWithKey, ExtensionType, LeafNode, ProposalType,
+    RequiredCapabilitiesExtension,
 };
 use openmls_traits::signatures::{Signer, SignerError};
 use openmls_traits::types::SignatureScheme;
@@ -128,9 +126,7 @@ pub struct Validation<'a> {
 
 impl core::fmt::Debug for Validation<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Validation")
-            .field("now", &self.now)
-            .finish_non_exhaustive()
+        f.debug_struct("Validation").field("now", &self.now).finish_non_exhaustive()
     }
 }
 
@@ -145,21 +141,15 @@ pub(crate) fn verify_credential(
     if credential.credential_type() != CredentialType::Other(CREDENTIAL_TYPE) {
         return Err(MlsError::ForeignCredential);
     }
-    let cert = DeviceCertificate::from_bytes(credential.serialized_content())
-        .map_err(|e| MlsError::Identity(e.into()))?;
-    let key: &[u8; 32] = signature_key
-        .try_into()
-        .map_err(|_| MlsError::LeafKeyMismatch)?;
+    let cert =
+        DeviceCertificate::from_bytes(credential.serialized_content()).map_err(|e| MlsError::Identity(e.into()))?;
+    let key: &[u8; 32] = signature_key.try_into().map_err(|_| MlsError::LeafKeyMismatch)?;
     Ok(cert.verify(key, validation.now, validation.trust)?)
 }
 
 /// [`verify_credential`] for a leaf node.
 pub(crate) fn verify_leaf(leaf: &LeafNode, validation: Validation<'_>) -> Result<DeviceClaims> {
-    verify_credential(
-        leaf.credential(),
-        leaf.signature_key().as_slice(),
-        validation,
-    )
+    verify_credential(leaf.credential(), leaf.signature_key().as_slice(), validation)
 }
 
 /// The (user, device) a credential names, without verifying it (for members
@@ -168,7 +158,7 @@ pub(crate) fn claimed_identity(credential: &Credential) -> Result<(UserId, Devic
     if credential.credential_type() != CredentialType::Other(CREDENTIAL_TYPE) {
         return Err(MlsError::ForeignCredential);
     }
-    let cert = DeviceCertificate::from_bytes(credential.serialized_content())
-        .map_err(|e| MlsError::Identity(e.into()))?;
+    let cert =
+        DeviceCertificate::from_bytes(credential.serialized_content()).map_err(|e| MlsError::Identity(e.into()))?;
     Ok((cert.user(), cert.device()))
 }

@@ -26,8 +26,7 @@ impl AlbumContext {
     /// # Errors
     /// Only on a serializer bug.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        encoding::encode(&(self.metadata.to_bytes()?, self.amk_version))
-            .map_err(|e| MlsError::Amk(e.into()))
+        encoding::encode(&(self.metadata.to_bytes()?, self.amk_version)).map_err(|e| MlsError::Amk(e.into()))
     }
 
     /// Decodes and validates the extension payload.
@@ -40,10 +39,7 @@ impl AlbumContext {
         if AmkVersion::new(amk_version.get()).is_none() {
             return Err(MlsError::Amk(DecodeError::Malformed.into()));
         }
-        Ok(Self {
-            metadata: AlbumMetadata::from_bytes(&metadata)?,
-            amk_version,
-        })
+        Ok(Self { metadata: AlbumMetadata::from_bytes(&metadata)?, amk_version })
     }
 
     /// The group-context extensions carrying this context.
@@ -57,9 +53,7 @@ impl AlbumContext {
 
     /// Reads the context from group-context extensions.
     pub(crate) fn from_extensions(extensions: &Extensions<GroupContext>) -> Result<Self> {
-        let ext = extensions
-            .unknown(ALBUM_EXTENSION_TYPE)
-            .ok_or(MlsError::Refused("group has no album context"))?;
+        let ext = extensions.unknown(ALBUM_EXTENSION_TYPE).ok_or(MlsError::Refused("group has no album context"))?;
         Self::from_bytes(&ext.0)
     }
 }

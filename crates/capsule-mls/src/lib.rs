@@ -35,9 +35,7 @@ mod rng;
 pub mod testkit;
 
 pub use album::{Album, Applied, Ceremony, CommitHash, Outgoing, key_package};
-pub use binding::{
-    ALBUM_EXTENSION_TYPE, CREDENTIAL_TYPE, DeviceIdentity, Validation, capabilities,
-};
+pub use binding::{ALBUM_EXTENSION_TYPE, CREDENTIAL_TYPE, DeviceIdentity, Validation, capabilities};
 pub use context::AlbumContext;
 pub use error::{MlsError, Result};
 /// The provider bound of every operation: higher layers name it through this

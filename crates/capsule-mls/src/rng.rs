@@ -21,17 +21,11 @@ impl<R: OpenMlsRand> rand_core::TryRng for ProviderRng<'_, R> {
     type Error = RandFailed;
 
     fn try_next_u32(&mut self) -> Result<u32, RandFailed> {
-        self.0
-            .random_array::<4>()
-            .map(u32::from_le_bytes)
-            .map_err(|_| RandFailed)
+        self.0.random_array::<4>().map(u32::from_le_bytes).map_err(|_| RandFailed)
     }
 
     fn try_next_u64(&mut self) -> Result<u64, RandFailed> {
-        self.0
-            .random_array::<8>()
-            .map(u64::from_le_bytes)
-            .map_err(|_| RandFailed)
+        self.0.random_array::<8>().map(u64::from_le_bytes).map_err(|_| RandFailed)
     }
 
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), RandFailed> {

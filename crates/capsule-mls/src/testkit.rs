@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use capsule_identity::{
-    DeviceCertificate, DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair,
-    IdentityPublicKey, IdentitySeed, UnixTime, UserId, Validity,
+    DeviceCertificate, DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair, IdentityPublicKey, IdentitySeed,
+    UnixTime, UserId, Validity,
 };
 use chacha20::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -70,10 +70,7 @@ impl Directory {
     /// Validation against this directory's trust store at [`NOW`].
     #[must_use]
     pub fn validation(&self) -> Validation<'_> {
-        Validation {
-            trust: &self.trust,
-            now: NOW,
-        }
+        Validation { trust: &self.trust, now: NOW }
     }
 
     /// Registers user `n` with a fresh identity key, trusted by everyone.
@@ -92,22 +89,14 @@ impl Directory {
     ///
     /// # Errors
     /// [`crate::MlsError::NotMember`] for an unknown user.
-    pub fn certify(
-        &mut self,
-        user: UserId,
-        device: DeviceId,
-        key: &DeviceSigningKey,
-    ) -> Result<DeviceCertificate> {
+    pub fn certify(&mut self, user: UserId, device: DeviceId, key: &DeviceSigningKey) -> Result<DeviceCertificate> {
         let claims = DeviceClaims {
             user,
             device,
             device_key: key.public_key(),
             validity: Validity::new(UnixTime(0), UnixTime(u64::MAX))?,
         };
-        let identity = self
-            .identities
-            .get(&user)
-            .ok_or(crate::MlsError::NotMember("unknown test user"))?;
+        let identity = self.identities.get(&user).ok_or(crate::MlsError::NotMember("unknown test user"))?;
         Ok(identity.certify_device_with(&claims, &mut self.rng)?)
     }
 
@@ -122,11 +111,6 @@ impl Directory {
         let id = DeviceId::from_bytes(id);
         let key = DeviceSigningKey::generate_with(&mut self.rng)?;
         let cert = self.certify(user, id, &key)?;
-        Ok(TestDevice {
-            user,
-            id,
-            me: DeviceIdentity::new(key, cert)?,
-            provider: MemoryProvider::in_memory()?,
-        })
+        Ok(TestDevice { user, id, me: DeviceIdentity::new(key, cert)?, provider: MemoryProvider::in_memory()? })
     }
 }

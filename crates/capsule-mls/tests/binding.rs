@@ -2,27 +2,19 @@
 //! adding, the ratchet tree of a Welcome, and the adds, paths and proposals of an
 //! incoming commit. Every refusal is typed and leaves the album untouched.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::print_stdout
-)] // test code
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic, clippy::print_stdout)] // test code
 
 mod common;
 
 use std::collections::BTreeMap;
 
 use capsule_amk::HistoryPolicy;
-use capsule_identity::{
-    DeviceCertificate, DeviceId, DeviceSigningKey, IdentityError, IdentityKeyPair, IdentitySeed,
-};
+use capsule_identity::{DeviceCertificate, DeviceId, DeviceSigningKey, IdentityError, IdentityKeyPair, IdentitySeed};
 use capsule_mls::*;
 use common::*;
 use openmls::prelude::tls_codec::Serialize as _;
 use openmls::prelude::{
-    BasicCredential, Credential, CredentialType, CredentialWithKey, GroupId, KeyPackage,
-    LeafNodeIndex, MlsGroup,
+    BasicCredential, Credential, CredentialType, CredentialWithKey, GroupId, KeyPackage, LeafNodeIndex, MlsGroup,
 };
 use openmls_traits::signatures::{Signer, SignerError};
 use openmls_traits::types::SignatureScheme;
@@ -40,24 +32,12 @@ impl Signer for RawSigner {
 }
 
 /// A KeyPackage with any credential, signed by any key: what an attacker can publish.
-fn raw_key_package(
-    provider: &MemoryProvider,
-    credential: Credential,
-    key: DeviceSigningKey,
-) -> Vec<u8> {
+fn raw_key_package(provider: &MemoryProvider, credential: Credential, key: DeviceSigningKey) -> Vec<u8> {
     let signature_key = key.public_key().to_vec().into();
     let signer = RawSigner(key);
     KeyPackage::builder()
         .leaf_node_capabilities(capabilities())
-        .build(
-            CIPHERSUITE,
-            provider,
-            &signer,
-            CredentialWithKey {
-                credential,
-                signature_key,
-            },
-        )
+        .build(CIPHERSUITE, provider, &signer, CredentialWithKey { credential, signature_key })
         .unwrap()
         .key_package()
         .tls_serialize_detached()
@@ -65,10 +45,7 @@ fn raw_key_package(
 }
 
 fn capsule_credential(cert: &DeviceCertificate) -> Credential {
-    Credential::new(
-        CredentialType::Other(CREDENTIAL_TYPE),
-        cert.to_bytes().unwrap(),
-    )
+    Credential::new(CredentialType::Other(CREDENTIAL_TYPE), cert.to_bytes().unwrap())
 }
 
 /// What a refusal must look like.
@@ -92,9 +69,7 @@ fn alice_and_bob(seed: u8) -> World {
     let bob = w.user(2);
     let b0 = w.device(bob);
     let dir = w.directory(bob);
-    let out = w
-        .ceremony(a0, |al, p, me, v| al.add_user(p, me, bob, &dir, v))
-        .unwrap();
+    let out = w.ceremony(a0, |al, p, me, v| al.add_user(p, me, bob, &dir, v)).unwrap();
     w.deliver(a0, &out, &[b0]);
     w
 }
@@ -132,11 +107,7 @@ fn key_packages_with_broken_bindings_are_refused_before_adding() {
     let cases: Vec<(&str, Vec<u8>, Expect)> = vec![
         (
             "Ed25519 key not covered by the ML-DSA half",
-            raw_key_package(
-                &provider,
-                capsule_credential(&splice_cert(&good, 3309, &foreign[n - 3309..])),
-                key(),
-            ),
+            raw_key_package(&provider, capsule_credential(&splice_cert(&good, 3309, &foreign[n - 3309..])), key()),
             |e| matches!(e, MlsError::Identity(IdentityError::BadSignature)),
         ),
         (
@@ -160,16 +131,10 @@ fn key_packages_with_broken_bindings_are_refused_before_adding() {
         ),
         (
             "a basic credential",
-            raw_key_package(
-                &provider,
-                BasicCredential::new(b"carol".to_vec()).into(),
-                key(),
-            ),
+            raw_key_package(&provider, BasicCredential::new(b"carol".to_vec()).into(), key()),
             |e| matches!(e, MlsError::ForeignCredential),
         ),
-        ("not a key package", vec![1, 2, 3], |e| {
-            matches!(e, MlsError::Malformed(_))
-        }),
+        ("not a key package", vec![1, 2, 3], |e| matches!(e, MlsError::Malformed(_))),
     ];
     for (what, kp, expected) in cases {
         let result = w.ceremony(0, |al, p, me, v| al.add_user(p, me, carol, &[kp], v));
@@ -181,10 +146,7 @@ fn key_packages_with_broken_bindings_are_refused_before_adding() {
     }
     // The genuine one is accepted.
     let kp = raw_key_package(&provider, capsule_credential(&good), key());
-    assert!(
-        w.ceremony(0, |al, p, me, v| al.add_user(p, me, carol, &[kp], v))
-            .is_ok()
-    );
+    assert!(w.ceremony(0, |al, p, me, v| al.add_user(p, me, carol, &[kp], v)).is_ok());
 }
 
 #[test]
@@ -193,32 +155,18 @@ fn a_welcome_whose_tree_does_not_verify_is_refused() {
     let carol = w.user(3);
     let c0 = w.device(carol);
     let dir = w.directory(carol);
-    let out = w
-        .ceremony(0, |al, p, me, v| al.add_user(p, me, carol, &dir, v))
-        .unwrap();
+    let out = w.ceremony(0, |al, p, me, v| al.add_user(p, me, carol, &dir, v)).unwrap();
     // Carol's directory holds a wrong identity key for Bob: Bob's leaf fails.
     let mut wrong = w.trust.clone();
-    wrong.insert(
-        uid(2),
-        IdentityKeyPair::from_seed(&IdentitySeed::from_bytes([1; 32]))
-            .unwrap()
-            .public_key()
-            .clone(),
-    );
+    wrong.insert(uid(2), IdentityKeyPair::from_seed(&IdentitySeed::from_bytes([1; 32])).unwrap().public_key().clone());
     let dev = &w.devices[c0];
     let result = Album::join(
         &dev.provider,
         out.welcome.as_ref().unwrap(),
         out.bundle.as_ref().unwrap(),
-        Validation {
-            trust: &wrong,
-            now: NOW,
-        },
+        Validation { trust: &wrong, now: NOW },
     );
-    assert!(
-        matches!(result, Err(MlsError::Identity(IdentityError::BadSignature))),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(MlsError::Identity(IdentityError::BadSignature))), "{result:?}");
     // A tampered bundle is refused too.
     let mut bundle = out.bundle.clone().unwrap();
     *bundle.last_mut().unwrap() ^= 1;
@@ -228,33 +176,15 @@ fn a_welcome_whose_tree_does_not_verify_is_refused() {
         let album = dev.album.as_mut().unwrap();
         album.reject(&dev.provider).unwrap();
         let kp = key_package(&w.devices[fresh].provider, &w.devices[fresh].me).unwrap();
-        let v = Validation {
-            trust: &w.dir.trust,
-            now: NOW,
-        };
+        let v = Validation { trust: &w.dir.trust, now: NOW };
         let dev = &mut w.devices[0];
-        dev.album
-            .as_mut()
-            .unwrap()
-            .add_user(&dev.provider, &dev.me, carol, &[kp], v)
-            .unwrap()
+        dev.album.as_mut().unwrap().add_user(&dev.provider, &dev.me, carol, &[kp], v).unwrap()
     };
     let dev = &w.devices[fresh];
     let mut bad = out2.bundle.clone().unwrap();
     *bad.last_mut().unwrap() ^= 1;
-    let result = Album::join(
-        &dev.provider,
-        out2.welcome.as_ref().unwrap(),
-        &bad,
-        w.validation(),
-    );
-    assert!(
-        matches!(
-            result,
-            Err(MlsError::Amk(capsule_amk::AmkError::BundleUnreadable))
-        ),
-        "{result:?}"
-    );
+    let result = Album::join(&dev.provider, out2.welcome.as_ref().unwrap(), &bad, w.validation());
+    assert!(matches!(result, Err(MlsError::Amk(capsule_amk::AmkError::BundleUnreadable))), "{result:?}");
 }
 
 #[test]
@@ -263,52 +193,23 @@ fn an_incoming_commit_with_an_unverifiable_leaf_is_refused_and_changes_nothing()
     let carol = w.user(3);
     let c0 = w.device(carol);
     let dir = w.directory(carol);
-    let out = w
-        .ceremony(0, |al, p, me, v| al.add_user(p, me, carol, &dir, v))
-        .unwrap();
+    let out = w.ceremony(0, |al, p, me, v| al.add_user(p, me, carol, &dir, v)).unwrap();
     let (epoch, auth) = (w.album(1).epoch(), w.album(1).epoch_authenticator());
     // Bob does not (yet) trust Carol's identity key: the Add is refused.
     let mut partial: BTreeMap<_, _> = w.trust.clone();
     partial.remove(&carol);
     let dev = &mut w.devices[1];
-    let result = dev.album.as_mut().unwrap().process(
-        &dev.provider,
-        &out.commit,
-        Validation {
-            trust: &partial,
-            now: NOW,
-        },
-    );
-    assert!(
-        matches!(
-            result,
-            Err(MlsError::Identity(IdentityError::UntrustedUser))
-        ),
-        "{result:?}"
-    );
+    let result =
+        dev.album.as_mut().unwrap().process(&dev.provider, &out.commit, Validation { trust: &partial, now: NOW });
+    assert!(matches!(result, Err(MlsError::Identity(IdentityError::UntrustedUser))), "{result:?}");
     assert_untouched(&w, 1, epoch, &auth);
     // A wrong key for the committer's user: the committer's leaf is refused.
     let mut wrong = w.trust.clone();
-    wrong.insert(
-        uid(1),
-        IdentityKeyPair::from_seed(&IdentitySeed::from_bytes([2; 32]))
-            .unwrap()
-            .public_key()
-            .clone(),
-    );
+    wrong.insert(uid(1), IdentityKeyPair::from_seed(&IdentitySeed::from_bytes([2; 32])).unwrap().public_key().clone());
     let dev = &mut w.devices[1];
-    let result = dev.album.as_mut().unwrap().process(
-        &dev.provider,
-        &out.commit,
-        Validation {
-            trust: &wrong,
-            now: NOW,
-        },
-    );
-    assert!(
-        matches!(result, Err(MlsError::Identity(IdentityError::BadSignature))),
-        "{result:?}"
-    );
+    let result =
+        dev.album.as_mut().unwrap().process(&dev.provider, &out.commit, Validation { trust: &wrong, now: NOW });
+    assert!(matches!(result, Err(MlsError::Identity(IdentityError::BadSignature))), "{result:?}");
     assert_untouched(&w, 1, epoch, &auth);
     // With the right trust the same commit applies: the refusals left no trace.
     w.deliver(0, &out, &[c0]);
@@ -323,16 +224,12 @@ fn raw_commit(
     build: impl FnOnce(&mut MlsGroup, &MemoryProvider, &DeviceIdentity) -> Vec<u8>,
 ) -> Vec<u8> {
     let dev = &w.devices[d];
-    let mut group = MlsGroup::load(
-        openmls_traits::OpenMlsProvider::storage(&dev.provider),
-        &GroupId::from_slice(ALBUM.as_bytes()),
-    )
-    .unwrap()
-    .unwrap();
+    let mut group =
+        MlsGroup::load(openmls_traits::OpenMlsProvider::storage(&dev.provider), &GroupId::from_slice(ALBUM.as_bytes()))
+            .unwrap()
+            .unwrap();
     let bytes = build(&mut group, &dev.provider, &dev.me);
-    group
-        .clear_pending_commit(openmls_traits::OpenMlsProvider::storage(&dev.provider))
-        .unwrap();
+    group.clear_pending_commit(openmls_traits::OpenMlsProvider::storage(&dev.provider)).unwrap();
     bytes
 }
 
@@ -345,10 +242,7 @@ fn stage(
     extensions: Option<openmls::prelude::Extensions<openmls::prelude::GroupContext>>,
 ) -> Vec<u8> {
     use openmls_traits::OpenMlsProvider as _;
-    let mut builder = group
-        .commit_builder()
-        .propose_adds(adds)
-        .propose_removals(removes);
+    let mut builder = group.commit_builder().propose_adds(adds).propose_removals(removes);
     if let Some(ext) = extensions {
         builder = builder.propose_group_context_extensions(ext).unwrap();
     }
@@ -373,24 +267,12 @@ fn unauthorized_commits_are_refused_by_every_receiver() {
     // Locally, a non-admin cannot even build these.
     let kp = w.kp(c0);
     assert!(matches!(
-        w.ceremony(1, |al, p, me, v| al.add_user(
-            p,
-            me,
-            carol,
-            std::slice::from_ref(&kp),
-            v
-        )),
+        w.ceremony(1, |al, p, me, v| al.add_user(p, me, carol, std::slice::from_ref(&kp), v)),
         Err(MlsError::Unauthorized(_))
     ));
-    assert!(matches!(
-        w.ceremony(1, |al, p, me, _| al.remove_user(p, me, uid(1))),
-        Err(MlsError::Unauthorized(_))
-    ));
+    assert!(matches!(w.ceremony(1, |al, p, me, _| al.remove_user(p, me, uid(1))), Err(MlsError::Unauthorized(_))));
     let alice_device = w.devices[0].id;
-    assert!(matches!(
-        w.ceremony(1, |al, p, me, _| al.remove_device(p, me, alice_device)),
-        Err(MlsError::NotMember(_))
-    ));
+    assert!(matches!(w.ceremony(1, |al, p, me, _| al.remove_device(p, me, alice_device)), Err(MlsError::NotMember(_))));
 
     // A modified client of Bob (not an admin) adds Carol anyway.
     let kp_in = {
@@ -403,9 +285,7 @@ fn unauthorized_commits_are_refused_by_every_receiver() {
             openmls::prelude::ProtocolVersion::Mls10,
         )
         .unwrap();
-    let forged_add = raw_commit(&w, 1, |g, p, me| {
-        stage(g, p, me, vec![kp_valid], vec![], None)
-    });
+    let forged_add = raw_commit(&w, 1, |g, p, me| stage(g, p, me, vec![kp_valid], vec![], None));
     // Bob's modified client removes Alice's device, with an AMK rotation so only authorization is wrong.
     let rotated = {
         let mut ctx = w.album(1).context().clone();
@@ -413,15 +293,11 @@ fn unauthorized_commits_are_refused_by_every_receiver() {
         ctx
     };
     let rotated_ext = openmls::prelude::Extensions::from_vec(vec![
-        openmls::prelude::Extension::RequiredCapabilities(
-            openmls::prelude::RequiredCapabilitiesExtension::new(
-                &[openmls::prelude::ExtensionType::Unknown(
-                    ALBUM_EXTENSION_TYPE,
-                )],
-                &[openmls::prelude::ProposalType::GroupContextExtensions],
-                &[CredentialType::Other(CREDENTIAL_TYPE)],
-            ),
-        ),
+        openmls::prelude::Extension::RequiredCapabilities(openmls::prelude::RequiredCapabilitiesExtension::new(
+            &[openmls::prelude::ExtensionType::Unknown(ALBUM_EXTENSION_TYPE)],
+            &[openmls::prelude::ProposalType::GroupContextExtensions],
+            &[CredentialType::Other(CREDENTIAL_TYPE)],
+        )),
         openmls::prelude::Extension::Unknown(
             ALBUM_EXTENSION_TYPE,
             openmls::prelude::UnknownExtension(rotated.to_bytes().unwrap()),
@@ -429,13 +305,9 @@ fn unauthorized_commits_are_refused_by_every_receiver() {
     ])
     .unwrap();
     let ext = rotated_ext.clone();
-    let forged_remove = raw_commit(&w, 1, |g, p, me| {
-        stage(g, p, me, vec![], vec![LeafNodeIndex::new(0)], Some(ext))
-    });
+    let forged_remove = raw_commit(&w, 1, |g, p, me| stage(g, p, me, vec![], vec![LeafNodeIndex::new(0)], Some(ext)));
     // Alice (an admin) removes Bob without rotating the AMK.
-    let unrotated_removal = raw_commit(&w, 0, |g, p, me| {
-        stage(g, p, me, vec![], vec![LeafNodeIndex::new(1)], None)
-    });
+    let unrotated_removal = raw_commit(&w, 0, |g, p, me| stage(g, p, me, vec![], vec![LeafNodeIndex::new(1)], None));
     // Bob bumps the AMK version by two.
     let mut skipped = w.album(1).context().clone();
     skipped.amk_version = skipped.amk_version.next().unwrap().next().unwrap();
@@ -447,43 +319,19 @@ fn unauthorized_commits_are_refused_by_every_receiver() {
         ),
     ])
     .unwrap();
-    let skip = raw_commit(&w, 1, |g, p, me| {
-        stage(g, p, me, vec![], vec![], Some(skip_ext))
-    });
+    let skip = raw_commit(&w, 1, |g, p, me| stage(g, p, me, vec![], vec![], Some(skip_ext)));
 
     let cases: Vec<(&str, usize, Vec<u8>, Expect)> = vec![
-        ("non-admin adds another user", 0, forged_add, |e| {
-            matches!(e, MlsError::Unauthorized(_))
-        }),
-        (
-            "non-admin removes another user's device",
-            0,
-            forged_remove,
-            |e| matches!(e, MlsError::Unauthorized(_)),
-        ),
-        ("removal without rotation", 1, unrotated_removal, |e| {
-            matches!(e, MlsError::Refused(_))
-        }),
-        ("AMK version skips", 0, skip, |e| {
-            matches!(e, MlsError::Refused(_))
-        }),
+        ("non-admin adds another user", 0, forged_add, |e| matches!(e, MlsError::Unauthorized(_))),
+        ("non-admin removes another user's device", 0, forged_remove, |e| matches!(e, MlsError::Unauthorized(_))),
+        ("removal without rotation", 1, unrotated_removal, |e| matches!(e, MlsError::Refused(_))),
+        ("AMK version skips", 0, skip, |e| matches!(e, MlsError::Refused(_))),
     ];
     for (what, receiver, commit, expected) in cases {
-        let (epoch, auth) = (
-            w.album(receiver).epoch(),
-            w.album(receiver).epoch_authenticator(),
-        );
-        let v = Validation {
-            trust: &w.dir.trust,
-            now: NOW,
-        };
+        let (epoch, auth) = (w.album(receiver).epoch(), w.album(receiver).epoch_authenticator());
+        let v = Validation { trust: &w.dir.trust, now: NOW };
         let dev = &mut w.devices[receiver];
-        match dev
-            .album
-            .as_mut()
-            .unwrap()
-            .process(&dev.provider, &commit, v)
-        {
+        match dev.album.as_mut().unwrap().process(&dev.provider, &commit, v) {
             Err(e) => assert!(expected(&e), "{what}: {e}"),
             Ok(_) => panic!("{what}: accepted"),
         }
@@ -510,15 +358,9 @@ fn leaf_size_is_reported() {
         )
         .unwrap();
     let leaf = kp.leaf_node().tls_serialized_len();
-    println!(
-        "leaf node {leaf} B (device certificate {cert} B of it); KeyPackage {} B",
-        kp_bytes.len()
-    );
+    println!("leaf node {leaf} B (device certificate {cert} B of it); KeyPackage {} B", kp_bytes.len());
     // The certificate dominates the credential: ML-DSA-65 signature 3309 B + Ed25519 64 B + claims;
     // the 1952-byte ML-DSA identity key stays in the trust store.
     assert!(cert > 3309 + 64 && cert < 3309 + 64 + 120, "{cert}");
-    assert!(
-        leaf > cert + 1216 && leaf < cert + 1216 + 200,
-        "X-Wing key + certificate + a little: {leaf}"
-    );
+    assert!(leaf > cert + 1216 && leaf < cert + 1216 + 200, "X-Wing key + certificate + a little: {leaf}");
 }

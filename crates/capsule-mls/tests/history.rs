@@ -14,30 +14,20 @@ use common::*;
 
 /// A photo encrypted under an AMK version, as an uploader would.
 fn encrypt_asset(amk: &Amk, photo: &[u8]) -> Vec<u8> {
-    XChaCha20Poly1305::new(amk.expose_secret().into())
-        .encrypt(&XNonce::from([0; 24]), photo)
-        .unwrap()
+    XChaCha20Poly1305::new(amk.expose_secret().into()).encrypt(&XNonce::from([0; 24]), photo).unwrap()
 }
 
 fn decrypt_asset(amk: &Amk, asset: &[u8]) -> Option<Vec<u8>> {
-    XChaCha20Poly1305::new(amk.expose_secret().into())
-        .decrypt(&XNonce::from([0; 24]), asset)
-        .ok()
+    XChaCha20Poly1305::new(amk.expose_secret().into()).decrypt(&XNonce::from([0; 24]), asset).ok()
 }
 
 fn capped(n: u32) -> HistoryPolicy {
-    HistoryPolicy::Capped {
-        last: NonZeroU32::new(n).unwrap(),
-    }
+    HistoryPolicy::Capped { last: NonZeroU32::new(n).unwrap() }
 }
 
 /// An album of Alice (device 0, admin) and Carol (device 1) that has rotated to
 /// `versions`, with one asset uploaded under each version.
-fn album_with_history(
-    policy: HistoryPolicy,
-    versions: u32,
-    seed: u8,
-) -> (World, Vec<(AmkVersion, Vec<u8>)>) {
+fn album_with_history(policy: HistoryPolicy, versions: u32, seed: u8) -> (World, Vec<(AmkVersion, Vec<u8>)>) {
     let mut w = World::new(seed);
     let alice = w.user(1);
     let a0 = w.device(alice);
@@ -45,9 +35,7 @@ fn album_with_history(
     let carol = w.user(3);
     let c0 = w.device(carol);
     let dir = w.directory(carol);
-    let out = w
-        .ceremony(a0, |al, p, me, v| al.add_user(p, me, carol, &dir, v))
-        .unwrap();
+    let out = w.ceremony(a0, |al, p, me, v| al.add_user(p, me, carol, &dir, v)).unwrap();
     w.deliver(a0, &out, &[c0]);
     let mut assets = Vec::new();
     for n in 1..=versions {
@@ -64,19 +52,12 @@ fn album_with_history(
 
 #[test]
 fn full_history_decrypts_every_prior_asset_and_capped_only_the_last_n() {
-    for (policy, first_readable) in [
-        (HistoryPolicy::Full, 1),
-        (capped(2), 4),
-        (capped(1), 5),
-        (capped(9), 1),
-    ] {
+    for (policy, first_readable) in [(HistoryPolicy::Full, 1), (capped(2), 4), (capped(1), 5), (capped(9), 1)] {
         let (mut w, assets) = album_with_history(policy, 5, 20);
         let bob = w.user(2);
         let b0 = w.device(bob);
         let dir = w.directory(bob);
-        let out = w
-            .ceremony(0, |al, p, me, v| al.add_user(p, me, bob, &dir, v))
-            .unwrap();
+        let out = w.ceremony(0, |al, p, me, v| al.add_user(p, me, bob, &dir, v)).unwrap();
         w.deliver(0, &out, &[b0]);
         w.assert_consistent();
         let ring = w.album(b0).keyring();
@@ -85,10 +66,7 @@ fn full_history_decrypts_every_prior_asset_and_capped_only_the_last_n() {
             match ring.lookup(*v) {
                 AmkSlot::Held(amk) => {
                     assert!(readable, "{policy:?}: v{} should be withheld", v.get());
-                    assert_eq!(
-                        decrypt_asset(amk, asset).unwrap(),
-                        format!("photo {}", v.get()).into_bytes()
-                    );
+                    assert_eq!(decrypt_asset(amk, asset).unwrap(), format!("photo {}", v.get()).into_bytes());
                 }
                 AmkSlot::Withheld => {
                     assert!(!readable, "{policy:?}: v{} should be readable", v.get())
@@ -108,9 +86,7 @@ fn the_same_user_gets_the_same_range_whoever_adds_and_in_either_order() {
         let alice = uid(1);
         let a1 = w.device(alice);
         let kp = w.kp(a1);
-        let out = w
-            .ceremony(0, |al, p, me, v| al.add_device(p, me, &kp, v))
-            .unwrap();
+        let out = w.ceremony(0, |al, p, me, v| al.add_device(p, me, &kp, v)).unwrap();
         w.deliver(0, &out, &[a1]);
         let adders = [0, a1];
         // Bob's two devices are added one by one, by the two admin devices, in `order`.
@@ -119,9 +95,7 @@ fn the_same_user_gets_the_same_range_whoever_adds_and_in_either_order() {
         for (i, &which) in order.iter().enumerate() {
             let adder = adders[which];
             let kp = w.kp(bobs[i]);
-            let out = w
-                .ceremony(adder, |al, p, me, v| al.add_user(p, me, bob, &[kp], v))
-                .unwrap();
+            let out = w.ceremony(adder, |al, p, me, v| al.add_user(p, me, bob, &[kp], v)).unwrap();
             w.deliver(adder, &out, &[bobs[i]]);
         }
         w.assert_consistent();
@@ -131,10 +105,7 @@ fn the_same_user_gets_the_same_range_whoever_adds_and_in_either_order() {
         }
     }
     assert!(ranges.windows(2).all(|p| p[0] == p[1]), "{ranges:?}");
-    assert_eq!(
-        ranges[0],
-        (AmkVersion::new(3).unwrap(), AmkVersion::new(4).unwrap())
-    );
+    assert_eq!(ranges[0], (AmkVersion::new(3).unwrap(), AmkVersion::new(4).unwrap()));
 }
 
 #[test]
@@ -143,9 +114,7 @@ fn a_joiner_adopts_the_attested_ceiling_and_refuses_manifests_above_it() {
     let bob = w.user(2);
     let b0 = w.device(bob);
     let dir = w.directory(bob);
-    let out = w
-        .ceremony(0, |al, p, me, v| al.add_user(p, me, bob, &dir, v))
-        .unwrap();
+    let out = w.ceremony(0, |al, p, me, v| al.add_user(p, me, bob, &dir, v)).unwrap();
     w.deliver(0, &out, &[b0]);
     let v3 = AmkVersion::new(3).unwrap();
     let ring = w.album(b0).keyring();
@@ -153,20 +122,12 @@ fn a_joiner_adopts_the_attested_ceiling_and_refuses_manifests_above_it() {
     assert_eq!(w.album(b0).context().amk_version, v3);
     assert_eq!(
         ring.check_manifest(v3.next().unwrap()),
-        Err(AmkError::AboveCeiling {
-            claimed: v3.next().unwrap(),
-            ceiling: v3
-        })
+        Err(AmkError::AboveCeiling { claimed: v3.next().unwrap(), ceiling: v3 })
     );
     // The chain attests a rotation: the ceiling rises with it.
     let out = w.ceremony(1, |al, p, me, _| al.rotate_amk(p, me)).unwrap();
     w.deliver(1, &out, &[]);
-    assert!(
-        w.album(b0)
-            .keyring()
-            .check_manifest(v3.next().unwrap())
-            .is_ok()
-    );
+    assert!(w.album(b0).keyring().check_manifest(v3.next().unwrap()).is_ok());
 }
 
 #[test]
@@ -175,25 +136,13 @@ fn no_amk_travels_in_plaintext() {
     let bob = w.user(2);
     let b0 = w.device(bob);
     let dir = w.directory(bob);
-    let out = w
-        .ceremony(0, |al, p, me, v| al.add_user(p, me, bob, &dir, v))
-        .unwrap();
+    let out = w.ceremony(0, |al, p, me, v| al.add_user(p, me, bob, &dir, v)).unwrap();
     let ring = w.album(0).keyring();
-    let secrets: Vec<[u8; 32]> = ring
-        .held()
-        .map(|(_, k)| *k.expose_secret())
-        .chain([*ring.write_key().1.expose_secret()])
-        .collect();
-    for bytes in [
-        &out.commit,
-        out.welcome.as_ref().unwrap(),
-        out.bundle.as_ref().unwrap(),
-    ] {
+    let secrets: Vec<[u8; 32]> =
+        ring.held().map(|(_, k)| *k.expose_secret()).chain([*ring.write_key().1.expose_secret()]).collect();
+    for bytes in [&out.commit, out.welcome.as_ref().unwrap(), out.bundle.as_ref().unwrap()] {
         for s in &secrets {
-            assert!(
-                !bytes.windows(32).any(|w| w == s),
-                "key material in a message"
-            );
+            assert!(!bytes.windows(32).any(|w| w == s), "key material in a message");
         }
     }
     w.deliver(0, &out, &[b0]);

@@ -2,13 +2,7 @@
 //! process-and-merge loop over the same commits, on a second device in the same
 //! state, measured in the same run and printed as a ratio.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::print_stdout,
-    clippy::indexing_slicing,
-    clippy::panic,
-    missing_docs
-)] // a benchmark
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::indexing_slicing, clippy::panic, missing_docs)] // a benchmark
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -51,22 +45,13 @@ fn ours(net: &mut Net) {
 /// What OpenMLS alone does for the same catch-up: process and merge each commit.
 fn raw(net: &mut Net) {
     let provider = &net.nodes[2].t.provider;
-    let mut group = MlsGroup::load(provider.storage(), &GroupId::from_slice(ALBUM.as_bytes()))
-        .unwrap()
-        .unwrap();
+    let mut group = MlsGroup::load(provider.storage(), &GroupId::from_slice(ALBUM.as_bytes())).unwrap().unwrap();
     let from = group.epoch().as_u64();
-    for entry in net
-        .server
-        .entries(ALBUM.as_bytes())
-        .into_iter()
-        .skip(usize::try_from(from).unwrap())
-    {
+    for entry in net.server.entries(ALBUM.as_bytes()).into_iter().skip(usize::try_from(from).unwrap()) {
         let message = MlsMessageIn::tls_deserialize_exact(entry.commit.as_slice()).unwrap();
         let message: ProtocolMessage = message.try_into_protocol_message().unwrap();
         let processed = group.process_message(provider, message).unwrap();
-        let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
-            panic!()
-        };
+        let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else { panic!() };
         group.merge_staged_commit(provider, *staged).unwrap();
     }
 }
@@ -77,18 +62,10 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     for missed in [1usize, 10, 100] {
         g.bench_function(format!("reconcile_with_server/{missed}"), |b| {
-            b.iter_batched(
-                || scenario(missed),
-                |mut net| ours(&mut net),
-                BatchSize::PerIteration,
-            )
+            b.iter_batched(|| scenario(missed), |mut net| ours(&mut net), BatchSize::PerIteration)
         });
         g.bench_function(format!("raw process+merge/{missed}"), |b| {
-            b.iter_batched(
-                || scenario(missed),
-                |mut net| raw(&mut net),
-                BatchSize::PerIteration,
-            )
+            b.iter_batched(|| scenario(missed), |mut net| raw(&mut net), BatchSize::PerIteration)
         });
         if measuring {
             let (mut t_ours, mut t_raw) = (Duration::ZERO, Duration::ZERO);

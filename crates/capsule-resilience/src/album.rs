@@ -1,14 +1,12 @@
 //! An album with recovery: intents, the retry schedule, reconciliation against
 //! the authoritative chain, and quarantine.
 
-use capsule_mls::{
-    Album, Applied, CommitHash, DeviceIdentity, MlsError, OpenMlsProvider, Outgoing, Validation,
-};
+use capsule_mls::{Album, Applied, CommitHash, DeviceIdentity, MlsError, OpenMlsProvider, Outgoing, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ChainError, Change, Clock, CommitChain, Instant, Intent, IntentId, IntentState,
-    ResilienceError, Result, RetryPolicy, Submission, SubmitAnswer,
+    ChainError, Change, Clock, CommitChain, Instant, Intent, IntentId, IntentState, ResilienceError, Result,
+    RetryPolicy, Submission, SubmitAnswer,
 };
 
 /// What [`ResilientAlbum::reconcile_with_server`] found. The rule that picks one
@@ -145,9 +143,7 @@ impl<P> Copy for Context<'_, P> {}
 
 impl<P> core::fmt::Debug for Context<'_, P> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Context")
-            .field("device", self.device)
-            .finish_non_exhaustive()
+        f.debug_struct("Context").field("device", self.device).finish_non_exhaustive()
     }
 }
 
@@ -164,14 +160,7 @@ impl ResilientAlbum {
     /// Wraps an album (freshly created or joined) with the given retry policy.
     #[must_use]
     pub const fn new(album: Album, policy: RetryPolicy) -> Self {
-        Self {
-            album,
-            intents: Vec::new(),
-            next_intent: 0,
-            policy,
-            quarantine: None,
-            unrecoverable: false,
-        }
+        Self { album, intents: Vec::new(), next_intent: 0, policy, quarantine: None, unrecoverable: false }
     }
 
     /// The album.
@@ -193,8 +182,7 @@ impl ResilientAlbum {
             quarantine: self.quarantine,
             unrecoverable: self.unrecoverable,
         };
-        capsule_identity::encoding::encode(&record)
-            .map_err(|_| ResilienceError::Record("resilience record"))
+        capsule_identity::encoding::encode(&record).map_err(|_| ResilienceError::Record("resilience record"))
     }
 
     /// Rebuilds from a loaded album and the record [`ResilientAlbum::to_record`] wrote.
@@ -248,24 +236,12 @@ impl ResilientAlbum {
             return AlbumStatus::NeedsRebootstrap;
         }
         if let Some(d) = self.quarantine {
-            return AlbumStatus::Quarantined {
-                local_epoch: d.local_epoch,
-                server_epoch: d.server_epoch,
-            };
+            return AlbumStatus::Quarantined { local_epoch: d.local_epoch, server_epoch: d.server_epoch };
         }
-        if self
-            .intents
-            .iter()
-            .any(|i| matches!(i.state, IntentState::Surfaced { .. }))
-        {
+        if self.intents.iter().any(|i| matches!(i.state, IntentState::Surfaced { .. })) {
             return AlbumStatus::Surfaced;
         }
-        if self.intents.iter().any(|i| {
-            matches!(
-                i.state,
-                IntentState::Pending | IntentState::Submitted { .. }
-            )
-        }) {
+        if self.intents.iter().any(|i| matches!(i.state, IntentState::Pending | IntentState::Submitted { .. })) {
             return AlbumStatus::Syncing;
         }
         AlbumStatus::InSync
@@ -275,32 +251,21 @@ impl ResilientAlbum {
     pub fn propose(&mut self, change: Change) -> IntentId {
         let id = IntentId(self.next_intent);
         self.next_intent += 1;
-        self.intents.push(Intent {
-            id,
-            change,
-            state: IntentState::Pending,
-            reproposals: 0,
-        });
+        self.intents.push(Intent { id, change, state: IntentState::Pending, reproposals: 0 });
         id
     }
 
     fn ensure_not_quarantined(&self) -> Result<()> {
         match self.quarantine {
-            Some(d) => Err(ResilienceError::Quarantined {
-                local_epoch: d.local_epoch,
-                server_epoch: d.server_epoch,
-            }),
+            Some(d) => Err(ResilienceError::Quarantined { local_epoch: d.local_epoch, server_epoch: d.server_epoch }),
             None => Ok(()),
         }
     }
 
     fn in_flight(&self) -> Option<usize> {
-        self.intents.iter().position(|i| {
-            matches!(
-                i.state,
-                IntentState::Submitted { .. } | IntentState::Surfaced { .. }
-            )
-        })
+        self.intents
+            .iter()
+            .position(|i| matches!(i.state, IntentState::Submitted { .. } | IntentState::Surfaced { .. }))
     }
 
     fn set_state(&mut self, index: usize, state: IntentState) {
@@ -329,14 +294,8 @@ impl ResilientAlbum {
             self.check_in_flight(cx, chain, clock.now(), index, &mut events)?;
         }
         // Only one commit can be pending in MLS: start the next intent when none is in flight.
-        let idle =
-            self.in_flight().is_none() && self.quarantine.is_none() && !self.album.is_evicted();
-        if idle
-            && let Some(index) = self
-                .intents
-                .iter()
-                .position(|i| i.state == IntentState::Pending)
-        {
+        let idle = self.in_flight().is_none() && self.quarantine.is_none() && !self.album.is_evicted();
+        if idle && let Some(index) = self.intents.iter().position(|i| i.state == IntentState::Pending) {
             self.start(cx, chain, clock.now(), index, &mut events)?;
         }
         Ok(events)
@@ -398,23 +357,12 @@ impl ResilientAlbum {
             Err(MlsError::AlreadyMember(..) | MlsError::NotMember(_)) => {
                 let epoch = self.album.epoch();
                 self.set_state(index, IntentState::Confirmed { epoch });
-                events.push(Event::Confirmed {
-                    intent: intent.id,
-                    epoch,
-                });
+                events.push(Event::Confirmed { intent: intent.id, epoch });
                 return Ok(());
             }
             Err(e) => {
-                self.set_state(
-                    index,
-                    IntentState::Surfaced {
-                        reason: e.to_string(),
-                    },
-                );
-                events.push(Event::Surfaced {
-                    intent: intent.id,
-                    at: now,
-                });
+                self.set_state(index, IntentState::Surfaced { reason: e.to_string() });
+                events.push(Event::Surfaced { intent: intent.id, at: now });
                 return Ok(());
             }
         };
@@ -427,11 +375,7 @@ impl ResilientAlbum {
                 next_check: now.after(self.policy.detection_timeout),
             },
         );
-        events.push(Event::Submitted {
-            intent: intent.id,
-            retry: 0,
-            at: now,
-        });
+        events.push(Event::Submitted { intent: intent.id, retry: 0, at: now });
         self.submit(cx, chain, &out, index, events)
     }
 
@@ -462,13 +406,8 @@ impl ResilientAlbum {
 
     fn confirmed(&mut self, index: usize, applied: Applied, events: &mut Vec<Event>) {
         if let Some(intent) = self.intents.get_mut(index) {
-            intent.state = IntentState::Confirmed {
-                epoch: applied.epoch,
-            };
-            events.push(Event::Confirmed {
-                intent: intent.id,
-                epoch: applied.epoch,
-            });
+            intent.state = IntentState::Confirmed { epoch: applied.epoch };
+            events.push(Event::Confirmed { intent: intent.id, epoch: applied.epoch });
         }
         events.push(Event::Applied(Box::new(applied)));
     }
@@ -482,11 +421,7 @@ impl ResilientAlbum {
         index: usize,
         events: &mut Vec<Event>,
     ) -> Result<()> {
-        let Some(IntentState::Submitted {
-            retries,
-            next_check,
-            ..
-        }) = self.intents.get(index).map(|i| i.state.clone())
+        let Some(IntentState::Submitted { retries, next_check, .. }) = self.intents.get(index).map(|i| i.state.clone())
         else {
             return Ok(());
         };
@@ -506,14 +441,9 @@ impl ResilientAlbum {
         if retries >= self.policy.budget {
             self.set_state(
                 index,
-                IntentState::Surfaced {
-                    reason: "couldn't sync — will retry when connectivity returns".into(),
-                },
+                IntentState::Surfaced { reason: "couldn't sync — will retry when connectivity returns".into() },
             );
-            events.push(Event::Surfaced {
-                intent: id,
-                at: now,
-            });
+            events.push(Event::Surfaced { intent: id, at: now });
             return Ok(());
         }
         let Some(out) = self.album.pending().cloned() else {
@@ -529,19 +459,13 @@ impl ResilientAlbum {
                 next_check: now.after(self.policy.delay_after(retry)),
             },
         );
-        events.push(Event::Submitted {
-            intent: id,
-            retry,
-            at: now,
-        });
+        events.push(Event::Submitted { intent: id, retry, at: now });
         // The same commit again: if the first one landed, the chain answers with its position.
         self.submit(cx, chain, &out, index, events)
     }
 
     fn is_in_flight(&self, index: usize) -> bool {
-        self.intents
-            .get(index)
-            .is_some_and(|i| matches!(i.state, IntentState::Submitted { .. }))
+        self.intents.get(index).is_some_and(|i| matches!(i.state, IntentState::Submitted { .. }))
     }
 
     /// Brings the album to the chain's head: the single recovery entry point.
@@ -558,19 +482,9 @@ impl ResilientAlbum {
     }
 
     fn diverged(&mut self, local_epoch: u64, server_epoch: u64) -> ReconcileOutcome {
-        tracing::warn!(
-            local_epoch,
-            server_epoch,
-            "album diverged from the chain: quarantined"
-        );
-        self.quarantine = Some(Divergence {
-            local_epoch,
-            server_epoch,
-        });
-        ReconcileOutcome::Diverged {
-            local_epoch,
-            server_epoch,
-        }
+        tracing::warn!(local_epoch, server_epoch, "album diverged from the chain: quarantined");
+        self.quarantine = Some(Divergence { local_epoch, server_epoch });
+        ReconcileOutcome::Diverged { local_epoch, server_epoch }
     }
 
     fn reconcile_inner<P: OpenMlsProvider>(
@@ -580,10 +494,7 @@ impl ResilientAlbum {
         events: &mut Vec<Event>,
     ) -> Result<ReconcileOutcome> {
         if let Some(d) = self.quarantine {
-            return Ok(ReconcileOutcome::Diverged {
-                local_epoch: d.local_epoch,
-                server_epoch: d.server_epoch,
-            });
+            return Ok(ReconcileOutcome::Diverged { local_epoch: d.local_epoch, server_epoch: d.server_epoch });
         }
         if self.unrecoverable || self.album.is_evicted() {
             return Ok(ReconcileOutcome::Unrecoverable);
@@ -618,14 +529,8 @@ impl ResilientAlbum {
             if entry.epoch != self.album.epoch() {
                 return Ok(self.diverged(self.album.epoch(), head));
             }
-            let own = self
-                .album
-                .pending()
-                .is_some_and(|p| p.commit_hash == entry.commit_hash);
-            match self
-                .album
-                .process(cx.provider, &entry.commit, cx.validation)
-            {
+            let own = self.album.pending().is_some_and(|p| p.commit_hash == entry.commit_hash);
+            match self.album.process(cx.provider, &entry.commit, cx.validation) {
                 Ok(applied) => {
                     applied_commits.push(entry.commit_hash);
                     self.settle_in_flight(own, &applied, events);
@@ -663,13 +568,8 @@ impl ResilientAlbum {
         };
         if own {
             if let Some(intent) = self.intents.get_mut(index) {
-                intent.state = IntentState::Confirmed {
-                    epoch: applied.epoch,
-                };
-                events.push(Event::Confirmed {
-                    intent: intent.id,
-                    epoch: applied.epoch,
-                });
+                intent.state = IntentState::Confirmed { epoch: applied.epoch };
+                events.push(Event::Confirmed { intent: intent.id, epoch: applied.epoch });
             }
         } else if applied.superseded.is_some()
             && let Some(intent) = self.intents.get_mut(index)

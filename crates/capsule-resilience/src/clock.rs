@@ -5,19 +5,14 @@ use core::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds on the caller's monotonic clock.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Instant(pub u64);
 
 impl Instant {
     /// `self + d`, saturating.
     #[must_use]
     pub fn after(self, d: Duration) -> Self {
-        Self(
-            self.0
-                .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        )
+        Self(self.0.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
     }
 
     /// Time since `earlier` (zero if `earlier` is later).

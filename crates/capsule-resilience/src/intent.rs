@@ -100,11 +100,7 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             detection_timeout: Duration::from_secs(30),
-            backoff: vec![
-                Duration::from_secs(30),
-                Duration::from_secs(120),
-                Duration::from_secs(600),
-            ],
+            backoff: vec![Duration::from_secs(30), Duration::from_secs(120), Duration::from_secs(600)],
             budget: 3,
         }
     }
@@ -115,10 +111,6 @@ impl RetryPolicy {
     #[must_use]
     pub fn delay_after(&self, retry: u32) -> Duration {
         let index = usize::try_from(retry.saturating_sub(1)).unwrap_or(usize::MAX);
-        self.backoff
-            .get(index)
-            .or(self.backoff.last())
-            .copied()
-            .unwrap_or(self.detection_timeout)
+        self.backoff.get(index).or(self.backoff.last()).copied().unwrap_or(self.detection_timeout)
     }
 }

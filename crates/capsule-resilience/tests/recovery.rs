@@ -43,10 +43,7 @@ fn a_dropped_request_is_retried_after_the_detection_timeout() {
     let id = net.propose(0, Change::RotateAmk);
     net.nodes[0].chain.on_next_submit(Fault::DropRequest);
     net.drive(0).unwrap();
-    assert!(matches!(
-        state(&net, 0, id),
-        IntentState::Submitted { retries: 0, .. }
-    ));
+    assert!(matches!(state(&net, 0, id), IntentState::Submitted { retries: 0, .. }));
     assert_eq!(net.album(0).status(), AlbumStatus::Syncing);
     assert_eq!(net.album(0).next_deadline(), Some(secs(30)));
     // Not before the detection timeout...
@@ -55,20 +52,9 @@ fn a_dropped_request_is_retried_after_the_detection_timeout() {
     // ...then the same commit again, which lands.
     net.clock.set(secs(30));
     let events = net.drive(0).unwrap();
-    assert!(
-        events.contains(&Event::Submitted {
-            intent: id,
-            retry: 1,
-            at: secs(30)
-        }),
-        "{events:?}"
-    );
+    assert!(events.contains(&Event::Submitted { intent: id, retry: 1, at: secs(30) }), "{events:?}");
     assert!(matches!(state(&net, 0, id), IntentState::Confirmed { .. }));
-    assert_eq!(
-        net.server.entries(ALBUM.as_bytes()).len(),
-        entries + 1,
-        "exactly one new epoch"
-    );
+    assert_eq!(net.server.entries(ALBUM.as_bytes()).len(), entries + 1, "exactly one new epoch");
     net.sync_all();
     net.assert_converged();
     assert_eq!(net.album(0).status(), AlbumStatus::InSync);
@@ -81,31 +67,18 @@ fn an_answer_lost_after_the_server_stored_the_commit_is_harmless() {
     let id = net.propose(0, Change::RotateAmk);
     net.nodes[0].chain.on_next_submit(Fault::DropAnswer);
     net.drive(0).unwrap();
-    assert_eq!(
-        net.server.entries(ALBUM.as_bytes()).len(),
-        entries + 1,
-        "stored, answer lost"
-    );
+    assert_eq!(net.server.entries(ALBUM.as_bytes()).len(), entries + 1, "stored, answer lost");
     net.clock.set(secs(30));
     let events = net.drive(0).unwrap();
     // Seen in the chain: confirmed without a second submission.
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Confirmed { intent, .. } if *intent == id)),
-        "{events:?}"
-    );
+    assert!(events.iter().any(|e| matches!(e, Event::Confirmed { intent, .. } if *intent == id)), "{events:?}");
     assert!(!events.iter().any(|e| matches!(e, Event::Submitted { .. })));
     // A duplicated retry is harmless too: the chain answers with the commit's position.
     let id2 = net.propose(0, Change::RotateAmk);
     net.nodes[0].chain.on_next_submit(Fault::Duplicate);
     net.drive(0).unwrap();
     assert!(matches!(state(&net, 0, id2), IntentState::Confirmed { .. }));
-    assert_eq!(
-        net.server.entries(ALBUM.as_bytes()).len(),
-        entries + 2,
-        "no duplicate epoch"
-    );
+    assert_eq!(net.server.entries(ALBUM.as_bytes()).len(), entries + 2, "no duplicate epoch");
     net.sync_all();
     net.assert_converged();
 }
@@ -140,11 +113,7 @@ fn the_backoff_schedule_is_followed_then_the_change_is_surfaced_and_later_comple
     // Never silently abandoned: connectivity returns, the same change completes.
     net.clock.advance(Duration::from_secs(3600));
     net.nodes[1].chain.partition(false);
-    net.nodes[1]
-        .album
-        .as_mut()
-        .unwrap()
-        .connectivity_restored(net.clock.now());
+    net.nodes[1].album.as_mut().unwrap().connectivity_restored(net.clock.now());
     net.drive(1).unwrap();
     assert!(matches!(state(&net, 1, id), IntentState::Confirmed { .. }));
     net.sync_all();
@@ -165,11 +134,7 @@ fn a_device_behind_replays_to_the_servers_state() {
     match net.reconcile(2).unwrap() {
         ReconcileOutcome::Reconciled { applied_commits } => {
             let chain = net.server.entries(ALBUM.as_bytes());
-            let expected: Vec<_> = chain
-                .iter()
-                .skip(usize::try_from(before).unwrap())
-                .map(|e| e.commit_hash)
-                .collect();
+            let expected: Vec<_> = chain.iter().skip(usize::try_from(before).unwrap()).map(|e| e.commit_hash).collect();
             assert_eq!(applied_commits, expected, "every missed commit, in order");
         }
         other => panic!("{other:?}"),
@@ -183,10 +148,7 @@ fn a_device_behind_replays_to_the_servers_state() {
 fn a_device_ahead_of_the_chain_is_diverged_and_quarantined() {
     let mut net = album();
     // Bob's state mutates without the server: a commit merged locally, never persisted.
-    let validation = capsule_mls::Validation {
-        trust: &net.dir.trust,
-        now: capsule_mls::testkit::NOW,
-    };
+    let validation = capsule_mls::Validation { trust: &net.dir.trust, now: capsule_mls::testkit::NOW };
     let node = &mut net.nodes[2];
     let mut album = node.album.take().unwrap().into_album();
     album.rotate_amk(&node.t.provider, &node.t.me).unwrap();
@@ -195,26 +157,11 @@ fn a_device_ahead_of_the_chain_is_diverged_and_quarantined() {
     let _ = validation;
     let local = net.album(2).album().epoch();
     let outcome = net.reconcile(2).unwrap();
-    assert_eq!(
-        outcome,
-        ReconcileOutcome::Diverged {
-            local_epoch: local,
-            server_epoch: local - 1
-        }
-    );
-    assert_eq!(
-        net.album(2).status(),
-        AlbumStatus::Quarantined {
-            local_epoch: local,
-            server_epoch: local - 1
-        }
-    );
+    assert_eq!(outcome, ReconcileOutcome::Diverged { local_epoch: local, server_epoch: local - 1 });
+    assert_eq!(net.album(2).status(), AlbumStatus::Quarantined { local_epoch: local, server_epoch: local - 1 });
     // Quarantine: no sends.
     net.propose(2, Change::RotateAmk);
-    assert!(matches!(
-        net.drive(2),
-        Err(ResilienceError::Quarantined { .. })
-    ));
+    assert!(matches!(net.drive(2), Err(ResilienceError::Quarantined { .. })));
     // Nothing discarded: the state is still there for investigation.
     assert_eq!(net.album(2).album().epoch(), local);
 }
@@ -231,13 +178,7 @@ fn a_device_beside_the_chain_is_diverged() {
     net.propose(0, Change::RotateAmk);
     net.drive(0).unwrap();
     let local = net.album(2).album().epoch();
-    assert_eq!(
-        net.reconcile(2).unwrap(),
-        ReconcileOutcome::Diverged {
-            local_epoch: local,
-            server_epoch: local
-        }
-    );
+    assert_eq!(net.reconcile(2).unwrap(), ReconcileOutcome::Diverged { local_epoch: local, server_epoch: local });
 }
 
 #[test]
@@ -252,8 +193,7 @@ fn a_removed_device_or_a_pruned_chain_is_unrecoverable() {
     net.nodes[1].chain.partition(true);
     net.propose(0, Change::RotateAmk);
     net.drive(0).unwrap();
-    net.server
-        .prune_before(ALBUM.as_bytes(), net.album(0).album().epoch());
+    net.server.prune_before(ALBUM.as_bytes(), net.album(0).album().epoch());
     net.nodes[1].chain.partition(false);
     assert_eq!(net.reconcile(1).unwrap(), ReconcileOutcome::Unrecoverable);
 }
@@ -268,30 +208,17 @@ fn concurrent_rotations_serialize_and_the_loser_replays_on_the_winner() {
     net.drive(0).unwrap();
     let events = net.drive(1).unwrap();
     // Serialized: device 1 lost the epoch, processed the winner, and re-proposes.
-    assert!(
-        events.contains(&Event::Superseded { intent: second }),
-        "{events:?}"
-    );
-    assert!(matches!(
-        state(&net, 0, first),
-        IntentState::Confirmed { .. }
-    ));
+    assert!(events.contains(&Event::Superseded { intent: second }), "{events:?}");
+    assert!(matches!(state(&net, 0, first), IntentState::Confirmed { .. }));
     assert_eq!(state(&net, 1, second), IntentState::Pending);
     assert_eq!(net.album(1).intent(second).unwrap().reproposals, 1);
     // Without asking anyone, the next drive replays it against the new epoch.
     net.drive(1).unwrap();
-    assert!(matches!(
-        state(&net, 1, second),
-        IntentState::Confirmed { .. }
-    ));
+    assert!(matches!(state(&net, 1, second), IntentState::Confirmed { .. }));
     net.sync_all();
     net.assert_converged();
     let v = net.album(0).album().keyring().current_version();
-    assert_eq!(
-        v.get(),
-        v0.get() + 2,
-        "two rotations, two versions, one key each"
-    );
+    assert_eq!(v.get(), v0.get() + 2, "two rotations, two versions, one key each");
 }
 
 #[test]
@@ -300,24 +227,14 @@ fn delayed_and_reordered_submissions_never_make_a_second_epoch() {
     let entries = net.server.entries(ALBUM.as_bytes()).len();
     // Delayed past the detection timeout: the retry lands first, the late copy is absorbed.
     let id = net.propose(0, Change::RotateAmk);
-    net.nodes[0]
-        .chain
-        .on_next_submit(Fault::Delay(Duration::from_secs(45)));
+    net.nodes[0].chain.on_next_submit(Fault::Delay(Duration::from_secs(45)));
     net.drive(0).unwrap();
-    assert_eq!(
-        net.server.entries(ALBUM.as_bytes()).len(),
-        entries,
-        "still in the network"
-    );
+    assert_eq!(net.server.entries(ALBUM.as_bytes()).len(), entries, "still in the network");
     net.clock.set(secs(30));
     net.drive(0).unwrap();
     assert!(matches!(state(&net, 0, id), IntentState::Confirmed { .. }));
     net.clock.set(secs(60));
-    assert_eq!(
-        net.reconcile(0).unwrap(),
-        ReconcileOutcome::UpToDate,
-        "the late copy changed nothing"
-    );
+    assert_eq!(net.reconcile(0).unwrap(), ReconcileOutcome::UpToDate, "the late copy changed nothing");
     assert_eq!(net.server.entries(ALBUM.as_bytes()).len(), entries + 1);
     // Reordered behind the retry: the same.
     let id = net.propose(0, Change::RotateAmk);
@@ -327,10 +244,7 @@ fn delayed_and_reordered_submissions_never_make_a_second_epoch() {
     net.drive(0).unwrap();
     assert!(matches!(state(&net, 0, id), IntentState::Confirmed { .. }));
     assert_eq!(net.server.entries(ALBUM.as_bytes()).len(), entries + 2);
-    assert!(
-        net.server.submissions(ALBUM.as_bytes()) >= 4,
-        "every copy reached the server"
-    );
+    assert!(net.server.submissions(ALBUM.as_bytes()) >= 4, "every copy reached the server");
     net.sync_all();
     net.assert_converged();
 }

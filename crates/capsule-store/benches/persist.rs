@@ -31,13 +31,8 @@ fn bench(c: &mut Criterion) {
     let store = Store::open(&root.join("bob.db")).unwrap();
     let meta = AlbumMetadata::new(ALBUM, HistoryPolicy::Full, [uid(1)].into()).unwrap();
     let mut a = Album::create(&alice.provider, &alice.me, meta).unwrap();
-    let kps = vec![
-        bob_mem.key_package().unwrap(),
-        key_package(&store.provider().unwrap(), &bob_disk.me).unwrap(),
-    ];
-    let out = a
-        .add_user(&alice.provider, &alice.me, uid(2), &kps, dir.validation())
-        .unwrap();
+    let kps = vec![bob_mem.key_package().unwrap(), key_package(&store.provider().unwrap(), &bob_disk.me).unwrap()];
+    let out = a.add_user(&alice.provider, &alice.me, uid(2), &kps, dir.validation()).unwrap();
     a.confirm(&alice.provider).unwrap();
     let (w, b) = (out.welcome.unwrap(), out.bundle.unwrap());
     let mut bm = Album::join(&bob_mem.provider, &w, &b, dir.validation()).unwrap();
@@ -55,17 +50,10 @@ fn bench(c: &mut Criterion) {
         bch.iter(|| {
             let commit = next_commit();
             let start = Instant::now();
-            black_box(
-                bm.process(&bob_mem.provider, &commit, dir.validation())
-                    .unwrap(),
-            );
+            black_box(bm.process(&bob_mem.provider, &commit, dir.validation()).unwrap());
             t_mem += start.elapsed();
             let start = Instant::now();
-            black_box(
-                store
-                    .with_album(ALBUM, |al, p| al.process(p, &commit, dir.validation()))
-                    .unwrap(),
-            );
+            black_box(store.with_album(ALBUM, |al, p| al.process(p, &commit, dir.validation())).unwrap());
             t_disk += start.elapsed();
             runs += 1;
         })
@@ -82,25 +70,13 @@ fn bench(c: &mut Criterion) {
 
     // Bytes on disk per member: the same store before and after 20 more devices join.
     let before = store.size_on_disk().unwrap();
-    let joiners: Vec<Vec<u8>> = (0..20)
-        .map(|_| dir.device(uid(3)).unwrap().key_package().unwrap())
-        .collect();
+    let joiners: Vec<Vec<u8>> = (0..20).map(|_| dir.device(uid(3)).unwrap().key_package().unwrap()).collect();
     let commit = {
-        let out = a
-            .add_user(
-                &alice.provider,
-                &alice.me,
-                uid(3),
-                &joiners,
-                dir.validation(),
-            )
-            .unwrap();
+        let out = a.add_user(&alice.provider, &alice.me, uid(3), &joiners, dir.validation()).unwrap();
         a.confirm(&alice.provider).unwrap();
         out.commit
     };
-    store
-        .with_album(ALBUM, |al, p| al.process(p, &commit, dir.validation()))
-        .unwrap();
+    store.with_album(ALBUM, |al, p| al.process(p, &commit, dir.validation())).unwrap();
     let after = store.size_on_disk().unwrap();
     println!(
         "bytes on disk per album member: {} ({} B for 3 members, {} B for 23)",

@@ -48,12 +48,7 @@ pub enum Step {
 
 impl Step {
     /// Every step, in order.
-    pub const ALL: [Self; 4] = [
-        Self::Begun,
-        Self::MlsWritten,
-        Self::RecordsWritten,
-        Self::Committed,
-    ];
+    pub const ALL: [Self; 4] = [Self::Begun, Self::MlsWritten, Self::RecordsWritten, Self::Committed];
 }
 
 /// A device's durable store.
@@ -93,9 +88,7 @@ impl Store {
         let flags = if exists {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
         } else {
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
         };
         let mut conn = Connection::open_with_flags(path, flags)?;
         // Durability over speed: a phone can die at any instant.
@@ -104,41 +97,30 @@ impl Store {
         if check != "ok" {
             return Err(StoreError::Corrupt(check));
         }
-        let tables: i64 = conn.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
-            [],
-            |r| r.get(0),
-        )?;
+        let tables: i64 =
+            conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0))?;
         let has_schema: bool = conn
-            .query_row(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'capsule_schema'",
-                [],
-                |_| Ok(true),
-            )
+            .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'capsule_schema'", [], |_| Ok(true))
             .optional()?
             .unwrap_or(false);
         let version = if has_schema {
-            conn.query_row("SELECT version FROM capsule_schema", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_err(|_| StoreError::Corrupt("schema version unreadable".into()))?
+            conn.query_row("SELECT version FROM capsule_schema", [], |r| r.get::<_, i64>(0))
+                .map_err(|_| StoreError::Corrupt("schema version unreadable".into()))?
         } else if tables == 0 {
             let tx = conn.transaction()?;
-            tx.execute_batch("CREATE TABLE capsule_schema (version INTEGER NOT NULL); INSERT INTO capsule_schema VALUES (0);")?;
+            tx.execute_batch(
+                "CREATE TABLE capsule_schema (version INTEGER NOT NULL); INSERT INTO capsule_schema VALUES (0);",
+            )?;
             tx.commit()?;
             0
         } else {
             return Err(StoreError::Foreign);
         };
         if version > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema {
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
+            return Err(StoreError::NewerSchema { found: version, supported: SCHEMA_VERSION });
         }
-        let pending = MIGRATIONS
-            .iter()
-            .skip(usize::try_from(version).map_err(|_| StoreError::Record("schema version"))?);
+        let pending =
+            MIGRATIONS.iter().skip(usize::try_from(version).map_err(|_| StoreError::Record("schema version"))?);
         for (step, sql) in (version + 1..).zip(pending) {
             let tx = conn.transaction()?;
             tx.execute_batch(sql)?;
@@ -148,10 +130,7 @@ impl Store {
         SqliteStorageProvider::<JsonCodec, &mut Connection>::new(&mut conn)
             .run_migrations()
             .map_err(|e| StoreError::Sqlite(e.to_string()))?;
-        Ok(Self {
-            conn,
-            observer: None,
-        })
+        Ok(Self { conn, observer: None })
     }
 
     /// Reports every [`Step`] of every logical operation to `observer`.
@@ -170,9 +149,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Mls`] if the crypto provider cannot start.
     pub fn provider(&self) -> Result<SqliteProvider<'_>> {
-        Ok(CapsuleProvider::new(SqliteStorageProvider::new(
-            &self.conn,
-        ))?)
+        Ok(CapsuleProvider::new(SqliteStorageProvider::new(&self.conn))?)
     }
 
     fn put(&self, kind: &str, id: &[u8], value: &[u8]) -> Result<()> {
@@ -187,11 +164,7 @@ impl Store {
     fn get(&self, kind: &str, id: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT value FROM capsule_records WHERE kind = ?1 AND id = ?2",
-                params![kind, id],
-                |r| r.get(0),
-            )
+            .query_row("SELECT value FROM capsule_records WHERE kind = ?1 AND id = ?2", params![kind, id], |r| r.get(0))
             .optional()?
             .map(Zeroizing::new))
     }
@@ -226,8 +199,7 @@ impl Store {
             secret: *device.secret_key_bytes(),
             certificate: device.certificate().to_bytes().map_err(MlsError::from)?,
         };
-        let bytes =
-            Zeroizing::new(serde_json::to_vec(&record).map_err(|_| StoreError::Record("device"))?);
+        let bytes = Zeroizing::new(serde_json::to_vec(&record).map_err(|_| StoreError::Record("device"))?);
         self.transaction(|_| self.put(KIND_DEVICE, b"self", &bytes))
     }
 
@@ -237,18 +209,12 @@ impl Store {
     /// [`StoreError::NotFound`], [`StoreError::Record`], or
     /// [`StoreError::KeyMaterial`] when key and certificate do not match.
     pub fn load_device(&self) -> Result<DeviceIdentity> {
-        let bytes = self
-            .get(KIND_DEVICE, b"self")?
-            .ok_or(StoreError::NotFound("device identity"))?;
-        let record: DeviceRecord =
-            serde_json::from_slice(&bytes).map_err(|_| StoreError::Record("device"))?;
-        let certificate = DeviceCertificate::from_bytes(&record.certificate)
-            .map_err(|_| StoreError::Record("device certificate"))?;
-        DeviceIdentity::new(
-            DeviceSigningKey::from_secret_bytes(&record.secret),
-            certificate,
-        )
-        .map_err(|_| StoreError::KeyMaterial)
+        let bytes = self.get(KIND_DEVICE, b"self")?.ok_or(StoreError::NotFound("device identity"))?;
+        let record: DeviceRecord = serde_json::from_slice(&bytes).map_err(|_| StoreError::Record("device"))?;
+        let certificate =
+            DeviceCertificate::from_bytes(&record.certificate).map_err(|_| StoreError::Record("device certificate"))?;
+        DeviceIdentity::new(DeviceSigningKey::from_secret_bytes(&record.secret), certificate)
+            .map_err(|_| StoreError::KeyMaterial)
     }
 
     fn write_album(&self, album: &Album) -> Result<()> {
@@ -260,11 +226,7 @@ impl Store {
     ///
     /// # Errors
     /// As [`Album::create`].
-    pub fn create_album(
-        &self,
-        device: &DeviceIdentity,
-        metadata: AlbumMetadata,
-    ) -> Result<AlbumId> {
+    pub fn create_album(&self, device: &DeviceIdentity, metadata: AlbumMetadata) -> Result<AlbumId> {
         self.transaction(|p| {
             let album = Album::create(p, device, metadata)?;
             self.write_album(&album)?;
@@ -276,12 +238,7 @@ impl Store {
     ///
     /// # Errors
     /// As [`Album::join`].
-    pub fn join_album(
-        &self,
-        welcome: &[u8],
-        bundle: &[u8],
-        validation: Validation<'_>,
-    ) -> Result<AlbumId> {
+    pub fn join_album(&self, welcome: &[u8], bundle: &[u8], validation: Validation<'_>) -> Result<AlbumId> {
         self.transaction(|p| {
             let album = Album::join(p, welcome, bundle, validation)?;
             self.write_album(&album)?;
@@ -294,9 +251,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`], or [`StoreError::Mls`] if storage and record disagree.
     pub fn album(&self, id: AlbumId) -> Result<Album> {
-        let record = self
-            .get(KIND_ALBUM, id.as_bytes())?
-            .ok_or(StoreError::NotFound("album"))?;
+        let record = self.get(KIND_ALBUM, id.as_bytes())?.ok_or(StoreError::NotFound("album"))?;
         let provider = self.provider()?;
         Ok(Album::load(&provider, &record)?)
     }
@@ -314,9 +269,7 @@ impl Store {
         f: impl FnOnce(&mut Album, &SqliteProvider<'_>) -> Result<T, MlsError>,
     ) -> Result<T> {
         self.transaction(|p| {
-            let record = self
-                .get(KIND_ALBUM, id.as_bytes())?
-                .ok_or(StoreError::NotFound("album"))?;
+            let record = self.get(KIND_ALBUM, id.as_bytes())?.ok_or(StoreError::NotFound("album"))?;
             let mut album = Album::load(p, &record)?;
             let value = f(&mut album, p)?;
             self.write_album(&album)?;
@@ -337,9 +290,7 @@ impl Store {
         f: impl FnOnce(&mut ResilientAlbum, &SqliteProvider<'_>) -> Result<T, ResilienceError>,
     ) -> Result<T> {
         self.transaction(|p| {
-            let record = self
-                .get(KIND_ALBUM, id.as_bytes())?
-                .ok_or(StoreError::NotFound("album"))?;
+            let record = self.get(KIND_ALBUM, id.as_bytes())?.ok_or(StoreError::NotFound("album"))?;
             let album = Album::load(p, &record)?;
             let mut resilient = match self.get(KIND_RESILIENCE, id.as_bytes())? {
                 Some(r) => ResilientAlbum::from_record(album, &r, policy)?,

@@ -21,15 +21,8 @@ fn child(args: &[&str]) -> bool {
 }
 
 fn inspect(s: &Scenario, name: &str) -> String {
-    let out = Command::new(CHILD)
-        .args(["inspect", s.path(name).to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(CHILD).args(["inspect", s.path(name).to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -38,26 +31,18 @@ fn confirm_and_process_survive_a_crash_at_every_step() {
     for step in Step::ALL {
         let s = Scenario::new(&format!("commit-{step:?}"));
         let (welcome, bundle) = s.add("bob", 2);
-        s.open("bob")
-            .join_album(&welcome, &bundle, s.dir.validation())
-            .unwrap();
+        s.open("bob").join_album(&welcome, &bundle, s.dir.validation()).unwrap();
         // Alice stages a rotation; the server accepted it.
         let alice = s.open("alice");
         let me = alice.load_device().unwrap();
-        let out = alice
-            .with_album(ALBUM, |a, p| a.rotate_amk(p, &me))
-            .unwrap();
+        let out = alice.with_album(ALBUM, |a, p| a.rotate_amk(p, &me)).unwrap();
         let epoch = alice.album(ALBUM).unwrap().epoch();
         drop(alice);
         let commit = s.file("commit", &out.commit);
 
         // Alice's confirm dies at `step`; on restart it is either done or still pending.
         assert!(
-            child(&[
-                "confirm",
-                s.path("alice").to_str().unwrap(),
-                &format!("{step:?}")
-            ]),
+            child(&["confirm", s.path("alice").to_str().unwrap(), &format!("{step:?}")]),
             "{step:?}: child did not abort"
         );
         let alice = s.open("alice");
@@ -66,36 +51,21 @@ fn confirm_and_process_survive_a_crash_at_every_step() {
             (0, true) => {
                 alice.with_album(ALBUM, |a, p| a.confirm(p)).unwrap();
             }
-            (1, false) => assert_eq!(
-                step,
-                Step::Committed,
-                "only a committed transaction survives"
-            ),
+            (1, false) => assert_eq!(step, Step::Committed, "only a committed transaction survives"),
             other => panic!("{step:?}: torn state {other:?}"),
         }
         // Bob's processing dies at `step`; on restart the same commit completes it.
-        assert!(child(&[
-            "process",
-            s.path("bob").to_str().unwrap(),
-            commit.to_str().unwrap(),
-            &format!("{step:?}")
-        ]));
+        assert!(child(&["process", s.path("bob").to_str().unwrap(), commit.to_str().unwrap(), &format!("{step:?}")]));
         let bob = s.open("bob");
         if bob.album(ALBUM).unwrap().epoch() == epoch {
-            bob.with_album(ALBUM, |a, p| a.process(p, &out.commit, s.dir.validation()))
-                .unwrap();
+            bob.with_album(ALBUM, |a, p| a.process(p, &out.commit, s.dir.validation())).unwrap();
         } else {
             assert_eq!(step, Step::Committed);
         }
         // Both, read by fresh processes: one epoch, one new AMK, no key lost.
         let (a, b) = (inspect(&s, "alice"), inspect(&s, "bob"));
         assert_eq!(a, b, "{step:?}");
-        assert!(
-            a.contains(&format!("epoch={} ", epoch + 1))
-                && a.contains("amk=2 ")
-                && a.contains("keyring=2"),
-            "{a}"
-        );
+        assert!(a.contains(&format!("epoch={} ", epoch + 1)) && a.contains("amk=2 ") && a.contains("keyring=2"), "{a}");
     }
 }
 
@@ -117,9 +87,7 @@ fn welcome_processing_survives_a_crash_at_every_step() {
             Ok(_) => assert_eq!(step, Step::Committed),
             Err(capsule_store::StoreError::NotFound(_)) => {
                 // Rolled back whole: the KeyPackage's private key is still there to join again.
-                carol
-                    .join_album(&welcome, &bundle, s.dir.validation())
-                    .unwrap();
+                carol.join_album(&welcome, &bundle, s.dir.validation()).unwrap();
             }
             Err(e) => panic!("{step:?}: {e}"),
         }

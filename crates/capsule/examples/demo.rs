@@ -3,13 +3,7 @@
 //! Every device has its own SQLite store; the server is the in-memory chain
 //! with the real ordering rules (and a fault layer); time is simulated.
 
-#![allow(
-    clippy::print_stdout,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    missing_docs
-)] // a demo
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)] // a demo
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -39,55 +33,28 @@ struct World {
 
 impl World {
     fn idx(&self, name: &str) -> usize {
-        self.phones
-            .iter()
-            .position(|p| p.name == name)
-            .expect("device")
+        self.phones.iter().position(|p| p.name == name).expect("device")
     }
 
     fn sync(&mut self, name: &str) -> Vec<Event> {
         let i = self.idx(name);
-        let v = Validation {
-            trust: &self.trust,
-            now: NOW,
-        };
+        let v = Validation { trust: &self.trust, now: NOW };
         let p = &mut self.phones[i];
         p.device.sync(ALBUM, &mut p.chain, &self.clock, v).unwrap()
     }
 
     fn reconcile(&mut self, name: &str) -> ReconcileOutcome {
         let i = self.idx(name);
-        let v = Validation {
-            trust: &self.trust,
-            now: NOW,
-        };
+        let v = Validation { trust: &self.trust, now: NOW };
         let p = &mut self.phones[i];
-        p.device
-            .reconcile_with_server(ALBUM, &mut p.chain, v)
-            .unwrap()
+        p.device.reconcile_with_server(ALBUM, &mut p.chain, v).unwrap()
     }
 
     fn join(&mut self, name: &str) {
-        let entry = self
-            .server
-            .entries(ALBUM.as_bytes())
-            .into_iter()
-            .rev()
-            .find(|e| e.welcome.is_some())
-            .unwrap();
+        let entry = self.server.entries(ALBUM.as_bytes()).into_iter().rev().find(|e| e.welcome.is_some()).unwrap();
         let i = self.idx(name);
-        let v = Validation {
-            trust: &self.trust,
-            now: NOW,
-        };
-        self.phones[i]
-            .device
-            .join(
-                entry.welcome.as_deref().unwrap(),
-                entry.bundle.as_deref().unwrap(),
-                v,
-            )
-            .unwrap();
+        let v = Validation { trust: &self.trust, now: NOW };
+        self.phones[i].device.join(entry.welcome.as_deref().unwrap(), entry.bundle.as_deref().unwrap(), v).unwrap();
     }
 
     fn device(&self, name: &str) -> &Device {
@@ -97,11 +64,7 @@ impl World {
     fn members(&self) -> Vec<&'static str> {
         self.phones
             .iter()
-            .filter(|p| {
-                p.device
-                    .status(ALBUM)
-                    .is_ok_and(|s| s != capsule::resilience::AlbumStatus::NeedsRebootstrap)
-            })
+            .filter(|p| p.device.status(ALBUM).is_ok_and(|s| s != capsule::resilience::AlbumStatus::NeedsRebootstrap))
             .map(|p| p.name)
             .collect()
     }
@@ -111,18 +74,10 @@ impl World {
         for name in self.members() {
             self.reconcile(name);
         }
-        let states: Vec<(u64, Vec<u8>)> = self
-            .members()
-            .iter()
-            .map(|n| self.device(n).epoch(ALBUM).unwrap())
-            .collect();
+        let states: Vec<(u64, Vec<u8>)> = self.members().iter().map(|n| self.device(n).epoch(ALBUM).unwrap()).collect();
         let agree = states.windows(2).all(|w| w[0] == w[1]);
         let (epoch, auth) = &states[0];
-        let v = self
-            .device(self.members()[0])
-            .keyring(ALBUM)
-            .unwrap()
-            .current_version();
+        let v = self.device(self.members()[0]).keyring(ALBUM).unwrap().current_version();
         println!(
             "   all {} devices agree: epoch {epoch}, epoch authenticator {}…, AMK {v} — {}",
             states.len(),
@@ -153,20 +108,14 @@ fn main() {
     let server = MemoryServer::new();
     server.create_album(ALBUM.as_bytes(), 0);
     let clock = SimClock::new();
-    let mut w = World {
-        server: server.clone(),
-        clock: clock.clone(),
-        trust: BTreeMap::new(),
-        phones: Vec::new(),
-    };
+    let mut w = World { server: server.clone(), clock: clock.clone(), trust: BTreeMap::new(), phones: Vec::new() };
     println!(
         "Capsule demo — suite MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519 (libcrux), stores in {}",
         dir.display()
     );
 
-    let t = step(
-        "Enroll Alice (phone, laptop), Bob (phone, laptop) and Charlie: hybrid Ed25519 + ML-DSA-65 identities",
-    );
+    let t =
+        step("Enroll Alice (phone, laptop), Bob (phone, laptop) and Charlie: hybrid Ed25519 + ML-DSA-65 identities");
     let forever = Validity::new(UnixTime(0), UnixTime(u64::MAX)).unwrap();
     let mut n = 0u8;
     for (user_byte, user_name, devices) in [
@@ -188,11 +137,7 @@ fn main() {
             )
             .unwrap();
             let chain = FaultyChain::new(server.connect(ALBUM.as_bytes()), clock.clone());
-            w.phones.push(Phone {
-                name,
-                device,
-                chain,
-            });
+            w.phones.push(Phone { name, device, chain });
         }
         println!(
             "   {user_name}: identity key {} B, {} device(s) certified",
@@ -201,43 +146,18 @@ fn main() {
         );
     }
     let kp = w.device("bob-phone").key_package().unwrap();
-    println!(
-        "   a KeyPackage (X-Wing key + device certificate): {} B",
-        kp.len()
-    );
+    println!("   a KeyPackage (X-Wing key + device certificate): {} B", kp.len());
     took(t);
 
-    let t = step(
-        "Alice creates a shared album (full history; admins Alice and Bob) and adds her laptop and Bob",
-    );
+    let t = step("Alice creates a shared album (full history; admins Alice and Bob) and adds her laptop and Bob");
     let (alice, bob) = (UserId::from_bytes([1; 16]), UserId::from_bytes([2; 16]));
-    w.device("alice-phone")
-        .create_album(ALBUM, HistoryPolicy::Full, [alice, bob].into())
-        .unwrap();
+    w.device("alice-phone").create_album(ALBUM, HistoryPolicy::Full, [alice, bob].into()).unwrap();
     let laptop_kp = w.device("alice-laptop").key_package().unwrap();
-    w.device("alice-phone")
-        .propose(
-            ALBUM,
-            Change::AddDevice {
-                key_package: laptop_kp,
-            },
-        )
-        .unwrap();
+    w.device("alice-phone").propose(ALBUM, Change::AddDevice { key_package: laptop_kp }).unwrap();
     w.sync("alice-phone");
     w.join("alice-laptop");
-    let bob_dir = vec![
-        w.device("bob-phone").key_package().unwrap(),
-        w.device("bob-laptop").key_package().unwrap(),
-    ];
-    w.device("alice-phone")
-        .propose(
-            ALBUM,
-            Change::AddUser {
-                user: bob,
-                directory: bob_dir,
-            },
-        )
-        .unwrap();
+    let bob_dir = vec![w.device("bob-phone").key_package().unwrap(), w.device("bob-laptop").key_package().unwrap()];
+    w.device("alice-phone").propose(ALBUM, Change::AddUser { user: bob, directory: bob_dir }).unwrap();
     w.sync("alice-phone");
     w.join("bob-phone");
     w.join("bob-laptop");
@@ -254,99 +174,53 @@ fn main() {
     let t = step("Bob adds Charlie; Alice uploads a photo; every device decrypts it");
     let charlie_kp = vec![w.device("charlie-phone").key_package().unwrap()];
     w.device("bob-phone")
-        .propose(
-            ALBUM,
-            Change::AddUser {
-                user: UserId::from_bytes([3; 16]),
-                directory: charlie_kp,
-            },
-        )
+        .propose(ALBUM, Change::AddUser { user: UserId::from_bytes([3; 16]), directory: charlie_kp })
         .unwrap();
     w.sync("bob-phone");
     w.join("charlie-phone");
     w.everyone_reconciles();
-    let photo1 = w
-        .device("alice-phone")
-        .seal_photo(ALBUM, b"beach-2026.jpg")
-        .unwrap();
+    let photo1 = w.device("alice-phone").seal_photo(ALBUM, b"beach-2026.jpg").unwrap();
     for name in w.members() {
         let ok = w.device(name).open_photo(ALBUM, &photo1).unwrap() == b"beach-2026.jpg";
-        println!(
-            "   {name} opens photo 1 (AMK {}): {}",
-            photo1.version,
-            if ok { "yes" } else { "NO" }
-        );
+        println!("   {name} opens photo 1 (AMK {}): {}", photo1.version, if ok { "yes" } else { "NO" });
     }
     took(t);
 
     let t = step("Alice removes Charlie: one commit removes his device and rotates the AMK");
-    w.device("alice-phone")
-        .propose(
-            ALBUM,
-            Change::RemoveUser {
-                user: UserId::from_bytes([3; 16]),
-            },
-        )
-        .unwrap();
+    w.device("alice-phone").propose(ALBUM, Change::RemoveUser { user: UserId::from_bytes([3; 16]) }).unwrap();
     w.sync("alice-phone");
     let outcome = w.reconcile("charlie-phone");
     println!("   Charlie reconciles: {outcome:?}");
     w.everyone_reconciles();
-    let photo2 = w
-        .device("alice-laptop")
-        .seal_photo(ALBUM, b"party.jpg")
-        .unwrap();
+    let photo2 = w.device("alice-laptop").seal_photo(ALBUM, b"party.jpg").unwrap();
     let charlie = w.device("charlie-phone");
     println!(
         "   photo 2 is under AMK {}; Charlie holds up to AMK {}",
         photo2.version,
         charlie.keyring(ALBUM).unwrap().current_version()
     );
-    println!(
-        "   Charlie opens photo 2: {}",
-        describe(charlie.open_photo(ALBUM, &photo2))
-    );
-    println!(
-        "   Charlie still opens photo 1 he already had: {}",
-        describe(charlie.open_photo(ALBUM, &photo1))
-    );
-    println!(
-        "   Bob opens photo 2: {}",
-        describe(w.device("bob-laptop").open_photo(ALBUM, &photo2))
-    );
+    println!("   Charlie opens photo 2: {}", describe(charlie.open_photo(ALBUM, &photo2)));
+    println!("   Charlie still opens photo 1 he already had: {}", describe(charlie.open_photo(ALBUM, &photo1)));
+    println!("   Bob opens photo 2: {}", describe(w.device("bob-laptop").open_photo(ALBUM, &photo2)));
     took(t);
 
     let t = step("Alice loses her phone: her laptop removes it, and the AMK rotates");
     let phone_id = w.device("alice-phone").id();
-    w.device("alice-laptop")
-        .propose(ALBUM, Change::RemoveDevice { device: phone_id })
-        .unwrap();
+    w.device("alice-laptop").propose(ALBUM, Change::RemoveDevice { device: phone_id }).unwrap();
     w.sync("alice-laptop");
-    println!(
-        "   the lost phone reconciles: {:?}",
-        w.reconcile("alice-phone")
-    );
+    println!("   the lost phone reconciles: {:?}", w.reconcile("alice-phone"));
     w.everyone_reconciles();
     took(t);
 
-    let t = step(
-        "Two admins rotate at once: the chain serializes them; the loser replays on the winner",
-    );
-    w.device("alice-laptop")
-        .propose(ALBUM, Change::RotateAmk)
-        .unwrap();
-    w.device("bob-phone")
-        .propose(ALBUM, Change::RotateAmk)
-        .unwrap();
+    let t = step("Two admins rotate at once: the chain serializes them; the loser replays on the winner");
+    w.device("alice-laptop").propose(ALBUM, Change::RotateAmk).unwrap();
+    w.device("bob-phone").propose(ALBUM, Change::RotateAmk).unwrap();
     let a = w.sync("alice-laptop");
     let b = w.sync("bob-phone");
     println!("   alice-laptop: {}", summarize(&a));
     println!("   bob-phone:    {}", summarize(&b));
     let b2 = w.sync("bob-phone");
-    println!(
-        "   bob-phone re-proposes without asking anyone: {}",
-        summarize(&b2)
-    );
+    println!("   bob-phone re-proposes without asking anyone: {}", summarize(&b2));
     w.everyone_reconciles();
     took(t);
 
@@ -354,20 +228,10 @@ fn main() {
     let before = server.entries(ALBUM.as_bytes()).len();
     let i = w.idx("bob-laptop");
     w.phones[i].chain.on_next_submit(Fault::DropRequest);
-    w.device("bob-laptop")
-        .propose(ALBUM, Change::RotateAmk)
-        .unwrap();
-    println!(
-        "   t={:>3}s {}",
-        clock.now().0 / 1000,
-        summarize(&w.sync("bob-laptop"))
-    );
+    w.device("bob-laptop").propose(ALBUM, Change::RotateAmk).unwrap();
+    println!("   t={:>3}s {}", clock.now().0 / 1000, summarize(&w.sync("bob-laptop")));
     clock.advance(Duration::from_secs(30));
-    println!(
-        "   t={:>3}s {}",
-        clock.now().0 / 1000,
-        summarize(&w.sync("bob-laptop"))
-    );
+    println!("   t={:>3}s {}", clock.now().0 / 1000, summarize(&w.sync("bob-laptop")));
     println!(
         "   chain grew by {} entry (server saw {} submissions in all)",
         server.entries(ALBUM.as_bytes()).len() - before,
@@ -380,17 +244,14 @@ fn main() {
     let i = w.idx("bob-phone");
     w.phones[i].chain.partition(true);
     for _ in 0..2 {
-        w.device("alice-laptop")
-            .propose(ALBUM, Change::RotateAmk)
-            .unwrap();
+        w.device("alice-laptop").propose(ALBUM, Change::RotateAmk).unwrap();
         w.sync("alice-laptop");
     }
     w.phones[i].chain.partition(false);
     match w.reconcile("bob-phone") {
-        ReconcileOutcome::Reconciled { applied_commits } => println!(
-            "   bob-phone: Reconciled, {} missed commits replayed in order",
-            applied_commits.len()
-        ),
+        ReconcileOutcome::Reconciled { applied_commits } => {
+            println!("   bob-phone: Reconciled, {} missed commits replayed in order", applied_commits.len())
+        }
         other => println!("   bob-phone: {other:?}"),
     }
     w.everyone_reconciles();
@@ -398,23 +259,13 @@ fn main() {
 
     let t = step("Every photo so far, on Bob's laptop (full history)");
     for (i, p) in [&photo1, &photo2].iter().enumerate() {
-        println!(
-            "   photo {} (AMK {}): {}",
-            i + 1,
-            p.version,
-            describe(w.device("bob-laptop").open_photo(ALBUM, p))
-        );
+        println!("   photo {} (AMK {}): {}", i + 1, p.version, describe(w.device("bob-laptop").open_photo(ALBUM, p)));
     }
     took(t);
 
-    println!(
-        "\n▶ A re-key that survives a crash: the full re-key ceremony is not in this build yet (issue 6)."
-    );
+    println!("\n▶ A re-key that survives a crash: the full re-key ceremony is not in this build yet (issue 6).");
     let _ = std::fs::remove_dir_all(&dir);
-    println!(
-        "\nDone: {} chain entries, every device in the album agrees.",
-        server.entries(ALBUM.as_bytes()).len()
-    );
+    println!("\nDone: {} chain entries, every device in the album agrees.", server.entries(ALBUM.as_bytes()).len());
 }
 
 fn describe(r: capsule::Result<Vec<u8>>) -> String {
@@ -436,9 +287,5 @@ fn summarize(events: &[Event]) -> String {
             Event::Applied(_) => None,
         })
         .collect();
-    if parts.is_empty() {
-        "no answer yet".into()
-    } else {
-        parts.join(", ")
-    }
+    if parts.is_empty() { "no answer yet".into() } else { parts.join(", ") }
 }

@@ -4,13 +4,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use capsule_amk::{AlbumId, AlbumMetadata, AmkKeyring, AmkSlot, AmkVersion, HistoryPolicy};
-use capsule_identity::{
-    DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair, UserId, Validity,
-};
+use capsule_identity::{DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair, UserId, Validity};
 use capsule_mls::{DeviceIdentity, Validation, key_package};
 use capsule_resilience::{
-    AlbumStatus, Change, Clock, CommitChain, Context, Event, IntentId, ReconcileOutcome,
-    RetryPolicy,
+    AlbumStatus, Change, Clock, CommitChain, Context, Event, IntentId, ReconcileOutcome, RetryPolicy,
 };
 use capsule_store::Store;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -32,12 +29,7 @@ pub struct Photo {
 
 /// Binds a photo to its album and version, so it cannot be replayed elsewhere.
 fn photo_aad(album: AlbumId, version: AmkVersion) -> Vec<u8> {
-    [
-        b"capsule/photo/v1".as_slice(),
-        album.as_bytes(),
-        &version.get().to_be_bytes(),
-    ]
-    .concat()
+    [b"capsule/photo/v1".as_slice(), album.as_bytes(), &version.get().to_be_bytes()].concat()
 }
 
 /// One enrolled device. Its state lives in its store; every call is one or more
@@ -63,20 +55,11 @@ impl Device {
         validity: Validity,
     ) -> Result<Self> {
         let key = DeviceSigningKey::generate()?;
-        let claims = DeviceClaims {
-            user,
-            device,
-            device_key: key.public_key(),
-            validity,
-        };
+        let claims = DeviceClaims { user, device, device_key: key.public_key(), validity };
         let me = DeviceIdentity::new(key, identity.certify_device(&claims)?)?;
         let store = Store::open(path)?;
         store.save_device(&me)?;
-        Ok(Self {
-            store,
-            me,
-            policy: RetryPolicy::default(),
-        })
+        Ok(Self { store, me, policy: RetryPolicy::default() })
     }
 
     /// Opens an enrolled device's store.
@@ -86,11 +69,7 @@ impl Device {
     pub fn open(path: &Path) -> Result<Self> {
         let store = Store::open(path)?;
         let me = store.load_device()?;
-        Ok(Self {
-            store,
-            me,
-            policy: RetryPolicy::default(),
-        })
+        Ok(Self { store, me, policy: RetryPolicy::default() })
     }
 
     /// Replaces the lost-commit schedule.
@@ -122,12 +101,7 @@ impl Device {
     ///
     /// # Errors
     /// [`Error::Mls`] if this device's user is not among `admins`.
-    pub fn create_album(
-        &self,
-        album: AlbumId,
-        policy: HistoryPolicy,
-        admins: BTreeSet<UserId>,
-    ) -> Result<AlbumId> {
+    pub fn create_album(&self, album: AlbumId, policy: HistoryPolicy, admins: BTreeSet<UserId>) -> Result<AlbumId> {
         let metadata = AlbumMetadata::new(album, policy, admins)?;
         Ok(self.store.create_album(&self.me, metadata)?)
     }
@@ -136,12 +110,7 @@ impl Device {
     ///
     /// # Errors
     /// Identity, AMK or MLS refusals; store errors.
-    pub fn join(
-        &self,
-        welcome: &[u8],
-        bundle: &[u8],
-        validation: Validation<'_>,
-    ) -> Result<AlbumId> {
+    pub fn join(&self, welcome: &[u8], bundle: &[u8], validation: Validation<'_>) -> Result<AlbumId> {
         Ok(self.store.join_album(welcome, bundle, validation)?)
     }
 
@@ -151,9 +120,7 @@ impl Device {
     /// # Errors
     /// Store errors.
     pub fn propose(&self, album: AlbumId, change: Change) -> Result<IntentId> {
-        Ok(self
-            .store
-            .with_resilient(album, self.policy.clone(), |r, _| Ok(r.propose(change)))?)
+        Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| Ok(r.propose(change)))?)
     }
 
     /// Makes progress on the album's intents against the chain (commit, submit,
@@ -168,19 +135,9 @@ impl Device {
         clock: &impl Clock,
         validation: Validation<'_>,
     ) -> Result<Vec<Event>> {
-        Ok(self
-            .store
-            .with_resilient(album, self.policy.clone(), |r, p| {
-                r.drive(
-                    Context {
-                        provider: p,
-                        device: &self.me,
-                        validation,
-                    },
-                    chain,
-                    clock,
-                )
-            })?)
+        Ok(self.store.with_resilient(album, self.policy.clone(), |r, p| {
+            r.drive(Context { provider: p, device: &self.me, validation }, chain, clock)
+        })?)
     }
 
     /// When [`Device::sync`] next has work for this album.
@@ -188,9 +145,7 @@ impl Device {
     /// # Errors
     /// Store errors.
     pub fn next_deadline(&self, album: AlbumId) -> Result<Option<capsule_resilience::Instant>> {
-        Ok(self
-            .store
-            .with_resilient(album, self.policy.clone(), |r, _| Ok(r.next_deadline()))?)
+        Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| Ok(r.next_deadline()))?)
     }
 
     /// The application reports connectivity again: surfaced changes are retried.
@@ -199,12 +154,10 @@ impl Device {
     /// Store errors.
     pub fn connectivity_restored(&self, album: AlbumId, clock: &impl Clock) -> Result<()> {
         let now = clock.now();
-        Ok(self
-            .store
-            .with_resilient(album, self.policy.clone(), |r, _| {
-                r.connectivity_restored(now);
-                Ok(())
-            })?)
+        Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| {
+            r.connectivity_restored(now);
+            Ok(())
+        })?)
     }
 
     /// Brings the album to the chain's head; see [`ReconcileOutcome`].
@@ -217,18 +170,9 @@ impl Device {
         chain: &mut impl CommitChain,
         validation: Validation<'_>,
     ) -> Result<ReconcileOutcome> {
-        Ok(self
-            .store
-            .with_resilient(album, self.policy.clone(), |r, p| {
-                r.reconcile_with_server(
-                    Context {
-                        provider: p,
-                        device: &self.me,
-                        validation,
-                    },
-                    chain,
-                )
-            })?)
+        Ok(self.store.with_resilient(album, self.policy.clone(), |r, p| {
+            r.reconcile_with_server(Context { provider: p, device: &self.me, validation }, chain)
+        })?)
     }
 
     /// What the application shows for the album.
@@ -236,9 +180,7 @@ impl Device {
     /// # Errors
     /// Store errors.
     pub fn status(&self, album: AlbumId) -> Result<AlbumStatus> {
-        Ok(self
-            .store
-            .with_resilient(album, self.policy.clone(), |r, _| Ok(r.status()))?)
+        Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| Ok(r.status()))?)
     }
 
     /// The album's current epoch and epoch authenticator.
@@ -283,19 +225,9 @@ impl Device {
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).map_err(|_| Error::Photo("no randomness"))?;
         let ciphertext = XChaCha20Poly1305::new(amk.expose_secret().into())
-            .encrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: photo,
-                    aad: &photo_aad(album, version),
-                },
-            )
+            .encrypt(&XNonce::from(nonce), Payload { msg: photo, aad: &photo_aad(album, version) })
             .map_err(|_| Error::Photo("encryption failed"))?;
-        Ok(Photo {
-            version,
-            nonce,
-            ciphertext,
-        })
+        Ok(Photo { version, nonce, ciphertext })
     }
 
     /// Decrypts a photo with the keyring; a withheld version is a placeholder.
@@ -316,10 +248,7 @@ impl Device {
         XChaCha20Poly1305::new(amk.expose_secret().into())
             .decrypt(
                 &XNonce::from(photo.nonce),
-                Payload {
-                    msg: &photo.ciphertext,
-                    aad: &photo_aad(album, photo.version),
-                },
+                Payload { msg: &photo.ciphertext, aad: &photo_aad(album, photo.version) },
             )
             .map_err(|_| Error::Photo("does not authenticate"))
     }

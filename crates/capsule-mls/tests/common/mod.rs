@@ -1,13 +1,6 @@
 //! Test harness: users, devices with their own storage, an ordering stand-in.
 
-#![allow(
-    dead_code,
-    unreachable_pub,
-    missing_docs,
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)] // test code
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)] // test code
 
 use std::ops::{Deref, DerefMut};
 
@@ -47,40 +40,21 @@ impl DerefMut for World {
 
 impl World {
     pub fn new(seed: u8) -> Self {
-        Self {
-            dir: Directory::new(seed),
-            devices: Vec::new(),
-        }
+        Self { dir: Directory::new(seed), devices: Vec::new() }
     }
 
     pub fn user(&mut self, n: u8) -> UserId {
         self.dir.user(n).unwrap()
     }
 
-    pub fn certify(
-        &mut self,
-        user: UserId,
-        device: DeviceId,
-        key: &DeviceSigningKey,
-    ) -> DeviceCertificate {
+    pub fn certify(&mut self, user: UserId, device: DeviceId, key: &DeviceSigningKey) -> DeviceCertificate {
         self.dir.certify(user, device, key).unwrap()
     }
 
     /// A new device of `user`; returns its index.
     pub fn device(&mut self, user: UserId) -> usize {
-        let TestDevice {
-            user,
-            id,
-            me,
-            provider,
-        } = self.dir.device(user).unwrap();
-        self.devices.push(Device {
-            user,
-            id,
-            me,
-            provider,
-            album: None,
-        });
+        let TestDevice { user, id, me, provider } = self.dir.device(user).unwrap();
+        self.devices.push(Device { user, id, me, provider, album: None });
         self.devices.len() - 1
     }
 
@@ -106,14 +80,7 @@ impl World {
     }
 
     pub fn members(&self) -> Vec<usize> {
-        (0..self.devices.len())
-            .filter(|d| {
-                self.devices[*d]
-                    .album
-                    .as_ref()
-                    .is_some_and(|a| !a.is_evicted())
-            })
-            .collect()
+        (0..self.devices.len()).filter(|d| self.devices[*d].album.as_ref().is_some_and(|a| !a.is_evicted())).collect()
     }
 
     /// Runs a ceremony on device `d`.
@@ -122,10 +89,7 @@ impl World {
         d: usize,
         f: impl FnOnce(&mut Album, &MemoryProvider, &DeviceIdentity, Validation<'_>) -> Result<Outgoing>,
     ) -> Result<Outgoing> {
-        let validation = Validation {
-            trust: &self.dir.trust,
-            now: NOW,
-        };
+        let validation = Validation { trust: &self.dir.trust, now: NOW };
         let dev = &mut self.devices[d];
         let album = dev.album.as_mut().unwrap();
         f(album, &dev.provider, &dev.me, validation)
@@ -135,10 +99,7 @@ impl World {
     /// other member processes the commit, joiners join. Returns each member's result.
     pub fn deliver(&mut self, from: usize, out: &Outgoing, joiners: &[usize]) -> Vec<Applied> {
         let mut applied = Vec::new();
-        let validation = Validation {
-            trust: &self.dir.trust,
-            now: NOW,
-        };
+        let validation = Validation { trust: &self.dir.trust, now: NOW };
         for d in self.members() {
             let dev = &mut self.devices[d];
             let album = dev.album.as_mut().unwrap();
@@ -151,13 +112,9 @@ impl World {
         }
         for &j in joiners {
             let dev = &mut self.devices[j];
-            let album = Album::join(
-                &dev.provider,
-                out.welcome.as_ref().unwrap(),
-                out.bundle.as_ref().unwrap(),
-                validation,
-            )
-            .unwrap_or_else(|e| panic!("joiner {j}: {e}"));
+            let album =
+                Album::join(&dev.provider, out.welcome.as_ref().unwrap(), out.bundle.as_ref().unwrap(), validation)
+                    .unwrap_or_else(|e| panic!("joiner {j}: {e}"));
             dev.album = Some(album);
         }
         applied
@@ -170,29 +127,13 @@ impl World {
         for &d in &members[1..] {
             let a = self.album(d);
             assert_eq!(a.epoch(), first.epoch(), "device {d} epoch");
-            assert_eq!(
-                a.epoch_authenticator(),
-                first.epoch_authenticator(),
-                "device {d} epoch authenticator"
-            );
+            assert_eq!(a.epoch_authenticator(), first.epoch_authenticator(), "device {d} epoch authenticator");
             assert_eq!(a.members(), first.members(), "device {d} members");
-            assert_eq!(
-                a.keyring().current(),
-                first.keyring().current(),
-                "device {d} current AMK"
-            );
-            assert_eq!(
-                a.keyring().write_key(),
-                first.keyring().write_key(),
-                "device {d} write key"
-            );
+            assert_eq!(a.keyring().current(), first.keyring().current(), "device {d} current AMK");
+            assert_eq!(a.keyring().write_key(), first.keyring().write_key(), "device {d} write key");
             assert_eq!(a.context(), first.context(), "device {d} album context");
         }
-        assert_eq!(
-            first.members().len(),
-            members.len(),
-            "member list matches the devices that are in"
-        );
+        assert_eq!(first.members().len(), members.len(), "member list matches the devices that are in");
     }
 
     pub fn amk_version(&self, d: usize) -> AmkVersion {

@@ -39,32 +39,19 @@ impl MemoryServer {
 
     /// Registers an album whose group starts at `epoch` (0 for a new MLS group).
     pub fn create_album(&self, album: &[u8], epoch: u64) {
-        self.chains
-            .borrow_mut()
-            .entry(album.to_vec())
-            .or_insert(Chain {
-                base: epoch,
-                ..Chain::default()
-            });
+        self.chains.borrow_mut().entry(album.to_vec()).or_insert(Chain { base: epoch, ..Chain::default() });
     }
 
     /// A device's connection to one album's chain.
     #[must_use]
     pub fn connect(&self, album: &[u8]) -> MemoryChain {
-        MemoryChain {
-            server: self.clone(),
-            album: album.to_vec(),
-        }
+        MemoryChain { server: self.clone(), album: album.to_vec() }
     }
 
     /// Every entry of an album's chain (for assertions).
     #[must_use]
     pub fn entries(&self, album: &[u8]) -> Vec<ChainEntry> {
-        self.chains
-            .borrow()
-            .get(album)
-            .map(|c| c.entries.clone())
-            .unwrap_or_default()
+        self.chains.borrow().get(album).map(|c| c.entries.clone()).unwrap_or_default()
     }
 
     /// How many submissions the server received for an album.
@@ -84,11 +71,7 @@ impl MemoryServer {
     }
 
     fn with<T>(&self, album: &[u8], f: impl FnOnce(&mut Chain) -> T) -> Result<T, ChainError> {
-        self.chains
-            .borrow_mut()
-            .get_mut(album)
-            .map(f)
-            .ok_or(ChainError::UnknownAlbum)
+        self.chains.borrow_mut().get_mut(album).map(f).ok_or(ChainError::UnknownAlbum)
     }
 }
 

@@ -37,12 +37,7 @@ impl Net {
     pub fn new(seed: u8) -> Self {
         let server = MemoryServer::new();
         server.create_album(ALBUM.as_bytes(), 0);
-        Self {
-            dir: Directory::new(seed),
-            server,
-            clock: SimClock::new(),
-            nodes: Vec::new(),
-        }
+        Self { dir: Directory::new(seed), server, clock: SimClock::new(), nodes: Vec::new() }
     }
 
     pub fn user(&mut self, n: u8) -> UserId {
@@ -52,11 +47,7 @@ impl Net {
     pub fn device(&mut self, user: UserId) -> usize {
         let t = self.dir.device(user).unwrap();
         let chain = FaultyChain::new(self.server.connect(ALBUM.as_bytes()), self.clock.clone());
-        self.nodes.push(Node {
-            t,
-            album: None,
-            chain,
-        });
+        self.nodes.push(Node { t, album: None, chain });
         self.nodes.len() - 1
     }
 
@@ -72,37 +63,17 @@ impl Net {
     }
 
     pub fn drive(&mut self, d: usize) -> Result<Vec<Event>> {
-        let validation = Validation {
-            trust: &self.dir.trust,
-            now: capsule_mls::testkit::NOW,
-        };
+        let validation = Validation { trust: &self.dir.trust, now: capsule_mls::testkit::NOW };
         let n = &mut self.nodes[d];
-        let cx = Context {
-            provider: &n.t.provider,
-            device: &n.t.me,
-            validation,
-        };
-        n.album
-            .as_mut()
-            .unwrap()
-            .drive(cx, &mut n.chain, &self.clock)
+        let cx = Context { provider: &n.t.provider, device: &n.t.me, validation };
+        n.album.as_mut().unwrap().drive(cx, &mut n.chain, &self.clock)
     }
 
     pub fn reconcile(&mut self, d: usize) -> Result<ReconcileOutcome> {
-        let validation = Validation {
-            trust: &self.dir.trust,
-            now: capsule_mls::testkit::NOW,
-        };
+        let validation = Validation { trust: &self.dir.trust, now: capsule_mls::testkit::NOW };
         let n = &mut self.nodes[d];
-        let cx = Context {
-            provider: &n.t.provider,
-            device: &n.t.me,
-            validation,
-        };
-        n.album
-            .as_mut()
-            .unwrap()
-            .reconcile_with_server(cx, &mut n.chain)
+        let cx = Context { provider: &n.t.provider, device: &n.t.me, validation };
+        n.album.as_mut().unwrap().reconcile_with_server(cx, &mut n.chain)
     }
 
     pub fn propose(&mut self, d: usize, change: Change) -> IntentId {
@@ -111,24 +82,12 @@ impl Net {
 
     /// Joins device `d` from the Welcome stored with the chain entry at `epoch`.
     pub fn join_at(&mut self, d: usize, epoch: u64) {
-        let entry = self
-            .server
-            .entries(ALBUM.as_bytes())
-            .into_iter()
-            .find(|e| e.epoch == epoch)
-            .unwrap();
-        let validation = Validation {
-            trust: &self.dir.trust,
-            now: capsule_mls::testkit::NOW,
-        };
+        let entry = self.server.entries(ALBUM.as_bytes()).into_iter().find(|e| e.epoch == epoch).unwrap();
+        let validation = Validation { trust: &self.dir.trust, now: capsule_mls::testkit::NOW };
         let n = &mut self.nodes[d];
-        let album = Album::join(
-            &n.t.provider,
-            entry.welcome.as_ref().unwrap(),
-            entry.bundle.as_ref().unwrap(),
-            validation,
-        )
-        .unwrap();
+        let album =
+            Album::join(&n.t.provider, entry.welcome.as_ref().unwrap(), entry.bundle.as_ref().unwrap(), validation)
+                .unwrap();
         n.album = Some(ResilientAlbum::new(album, RetryPolicy::default()));
     }
 
@@ -136,16 +95,10 @@ impl Net {
     pub fn add_user(&mut self, admin: usize, n: u8, devices: usize) -> Vec<usize> {
         let user = self.user(n);
         let new: Vec<usize> = (0..devices).map(|_| self.device(user)).collect();
-        let directory = new
-            .iter()
-            .map(|d| self.nodes[*d].t.key_package().unwrap())
-            .collect();
+        let directory = new.iter().map(|d| self.nodes[*d].t.key_package().unwrap()).collect();
         let id = self.propose(admin, Change::AddUser { user, directory });
         self.drive(admin).unwrap();
-        assert!(matches!(
-            self.album(admin).intent(id).unwrap().state,
-            IntentState::Confirmed { .. }
-        ));
+        assert!(matches!(self.album(admin).intent(id).unwrap().state, IntentState::Confirmed { .. }));
         let epoch = self.album(admin).album().epoch() - 1;
         for d in &new {
             self.join_at(*d, epoch);
@@ -155,21 +108,13 @@ impl Net {
 
     pub fn active(&self) -> Vec<usize> {
         (0..self.nodes.len())
-            .filter(|d| {
-                self.nodes[*d]
-                    .album
-                    .as_ref()
-                    .is_some_and(|a| !a.album().is_evicted())
-            })
+            .filter(|d| self.nodes[*d].album.as_ref().is_some_and(|a| !a.album().is_evicted()))
             .collect()
     }
 
     /// Every active device reconciles; returns the outcomes.
     pub fn sync_all(&mut self) -> Vec<ReconcileOutcome> {
-        self.active()
-            .into_iter()
-            .map(|d| self.reconcile(d).unwrap())
-            .collect()
+        self.active().into_iter().map(|d| self.reconcile(d).unwrap()).collect()
     }
 
     /// Every active device is at the chain's head with the same state and keyring.
@@ -180,22 +125,10 @@ impl Net {
         for &d in &active {
             let a = self.album(d).album();
             assert_eq!(a.epoch(), head, "device {d} at the head");
-            assert_eq!(
-                a.epoch_authenticator(),
-                first.epoch_authenticator(),
-                "device {d} epoch authenticator"
-            );
+            assert_eq!(a.epoch_authenticator(), first.epoch_authenticator(), "device {d} epoch authenticator");
             assert_eq!(a.members(), first.members(), "device {d} members");
-            assert_eq!(
-                a.keyring().current(),
-                first.keyring().current(),
-                "device {d} AMK"
-            );
-            assert_eq!(
-                a.keyring().write_key(),
-                first.keyring().write_key(),
-                "device {d} write key"
-            );
+            assert_eq!(a.keyring().current(), first.keyring().current(), "device {d} AMK");
+            assert_eq!(a.keyring().write_key(), first.keyring().write_key(), "device {d} write key");
             // One key per version: every version both hold is the same key.
             for (v, k) in a.keyring().held() {
                 if let Some(other) = first.keyring().get(v) {

@@ -21,9 +21,7 @@ const SEED: u8 = 60;
 const USERS: [u8; 3] = [1, 2, 3];
 
 fn step_named(name: &str) -> Option<Step> {
-    Step::ALL
-        .into_iter()
-        .find(|s| format!("{s:?}").eq_ignore_ascii_case(name))
+    Step::ALL.into_iter().find(|s| format!("{s:?}").eq_ignore_ascii_case(name))
 }
 
 fn run(args: &[String]) -> Result<(), String> {
@@ -45,28 +43,17 @@ fn run(args: &[String]) -> Result<(), String> {
     }
     let read = |path: &String| std::fs::read(path).map_err(|e| e.to_string());
     match (op.as_str(), rest) {
-        ("confirm", _) => store
-            .with_album(ALBUM, |a, p| a.confirm(p))
-            .map(drop)
-            .map_err(|e| e.to_string()),
+        ("confirm", _) => store.with_album(ALBUM, |a, p| a.confirm(p)).map(drop).map_err(|e| e.to_string()),
         ("process", [commit, ..]) => {
             let commit = read(commit)?;
-            store
-                .with_album(ALBUM, |a, p| a.process(p, &commit, dir.validation()))
-                .map(drop)
-                .map_err(|e| e.to_string())
+            store.with_album(ALBUM, |a, p| a.process(p, &commit, dir.validation())).map(drop).map_err(|e| e.to_string())
         }
-        ("join", [welcome, bundle, ..]) => store
-            .join_album(&read(welcome)?, &read(bundle)?, dir.validation())
-            .map(drop)
-            .map_err(|e| e.to_string()),
+        ("join", [welcome, bundle, ..]) => {
+            store.join_album(&read(welcome)?, &read(bundle)?, dir.validation()).map(drop).map_err(|e| e.to_string())
+        }
         ("inspect", _) => {
             let album = store.album(ALBUM).map_err(|e| e.to_string())?;
-            let auth: String = album
-                .epoch_authenticator()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let auth: String = album.epoch_authenticator().iter().map(|b| format!("{b:02x}")).collect();
             println!(
                 "epoch={} auth={auth} amk={} pending={} keyring={}",
                 album.epoch(),

@@ -21,8 +21,7 @@ impl Scenario {
     /// A fresh folder with Alice's store (album creator, admin) and the stores of
     /// Bob and Carol (not members yet).
     pub fn new(name: &str) -> Self {
-        let root =
-            std::env::temp_dir().join(format!("capsule-store-{name}-{}", std::process::id()));
+        let root = std::env::temp_dir().join(format!("capsule-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
         let mut dir = Directory::new(SEED);
@@ -60,16 +59,10 @@ impl Scenario {
     /// Welcome and bundle.
     pub fn add(&self, name: &str, user: u8) -> (Vec<u8>, Vec<u8>) {
         let joiner = self.open(name);
-        let kp =
-            capsule_mls::key_package(&joiner.provider().unwrap(), &joiner.load_device().unwrap())
-                .unwrap();
+        let kp = capsule_mls::key_package(&joiner.provider().unwrap(), &joiner.load_device().unwrap()).unwrap();
         let alice = self.open("alice");
         let me = alice.load_device().unwrap();
-        let out = alice
-            .with_album(ALBUM, |a, p| {
-                a.add_user(p, &me, uid(user), &[kp], self.dir.validation())
-            })
-            .unwrap();
+        let out = alice.with_album(ALBUM, |a, p| a.add_user(p, &me, uid(user), &[kp], self.dir.validation())).unwrap();
         alice.with_album(ALBUM, |a, p| a.confirm(p)).unwrap();
         (out.welcome.unwrap(), out.bundle.unwrap())
     }

@@ -22,7 +22,7 @@ use capsule_identity::encoding;
 use zeroize::Zeroizing;
 
 use crate::binding::{DeviceIdentity, Validation, capabilities, claimed_identity, verify_leaf};
-use crate::{AlbumContext, CIPHERSUITE, MlsError, Result, rng::ProviderRng};
+use crate::{AlbumContext, CIPHERSUITE, MlsError, RekeyMarker, Result, rng::ProviderRng};
 
 /// MLS exporter label of the per-epoch secret that feeds capsule-amk's key schedule.
 const EXPORTER_LABEL: &str = "capsule amk epoch secret v1";
@@ -71,6 +71,24 @@ pub enum Ceremony {
     },
     /// Rotate the AMK on its own (admin, or suspected compromise).
     RotateAmk,
+    /// Replace this device's own leaf (its answer to a re-key).
+    SelfUpdate,
+    /// Quiesce the album for a full re-key (admin only).
+    BeginRekey {
+        /// The re-key marker set in the group context.
+        marker: RekeyMarker,
+    },
+    /// End a re-key: clear the marker and rotate the AMK (admin only).
+    FinishRekey {
+        /// The marker's id.
+        id: u64,
+    },
+    /// Replace a device's leaf from a fresh KeyPackage: remove and re-add in one
+    /// commit (admin only; a re-key's answer for a device that did not respond).
+    ReAddDevice {
+        /// The device re-added.
+        device: DeviceId,
+    },
 }
 
 /// A ceremony's messages, exactly as they go to the server. The server keeps the
@@ -187,7 +205,7 @@ impl Album {
         if !metadata.is_admin(&device.user()) {
             return Err(MlsError::Unauthorized("the creator must be an admin"));
         }
-        let context = AlbumContext { metadata, amk_version: AmkVersion::FIRST };
+        let context = AlbumContext { metadata, amk_version: AmkVersion::FIRST, rekey: None };
         let album = context.metadata.album();
         let group = MlsGroup::builder()
             .with_group_id(GroupId::from_slice(album.as_bytes()))
@@ -224,8 +242,20 @@ impl Album {
         let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
             return Err(MlsError::Malformed("not a welcome"));
         };
-        let staged =
-            StagedWelcome::new_from_welcome(provider, &join_config(), welcome, None).map_err(MlsError::protocol)?;
+        let mut builder =
+            StagedWelcome::build_from_welcome(provider, &join_config(), welcome).map_err(MlsError::protocol)?;
+        // A device re-added (re-bootstrap, or a re-key's fresh leaf) still stores
+        // the group it was removed from; that stale state is replaced, but an
+        // active membership never is.
+        let group_id = builder.processed_welcome().unverified_group_info().group_id().clone();
+        let stored = MlsGroup::load(provider.storage(), &group_id).map_err(|e| MlsError::Storage(format!("{e:?}")))?;
+        if let Some(old) = stored {
+            if old.is_active() {
+                return Err(MlsError::Refused("already an active member of this album"));
+            }
+            builder = builder.replace_old_group();
+        }
+        let staged = builder.build().map_err(MlsError::protocol)?;
         for member in staged.members() {
             crate::binding::verify_credential(&member.credential, &member.signature_key, validation)?;
         }
@@ -531,7 +561,114 @@ impl Album {
     }
 
     fn next_context(&self) -> Result<AlbumContext> {
-        Ok(AlbumContext { metadata: self.context.metadata.clone(), amk_version: self.context.amk_version.next()? })
+        Ok(AlbumContext { amk_version: self.context.amk_version.next()?, ..self.context.clone() })
+    }
+
+    fn ensure_admin(&self, device: &DeviceIdentity, what: &'static str) -> Result<()> {
+        if self.context.metadata.is_admin(&device.user()) { Ok(()) } else { Err(MlsError::Unauthorized(what)) }
+    }
+
+    /// Replaces this device's own leaf (new encryption key, new path secrets).
+    ///
+    /// # Errors
+    /// [`MlsError::PendingCommit`] while another ceremony is pending.
+    pub fn self_update<P: OpenMlsProvider>(&mut self, provider: &P, device: &DeviceIdentity) -> Result<Outgoing> {
+        let ceremony = Ceremony::SelfUpdate;
+        if let Some(p) = self.pending_for(&ceremony)? {
+            return Ok(p);
+        }
+        self.ensure_operational()?;
+        self.stage_with(provider, device, ceremony, Vec::new(), Vec::new(), None, true)
+    }
+
+    /// Quiesces the album for a full re-key: sets the marker every member reads.
+    /// A new marker replaces a stalled one (a clean restart by any admin).
+    ///
+    /// # Errors
+    /// [`MlsError::Unauthorized`] unless an admin; [`MlsError::Refused`] if that
+    /// very re-key is already in progress.
+    pub fn begin_rekey<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        device: &DeviceIdentity,
+        marker: RekeyMarker,
+    ) -> Result<Outgoing> {
+        let ceremony = Ceremony::BeginRekey { marker };
+        if let Some(p) = self.pending_for(&ceremony)? {
+            return Ok(p);
+        }
+        self.ensure_operational()?;
+        self.ensure_admin(device, "only admins re-key an album")?;
+        if self.context.rekey == Some(marker) {
+            return Err(MlsError::RekeyState("this re-key is already in progress"));
+        }
+        let ctx = AlbumContext { rekey: Some(marker), ..self.context.clone() };
+        self.stage(provider, device, ceremony, Vec::new(), Vec::new(), Some(ctx))
+    }
+
+    /// Ends the re-key `id`: clears the marker and rotates the AMK in one commit.
+    ///
+    /// # Errors
+    /// [`MlsError::Unauthorized`] unless an admin; [`MlsError::Refused`] if that
+    /// re-key is not in progress.
+    pub fn finish_rekey<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        device: &DeviceIdentity,
+        id: u64,
+    ) -> Result<Outgoing> {
+        let ceremony = Ceremony::FinishRekey { id };
+        if let Some(p) = self.pending_for(&ceremony)? {
+            return Ok(p);
+        }
+        self.ensure_operational()?;
+        self.ensure_admin(device, "only admins re-key an album")?;
+        if self.context.rekey.map(|m| m.id) != Some(id) {
+            return Err(MlsError::RekeyState("that re-key is not in progress"));
+        }
+        let ctx = AlbumContext { rekey: None, ..self.next_context()? };
+        self.stage(provider, device, ceremony, Vec::new(), Vec::new(), Some(ctx))
+    }
+
+    /// Replaces a device's leaf from a fresh KeyPackage of that same device.
+    ///
+    /// # Errors
+    /// [`MlsError::Unauthorized`] unless an admin; identity errors for the
+    /// KeyPackage; [`MlsError::NotMember`] if that device is not in the album.
+    pub fn readd_device<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        device: &DeviceIdentity,
+        key_package: &[u8],
+        validation: Validation<'_>,
+    ) -> Result<Outgoing> {
+        let (kp, user, target) = verified_key_package(provider, key_package, validation)?;
+        let ceremony = Ceremony::ReAddDevice { device: target };
+        if let Some(p) = self.pending_for(&ceremony)? {
+            return Ok(p);
+        }
+        self.ensure_operational()?;
+        self.ensure_admin(device, "only admins re-add devices")?;
+        if target == device.device() {
+            return Err(MlsError::Refused("a device replaces its own leaf with self_update"));
+        }
+        let leaves = self.leaves_where(|u, d| u == user && d == target);
+        if leaves.is_empty() {
+            return Err(MlsError::NotMember("device to re-add"));
+        }
+        self.stage(provider, device, ceremony, vec![kp], leaves, None)
+    }
+
+    /// Each member's leaf encryption key: changes exactly when the leaf is replaced.
+    #[must_use]
+    pub fn leaf_fingerprints(&self) -> Vec<((UserId, DeviceId), Vec<u8>)> {
+        let mut out: Vec<_> = self
+            .group
+            .members()
+            .filter_map(|m| claimed_identity(&m.credential).ok().map(|id| (id, m.encryption_key)))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Builds and stages one commit. Nothing is merged: the commit stays pending
@@ -545,9 +682,24 @@ impl Album {
         removes: Vec<LeafNodeIndex>,
         new_context: Option<AlbumContext>,
     ) -> Result<Outgoing> {
+        self.stage_with(provider, device, ceremony, adds, removes, new_context, false)
+    }
+
+    #[allow(clippy::too_many_arguments)] // one private builder behind every ceremony
+    fn stage_with<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        device: &DeviceIdentity,
+        ceremony: Ceremony,
+        adds: Vec<KeyPackage>,
+        removes: Vec<LeafNodeIndex>,
+        new_context: Option<AlbumContext>,
+        self_update: bool,
+    ) -> Result<Outgoing> {
         let epoch = self.epoch();
         let has_adds = !adds.is_empty();
-        let mut builder = self.group.commit_builder().propose_adds(adds).propose_removals(removes);
+        let mut builder =
+            self.group.commit_builder().force_self_update(self_update).propose_adds(adds).propose_removals(removes);
         if let Some(ctx) = &new_context {
             builder = builder.propose_group_context_extensions(ctx.extensions()?).map_err(MlsError::protocol)?;
         }
@@ -714,14 +866,23 @@ impl Album {
                 }
                 self.context.metadata.check_upgrade(&new_context.metadata)?;
             }
+            if new_context.rekey != self.context.rekey && !admin {
+                return Err(MlsError::Unauthorized("only admins start or finish a re-key"));
+            }
         }
         let old = self.context.amk_version;
         let rotates = new_context.amk_version != old;
         if rotates && Some(new_context.amk_version) != old.next().ok() {
             return Err(MlsError::Refused("an AMK rotation raises the version by exactly one"));
         }
-        if !removed.is_empty() && !rotates {
+        // A device removed and re-added in the same commit (a re-key's fresh leaf)
+        // keeps access by design; any other removal must rotate.
+        let readds_only = removed.iter().all(|r| added.contains(r));
+        if !removed.is_empty() && !readds_only && !rotates {
             return Err(MlsError::Refused("a removal must rotate the AMK"));
+        }
+        if self.context.rekey.is_some() && new_context.rekey.is_none() && !rotates {
+            return Err(MlsError::Refused("finishing a re-key must rotate the AMK"));
         }
         let evicted = staged.self_removed();
         let rotation = if rotates && !evicted {

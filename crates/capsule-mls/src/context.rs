@@ -18,6 +18,29 @@ pub struct AlbumContext {
     pub metadata: AlbumMetadata,
     /// The AMK version of the current epoch (the joiner's ceiling).
     pub amk_version: AmkVersion,
+    /// Set while a full re-key is in progress: writes are quiesced, every member
+    /// replaces its leaf, and the commit that clears it rotates the AMK.
+    pub rekey: Option<RekeyMarker>,
+}
+
+/// Why an album is re-keyed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RekeyReason {
+    /// An admin asked for it.
+    AdminInitiated,
+    /// A compromise is suspected.
+    SuspectedCompromise,
+    /// Deployment policy for long-lived albums.
+    Scheduled,
+}
+
+/// The re-key in progress, as every member reads it from the group context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RekeyMarker {
+    /// The ceremony's intent id.
+    pub id: u64,
+    /// Why.
+    pub reason: RekeyReason,
 }
 
 impl AlbumContext {
@@ -26,7 +49,8 @@ impl AlbumContext {
     /// # Errors
     /// Only on a serializer bug.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        encoding::encode(&(self.metadata.to_bytes()?, self.amk_version)).map_err(|e| MlsError::Amk(e.into()))
+        encoding::encode(&(self.metadata.to_bytes()?, self.amk_version, self.rekey))
+            .map_err(|e| MlsError::Amk(e.into()))
     }
 
     /// Decodes and validates the extension payload.
@@ -34,12 +58,12 @@ impl AlbumContext {
     /// # Errors
     /// [`MlsError::Amk`] for malformed input.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let (metadata, amk_version): (Vec<u8>, AmkVersion) =
+        let (metadata, amk_version, rekey): (Vec<u8>, AmkVersion, Option<RekeyMarker>) =
             encoding::decode_canonical(bytes).map_err(|e| MlsError::Amk(e.into()))?;
         if AmkVersion::new(amk_version.get()).is_none() {
             return Err(MlsError::Amk(DecodeError::Malformed.into()));
         }
-        Ok(Self { metadata: AlbumMetadata::from_bytes(&metadata)?, amk_version })
+        Ok(Self { metadata: AlbumMetadata::from_bytes(&metadata)?, amk_version, rekey })
     }
 
     /// The group-context extensions carrying this context.

@@ -25,6 +25,9 @@ pub enum MlsError {
     /// A commit or Welcome whose content breaks Capsule's rules.
     #[error("refused: {0}")]
     Refused(&'static str),
+    /// A re-key ceremony step that does not fit the album's re-key state.
+    #[error("re-key: {0}")]
+    RekeyState(&'static str),
     /// The device is already in the album.
     #[error("device {0:?} of user {1:?} is already a member")]
     AlreadyMember(DeviceId, UserId),

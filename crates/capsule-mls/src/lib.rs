@@ -36,7 +36,7 @@ pub mod testkit;
 
 pub use album::{Album, Applied, Ceremony, CommitHash, Outgoing, key_package};
 pub use binding::{ALBUM_EXTENSION_TYPE, CREDENTIAL_TYPE, DeviceIdentity, Validation, capabilities};
-pub use context::AlbumContext;
+pub use context::{AlbumContext, RekeyMarker, RekeyReason};
 pub use error::{MlsError, Result};
 /// The provider bound of every operation: higher layers name it through this
 /// crate, not through OpenMLS.

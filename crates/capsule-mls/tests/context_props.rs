@@ -1,12 +1,12 @@
 //! The album-context extension: round trip, and arbitrary bytes never panic.
 
-#![allow(clippy::unwrap_used)] // test code
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // test code
 
 use std::num::NonZeroU32;
 
 use capsule_amk::{AlbumId, AlbumMetadata, AmkVersion, HistoryPolicy};
 use capsule_identity::UserId;
-use capsule_mls::AlbumContext;
+use capsule_mls::{AlbumContext, RekeyMarker, RekeyReason};
 use proptest::prelude::*;
 
 proptest! {
@@ -16,10 +16,15 @@ proptest! {
         capped in proptest::option::of(1u32..1000),
         admins in proptest::collection::btree_set(any::<[u8; 16]>(), 1..4),
         version in 1u32..,
+        rekey in proptest::option::of((any::<u64>(), 0u8..3)),
     ) {
         let policy = capped.map_or(HistoryPolicy::Full, |n| HistoryPolicy::Capped { last: NonZeroU32::new(n).unwrap() });
         let metadata = AlbumMetadata::new(AlbumId::from_bytes(album), policy, admins.into_iter().map(UserId::from_bytes).collect()).unwrap();
-        let ctx = AlbumContext { metadata, amk_version: AmkVersion::new(version).unwrap() };
+        let rekey = rekey.map(|(id, r)| RekeyMarker {
+            id,
+            reason: [RekeyReason::AdminInitiated, RekeyReason::SuspectedCompromise, RekeyReason::Scheduled][usize::from(r)],
+        });
+        let ctx = AlbumContext { metadata, amk_version: AmkVersion::new(version).unwrap(), rekey };
         let bytes = ctx.to_bytes().unwrap();
         prop_assert_eq!(AlbumContext::from_bytes(&bytes).unwrap(), ctx);
     }

@@ -1,7 +1,12 @@
 //! An album with recovery: intents, the retry schedule, reconciliation against
 //! the authoritative chain, and quarantine.
 
-use capsule_mls::{Album, Applied, CommitHash, DeviceIdentity, MlsError, OpenMlsProvider, Outgoing, Validation};
+use capsule_identity::{DeviceId, UserId};
+use capsule_mls::{
+    Album, Applied, CommitHash, DeviceIdentity, MlsError, OpenMlsProvider, Outgoing, RekeyReason, Validation,
+};
+
+use crate::rekey::{AmkEscrow, RekeyJournal, RekeyStep};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -50,6 +55,11 @@ pub enum AlbumStatus {
     },
     /// This device was removed or cannot catch up: re-bootstrap it.
     NeedsRebootstrap,
+    /// A full re-key is in progress: writes are quiesced until it completes.
+    Rekeying {
+        /// The re-key's id.
+        id: u64,
+    },
 }
 
 /// Something [`ResilientAlbum::drive`] did, for the application and for tests.
@@ -106,6 +116,9 @@ pub struct ResilientAlbum {
     policy: RetryPolicy,
     quarantine: Option<Divergence>,
     unrecoverable: bool,
+    rekey: Option<RekeyJournal>,
+    completed_rekeys: Vec<u64>,
+    answered_rekeys: Vec<u64>,
 }
 
 /// The resilience state beside the album, to persist with it: every intent
@@ -117,6 +130,9 @@ struct ResilienceRecord {
     next_intent: u64,
     quarantine: Option<Divergence>,
     unrecoverable: bool,
+    rekey: Option<RekeyJournal>,
+    completed_rekeys: Vec<u64>,
+    answered_rekeys: Vec<u64>,
 }
 
 /// Format version of [`ResilienceRecord`].
@@ -147,6 +163,19 @@ impl<P> core::fmt::Debug for Context<'_, P> {
     }
 }
 
+/// Whether a refusal to stage `change` means it is already in effect.
+fn already_done(change: &Change, e: &MlsError) -> bool {
+    matches!(
+        (change, e),
+        (Change::AddUser { .. } | Change::AddDevice { .. }, MlsError::AlreadyMember(..))
+            | (
+                Change::RemoveUser { .. } | Change::RemoveDevice { .. } | Change::ReAddDevice { .. },
+                MlsError::NotMember(_)
+            )
+            | (Change::BeginRekey { .. } | Change::FinishRekey { .. }, MlsError::RekeyState(_))
+    )
+}
+
 fn submission(out: &Outgoing) -> Submission {
     Submission {
         epoch: out.epoch,
@@ -160,7 +189,17 @@ impl ResilientAlbum {
     /// Wraps an album (freshly created or joined) with the given retry policy.
     #[must_use]
     pub const fn new(album: Album, policy: RetryPolicy) -> Self {
-        Self { album, intents: Vec::new(), next_intent: 0, policy, quarantine: None, unrecoverable: false }
+        Self {
+            album,
+            intents: Vec::new(),
+            next_intent: 0,
+            policy,
+            quarantine: None,
+            unrecoverable: false,
+            rekey: None,
+            completed_rekeys: Vec::new(),
+            answered_rekeys: Vec::new(),
+        }
     }
 
     /// The album.
@@ -181,6 +220,9 @@ impl ResilientAlbum {
             next_intent: self.next_intent,
             quarantine: self.quarantine,
             unrecoverable: self.unrecoverable,
+            rekey: self.rekey.clone(),
+            completed_rekeys: self.completed_rekeys.clone(),
+            answered_rekeys: self.answered_rekeys.clone(),
         };
         capsule_identity::encoding::encode(&record).map_err(|_| ResilienceError::Record("resilience record"))
     }
@@ -202,6 +244,9 @@ impl ResilientAlbum {
             policy,
             quarantine: r.quarantine,
             unrecoverable: r.unrecoverable,
+            rekey: r.rekey,
+            completed_rekeys: r.completed_rekeys,
+            answered_rekeys: r.answered_rekeys,
         })
     }
 
@@ -237,6 +282,9 @@ impl ResilientAlbum {
         }
         if let Some(d) = self.quarantine {
             return AlbumStatus::Quarantined { local_epoch: d.local_epoch, server_epoch: d.server_epoch };
+        }
+        if let Some(marker) = self.album.context().rekey {
+            return AlbumStatus::Rekeying { id: marker.id };
         }
         if self.intents.iter().any(|i| matches!(i.state, IntentState::Surfaced { .. })) {
             return AlbumStatus::Surfaced;
@@ -294,6 +342,9 @@ impl ResilientAlbum {
             self.check_in_flight(cx, chain, clock.now(), index, &mut events)?;
         }
         // Only one commit can be pending in MLS: start the next intent when none is in flight.
+        if self.quarantine.is_none() && !self.album.is_evicted() {
+            self.advance_rekey(clock.now());
+        }
         let idle = self.in_flight().is_none() && self.quarantine.is_none() && !self.album.is_evicted();
         if idle && let Some(index) = self.intents.iter().position(|i| i.state == IntentState::Pending) {
             self.start(cx, chain, clock.now(), index, &mut events)?;
@@ -350,11 +401,16 @@ impl ResilientAlbum {
             Change::RemoveUser { user } => self.album.remove_user(p, me, *user),
             Change::RemoveDevice { device } => self.album.remove_device(p, me, *device),
             Change::RotateAmk => self.album.rotate_amk(p, me),
+            Change::SelfUpdate => self.album.self_update(p, me),
+            Change::BeginRekey { marker } => self.album.begin_rekey(p, me, *marker),
+            Change::FinishRekey { id } => self.album.finish_rekey(p, me, *id),
+            Change::ReAddDevice { key_package } => self.album.readd_device(p, me, key_package, v),
         };
         let out = match staged {
             Ok(out) => out,
-            // The change is already in effect (another device made it): done.
-            Err(MlsError::AlreadyMember(..) | MlsError::NotMember(_)) => {
+            // The change is already in effect (another device made it, or the
+            // re-key it belongs to has moved on): done.
+            Err(e) if already_done(&intent.change, &e) => {
                 let epoch = self.album.epoch();
                 self.set_state(index, IntentState::Confirmed { epoch });
                 events.push(Event::Confirmed { intent: intent.id, epoch });
@@ -578,5 +634,104 @@ impl ResilientAlbum {
             intent.reproposals += 1;
             events.push(Event::Superseded { intent: intent.id });
         }
+    }
+}
+
+impl ResilientAlbum {
+    /// Starts (or, for an id already running, resumes) a full re-key of the album;
+    /// see the `rekey` module. A completed id is a no-op. The album's AMK lineage
+    /// goes to `escrow` before anything changes. Progress happens in
+    /// [`ResilientAlbum::drive`]; stragglers are re-added after `budget`.
+    ///
+    /// # Errors
+    /// [`ResilienceError::RekeyInProgress`] while another re-key of this device
+    /// runs; [`ResilienceError::Escrow`] if the lineage cannot be deposited;
+    /// [`ResilienceError::Quarantined`].
+    pub fn rekey_group(
+        &mut self,
+        id: u64,
+        reason: RekeyReason,
+        now: Instant,
+        budget: core::time::Duration,
+        escrow: &mut dyn AmkEscrow,
+    ) -> Result<()> {
+        self.ensure_not_quarantined()?;
+        if self.completed_rekeys.contains(&id) {
+            return Ok(());
+        }
+        match &self.rekey {
+            Some(j) if j.marker.id == id => return Ok(()),
+            Some(j) => return Err(ResilienceError::RekeyInProgress(j.marker.id)),
+            None => {}
+        }
+        escrow.deposit(self.album.id(), self.album.keyring()).map_err(ResilienceError::Escrow)?;
+        let journal = RekeyJournal::new(id, reason, self.album.leaf_fingerprints(), now.after(budget));
+        self.propose(Change::BeginRekey { marker: journal.marker });
+        self.rekey = Some(journal);
+        Ok(())
+    }
+
+    /// The application supplies a fresh KeyPackage for a device that may not
+    /// answer the re-key in time.
+    pub fn provide_rekey_key_package(&mut self, user: UserId, device: DeviceId, key_package: Vec<u8>) {
+        if let Some(j) = &mut self.rekey {
+            j.key_packages.retain(|(id, _)| *id != (user, device));
+            j.key_packages.push(((user, device), key_package));
+        }
+    }
+
+    /// This device's re-key journal, if it runs one.
+    #[must_use]
+    pub const fn rekey_journal(&self) -> Option<&RekeyJournal> {
+        self.rekey.as_ref()
+    }
+
+    /// Re-keys this device completed.
+    #[must_use]
+    pub fn completed_rekeys(&self) -> &[u64] {
+        &self.completed_rekeys
+    }
+
+    /// Moves the re-key forward from what the group state shows: a member
+    /// answers a marker it has not answered; the admin's journal advances.
+    fn advance_rekey(&mut self, now: Instant) {
+        let marker = self.album.context().rekey;
+        let own = self.rekey.as_ref().map(|j| j.marker);
+        if let Some(m) = marker
+            && own != Some(m)
+            && !self.answered_rekeys.contains(&m.id)
+        {
+            self.answered_rekeys.push(m.id);
+            self.propose(Change::SelfUpdate);
+        }
+        let Some(mut journal) = self.rekey.take() else { return };
+        let id = journal.marker.id;
+        match journal.step {
+            RekeyStep::Quiescing if marker == Some(journal.marker) => journal.step = RekeyStep::Collecting,
+            RekeyStep::Quiescing => {}
+            RekeyStep::Collecting | RekeyStep::ReAdding if marker != Some(journal.marker) => {
+                // Another admin restarted the ceremony with a new marker: theirs now.
+                tracing::info!(id, "re-key taken over by another admin");
+                return;
+            }
+            RekeyStep::Collecting | RekeyStep::ReAdding => {
+                let stragglers = journal.stragglers(&self.album.leaf_fingerprints());
+                if stragglers.is_empty() {
+                    journal.step = RekeyStep::Finishing;
+                    self.propose(Change::FinishRekey { id });
+                } else if now >= journal.deadline {
+                    journal.step = RekeyStep::ReAdding;
+                    for change in journal.readds_due(&stragglers) {
+                        self.propose(change);
+                    }
+                }
+            }
+            RekeyStep::Finishing if marker != Some(journal.marker) => {
+                self.completed_rekeys.push(id);
+                return;
+            }
+            RekeyStep::Finishing => {}
+        }
+        self.rekey = Some(journal);
     }
 }

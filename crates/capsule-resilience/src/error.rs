@@ -26,6 +26,12 @@ pub enum ResilienceError {
     /// No such intent.
     #[error("unknown intent")]
     UnknownIntent,
+    /// Another re-key runs on this device.
+    #[error("re-key {0} is in progress")]
+    RekeyInProgress(u64),
+    /// The AMK lineage could not be deposited.
+    #[error("escrow refused: {0}")]
+    Escrow(String),
     /// A stored record that does not decode.
     #[error("record malformed: {0}")]
     Record(&'static str),

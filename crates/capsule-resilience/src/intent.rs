@@ -39,6 +39,23 @@ pub enum Change {
     },
     /// Rotate the AMK.
     RotateAmk,
+    /// Replace this device's own leaf (a member's answer to a re-key).
+    SelfUpdate,
+    /// Quiesce the album for re-key `marker.id` (admin).
+    BeginRekey {
+        /// The marker.
+        marker: capsule_mls::RekeyMarker,
+    },
+    /// Finish re-key `id`: clear the marker and rotate the AMK (admin).
+    FinishRekey {
+        /// The re-key.
+        id: u64,
+    },
+    /// Replace a device that did not answer a re-key from a fresh KeyPackage (admin).
+    ReAddDevice {
+        /// The device's fresh KeyPackage.
+        key_package: Vec<u8>,
+    },
 }
 
 /// Where an intent is.

@@ -48,11 +48,14 @@ mod chain;
 mod clock;
 mod error;
 mod intent;
+pub mod rekey;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
 pub use album::{AlbumStatus, Context, Divergence, Event, ReconcileOutcome, ResilientAlbum};
+pub use capsule_mls::{RekeyMarker, RekeyReason};
 pub use chain::{ChainEntry, ChainError, CommitChain, Submission, SubmitAnswer};
 pub use clock::{Clock, Instant};
 pub use error::{ResilienceError, Result};
 pub use intent::{Change, Intent, IntentId, IntentState, RetryPolicy};
+pub use rekey::{AmkEscrow, RekeyJournal, RekeyStep};

@@ -4,6 +4,12 @@
 mod faults;
 mod memory;
 
+use std::collections::BTreeMap;
+
+use capsule_amk::{AlbumId, AmkKeyring};
+
+use crate::AmkEscrow;
+
 pub use faults::{Fault, FaultyChain};
 pub use memory::{MemoryChain, MemoryServer};
 
@@ -37,5 +43,29 @@ impl SimClock {
 impl Clock for SimClock {
     fn now(&self) -> Instant {
         Instant(self.0.get())
+    }
+}
+
+/// An in-memory stand-in for the owner-group-key escrow: keeps the latest
+/// deposit per album, refusing one that would lose a version it already holds.
+#[derive(Debug, Default)]
+pub struct MemoryEscrow {
+    deposits: BTreeMap<AlbumId, AmkKeyring>,
+}
+
+impl AmkEscrow for MemoryEscrow {
+    fn deposit(&mut self, album: AlbumId, keyring: &AmkKeyring) -> Result<(), String> {
+        if let Some(held) = self.deposits.get(&album)
+            && held.held().any(|(v, k)| keyring.get(v).is_none_or(|other| other != k))
+            && keyring.first_held() <= held.first_held()
+        {
+            return Err("deposit would lose or change a version".into());
+        }
+        self.deposits.insert(album, keyring.clone());
+        Ok(())
+    }
+
+    fn recover(&self, album: AlbumId) -> Option<AmkKeyring> {
+        self.deposits.get(&album).cloned()
     }
 }

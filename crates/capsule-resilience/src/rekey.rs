@@ -1,0 +1,112 @@
+//! The full re-key ceremony: quiesce → commit chain → resume, journaled and
+//! resumable.
+//!
+//! 1. **Quiesce**: an admin commits a [`RekeyMarker`] into the group context.
+//!    Every member now reads "re-keying": no new writes under the old epoch.
+//! 2. **Commit chain**: every member answers by replacing its own leaf
+//!    ([`Change::SelfUpdate`], proposed automatically when a device sees a marker
+//!    it has not answered). A device that has not answered when the budget runs
+//!    out is re-added from a fresh KeyPackage the application supplies.
+//!    The AMK does not change meanwhile: there is only ever one live write key.
+//! 3. **Resume**: once every leaf that existed at the start has been replaced, the
+//!    admin clears the marker in a commit that rotates the AMK: writes reopen on
+//!    the fresh AMK and write-tier key.
+//!
+//! The admin's [`RekeyJournal`] is part of the persisted resilience record and
+//! records each step under the ceremony's id; every step is decided from the
+//! group state (what the chain made of the album), so a restart at any point
+//! continues where it was. Running the same id again after completion is a
+//! no-op. A stalled re-key can be restarted by any admin with a new id: the new
+//! marker replaces the old one and every member answers again. The album's AMK
+//! lineage is deposited with an [`AmkEscrow`] (the owner-group key recovery
+//! path) before anything changes.
+
+use capsule_amk::{AlbumId, AmkKeyring};
+use capsule_identity::{DeviceId, UserId};
+use capsule_mls::{RekeyMarker, RekeyReason};
+use serde::{Deserialize, Serialize};
+
+use crate::{Change, Instant};
+
+/// Where the owner-group key keeps an album's AMK lineage, so a stalled re-key
+/// never loses data. The real one seals to the OGK; the test kit's is in memory.
+pub trait AmkEscrow {
+    /// Deposits the keyring (every version this device holds).
+    ///
+    /// # Errors
+    /// A description of why the escrow refused.
+    fn deposit(&mut self, album: AlbumId, keyring: &AmkKeyring) -> Result<(), String>;
+
+    /// The deposited lineage, if any.
+    fn recover(&self, album: AlbumId) -> Option<AmkKeyring>;
+}
+
+/// A step of the admin's journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RekeyStep {
+    /// The marker commit is being committed.
+    Quiescing,
+    /// Waiting for every member's leaf to be replaced.
+    Collecting,
+    /// The budget ran out; stragglers are being re-added.
+    ReAdding,
+    /// The finishing rotation is being committed.
+    Finishing,
+}
+
+/// The admin's journal of one re-key ceremony.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RekeyJournal {
+    /// The marker (ceremony id and reason).
+    pub marker: RekeyMarker,
+    /// Where it is.
+    pub step: RekeyStep,
+    /// Every member's leaf fingerprint when the ceremony began.
+    pub baseline: Vec<((UserId, DeviceId), Vec<u8>)>,
+    /// When stragglers are re-added.
+    pub deadline: Instant,
+    /// Fresh KeyPackages the application supplied for stragglers.
+    pub key_packages: Vec<((UserId, DeviceId), Vec<u8>)>,
+    /// Devices already proposed for re-adding.
+    pub readded: Vec<(UserId, DeviceId)>,
+}
+
+impl RekeyJournal {
+    pub(crate) fn new(
+        id: u64,
+        reason: RekeyReason,
+        baseline: Vec<((UserId, DeviceId), Vec<u8>)>,
+        deadline: Instant,
+    ) -> Self {
+        Self {
+            marker: RekeyMarker { id, reason },
+            step: RekeyStep::Quiescing,
+            baseline,
+            deadline,
+            key_packages: Vec::new(),
+            readded: Vec::new(),
+        }
+    }
+
+    /// Devices from the baseline that are still members and still have their
+    /// old leaf.
+    pub(crate) fn stragglers(&self, now: &[((UserId, DeviceId), Vec<u8>)]) -> Vec<(UserId, DeviceId)> {
+        self.baseline
+            .iter()
+            .filter(|(id, old)| now.iter().any(|(n, key)| n == id && key == old))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The re-add changes due for stragglers whose KeyPackages have arrived.
+    pub(crate) fn readds_due(&mut self, stragglers: &[(UserId, DeviceId)]) -> Vec<Change> {
+        let mut out = Vec::new();
+        for (id, kp) in &self.key_packages {
+            if stragglers.contains(id) && !self.readded.contains(id) {
+                self.readded.push(*id);
+                out.push(Change::ReAddDevice { key_package: kp.clone() });
+            }
+        }
+        out
+    }
+}

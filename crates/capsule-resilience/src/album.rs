@@ -289,7 +289,9 @@ impl ResilientAlbum {
         if self.intents.iter().any(|i| matches!(i.state, IntentState::Surfaced { .. })) {
             return AlbumStatus::Surfaced;
         }
-        if self.intents.iter().any(|i| matches!(i.state, IntentState::Pending | IntentState::Submitted { .. })) {
+        if self.intents.iter().any(|i| {
+            matches!(i.state, IntentState::Pending | IntentState::Staged { .. } | IntentState::Submitted { .. })
+        }) {
             return AlbumStatus::Syncing;
         }
         AlbumStatus::InSync
@@ -311,9 +313,9 @@ impl ResilientAlbum {
     }
 
     fn in_flight(&self) -> Option<usize> {
-        self.intents
-            .iter()
-            .position(|i| matches!(i.state, IntentState::Submitted { .. } | IntentState::Surfaced { .. }))
+        self.intents.iter().position(|i| {
+            matches!(i.state, IntentState::Staged { .. } | IntentState::Submitted { .. } | IntentState::Surfaced { .. })
+        })
     }
 
     fn set_state(&mut self, index: usize, state: IntentState) {
@@ -336,18 +338,69 @@ impl ResilientAlbum {
         chain: &mut impl CommitChain,
         clock: &impl Clock,
     ) -> Result<Vec<Event>> {
+        let mut events = self.exchange(cx, chain, clock)?;
+        events.extend(self.prepare(cx, clock)?);
+        events.extend(self.exchange(cx, chain, clock)?);
+        Ok(events)
+    }
+
+    /// The local half of [`ResilientAlbum::drive`]: advances a re-key and stages
+    /// the next pending change as a commit, without sending anything.
+    ///
+    /// A durable caller commits this step before [`ResilientAlbum::exchange`]: a
+    /// commit must never reach the server while the pending state that lets this
+    /// device recognise it could still be rolled back.
+    ///
+    /// # Errors
+    /// [`ResilienceError::Quarantined`]; MLS errors.
+    pub fn prepare<P: OpenMlsProvider>(&mut self, cx: Context<'_, P>, clock: &impl Clock) -> Result<Vec<Event>> {
         self.ensure_not_quarantined()?;
         let mut events = Vec::new();
-        if let Some(index) = self.in_flight() {
-            self.check_in_flight(cx, chain, clock.now(), index, &mut events)?;
+        if self.album.is_evicted() {
+            return Ok(events);
         }
+        self.advance_rekey(clock.now());
         // Only one commit can be pending in MLS: start the next intent when none is in flight.
-        if self.quarantine.is_none() && !self.album.is_evicted() {
-            self.advance_rekey(clock.now());
+        if self.in_flight().is_none()
+            && let Some(index) = self.intents.iter().position(|i| i.state == IntentState::Pending)
+        {
+            self.start(cx, clock.now(), index, &mut events)?;
         }
-        let idle = self.in_flight().is_none() && self.quarantine.is_none() && !self.album.is_evicted();
-        if idle && let Some(index) = self.intents.iter().position(|i| i.state == IntentState::Pending) {
-            self.start(cx, chain, clock.now(), index, &mut events)?;
+        Ok(events)
+    }
+
+    /// The network half of [`ResilientAlbum::drive`]: sends a staged commit,
+    /// looks for a submitted one in the chain when its check is due, re-submits
+    /// on the backoff and surfaces when the budget is spent.
+    ///
+    /// # Errors
+    /// [`ResilienceError::Quarantined`]; MLS errors.
+    pub fn exchange<P: OpenMlsProvider>(
+        &mut self,
+        cx: Context<'_, P>,
+        chain: &mut impl CommitChain,
+        clock: &impl Clock,
+    ) -> Result<Vec<Event>> {
+        self.ensure_not_quarantined()?;
+        let mut events = Vec::new();
+        let Some(index) = self.in_flight() else { return Ok(events) };
+        let now = clock.now();
+        if matches!(self.intents.get(index).map(|i| &i.state), Some(IntentState::Staged { .. })) {
+            let Some(out) = self.album.pending().cloned() else { return Ok(events) };
+            let id = self.intents.get(index).map_or(IntentId(0), |i| i.id);
+            self.set_state(
+                index,
+                IntentState::Submitted {
+                    epoch: out.epoch,
+                    commit_hash: out.commit_hash,
+                    retries: 0,
+                    next_check: now.after(self.policy.detection_timeout),
+                },
+            );
+            events.push(Event::Submitted { intent: id, retry: 0, at: now });
+            self.submit(cx, chain, &out, index, &mut events)?;
+        } else {
+            self.check_in_flight(cx, chain, now, index, &mut events)?;
         }
         Ok(events)
     }
@@ -359,6 +412,8 @@ impl ResilientAlbum {
             .iter()
             .filter_map(|i| match i.state {
                 IntentState::Submitted { next_check, .. } => Some(next_check),
+                // Staged and not yet sent: due at once.
+                IntentState::Staged { .. } => Some(Instant(0)),
                 _ => None,
             })
             .min()
@@ -386,7 +441,6 @@ impl ResilientAlbum {
     fn start<P: OpenMlsProvider>(
         &mut self,
         cx: Context<'_, P>,
-        chain: &mut impl CommitChain,
         now: Instant,
         index: usize,
         events: &mut Vec<Event>,
@@ -422,17 +476,8 @@ impl ResilientAlbum {
                 return Ok(());
             }
         };
-        self.set_state(
-            index,
-            IntentState::Submitted {
-                epoch: out.epoch,
-                commit_hash: out.commit_hash,
-                retries: 0,
-                next_check: now.after(self.policy.detection_timeout),
-            },
-        );
-        events.push(Event::Submitted { intent: intent.id, retry: 0, at: now });
-        self.submit(cx, chain, &out, index, events)
+        self.set_state(index, IntentState::Staged { epoch: out.epoch, commit_hash: out.commit_hash });
+        Ok(())
     }
 
     /// Sends the pending commit and acts on the answer.

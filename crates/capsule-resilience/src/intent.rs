@@ -63,6 +63,13 @@ pub enum Change {
 pub enum IntentState {
     /// Waiting to be committed (new, or re-proposed after another commit won its epoch).
     Pending,
+    /// Its commit is staged and durable locally; not yet sent.
+    Staged {
+        /// The epoch the commit claims.
+        epoch: u64,
+        /// The commit.
+        commit_hash: CommitHash,
+    },
     /// Its commit went to the server; not yet seen in the chain.
     Submitted {
         /// The epoch the commit claims.

@@ -2,6 +2,7 @@
 //! ordering rules, a fault layer, and a simulated clock.
 
 mod faults;
+mod file;
 mod memory;
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use capsule_amk::{AlbumId, AmkKeyring};
 use crate::AmkEscrow;
 
 pub use faults::{Fault, FaultyChain};
+pub use file::FileChain;
 pub use memory::{MemoryChain, MemoryServer};
 
 use std::cell::Cell;

@@ -2,7 +2,7 @@
 //! aborts (`std::process::abort`) at each step in turn; the parent restarts on
 //! the same file. Every run ends complete and consistent, with nothing lost.
 
-#![allow(clippy::unwrap_used, clippy::panic)] // test code
+#![allow(clippy::unwrap_used, clippy::panic, clippy::print_stdout)] // test code
 
 mod common;
 
@@ -94,4 +94,78 @@ fn welcome_processing_survives_a_crash_at_every_step() {
         assert_eq!(inspect(&s, "alice"), inspect(&s, "carol"), "{step:?}");
         let _ = uid(3);
     }
+}
+
+/// Alice (admin), Bob and Carol, in an album whose commits went through a chain
+/// kept in files, so the server outlives the crashing processes.
+fn rekey_scenario(name: &str) -> (Scenario, std::path::PathBuf) {
+    use capsule_resilience::testkit::{FileChain, SimClock};
+    use capsule_resilience::{Change, Context, RetryPolicy};
+    let s = Scenario::new(name);
+    let chain_dir = s.root.join("chain");
+    let mut chain = FileChain::open(&chain_dir).unwrap();
+    let clock = SimClock::new();
+    for (name, user) in [("bob", 2), ("carol", 3)] {
+        let joiner = s.open(name);
+        let kp = capsule_mls::key_package(&joiner.provider().unwrap(), &joiner.load_device().unwrap()).unwrap();
+        let alice = s.open("alice");
+        let me = alice.load_device().unwrap();
+        alice
+            .with_resilient(ALBUM, RetryPolicy::default(), |r, p| {
+                r.propose(Change::AddUser { user: uid(user), directory: vec![kp] });
+                r.drive(Context { provider: p, device: &me, validation: s.dir.validation() }, &mut chain, &clock)
+            })
+            .unwrap();
+        let entry = chain.entries().pop().unwrap();
+        joiner
+            .join_album(entry.welcome.as_deref().unwrap(), entry.bundle.as_deref().unwrap(), s.dir.validation())
+            .unwrap();
+    }
+    // Everyone catches up before the ceremony.
+    for name in ["alice", "bob", "carol"] {
+        let store = s.open(name);
+        let me = store.load_device().unwrap();
+        store
+            .with_resilient(ALBUM, RetryPolicy::default(), |r, p| {
+                r.reconcile_with_server(
+                    Context { provider: p, device: &me, validation: s.dir.validation() },
+                    &mut chain,
+                )
+            })
+            .unwrap();
+    }
+    (s, chain_dir)
+}
+
+fn rekey_child(s: &Scenario, chain: &std::path::Path, step: &str, n: u32) -> Command {
+    let mut c = Command::new(CHILD);
+    c.args(["rekey", s.path("alice").to_str().unwrap(), chain.to_str().unwrap(), step, &n.to_string()]);
+    c.args([s.path("bob").to_str().unwrap(), s.path("carol").to_str().unwrap()]);
+    c
+}
+
+#[test]
+fn a_rekey_survives_a_crash_at_every_journaled_step() {
+    let mut crashes = 0;
+    for step in [Step::MlsWritten, Step::Committed] {
+        for n in 1.. {
+            let (s, chain) = rekey_scenario(&format!("rekey-{step:?}-{n}"));
+            let status = rekey_child(&s, &chain, &format!("{step:?}"), n).status().unwrap();
+            if status.success() {
+                break; // the ceremony has fewer than n such steps: every one was hit
+            }
+            assert!(status.code().is_none(), "{step:?} #{n}: the child failed instead of aborting");
+            crashes += 1;
+            // Restart on the same files: the ceremony continues to the end.
+            let out = rekey_child(&s, &chain, "none", 0).output().unwrap();
+            assert!(out.status.success(), "{step:?} #{n}: {}", String::from_utf8_lossy(&out.stderr));
+            let states: Vec<String> = ["alice", "bob", "carol"].iter().map(|d| inspect(&s, d)).collect();
+            assert!(states.windows(2).all(|w| w[0] == w[1]), "{step:?} #{n}: {states:?}");
+            // One new AMK (v2), none lost (2 held), nobody still quiesced, nothing pending.
+            assert!(states[0].contains("amk=2 ") && states[0].contains("keyring=2 "), "{}", states[0]);
+            assert!(states[0].contains("rekeying=false") && states[0].contains("pending=false"), "{}", states[0]);
+        }
+    }
+    assert!(crashes >= 10, "only {crashes} crash points");
+    println!("re-key crash points exercised: {crashes}");
 }

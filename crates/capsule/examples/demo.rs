@@ -12,7 +12,8 @@ use capsule::Device;
 use capsule::amk::{AlbumId, HistoryPolicy};
 use capsule::identity::{DeviceId, IdentityKeyPair, IdentityPublicKey, UnixTime, UserId, Validity};
 use capsule::mls::Validation;
-use capsule::resilience::testkit::{Fault, FaultyChain, MemoryChain, MemoryServer, SimClock};
+use capsule::resilience::testkit::{Fault, FaultyChain, MemoryChain, MemoryEscrow, MemoryServer, SimClock};
+use capsule::resilience::{AmkEscrow, RekeyReason};
 use capsule::resilience::{Change, Clock, Event, ReconcileOutcome};
 
 const ALBUM: AlbumId = AlbumId::from_bytes([0xCA; 16]);
@@ -20,6 +21,7 @@ const NOW: UnixTime = UnixTime(1_800_000_000);
 
 struct Phone {
     name: &'static str,
+    path: std::path::PathBuf,
     device: Device,
     chain: FaultyChain<MemoryChain>,
 }
@@ -128,16 +130,10 @@ fn main() {
         w.trust.insert(user, identity.public_key().clone());
         for name in devices {
             n += 1;
-            let device = Device::enroll(
-                &dir.join(format!("{name}.db")),
-                &identity,
-                user,
-                DeviceId::from_bytes([n; 16]),
-                forever,
-            )
-            .unwrap();
+            let path = dir.join(format!("{name}.db"));
+            let device = Device::enroll(&path, &identity, user, DeviceId::from_bytes([n; 16]), forever).unwrap();
             let chain = FaultyChain::new(server.connect(ALBUM.as_bytes()), clock.clone());
-            w.phones.push(Phone { name, device, chain });
+            w.phones.push(Phone { name, path, device, chain });
         }
         println!(
             "   {user_name}: identity key {} B, {} device(s) certified",
@@ -263,7 +259,64 @@ fn main() {
     }
     took(t);
 
-    println!("\n▶ A re-key that survives a crash: the full re-key ceremony is not in this build yet (issue 6).");
+    let t = step("A full re-key (suspected compromise) survives a crash of every device");
+    let mut escrow = MemoryEscrow::default();
+    let v_before = w.device("bob-laptop").keyring(ALBUM).unwrap().current_version();
+    w.device("alice-laptop")
+        .rekey_group(ALBUM, 1, RekeyReason::SuspectedCompromise, &clock, Duration::from_secs(600), &mut escrow)
+        .unwrap();
+    println!("   alice-laptop quiesces the album: {}", summarize(&w.sync("alice-laptop")));
+    w.reconcile("bob-phone");
+    println!(
+        "   bob-phone sees {:?}; bob-phone answers: {}",
+        w.device("bob-phone").status(ALBUM).unwrap(),
+        summarize(&w.sync("bob-phone"))
+    );
+    w.reconcile("bob-laptop");
+    println!(
+        "   bob-laptop (synced) tries to upload: {}",
+        match w.device("bob-laptop").seal_photo(ALBUM, b"x") {
+            Ok(_) => "accepted".into(),
+            Err(e) => format!("refused — {e}"),
+        }
+    );
+    // Every process dies mid-ceremony; each device restarts from its database file.
+    for p in &mut w.phones {
+        let reopened = Device::open(&p.path).unwrap();
+        p.device = reopened;
+    }
+    println!("   — every device crashes and restarts from its file —");
+    let mut rounds = 0;
+    while rounds < 10 {
+        rounds += 1;
+        for name in w.members() {
+            w.reconcile(name);
+            w.sync(name);
+        }
+        let done =
+            w.members().iter().all(|n| w.device(n).status(ALBUM).unwrap() == capsule::resilience::AlbumStatus::InSync);
+        if done {
+            break;
+        }
+    }
+    let v_after = w.device("bob-laptop").keyring(ALBUM).unwrap().current_version();
+    println!(
+        "   completed after {rounds} rounds: AMK {v_before} → {v_after}; lineage escrowed up to {}",
+        escrow.recover(ALBUM).unwrap().current_version()
+    );
+    w.everyone_reconciles();
+    let photo3 = w.device("bob-laptop").seal_photo(ALBUM, b"after-rekey.jpg").unwrap();
+    println!(
+        "   writes reopen: photo 3 under AMK {}; alice-laptop opens it: {}",
+        photo3.version,
+        describe(w.device("alice-laptop").open_photo(ALBUM, &photo3))
+    );
+    println!(
+        "   and photo 1 still opens on alice-laptop: {}",
+        describe(w.device("alice-laptop").open_photo(ALBUM, &photo1))
+    );
+    took(t);
+
     let _ = std::fs::remove_dir_all(&dir);
     println!("\nDone: {} chain entries, every device in the album agrees.", server.entries(ALBUM.as_bytes()).len());
 }

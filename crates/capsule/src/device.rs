@@ -7,7 +7,8 @@ use capsule_amk::{AlbumId, AlbumMetadata, AmkKeyring, AmkSlot, AmkVersion, Histo
 use capsule_identity::{DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair, UserId, Validity};
 use capsule_mls::{DeviceIdentity, Validation, key_package};
 use capsule_resilience::{
-    AlbumStatus, Change, Clock, CommitChain, Context, Event, IntentId, ReconcileOutcome, RetryPolicy,
+    AlbumStatus, AmkEscrow, Change, Clock, CommitChain, Context, Event, IntentId, ReconcileOutcome, RekeyReason,
+    RetryPolicy,
 };
 use capsule_store::Store;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -30,6 +31,12 @@ pub struct Photo {
 /// Binds a photo to its album and version, so it cannot be replayed elsewhere.
 fn photo_aad(album: AlbumId, version: AmkVersion) -> Vec<u8> {
     [b"capsule/photo/v1".as_slice(), album.as_bytes(), &version.get().to_be_bytes()].concat()
+}
+
+#[derive(Clone, Copy)]
+enum Phase {
+    Prepare,
+    Exchange,
 }
 
 /// One enrolled device. Its state lives in its store; every call is one or more
@@ -135,9 +142,19 @@ impl Device {
         clock: &impl Clock,
         validation: Validation<'_>,
     ) -> Result<Vec<Event>> {
-        Ok(self.store.with_resilient(album, self.policy.clone(), |r, p| {
-            r.drive(Context { provider: p, device: &self.me, validation }, chain, clock)
-        })?)
+        // Three transactions: send what is staged, stage the next change, send it.
+        // A commit never leaves before its pending state is durable.
+        let mut events = Vec::new();
+        for phase in [Phase::Exchange, Phase::Prepare, Phase::Exchange] {
+            events.extend(self.store.with_resilient(album, self.policy.clone(), |r, p| {
+                let cx = Context { provider: p, device: &self.me, validation };
+                match phase {
+                    Phase::Prepare => r.prepare(cx, clock),
+                    Phase::Exchange => r.exchange(cx, chain, clock),
+                }
+            })?);
+        }
+        Ok(events)
     }
 
     /// When [`Device::sync`] next has work for this album.
@@ -173,6 +190,28 @@ impl Device {
         Ok(self.store.with_resilient(album, self.policy.clone(), |r, p| {
             r.reconcile_with_server(Context { provider: p, device: &self.me, validation }, chain)
         })?)
+    }
+
+    /// Starts (or resumes; a completed id is a no-op) the full re-key ceremony:
+    /// quiesce → every member replaces its leaf → resume on a fresh AMK. It
+    /// progresses with [`Device::sync`] on every member; the album's AMK lineage
+    /// goes to `escrow` first.
+    ///
+    /// # Errors
+    /// Another re-key in progress, an escrow refusal, quarantine, store errors.
+    pub fn rekey_group(
+        &self,
+        album: AlbumId,
+        id: u64,
+        reason: RekeyReason,
+        clock: &impl Clock,
+        budget: core::time::Duration,
+        escrow: &mut dyn AmkEscrow,
+    ) -> Result<()> {
+        let now = clock.now();
+        Ok(self
+            .store
+            .with_resilient(album, self.policy.clone(), |r, _| r.rekey_group(id, reason, now, budget, escrow))?)
     }
 
     /// What the application shows for the album.
@@ -215,7 +254,7 @@ impl Device {
     /// [`Error::Photo`] when the album does not accept writes.
     pub fn seal_photo(&self, album: AlbumId, photo: &[u8]) -> Result<Photo> {
         match self.status(album)? {
-            AlbumStatus::Quarantined { .. } | AlbumStatus::NeedsRebootstrap => {
+            AlbumStatus::Quarantined { .. } | AlbumStatus::NeedsRebootstrap | AlbumStatus::Rekeying { .. } => {
                 return Err(Error::Photo("album does not accept writes now"));
             }
             _ => {}

@@ -19,8 +19,9 @@ pub enum Error {
     /// The durable store.
     #[error(transparent)]
     Store(#[from] capsule_store::StoreError),
-    /// A photo that does not decrypt: wrong album, withheld or unknown version, or tampered.
-    #[error("photo cannot be opened: {0}")]
+    /// A photo that cannot be sealed now (album quiesced, quarantined, left) or
+    /// opened (withheld or unknown version, wrong album, tampered).
+    #[error("photo refused: {0}")]
     Photo(&'static str),
 }
 

@@ -3,16 +3,27 @@
 //! the stored state for a fresh-process read.
 //!
 //! `capsule-store-crash-child <op> <db> [files…] <step|none>`, where `op` is
-//! `confirm`, `process <commit>`, `join <welcome> <bundle>` or `inspect`.
+//! `confirm`, `process <commit>`, `join <welcome> <bundle>` or `inspect`; and
+//! `capsule-store-crash-child rekey <admin.db> <chain-dir> <step|none> <n> <member.db>…`
+//! runs a whole re-key over every store, aborting the admin at its `n`-th `step`.
 
 #![allow(clippy::print_stdout)] // its output is the point
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
 use capsule_amk::AlbumId;
 use capsule_mls::testkit::Directory;
+use capsule_resilience::testkit::{FileChain, MemoryEscrow, SimClock};
+use capsule_resilience::{AlbumStatus, Clock, Context, RekeyReason, RetryPolicy};
 use capsule_store::{Step, Store};
+
+/// The re-key every crash run drives.
+const REKEY_ID: u64 = 42;
 
 /// The album every crash scenario uses.
 const ALBUM: AlbumId = AlbumId::from_bytes([0xC5; 16]);
@@ -24,7 +35,92 @@ fn step_named(name: &str) -> Option<Step> {
     Step::ALL.into_iter().find(|s| format!("{s:?}").eq_ignore_ascii_case(name))
 }
 
+/// Drives a whole re-key over the stores; the admin's store aborts at its `n`-th `step`.
+fn rekey(args: &[String]) -> Result<(), String> {
+    let [admin, chain_dir, step, n, members @ ..] = args else { return Err("usage: rekey …".into()) };
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let mut dir = Directory::new(SEED);
+    for u in USERS {
+        dir.user(u).map_err(|x| e(&x))?;
+    }
+    let mut admin_store = Store::open(&PathBuf::from(admin)).map_err(|x| e(&x))?;
+    if let Some(at) = step_named(step) {
+        let target: u32 = n.parse().map_err(|x| e(&x))?;
+        let seen = Rc::new(Cell::new(0u32));
+        admin_store.set_observer(Box::new(move |s| {
+            if s == at {
+                seen.set(seen.get() + 1);
+                if seen.get() == target {
+                    std::process::abort();
+                }
+            }
+        }));
+    }
+    let mut stores = vec![];
+    for m in members {
+        stores.push(Store::open(&PathBuf::from(m)).map_err(|x| e(&x))?);
+    }
+    let mut chain = FileChain::open(&PathBuf::from(chain_dir)).map_err(|x| e(&x))?;
+    let clock = SimClock::new();
+    let policy = RetryPolicy::default();
+    let mut escrow = MemoryEscrow::default();
+    admin_store
+        .with_resilient(ALBUM, policy.clone(), |r, _| {
+            r.rekey_group(
+                REKEY_ID,
+                RekeyReason::SuspectedCompromise,
+                clock.now(),
+                Duration::from_secs(3600),
+                &mut escrow,
+            )
+        })
+        .map_err(|x| e(&x))?;
+    for _ in 0..20 {
+        for store in std::iter::once(&admin_store).chain(&stores) {
+            let device = store.load_device().map_err(|x| e(&x))?;
+            // Each half in its own transaction: nothing is sent before the
+            // pending commit that lets the device recognise it is durable.
+            store
+                .with_resilient(ALBUM, policy.clone(), |r, p| {
+                    let cx = Context { provider: p, device: &device, validation: dir.validation() };
+                    r.reconcile_with_server(cx, &mut chain)?;
+                    r.exchange(cx, &mut chain, &clock)
+                })
+                .map_err(|x| e(&x))?;
+            store
+                .with_resilient(ALBUM, policy.clone(), |r, p| {
+                    r.prepare(Context { provider: p, device: &device, validation: dir.validation() }, &clock)
+                })
+                .map_err(|x| e(&x))?;
+            store
+                .with_resilient(ALBUM, policy.clone(), |r, p| {
+                    r.exchange(
+                        Context { provider: p, device: &device, validation: dir.validation() },
+                        &mut chain,
+                        &clock,
+                    )
+                })
+                .map_err(|x| e(&x))?;
+        }
+        let done = admin_store
+            .with_resilient(ALBUM, policy.clone(), |r, _| Ok(r.completed_rekeys().contains(&REKEY_ID)))
+            .map_err(|x| e(&x))?;
+        let mut in_sync = true;
+        for store in std::iter::once(&admin_store).chain(&stores) {
+            let status = store.with_resilient(ALBUM, policy.clone(), |r, _| Ok(r.status())).map_err(|x| e(&x))?;
+            in_sync &= status == AlbumStatus::InSync;
+        }
+        if done && in_sync {
+            return Ok(());
+        }
+    }
+    Err("the re-key did not complete".into())
+}
+
 fn run(args: &[String]) -> Result<(), String> {
+    if args.first().is_some_and(|a| a == "rekey") {
+        return rekey(args.get(1..).unwrap_or_default());
+    }
     let [op, db, rest @ ..] = args else {
         return Err("usage: <op> <db> …".into());
     };
@@ -55,11 +151,12 @@ fn run(args: &[String]) -> Result<(), String> {
             let album = store.album(ALBUM).map_err(|e| e.to_string())?;
             let auth: String = album.epoch_authenticator().iter().map(|b| format!("{b:02x}")).collect();
             println!(
-                "epoch={} auth={auth} amk={} pending={} keyring={}",
+                "epoch={} auth={auth} amk={} pending={} keyring={} rekeying={}",
                 album.epoch(),
                 album.keyring().current_version().get(),
                 album.pending().is_some(),
-                album.keyring().held().count()
+                album.keyring().held().count(),
+                album.context().rekey.is_some()
             );
             Ok(())
         }

@@ -1,0 +1,84 @@
+//! A chain kept in a folder, with the same rules as [`super::MemoryChain`], for
+//! crash tests whose server must outlive the processes that talk to it.
+
+use std::path::{Path, PathBuf};
+
+use capsule_mls::CommitHash;
+
+use crate::{ChainEntry, ChainError, CommitChain, Submission, SubmitAnswer};
+
+/// One album's chain in `folder`: `NNNNNNNNNNNN.commit` (+ `.welcome`, `.bundle`).
+/// An entry becomes visible when its commit file is renamed into place, so a
+/// crash never leaves half an entry.
+#[derive(Clone, Debug)]
+pub struct FileChain {
+    folder: PathBuf,
+}
+
+impl FileChain {
+    /// The chain in `folder` (created if missing).
+    ///
+    /// # Errors
+    /// [`ChainError::Unavailable`] if the folder cannot be created.
+    pub fn open(folder: &Path) -> Result<Self, ChainError> {
+        std::fs::create_dir_all(folder).map_err(|_| ChainError::Unavailable)?;
+        Ok(Self { folder: folder.to_path_buf() })
+    }
+
+    fn path(&self, epoch: u64, ext: &str) -> PathBuf {
+        self.folder.join(format!("{epoch:012}.{ext}"))
+    }
+
+    fn read(&self, epoch: u64) -> Option<ChainEntry> {
+        let commit = std::fs::read(self.path(epoch, "commit")).ok()?;
+        Some(ChainEntry {
+            epoch,
+            commit_hash: CommitHash::of(&commit),
+            commit,
+            welcome: std::fs::read(self.path(epoch, "welcome")).ok(),
+            bundle: std::fs::read(self.path(epoch, "bundle")).ok(),
+        })
+    }
+
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), ChainError> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).map_err(|_| ChainError::Unavailable)?;
+        std::fs::rename(&tmp, path).map_err(|_| ChainError::Unavailable)
+    }
+
+    /// Every entry, in order.
+    #[must_use]
+    pub fn entries(&self) -> Vec<ChainEntry> {
+        (0..).map_while(|e| self.read(e)).collect()
+    }
+}
+
+impl CommitChain for FileChain {
+    fn submit(&mut self, s: &Submission) -> Result<SubmitAnswer, ChainError> {
+        let hash = CommitHash::of(&s.commit);
+        let entries = self.entries();
+        if let Some(held) = entries.iter().find(|e| e.commit_hash == hash) {
+            return Ok(SubmitAnswer::Accepted { epoch: held.epoch });
+        }
+        let head = u64::try_from(entries.len()).map_err(|_| ChainError::Unavailable)?;
+        if s.epoch != head {
+            return Ok(SubmitAnswer::Conflict { head });
+        }
+        if let Some(w) = &s.welcome {
+            self.write_atomically(&self.path(head, "welcome"), w)?;
+        }
+        if let Some(b) = &s.bundle {
+            self.write_atomically(&self.path(head, "bundle"), b)?;
+        }
+        self.write_atomically(&self.path(head, "commit"), &s.commit)?;
+        Ok(SubmitAnswer::Accepted { epoch: head })
+    }
+
+    fn fetch(&mut self, from_epoch: u64) -> Result<Vec<ChainEntry>, ChainError> {
+        Ok(self.entries().into_iter().skip_while(|e| e.epoch < from_epoch).collect())
+    }
+
+    fn head(&mut self) -> Result<u64, ChainError> {
+        u64::try_from(self.entries().len()).map_err(|_| ChainError::Unavailable)
+    }
+}

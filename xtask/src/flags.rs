@@ -25,6 +25,13 @@ xflags::xflags! {
         }
         /// The album story end to end with real crypto (the facade's demo).
         cmd demo {}
+        /// The deterministic simulator over many seeds (release build).
+        cmd sim {
+            /// How many seeds (default 200).
+            optional --seeds seeds: u64
+            /// The first seed (default 0).
+            optional --from from: u64
+        }
         /// Run every criterion benchmark; each prints its ratio against a baseline.
         cmd bench {
             /// Only this crate.

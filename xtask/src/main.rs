@@ -24,6 +24,7 @@ fn main() -> Result<()> {
         flags::XtaskCmd::Deny(f) => deny(&sh, f.advisories),
         flags::XtaskCmd::Fuzz(f) => fuzz(&sh, f.target.as_deref(), f.seconds.unwrap_or(30)),
         flags::XtaskCmd::Bench(f) => bench(&sh, f.package.as_deref()),
+        flags::XtaskCmd::Sim(f) => sim(&sh, f.seeds.unwrap_or(200), f.from.unwrap_or(0)),
         flags::XtaskCmd::Demo(_) => {
             cmd!(sh, "cargo run --quiet --package capsule --example demo").run()?;
             Ok(())
@@ -65,6 +66,9 @@ fn test_matrix(sh: &Shell, slow: bool, only: &[String]) -> Result<()> {
         }
     }
     if only.is_empty() {
+        // The simulator needs optimised code to run thousands of seeds in minutes.
+        section(&format!("simulator: {} seeds", if slow { 5000 } else { 200 }));
+        sim(sh, if slow { 5000 } else { 200 }, 0)?;
         section("fuzz targets build (stable, no instrumentation)");
         cmd!(sh, "cargo check --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-check --bins").run()?;
         deny(sh, false)?;
@@ -138,4 +142,10 @@ fn bench(sh: &Shell, only: Option<&str>) -> Result<()> {
 
 fn feature_args(features: &[String]) -> Vec<String> {
     if features.is_empty() { vec![] } else { vec!["--features".into(), features.join(",")] }
+}
+
+fn sim(sh: &Shell, seeds: u64, from: u64) -> Result<()> {
+    let (seeds, from) = (seeds.to_string(), from.to_string());
+    cmd!(sh, "cargo run --release --locked --quiet --package capsule-sim -- --seeds {seeds} --from {from}").run()?;
+    Ok(())
 }

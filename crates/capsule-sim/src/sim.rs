@@ -1,0 +1,453 @@
+//! The simulator: operations, the world they act on, and the invariants.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use capsule::Device;
+use capsule::Photo;
+use capsule_amk::{AlbumId, AmkVersion, HistoryPolicy};
+use capsule_identity::{DeviceId, IdentityKeyPair, IdentityPublicKey, IdentitySeed, UnixTime, UserId, Validity};
+use capsule_mls::Validation;
+use capsule_resilience::testkit::{Fault, FaultyChain, MemoryChain, MemoryServer, SimClock};
+use capsule_resilience::{AlbumStatus, Change, ReconcileOutcome};
+use chacha20::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+const ALBUM: AlbumId = AlbumId::from_bytes([0x51; 16]);
+const NOW: UnixTime = UnixTime(1_800_000_000);
+/// Devices: Alice's two (admins), Bob's (admin), Carol's (member), the guest's.
+const DEVICES: usize = 5;
+const GUEST: usize = 4;
+const ADMINS: [usize; 3] = [0, 1, 2];
+const OWNERS: [u8; DEVICES] = [1, 1, 2, 3, 4];
+
+/// One simulated step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// A device proposes an AMK rotation.
+    Rotate(usize),
+    /// An admin device proposes adding the guest.
+    AddGuest(usize),
+    /// An admin device proposes removing the guest.
+    RemoveGuest(usize),
+    /// A device drives its intents.
+    Sync(usize),
+    /// A device reconciles with the chain.
+    Reconcile(usize),
+    /// The guest joins from the newest Welcome, if it is not in the album.
+    GuestJoin,
+    /// A device uploads a photo.
+    Upload(usize),
+    /// A fault on a device's next submission.
+    Fault(usize, u8),
+    /// A device's connection is cut or restored.
+    Partition(usize, bool),
+    /// A device's process crashes and restarts from its file.
+    Crash(usize),
+    /// Simulated time passes (seconds).
+    Wait(u16),
+}
+
+/// Counters of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Operations applied.
+    pub ops: u64,
+    /// Faults injected (submission faults, partitions, crashes).
+    pub faults: u64,
+    /// Invariant checks made.
+    pub checks: u64,
+}
+
+/// The outcome of one seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Counters.
+    pub stats: Stats,
+    /// The violation, with the shortest trace that reproduces it.
+    pub violation: Option<(String, Vec<Op>)>,
+}
+
+/// The operations a seed stands for.
+#[must_use]
+pub fn generate(seed: u64, len: usize) -> Vec<Op> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let mut pick = |n: u32| usize::try_from(rng.next_u32() % n).unwrap_or(0);
+    (0..len)
+        .map(|_| {
+            let device = pick(u32::try_from(DEVICES).unwrap_or(1));
+            let admin = ADMINS.get(pick(3)).copied().unwrap_or(0);
+            match pick(20) {
+                0..=2 => Op::Rotate(device),
+                3 => Op::AddGuest(admin),
+                4 => Op::RemoveGuest(admin),
+                5..=8 => Op::Sync(device),
+                9..=10 => Op::Reconcile(device),
+                11 => Op::GuestJoin,
+                12..=13 => Op::Upload(device),
+                14..=15 => Op::Fault(device, u8::try_from(pick(5)).unwrap_or(0)),
+                16 => Op::Partition(device, pick(2) == 0),
+                17 => Op::Crash(device),
+                _ => Op::Wait(u16::try_from(pick(900)).unwrap_or(0)),
+            }
+        })
+        .collect()
+}
+
+struct Node {
+    path: PathBuf,
+    device: Option<Device>,
+    chain: FaultyChain<MemoryChain>,
+}
+
+struct World {
+    root: PathBuf,
+    server: MemoryServer,
+    clock: SimClock,
+    trust: BTreeMap<UserId, IdentityPublicKey>,
+    nodes: Vec<Node>,
+    photos: Vec<Photo>,
+    amk_keys: BTreeMap<AmkVersion, [u8; 32]>,
+    guest_evicted_at: Option<AmkVersion>,
+    stats: Stats,
+}
+
+type Check = Result<(), String>;
+
+/// What a device at the head shows: (epoch, authenticator), members, current AMK.
+type HeadView = ((u64, Vec<u8>), Vec<(UserId, DeviceId)>, AmkVersion);
+
+/// The chain did not answer: weather, not a violation.
+fn unreachable(e: &capsule::Error) -> bool {
+    use capsule_resilience::{ChainError, ResilienceError};
+    matches!(
+        e,
+        capsule::Error::Resilience(ResilienceError::Chain(ChainError::Unavailable))
+            | capsule::Error::Store(capsule::store::StoreError::Resilience(ResilienceError::Chain(
+                ChainError::Unavailable
+            )))
+    )
+}
+
+fn fail<T>(msg: impl Into<String>) -> Result<T, String> {
+    Err(msg.into())
+}
+
+impl World {
+    fn new(seed: u64) -> Result<Self, String> {
+        let root = std::env::temp_dir().join(format!("capsule-sim-{}-{seed}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+        let server = MemoryServer::new();
+        server.create_album(ALBUM.as_bytes(), 0);
+        let clock = SimClock::new();
+        let mut identities = BTreeMap::new();
+        let mut trust = BTreeMap::new();
+        for u in 1..=4u8 {
+            let id = IdentityKeyPair::from_seed(&IdentitySeed::from_bytes([u; 32])).map_err(|e| e.to_string())?;
+            trust.insert(UserId::from_bytes([u; 16]), id.public_key().clone());
+            identities.insert(u, id);
+        }
+        let forever = Validity::new(UnixTime(0), UnixTime(u64::MAX)).map_err(|e| e.to_string())?;
+        let mut nodes = Vec::new();
+        for (i, owner) in OWNERS.iter().enumerate() {
+            let path = root.join(format!("d{i}.db"));
+            let user = UserId::from_bytes([*owner; 16]);
+            let id = identities.get(owner).ok_or("identity")?;
+            let n = u8::try_from(i).map_err(|e| e.to_string())?;
+            let device =
+                Device::enroll(&path, id, user, DeviceId::from_bytes([n; 16]), forever).map_err(|e| e.to_string())?;
+            let chain = FaultyChain::new(server.connect(ALBUM.as_bytes()), clock.clone());
+            nodes.push(Node { path, device: Some(device), chain });
+        }
+        let mut w = Self {
+            root,
+            server,
+            clock,
+            trust,
+            nodes,
+            photos: Vec::new(),
+            amk_keys: BTreeMap::new(),
+            guest_evicted_at: None,
+            stats: Stats::default(),
+        };
+        // Alice's first device creates the album; the others (not the guest) join.
+        let admins = [UserId::from_bytes([1; 16]), UserId::from_bytes([2; 16])].into();
+        w.dev(0)?.create_album(ALBUM, HistoryPolicy::Full, admins).map_err(|e| e.to_string())?;
+        for (d, user) in [(1usize, 1u8), (2, 2), (3, 3)] {
+            let kp = w.dev(d)?.key_package().map_err(|e| e.to_string())?;
+            let change = if user == 1 {
+                Change::AddDevice { key_package: kp }
+            } else {
+                Change::AddUser { user: UserId::from_bytes([user; 16]), directory: vec![kp] }
+            };
+            w.dev(0)?.propose(ALBUM, change).map_err(|e| e.to_string())?;
+            w.sync(0)?;
+            w.join_latest(d)?;
+        }
+        Ok(w)
+    }
+
+    fn dev(&self, d: usize) -> Result<&Device, String> {
+        self.nodes.get(d).and_then(|n| n.device.as_ref()).ok_or_else(|| format!("device {d} missing"))
+    }
+
+    fn validation(&self) -> Validation<'_> {
+        Validation { trust: &self.trust, now: NOW }
+    }
+
+    fn active(&self, d: usize) -> bool {
+        self.dev(d).is_ok_and(|dev| dev.status(ALBUM).is_ok_and(|s| s != AlbumStatus::NeedsRebootstrap))
+    }
+
+    fn sync(&mut self, d: usize) -> Check {
+        if !self.active(d) {
+            return Ok(());
+        }
+        let v = Validation { trust: &self.trust, now: NOW };
+        let node = self.nodes.get_mut(d).ok_or("node")?;
+        let dev = node.device.as_ref().ok_or("device")?;
+        match dev.sync(ALBUM, &mut node.chain, &self.clock, v) {
+            Ok(_) => Ok(()),
+            Err(e) if unreachable(&e) => Ok(()),
+            Err(e) => fail(format!("device {d} sync: {e}")),
+        }
+    }
+
+    fn reconcile(&mut self, d: usize) -> Check {
+        if !self.active(d) {
+            return Ok(());
+        }
+        let v = Validation { trust: &self.trust, now: NOW };
+        let node = self.nodes.get_mut(d).ok_or("node")?;
+        let dev = node.device.as_ref().ok_or("device")?;
+        match dev.reconcile_with_server(ALBUM, &mut node.chain, v) {
+            Ok(ReconcileOutcome::Diverged { local_epoch, server_epoch }) => {
+                fail(format!("device {d} diverged ({local_epoch} vs {server_epoch}) under honest faults"))
+            }
+            Ok(ReconcileOutcome::Unrecoverable) if d != GUEST => fail(format!("device {d} unrecoverable")),
+            Ok(_) => Ok(()),
+            Err(e) if unreachable(&e) => Ok(()),
+            Err(e) => fail(format!("device {d} reconcile: {e}")),
+        }
+    }
+
+    fn join_latest(&mut self, d: usize) -> Check {
+        let Some(entry) = self.server.entries(ALBUM.as_bytes()).into_iter().rev().find(|e| e.welcome.is_some()) else {
+            return Ok(());
+        };
+        let (Some(w), Some(b)) = (entry.welcome.as_deref(), entry.bundle.as_deref()) else { return Ok(()) };
+        // A Welcome for another KeyPackage, or for an add that was later undone,
+        // is simply not for this device now: not a violation.
+        let _ = self.dev(d)?.join(w, b, self.validation());
+        Ok(())
+    }
+
+    fn apply(&mut self, op: &Op) -> Check {
+        self.stats.ops += 1;
+        let propose = |w: &Self, d: usize, c: Change| -> Check {
+            if w.active(d) {
+                w.dev(d)?.propose(ALBUM, c).map_err(|e| format!("device {d} propose: {e}"))?;
+            }
+            Ok(())
+        };
+        match op {
+            Op::Rotate(d) => propose(self, *d, Change::RotateAmk)?,
+            Op::AddGuest(d) => {
+                let kp = self.dev(GUEST)?.key_package().map_err(|e| e.to_string())?;
+                propose(self, *d, Change::AddUser { user: UserId::from_bytes([4; 16]), directory: vec![kp] })?;
+            }
+            Op::RemoveGuest(d) => propose(self, *d, Change::RemoveUser { user: UserId::from_bytes([4; 16]) })?,
+            Op::Sync(d) => self.sync(*d)?,
+            Op::Reconcile(d) => self.reconcile(*d)?,
+            Op::GuestJoin => {
+                if !self.active(GUEST) {
+                    self.join_latest(GUEST)?;
+                }
+            }
+            Op::Upload(d) => {
+                if self.active(*d)
+                    && let Ok(photo) =
+                        self.dev(*d)?.seal_photo(ALBUM, format!("photo {}", self.photos.len()).as_bytes())
+                {
+                    self.photos.push(photo);
+                }
+            }
+            Op::Fault(d, kind) => {
+                self.stats.faults += 1;
+                let fault = match kind {
+                    0 => Fault::DropRequest,
+                    1 => Fault::DropAnswer,
+                    2 => Fault::Duplicate,
+                    3 => Fault::Delay(Duration::from_secs(45)),
+                    _ => Fault::Reorder,
+                };
+                self.nodes.get_mut(*d).ok_or("node")?.chain.on_next_submit(fault);
+            }
+            Op::Partition(d, cut) => {
+                self.stats.faults += 1;
+                self.nodes.get_mut(*d).ok_or("node")?.chain.partition(*cut);
+            }
+            Op::Crash(d) => {
+                self.stats.faults += 1;
+                let node = self.nodes.get_mut(*d).ok_or("node")?;
+                node.device = None; // the process dies: nothing in memory survives
+                node.device = Some(Device::open(&node.path).map_err(|e| format!("device {d} restart: {e}"))?);
+            }
+            Op::Wait(s) => self.clock.advance(Duration::from_secs(u64::from(*s))),
+        }
+        self.check()
+    }
+
+    /// The invariants, after every step.
+    fn check(&mut self) -> Check {
+        self.stats.checks += 1;
+        let head = u64::try_from(self.server.entries(ALBUM.as_bytes()).len()).map_err(|e| e.to_string())?;
+        let mut at_head: Option<HeadView> = None;
+        for d in 0..DEVICES {
+            // Field access, not `self.dev`, so the checks below may update other fields.
+            let Some(dev) = self.nodes.get(d).and_then(|n| n.device.as_ref()) else { continue };
+            let Ok(status) = dev.status(ALBUM) else { continue };
+            if matches!(status, AlbumStatus::Quarantined { .. }) {
+                return fail(format!("device {d} quarantined under honest faults"));
+            }
+            let ring = dev.keyring(ALBUM).map_err(|e| e.to_string())?;
+            for (v, k) in ring.held() {
+                let key = *k.expose_secret();
+                if *self.amk_keys.entry(v).or_insert(key) != key {
+                    return fail(format!("{v} has two keys (device {d})"));
+                }
+            }
+            if status == AlbumStatus::NeedsRebootstrap {
+                if d == GUEST && self.guest_evicted_at.is_none() {
+                    self.guest_evicted_at = Some(ring.current_version());
+                }
+                continue;
+            }
+            if d == GUEST {
+                self.guest_evicted_at = None;
+            }
+            let epoch = dev.epoch(ALBUM).map_err(|e| e.to_string())?;
+            if epoch.0 > head {
+                return fail(format!("device {d} at epoch {} beyond the head {head}", epoch.0));
+            }
+            if epoch.0 == head && dev.keyring(ALBUM).is_ok() {
+                let view = (epoch, dev.members(ALBUM).map_err(|e| e.to_string())?, ring.current_version());
+                match &at_head {
+                    Some(first) if *first != view => return fail(format!("device {d} disagrees with the head")),
+                    Some(_) => {}
+                    None => at_head = Some(view),
+                }
+            }
+        }
+        if let Some(evicted_at) = self.guest_evicted_at {
+            let guest = self.dev(GUEST)?;
+            for p in self.photos.iter().filter(|p| p.version > evicted_at) {
+                if guest.open_photo(ALBUM, p).is_ok() {
+                    return fail(format!("the removed guest opened a photo of {}", p.version));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The network heals; every device catches up; everything settles.
+    fn settle(&mut self) -> Check {
+        for d in 0..DEVICES {
+            let node = self.nodes.get_mut(d).ok_or("node")?;
+            node.chain.partition(false);
+            if let Some(dev) = &node.device {
+                let _ = dev.connectivity_restored(ALBUM, &self.clock);
+            }
+        }
+        for _ in 0..8 {
+            for d in 0..DEVICES {
+                self.reconcile(d)?;
+                self.sync(d)?;
+            }
+            self.clock.advance(Duration::from_secs(700));
+        }
+        for d in 0..DEVICES {
+            self.reconcile(d)?;
+        }
+        self.check()?;
+        let head = u64::try_from(self.server.entries(ALBUM.as_bytes()).len()).map_err(|e| e.to_string())?;
+        for d in 0..DEVICES {
+            if !self.active(d) {
+                continue;
+            }
+            let dev = self.dev(d)?;
+            let status = dev.status(ALBUM).map_err(|e| e.to_string())?;
+            if status != AlbumStatus::InSync {
+                return fail(format!("device {d} did not settle: {status:?}"));
+            }
+            if dev.epoch(ALBUM).map_err(|e| e.to_string())?.0 != head {
+                return fail(format!("device {d} not on the head after healing"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Runs `ops` on a fresh world seeded by `seed`. A panic counts as a violation.
+///
+/// # Errors
+/// The first violated invariant, with the index of the op after which it broke.
+pub fn run(seed: u64, ops: &[Op]) -> Result<Stats, (usize, String)> {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut w = World::new(seed).map_err(|e| (0, format!("setup: {e}")))?;
+        w.check().map_err(|e| (0, e))?;
+        for (i, op) in ops.iter().enumerate() {
+            w.apply(op).map_err(|e| (i, e))?;
+        }
+        w.settle().map_err(|e| (ops.len(), e))?;
+        Ok(w.stats)
+    }));
+    match outcome {
+        Ok(result) => result,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(ToString::to_string)
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err((ops.len(), format!("panic: {msg}")))
+        }
+    }
+}
+
+/// The shortest prefix of `ops` that still fails.
+#[must_use]
+pub fn shrink(seed: u64, ops: &[Op], failed_at: usize) -> Vec<Op> {
+    let mut best = ops.get(..=failed_at.min(ops.len().saturating_sub(1))).unwrap_or(ops).to_vec();
+    for len in 0..best.len() {
+        let prefix = best.get(..len).unwrap_or_default().to_vec();
+        if run(seed, &prefix).is_err() {
+            best = prefix;
+            break;
+        }
+    }
+    best
+}
+
+/// Runs one seed: its generated trace, the checks, and a shrunk trace on failure.
+#[must_use]
+pub fn check_seed(seed: u64) -> Report {
+    let ops = generate(seed, 40);
+    match run(seed, &ops) {
+        Ok(stats) => Report { seed, stats, violation: None },
+        Err((at, msg)) => {
+            let trace = shrink(seed, &ops, at);
+            Report { seed, stats: Stats::default(), violation: Some((msg, trace)) }
+        }
+    }
+}

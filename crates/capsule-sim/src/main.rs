@@ -3,7 +3,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
@@ -29,8 +29,13 @@ fn main() -> ExitCode {
         let width = 40u64;
         let done = (runs * width) / seeds.max(1);
         let bar: String = (0..width).map(|i| if i < done { '#' } else { '.' }).collect();
-        eprint!("\r[{bar}] {runs}/{seeds} seeds");
-        let _ = std::io::stderr().flush();
+        if std::io::stderr().is_terminal() {
+            eprint!("\r[{bar}] {runs}/{seeds} seeds");
+            let _ = std::io::stderr().flush();
+        } else if runs % (seeds / 10).max(1) == 0 {
+            // Logs get a line per tenth, not a carriage-return storm.
+            eprintln!("[{bar}] {runs}/{seeds} seeds");
+        }
     }
     eprintln!();
     println!("| scenarios run | operations | faults injected | invariant checks | violations | time |");

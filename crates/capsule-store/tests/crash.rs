@@ -26,46 +26,74 @@ fn inspect(s: &Scenario, name: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// One ceremony under crashes: `committer` stages it (the server accepted it),
+/// its confirm dies at `step`, then `receiver`'s processing dies at `step`; both
+/// restart on their files and end in the same state, read by fresh processes.
+fn sweep(
+    s: &Scenario,
+    step: Step,
+    committer: &str,
+    receiver: &str,
+    stage: impl FnOnce(&capsule_store::Store, &capsule_mls::DeviceIdentity) -> capsule_mls::Outgoing,
+) {
+    let store = s.open(committer);
+    let me = store.load_device().unwrap();
+    let out = stage(&store, &me);
+    let epoch = store.album(ALBUM).unwrap().epoch();
+    drop(store);
+    let commit = s.file("commit", &out.commit);
+    let what = format!("{:?} at {step:?}", out.ceremony);
+
+    assert!(child(&["confirm", s.path(committer).to_str().unwrap(), &format!("{step:?}")]), "{what}: no abort");
+    let store = s.open(committer);
+    let after = store.album(ALBUM).unwrap();
+    match (after.epoch() - epoch, after.pending().is_some()) {
+        (0, true) => {
+            store.with_album(ALBUM, |a, p| a.confirm(p)).unwrap();
+        }
+        (1, false) => assert_eq!(step, Step::Committed, "{what}: only a committed transaction survives"),
+        other => panic!("{what}: torn state {other:?}"),
+    }
+    assert!(child(&["process", s.path(receiver).to_str().unwrap(), commit.to_str().unwrap(), &format!("{step:?}")]));
+    let store = s.open(receiver);
+    if store.album(ALBUM).unwrap().epoch() == epoch {
+        store.with_album(ALBUM, |a, p| a.process(p, &out.commit, s.dir.validation())).unwrap();
+    } else {
+        assert_eq!(step, Step::Committed, "{what}");
+    }
+    let (a, b) = (inspect(s, committer), inspect(s, receiver));
+    assert_eq!(a, b, "{what}");
+    assert!(a.contains(&format!("epoch={} ", epoch + 1)) && a.contains("pending=false"), "{what}: {a}");
+}
+
 #[test]
-fn confirm_and_process_survive_a_crash_at_every_step() {
+fn every_ceremony_survives_a_crash_at_every_step_of_confirm_and_process() {
     for step in Step::ALL {
         let s = Scenario::new(&format!("commit-{step:?}"));
         let (welcome, bundle) = s.add("bob", 2);
         s.open("bob").join_album(&welcome, &bundle, s.dir.validation()).unwrap();
-        // Alice stages a rotation; the server accepted it.
-        let alice = s.open("alice");
-        let me = alice.load_device().unwrap();
-        let out = alice.with_album(ALBUM, |a, p| a.rotate_amk(p, &me)).unwrap();
-        let epoch = alice.album(ALBUM).unwrap().epoch();
-        drop(alice);
-        let commit = s.file("commit", &out.commit);
-
-        // Alice's confirm dies at `step`; on restart it is either done or still pending.
-        assert!(
-            child(&["confirm", s.path("alice").to_str().unwrap(), &format!("{step:?}")]),
-            "{step:?}: child did not abort"
-        );
-        let alice = s.open("alice");
-        let after = alice.album(ALBUM).unwrap();
-        match (after.epoch() - epoch, after.pending().is_some()) {
-            (0, true) => {
-                alice.with_album(ALBUM, |a, p| a.confirm(p)).unwrap();
-            }
-            (1, false) => assert_eq!(step, Step::Committed, "only a committed transaction survives"),
-            other => panic!("{step:?}: torn state {other:?}"),
-        }
-        // Bob's processing dies at `step`; on restart the same commit completes it.
-        assert!(child(&["process", s.path("bob").to_str().unwrap(), commit.to_str().unwrap(), &format!("{step:?}")]));
-        let bob = s.open("bob");
-        if bob.album(ALBUM).unwrap().epoch() == epoch {
-            bob.with_album(ALBUM, |a, p| a.process(p, &out.commit, s.dir.validation())).unwrap();
-        } else {
-            assert_eq!(step, Step::Committed);
-        }
-        // Both, read by fresh processes: one epoch, one new AMK, no key lost.
-        let (a, b) = (inspect(&s, "alice"), inspect(&s, "bob"));
-        assert_eq!(a, b, "{step:?}");
-        assert!(a.contains(&format!("epoch={} ", epoch + 1)) && a.contains("amk=2 ") && a.contains("keyring=2"), "{a}");
+        let v = s.dir.validation();
+        let kp = |name: &str| {
+            let st = s.open(name);
+            capsule_mls::key_package(&st.provider().unwrap(), &st.load_device().unwrap()).unwrap()
+        };
+        let (carol_kp, bob2_kp) = (kp("carol"), kp("bob2"));
+        let bob2 = s.open("bob2").load_device().unwrap().device();
+        // Add user (Alice adds Carol), add device (Bob adds his second device),
+        // remove lost device (Bob removes it), remove user (Alice removes Carol),
+        // AMK rotation: each confirmed by its committer, processed by the other.
+        sweep(&s, step, "alice", "bob", |st, me| {
+            st.with_album(ALBUM, |a, p| a.add_user(p, me, uid(3), &[carol_kp], v)).unwrap()
+        });
+        sweep(&s, step, "bob", "alice", |st, me| {
+            st.with_album(ALBUM, |a, p| a.add_device(p, me, &bob2_kp, v)).unwrap()
+        });
+        sweep(&s, step, "bob", "alice", |st, me| st.with_album(ALBUM, |a, p| a.remove_device(p, me, bob2)).unwrap());
+        sweep(&s, step, "alice", "bob", |st, me| st.with_album(ALBUM, |a, p| a.remove_user(p, me, uid(3))).unwrap());
+        sweep(&s, step, "alice", "bob", |st, me| st.with_album(ALBUM, |a, p| a.rotate_amk(p, me)).unwrap());
+        // Three rotations (two removals and the explicit one): AMK v4, all four held.
+        let a = inspect(&s, "alice");
+        assert!(a.contains("amk=4 ") && a.contains("keyring=4 "), "{a}");
     }
 }
 

@@ -28,7 +28,7 @@ impl Scenario {
         for u in [1, 2, 3] {
             dir.user(u).unwrap();
         }
-        for (name, user) in [("alice", 1), ("bob", 2), ("carol", 3)] {
+        for (name, user) in [("alice", 1), ("bob", 2), ("carol", 3), ("bob2", 2)] {
             let device = dir.device(uid(user)).unwrap();
             let store = Store::open(&root.join(format!("{name}.db"))).unwrap();
             store.save_device(&device.me).unwrap();

@@ -363,12 +363,22 @@ impl World {
                 let _ = dev.connectivity_restored(ALBUM, &self.clock);
             }
         }
-        for _ in 0..8 {
+        // Each round commits at most one queued change per device, and racing
+        // devices supersede each other: allow as many rounds as the queues need,
+        // stopping as soon as everyone is in sync.
+        for _ in 0..40 {
             for d in 0..DEVICES {
                 self.reconcile(d)?;
                 self.sync(d)?;
             }
             self.clock.advance(Duration::from_secs(700));
+            let settled = (0..DEVICES).all(|d| {
+                !self.active(d)
+                    || self.dev(d).is_ok_and(|dev| dev.status(ALBUM).is_ok_and(|s| s == AlbumStatus::InSync))
+            });
+            if settled {
+                break;
+            }
         }
         for d in 0..DEVICES {
             self.reconcile(d)?;

@@ -585,7 +585,7 @@ impl Album {
     /// A new marker replaces a stalled one (a clean restart by any admin).
     ///
     /// # Errors
-    /// [`MlsError::Unauthorized`] unless an admin; [`MlsError::Refused`] if that
+    /// [`MlsError::Unauthorized`] unless an admin; [`MlsError::RekeyState`] if that
     /// very re-key is already in progress.
     pub fn begin_rekey<P: OpenMlsProvider>(
         &mut self,
@@ -609,7 +609,7 @@ impl Album {
     /// Ends the re-key `id`: clears the marker and rotates the AMK in one commit.
     ///
     /// # Errors
-    /// [`MlsError::Unauthorized`] unless an admin; [`MlsError::Refused`] if that
+    /// [`MlsError::Unauthorized`] unless an admin; [`MlsError::RekeyState`] if that
     /// re-key is not in progress.
     pub fn finish_rekey<P: OpenMlsProvider>(
         &mut self,

@@ -753,7 +753,19 @@ impl ResilientAlbum {
         let id = journal.marker.id;
         match journal.step {
             RekeyStep::Quiescing if marker == Some(journal.marker) => journal.step = RekeyStep::Collecting,
-            RekeyStep::Quiescing => {}
+            RekeyStep::Quiescing
+                if self.intents.iter().any(|i| {
+                    matches!(i.change, Change::BeginRekey { marker } if marker == journal.marker)
+                        && !matches!(i.state, IntentState::Confirmed { .. })
+                }) => {}
+            RekeyStep::Quiescing => {
+                // The marker commit is done but the group shows another marker:
+                // another admin's re-key replaced ours before this device looked
+                // (the chain moved on past ours). Theirs now, as in `Collecting`;
+                // keeping the journal would block every later re-key here.
+                tracing::info!(id, "re-key replaced before it was collected");
+                return;
+            }
             RekeyStep::Collecting | RekeyStep::ReAdding if marker != Some(journal.marker) => {
                 // Another admin restarted the ceremony with a new marker: theirs now.
                 tracing::info!(id, "re-key taken over by another admin");

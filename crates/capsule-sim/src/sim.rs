@@ -8,9 +8,10 @@ use capsule::Device;
 use capsule::Photo;
 use capsule_amk::{AlbumId, AmkVersion, HistoryPolicy};
 use capsule_identity::{DeviceId, IdentityKeyPair, IdentityPublicKey, IdentitySeed, UnixTime, UserId, Validity};
+use capsule_mls::RekeyReason;
 use capsule_mls::Validation;
-use capsule_resilience::testkit::{Fault, FaultyChain, MemoryChain, MemoryServer, SimClock};
-use capsule_resilience::{AlbumStatus, Change, ReconcileOutcome};
+use capsule_resilience::testkit::{Fault, FaultyChain, MemoryChain, MemoryEscrow, MemoryServer, SimClock};
+use capsule_resilience::{AlbumStatus, Change, ReconcileOutcome, ResilienceError};
 use chacha20::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -35,8 +36,8 @@ pub enum Op {
     Sync(usize),
     /// A device reconciles with the chain.
     Reconcile(usize),
-    /// The guest joins from the newest Welcome, if it is not in the album.
-    GuestJoin,
+    /// A device that is not in the album joins from the newest Welcome for it.
+    Join(usize),
     /// A device uploads a photo.
     Upload(usize),
     /// A fault on a device's next submission.
@@ -47,6 +48,26 @@ pub enum Op {
     Crash(usize),
     /// Simulated time passes (seconds).
     Wait(u16),
+    /// An admin device starts a full re-key; the application supplies a fresh
+    /// KeyPackage for every other member, for the case it does not answer in time.
+    Rekey(usize),
+    /// One of Alice's two devices is lost: her other device removes it. The lost
+    /// device keeps running (a thief's copy) and must not open later photos.
+    LoseDevice(usize),
+    /// Alice's other device adds this one of hers (back) from a fresh KeyPackage.
+    AddDevice(usize),
+}
+
+/// Which operations a seed draws from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mix {
+    /// The first mix: rotations, guest add/remove and join, syncs,
+    /// reconciliations, uploads, submission faults, partitions, crashes, time.
+    /// Kept so the seeds that failed under it still replay their traces.
+    Membership,
+    /// Everything in [`Mix::Membership`], plus re-keys, lost-device removal,
+    /// re-adding a device and any device rejoining.
+    Full,
 }
 
 /// Counters of a run.
@@ -69,28 +90,39 @@ pub struct Report {
     pub stats: Stats,
     /// The violation, with the shortest trace that reproduces it.
     pub violation: Option<(String, Vec<Op>)>,
+    /// What every device showed after every step (status, epoch number, AMK
+    /// version): what a replay of the seed must reproduce.
+    pub observed: Vec<String>,
 }
 
 /// The operations a seed stands for.
 #[must_use]
-pub fn generate(seed: u64, len: usize) -> Vec<Op> {
+pub fn generate(seed: u64, len: usize, mix: Mix) -> Vec<Op> {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let mut pick = |n: u32| usize::try_from(rng.next_u32() % n).unwrap_or(0);
+    let kinds = match mix {
+        Mix::Membership => 20,
+        Mix::Full => 24,
+    };
     (0..len)
         .map(|_| {
             let device = pick(u32::try_from(DEVICES).unwrap_or(1));
             let admin = ADMINS.get(pick(3)).copied().unwrap_or(0);
-            match pick(20) {
+            match pick(kinds) {
                 0..=2 => Op::Rotate(device),
                 3 => Op::AddGuest(admin),
                 4 => Op::RemoveGuest(admin),
                 5..=8 => Op::Sync(device),
                 9..=10 => Op::Reconcile(device),
-                11 => Op::GuestJoin,
+                11 => Op::Join(GUEST),
                 12..=13 => Op::Upload(device),
                 14..=15 => Op::Fault(device, u8::try_from(pick(5)).unwrap_or(0)),
                 16 => Op::Partition(device, pick(2) == 0),
                 17 => Op::Crash(device),
+                18 if mix == Mix::Full => Op::Rekey(admin),
+                19 if mix == Mix::Full => Op::LoseDevice(pick(2)),
+                20 if mix == Mix::Full => Op::AddDevice(pick(2)),
+                21 if mix == Mix::Full => Op::Join(device),
                 _ => Op::Wait(u16::try_from(pick(900)).unwrap_or(0)),
             }
         })
@@ -111,8 +143,14 @@ struct World {
     nodes: Vec<Node>,
     photos: Vec<Photo>,
     amk_keys: BTreeMap<AmkVersion, [u8; 32]>,
-    guest_evicted_at: Option<AmkVersion>,
+    /// Devices that know they were removed, with the AMK version they held then.
+    evicted_at: BTreeMap<usize, AmkVersion>,
+    escrow: MemoryEscrow,
+    rekeys: u64,
+    /// Which device started each re-key id.
+    rekey_admins: BTreeMap<u64, usize>,
     stats: Stats,
+    observed: Vec<String>,
 }
 
 type Check = Result<(), String>;
@@ -120,16 +158,23 @@ type Check = Result<(), String>;
 /// What a device at the head shows: (epoch, authenticator), members, current AMK.
 type HeadView = ((u64, Vec<u8>), Vec<(UserId, DeviceId)>, AmkVersion);
 
+/// The resilience layer's error behind a facade error, however it was wrapped.
+fn resilience_cause(e: &capsule::Error) -> Option<&ResilienceError> {
+    match e {
+        capsule::Error::Resilience(r) | capsule::Error::Store(capsule::store::StoreError::Resilience(r)) => Some(r),
+        _ => None,
+    }
+}
+
 /// The chain did not answer: weather, not a violation.
 fn unreachable(e: &capsule::Error) -> bool {
-    use capsule_resilience::{ChainError, ResilienceError};
-    matches!(
-        e,
-        capsule::Error::Resilience(ResilienceError::Chain(ChainError::Unavailable))
-            | capsule::Error::Store(capsule::store::StoreError::Resilience(ResilienceError::Chain(
-                ChainError::Unavailable
-            )))
-    )
+    matches!(resilience_cause(e), Some(ResilienceError::Chain(capsule_resilience::ChainError::Unavailable)))
+}
+
+/// A device's (user, device) pair in the album's member list.
+fn member_id(d: usize) -> (UserId, DeviceId) {
+    let owner = OWNERS.get(d).copied().unwrap_or(0);
+    (UserId::from_bytes([owner; 16]), DeviceId::from_bytes([u8::try_from(d).unwrap_or(u8::MAX); 16]))
 }
 
 fn fail<T>(msg: impl Into<String>) -> Result<T, String> {
@@ -171,8 +216,12 @@ impl World {
             nodes,
             photos: Vec::new(),
             amk_keys: BTreeMap::new(),
-            guest_evicted_at: None,
+            evicted_at: BTreeMap::new(),
+            escrow: MemoryEscrow::default(),
+            rekeys: 0,
+            rekey_admins: BTreeMap::new(),
             stats: Stats::default(),
+            observed: Vec::new(),
         };
         // Alice's first device creates the album; the others (not the guest) join.
         let admins = [UserId::from_bytes([1; 16]), UserId::from_bytes([2; 16])].into();
@@ -228,21 +277,72 @@ impl World {
             Ok(ReconcileOutcome::Diverged { local_epoch, server_epoch }) => {
                 fail(format!("device {d} diverged ({local_epoch} vs {server_epoch}) under honest faults"))
             }
-            Ok(ReconcileOutcome::Unrecoverable) if d != GUEST => fail(format!("device {d} unrecoverable")),
+            // Removed devices (the guest, a lost phone, a re-key straggler) cannot
+            // catch up; a member wrongly left behind fails the healing check.
             Ok(_) => Ok(()),
             Err(e) if unreachable(&e) => Ok(()),
             Err(e) => fail(format!("device {d} reconcile: {e}")),
         }
     }
 
+    /// The device joins from the newest Welcome made for one of its KeyPackages.
     fn join_latest(&mut self, d: usize) -> Check {
-        let Some(entry) = self.server.entries(ALBUM.as_bytes()).into_iter().rev().find(|e| e.welcome.is_some()) else {
+        // A Welcome for another device's KeyPackage, or one this device already
+        // used, is refused: not a violation. If the add it answers was undone
+        // later, the device learns that when it reconciles.
+        let dev = self.dev(d)?;
+        for entry in self.server.entries(ALBUM.as_bytes()).iter().rev() {
+            if let (Some(w), Some(b)) = (entry.welcome.as_deref(), entry.bundle.as_deref())
+                && dev.join(w, b, self.validation()).is_ok()
+            {
+                // Entitled again to what the Welcome gave it; any re-key journal
+                // it ran belonged to its old membership and is gone.
+                self.evicted_at.remove(&d);
+                self.rekey_admins.retain(|_, admin| *admin != d);
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// An admin starts (or restarts, with a new id) a re-key, and supplies fresh
+    /// KeyPackages for the other members as the application would.
+    fn rekey(&mut self, d: usize) -> Check {
+        if !self.active(d) {
             return Ok(());
-        };
-        let (Some(w), Some(b)) = (entry.welcome.as_deref(), entry.bundle.as_deref()) else { return Ok(()) };
-        // A Welcome for another KeyPackage, or for an add that was later undone,
-        // is simply not for this device now: not a violation.
-        let _ = self.dev(d)?.join(w, b, self.validation());
+        }
+        self.rekeys += 1;
+        let id = self.rekeys;
+        let dev = self.nodes.get(d).and_then(|n| n.device.as_ref()).ok_or("device")?;
+        let started = dev.rekey_group(
+            ALBUM,
+            id,
+            RekeyReason::SuspectedCompromise,
+            &self.clock,
+            Duration::from_secs(600),
+            &mut self.escrow,
+        );
+        match started {
+            Ok(()) => {
+                self.rekey_admins.insert(id, d);
+            }
+            // Another re-key of this device runs, or the escrow refuses a deposit
+            // that would lose versions (this admin is behind): refusals, not violations.
+            Err(e)
+                if matches!(
+                    resilience_cause(&e),
+                    Some(ResilienceError::RekeyInProgress(_) | ResilienceError::Escrow(_))
+                ) =>
+            {
+                return Ok(());
+            }
+            Err(e) => return fail(format!("device {d} rekey: {e}")),
+        }
+        for other in (0..DEVICES).filter(|o| *o != d && self.active(*o)) {
+            let kp = self.dev(other)?.key_package().map_err(|e| e.to_string())?;
+            let (user, device) = member_id(other);
+            self.dev(d)?.provide_rekey_key_package(ALBUM, user, device, kp).map_err(|e| e.to_string())?;
+        }
         Ok(())
     }
 
@@ -263,10 +363,19 @@ impl World {
             Op::RemoveGuest(d) => propose(self, *d, Change::RemoveUser { user: UserId::from_bytes([4; 16]) })?,
             Op::Sync(d) => self.sync(*d)?,
             Op::Reconcile(d) => self.reconcile(*d)?,
-            Op::GuestJoin => {
-                if !self.active(GUEST) {
-                    self.join_latest(GUEST)?;
+            Op::Join(d) => {
+                if !self.active(*d) {
+                    self.join_latest(*d)?;
                 }
+            }
+            Op::Rekey(d) => self.rekey(*d)?,
+            Op::LoseDevice(d) => {
+                let (_, device) = member_id(*d);
+                propose(self, 1 - (*d).min(1), Change::RemoveDevice { device })?;
+            }
+            Op::AddDevice(d) => {
+                let key_package = self.dev(*d)?.key_package().map_err(|e| e.to_string())?;
+                propose(self, 1 - (*d).min(1), Change::AddDevice { key_package })?;
             }
             Op::Upload(d) => {
                 if self.active(*d)
@@ -307,14 +416,20 @@ impl World {
         self.stats.checks += 1;
         let head = u64::try_from(self.server.entries(ALBUM.as_bytes()).len()).map_err(|e| e.to_string())?;
         let mut at_head: Option<HeadView> = None;
+        let mut observed = Vec::new();
         for d in 0..DEVICES {
             // Field access, not `self.dev`, so the checks below may update other fields.
             let Some(dev) = self.nodes.get(d).and_then(|n| n.device.as_ref()) else { continue };
-            let Ok(status) = dev.status(ALBUM) else { continue };
+            let Ok(status) = dev.status(ALBUM) else {
+                observed.push(format!("{d}:-"));
+                continue;
+            };
+            let epoch = dev.epoch(ALBUM).map_err(|e| e.to_string())?;
             if matches!(status, AlbumStatus::Quarantined { .. }) {
                 return fail(format!("device {d} quarantined under honest faults"));
             }
             let ring = dev.keyring(ALBUM).map_err(|e| e.to_string())?;
+            observed.push(format!("{d}:{status:?}@{}/{}", epoch.0, ring.current_version()));
             for (v, k) in ring.held() {
                 let key = *k.expose_secret();
                 if *self.amk_keys.entry(v).or_insert(key) != key {
@@ -322,15 +437,10 @@ impl World {
                 }
             }
             if status == AlbumStatus::NeedsRebootstrap {
-                if d == GUEST && self.guest_evicted_at.is_none() {
-                    self.guest_evicted_at = Some(ring.current_version());
-                }
+                self.evicted_at.entry(d).or_insert_with(|| ring.current_version());
                 continue;
             }
-            if d == GUEST {
-                self.guest_evicted_at = None;
-            }
-            let epoch = dev.epoch(ALBUM).map_err(|e| e.to_string())?;
+            self.evicted_at.remove(&d);
             if epoch.0 > head {
                 return fail(format!("device {d} at epoch {} beyond the head {head}", epoch.0));
             }
@@ -343,14 +453,15 @@ impl World {
                 }
             }
         }
-        if let Some(evicted_at) = self.guest_evicted_at {
-            let guest = self.dev(GUEST)?;
-            for p in self.photos.iter().filter(|p| p.version > evicted_at) {
-                if guest.open_photo(ALBUM, p).is_ok() {
-                    return fail(format!("the removed guest opened a photo of {}", p.version));
+        for (d, evicted_at) in &self.evicted_at {
+            let dev = self.dev(*d)?;
+            for p in self.photos.iter().filter(|p| p.version > *evicted_at) {
+                if dev.open_photo(ALBUM, p).is_ok() {
+                    return fail(format!("removed device {d} opened a photo of {}", p.version));
                 }
             }
         }
+        self.observed.push(observed.join(" "));
         Ok(())
     }
 
@@ -365,17 +476,44 @@ impl World {
         }
         // Each round commits at most one queued change per device, and racing
         // devices supersede each other: allow as many rounds as the queues need,
-        // stopping as soon as everyone is in sync.
-        for _ in 0..40 {
+        // stopping once a whole round changed neither the chain nor anybody's
+        // membership and everyone in the album is in sync.
+        for round in 1..=40 {
+            let before: Vec<bool> = (0..DEVICES).map(|d| self.active(d)).collect();
+            let head = self.server.entries(ALBUM.as_bytes()).len();
             for d in 0..DEVICES {
+                // A device out of the album tries the Welcomes made for it (a
+                // re-key straggler re-added, a lost phone added back).
+                if !self.active(d) {
+                    self.join_latest(d)?;
+                }
                 self.reconcile(d)?;
                 self.sync(d)?;
             }
-            self.clock.advance(Duration::from_secs(700));
-            let settled = (0..DEVICES).all(|d| {
-                !self.active(d)
-                    || self.dev(d).is_ok_and(|dev| dev.status(ALBUM).is_ok_and(|s| s == AlbumStatus::InSync))
+            // A re-key whose admin was removed never finishes by itself: as an
+            // application would, another admin restarts it. One whose admin is
+            // still in the album must finish on its own (a stall fails below).
+            let orphaned = (0..DEVICES).any(|d| {
+                self.dev(d).is_ok_and(|dev| match dev.status(ALBUM) {
+                    Ok(AlbumStatus::Rekeying { id }) => self.rekey_admins.get(&id).is_none_or(|a| !self.active(*a)),
+                    _ => false,
+                })
             });
+            if orphaned
+                && round % 12 == 0
+                && let Some(admin) = ADMINS.iter().copied().find(|a| self.active(*a))
+            {
+                self.rekey(admin)?;
+            }
+            self.clock.advance(Duration::from_secs(700));
+            self.check()?;
+            let settled = self.server.entries(ALBUM.as_bytes()).len() == head
+                && (0..DEVICES).all(|d| {
+                    let active = self.active(d);
+                    before.get(d) == Some(&active)
+                        && (!active
+                            || self.dev(d).is_ok_and(|dev| dev.status(ALBUM).is_ok_and(|s| s == AlbumStatus::InSync)))
+                });
             if settled {
                 break;
             }
@@ -398,6 +536,18 @@ impl World {
                 return fail(format!("device {d} not on the head after healing"));
             }
         }
+        // Exactly the devices the head lists are in the album: nobody re-added is
+        // left outside, nobody removed still thinks it is a member.
+        let members = match (0..DEVICES).find(|d| self.active(*d)) {
+            Some(d) => self.dev(d)?.members(ALBUM).map_err(|e| e.to_string())?,
+            None => return fail("no device is in the album after healing"),
+        };
+        for d in 0..DEVICES {
+            let listed = members.contains(&member_id(d));
+            if listed != self.active(d) {
+                return fail(format!("device {d}: listed by the head {listed}, in the album {}", self.active(d)));
+            }
+        }
         Ok(())
     }
 }
@@ -409,10 +559,11 @@ impl Drop for World {
 }
 
 /// Runs `ops` on a fresh world seeded by `seed`. A panic counts as a violation.
+/// On success: the counters and what every device showed after every step.
 ///
 /// # Errors
 /// The first violated invariant, with the index of the op after which it broke.
-pub fn run(seed: u64, ops: &[Op]) -> Result<Stats, (usize, String)> {
+pub fn run(seed: u64, ops: &[Op]) -> Result<(Stats, Vec<String>), (usize, String)> {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut w = World::new(seed).map_err(|e| (0, format!("setup: {e}")))?;
         w.check().map_err(|e| (0, e))?;
@@ -420,7 +571,7 @@ pub fn run(seed: u64, ops: &[Op]) -> Result<Stats, (usize, String)> {
             w.apply(op).map_err(|e| (i, e))?;
         }
         w.settle().map_err(|e| (ops.len(), e))?;
-        Ok(w.stats)
+        Ok((w.stats, std::mem::take(&mut w.observed)))
     }));
     match outcome {
         Ok(result) => result,
@@ -435,7 +586,8 @@ pub fn run(seed: u64, ops: &[Op]) -> Result<Stats, (usize, String)> {
     }
 }
 
-/// The shortest prefix of `ops` that still fails.
+/// A short trace that still fails: the shortest failing prefix of `ops`, then
+/// without every single op whose removal keeps it failing.
 #[must_use]
 pub fn shrink(seed: u64, ops: &[Op], failed_at: usize) -> Vec<Op> {
     let mut best = ops.get(..=failed_at.min(ops.len().saturating_sub(1))).unwrap_or(ops).to_vec();
@@ -446,18 +598,33 @@ pub fn shrink(seed: u64, ops: &[Op], failed_at: usize) -> Vec<Op> {
             break;
         }
     }
+    // From the end, so an op is dropped only when nothing after it needs it.
+    for i in (0..best.len()).rev() {
+        let mut shorter = best.clone();
+        shorter.remove(i);
+        if run(seed, &shorter).is_err() {
+            best = shorter;
+        }
+    }
     best
 }
 
-/// Runs one seed: its generated trace, the checks, and a shrunk trace on failure.
+/// Runs one seed of the full mix: its generated trace, the checks, and a shrunk
+/// trace on failure.
 #[must_use]
 pub fn check_seed(seed: u64) -> Report {
-    let ops = generate(seed, 40);
+    check_seed_with(seed, Mix::Full)
+}
+
+/// [`check_seed`] with the operations drawn from `mix`.
+#[must_use]
+pub fn check_seed_with(seed: u64, mix: Mix) -> Report {
+    let ops = generate(seed, 40, mix);
     match run(seed, &ops) {
-        Ok(stats) => Report { seed, stats, violation: None },
+        Ok((stats, observed)) => Report { seed, stats, violation: None, observed },
         Err((at, msg)) => {
             let trace = shrink(seed, &ops, at);
-            Report { seed, stats: Stats::default(), violation: Some((msg, trace)) }
+            Report { seed, stats: Stats::default(), violation: Some((msg, trace)), observed: Vec::new() }
         }
     }
 }

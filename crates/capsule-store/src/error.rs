@@ -30,6 +30,10 @@ pub enum StoreError {
     /// Nothing stored under that name.
     #[error("not found: {0}")]
     NotFound(&'static str),
+    /// The store already holds a device identity: a device is enrolled once, and
+    /// its key is never replaced (every album in the store is bound to it).
+    #[error("this store already holds an enrolled device")]
+    AlreadyEnrolled,
     /// The MLS layer refused or failed; the transaction was rolled back.
     #[error("mls: {0}")]
     Mls(#[from] MlsError),

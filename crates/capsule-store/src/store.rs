@@ -190,17 +190,23 @@ impl Store {
         }
     }
 
-    /// Stores this device's identity (key and certificate).
+    /// Stores this device's identity (key and certificate), once.
     ///
     /// # Errors
-    /// SQLite errors.
+    /// [`StoreError::AlreadyEnrolled`] if the store holds one already (nothing is
+    /// written); SQLite errors.
     pub fn save_device(&self, device: &DeviceIdentity) -> Result<()> {
         let record = DeviceRecord {
             secret: *device.secret_key_bytes(),
             certificate: device.certificate().to_bytes().map_err(MlsError::from)?,
         };
         let bytes = Zeroizing::new(serde_json::to_vec(&record).map_err(|_| StoreError::Record("device"))?);
-        self.transaction(|_| self.put(KIND_DEVICE, b"self", &bytes))
+        self.transaction(|_| {
+            if self.get(KIND_DEVICE, b"self")?.is_some() {
+                return Err(StoreError::AlreadyEnrolled);
+            }
+            self.put(KIND_DEVICE, b"self", &bytes)
+        })
     }
 
     /// This device's identity.
@@ -236,12 +242,22 @@ impl Store {
 
     /// Joins an album from a Welcome and its bundle, durably.
     ///
+    /// A device that was removed and is re-added (re-bootstrap, a re-key
+    /// straggler, a phone found again) starts a fresh resilience record: what it
+    /// recorded before belongs to a membership that no longer exists (its
+    /// staged commits are gone with the old group, and the flag that it must
+    /// re-bootstrap is now answered), so it is dropped in the same transaction.
+    ///
     /// # Errors
     /// As [`Album::join`].
     pub fn join_album(&self, welcome: &[u8], bundle: &[u8], validation: Validation<'_>) -> Result<AlbumId> {
         self.transaction(|p| {
             let album = Album::join(p, welcome, bundle, validation)?;
             self.write_album(&album)?;
+            self.conn.execute(
+                "DELETE FROM capsule_records WHERE kind = ?1 AND id = ?2",
+                params![KIND_RESILIENCE, album.id().as_bytes()],
+            )?;
             Ok(album.id())
         })
     }

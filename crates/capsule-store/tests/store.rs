@@ -107,3 +107,16 @@ fn a_failed_operation_leaves_nothing_behind() {
     bob.with_album(ALBUM, |a, p| a.process(p, &out.commit, s.dir.validation())).unwrap();
     assert_eq!(bob.album(ALBUM).unwrap().epoch_authenticator(), alice.album(ALBUM).unwrap().epoch_authenticator());
 }
+
+#[test]
+fn a_store_is_enrolled_once() {
+    let mut s = Scenario::new("enrolled-once");
+    let before = std::fs::read(s.path("bob")).unwrap();
+    let bob = s.open("bob");
+    let original = bob.load_device().unwrap();
+    let other = s.dir.device(capsule_mls::testkit::uid(2)).unwrap();
+    assert!(matches!(bob.save_device(&other.me), Err(StoreError::AlreadyEnrolled)));
+    assert_eq!(bob.load_device().unwrap().certificate(), original.certificate(), "the key is never replaced");
+    drop(bob);
+    assert_eq!(std::fs::read(s.path("bob")).unwrap(), before, "a refused enrollment writes nothing");
+}

@@ -53,7 +53,26 @@ impl Device {
     /// the user's identity key, saved in a new store at `path`.
     ///
     /// # Errors
-    /// Identity or store errors.
+    /// Identity or store errors; [`capsule_store::StoreError::AlreadyEnrolled`]
+    /// if `path` holds an enrolled device already (its key is never replaced).
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// use capsule::Device;
+    /// use capsule::identity::{DeviceId, IdentityKeyPair, UnixTime, UserId, Validity};
+    ///
+    /// let identity = IdentityKeyPair::generate()?;
+    /// let validity = Validity::new(UnixTime(1_800_000_000), UnixTime(1_900_000_000))?;
+    /// let user = UserId::from_bytes([7; 16]);
+    /// let phone = Device::enroll(&fx.path("phone"), &identity, user, DeviceId::from_bytes([1; 16]), validity)?;
+    /// assert_eq!(phone.user(), user);
+    /// // A store is enrolled once: its device key is never replaced.
+    /// let again = Device::enroll(&fx.path("phone"), &identity, user, DeviceId::from_bytes([2; 16]), validity);
+    /// assert!(matches!(again, Err(capsule::Error::Store(capsule::store::StoreError::AlreadyEnrolled))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn enroll(
         path: &Path,
         identity: &IdentityKeyPair,
@@ -73,6 +92,22 @@ impl Device {
     ///
     /// # Errors
     /// Store errors (corrupted, newer schema, key material mismatch).
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// # let path = fx.path("user2-device2");
+    /// use capsule::Device;
+    ///
+    /// // The process dies; the device restarts from its file with everything it had.
+    /// let epoch = bob.epoch(ALBUM)?;
+    /// drop(bob);
+    /// let bob = Device::open(&path)?;
+    /// assert_eq!(bob.epoch(ALBUM)?, epoch);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(path: &Path) -> Result<Self> {
         let store = Store::open(path)?;
         let me = store.load_device()?;
@@ -80,17 +115,48 @@ impl Device {
     }
 
     /// Replaces the lost-commit schedule.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use std::time::Duration;
+    /// use capsule::resilience::RetryPolicy;
+    ///
+    /// let mut alice = alice;
+    /// alice.set_retry_policy(RetryPolicy { detection_timeout: Duration::from_secs(10), ..RetryPolicy::default() });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_retry_policy(&mut self, policy: RetryPolicy) {
         self.policy = policy;
     }
 
     /// This device's user.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// let laptop = fx.enroll(1, 9)?;
+    /// assert_eq!(laptop.user(), capsule::testkit::user(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn user(&self) -> UserId {
         self.me.user()
     }
 
     /// This device.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// let laptop = fx.enroll(1, 9)?;
+    /// assert_eq!(laptop.id(), capsule::identity::DeviceId::from_bytes([9; 16]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn id(&self) -> DeviceId {
         self.me.device()
@@ -100,6 +166,23 @@ impl Device {
     ///
     /// # Errors
     /// MLS or store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use capsule::resilience::Change;
+    ///
+    /// // Carol publishes a KeyPackage; Alice adds her with it.
+    /// let carol = fx.enroll(3, 3)?;
+    /// let key_package = carol.key_package()?;
+    /// alice.propose(ALBUM, Change::AddUser { user: carol.user(), directory: vec![key_package] })?;
+    /// fx.sync(&alice)?;
+    /// fx.join(&carol)?;
+    /// assert_eq!(carol.members(ALBUM)?.len(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn key_package(&self) -> Result<Vec<u8>> {
         Ok(key_package(&self.store.provider()?, &self.me)?)
     }
@@ -108,6 +191,24 @@ impl Device {
     ///
     /// # Errors
     /// [`Error::Mls`] if this device's user is not among `admins`.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// use capsule::amk::{AlbumId, HistoryPolicy};
+    ///
+    /// let alice = fx.enroll(1, 1)?;
+    /// let album = AlbumId::from_bytes([5; 16]);
+    /// // Joiners receive only the last 10 AMK versions.
+    /// let policy = HistoryPolicy::Capped { last: std::num::NonZeroU32::new(10).ok_or("zero")? };
+    /// alice.create_album(album, policy, [alice.user()].into())?;
+    /// assert_eq!(alice.members(album)?, vec![(alice.user(), alice.id())]);
+    /// // The creator must be among the admins.
+    /// let other = AlbumId::from_bytes([6; 16]);
+    /// assert!(alice.create_album(other, HistoryPolicy::Full, [capsule::testkit::user(2)].into()).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create_album(&self, album: AlbumId, policy: HistoryPolicy, admins: BTreeSet<UserId>) -> Result<AlbumId> {
         let metadata = AlbumMetadata::new(album, policy, admins)?;
         Ok(self.store.create_album(&self.me, metadata)?)
@@ -117,6 +218,19 @@ impl Device {
     ///
     /// # Errors
     /// Identity, AMK or MLS refusals; store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// // Bob joined from the Welcome and the sealed history bundle beside it;
+    /// // a second Welcome for an album he is active in is refused.
+    /// let (welcome, bundle) = fx.newest_welcome().ok_or("no welcome")?;
+    /// assert!(bob.join(&welcome, &bundle, fx.validation()).is_err());
+    /// assert_eq!(bob.epoch(ALBUM)?, alice.epoch(ALBUM)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn join(&self, welcome: &[u8], bundle: &[u8], validation: Validation<'_>) -> Result<AlbumId> {
         Ok(self.store.join_album(welcome, bundle, validation)?)
     }
@@ -126,6 +240,21 @@ impl Device {
     ///
     /// # Errors
     /// Store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use capsule::resilience::{AlbumStatus, Change};
+    ///
+    /// // The change is durable before anything is sent; `sync` commits it.
+    /// alice.propose(ALBUM, Change::RemoveUser { user: bob.user() })?;
+    /// assert_eq!(alice.status(ALBUM)?, AlbumStatus::Syncing);
+    /// fx.sync(&alice)?;
+    /// assert_eq!(alice.members(ALBUM)?, vec![(alice.user(), alice.id())]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn propose(&self, album: AlbumId, change: Change) -> Result<IntentId> {
         Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| Ok(r.propose(change)))?)
     }
@@ -135,6 +264,20 @@ impl Device {
     ///
     /// # Errors
     /// Quarantine, MLS or store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use capsule::resilience::{Change, Event};
+    ///
+    /// alice.propose(ALBUM, Change::RotateAmk)?;
+    /// let events = alice.sync(ALBUM, &mut fx.chain(), &fx.clock, fx.validation())?;
+    /// assert!(events.iter().any(|e| matches!(e, Event::Confirmed { .. })));
+    /// assert_eq!(alice.keyring(ALBUM)?.current_version().get(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn sync(
         &self,
         album: AlbumId,
@@ -161,6 +304,28 @@ impl Device {
     ///
     /// # Errors
     /// Store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use std::time::Duration;
+    /// use capsule::resilience::Change;
+    /// use capsule::resilience::testkit::{Fault, FaultyChain};
+    ///
+    /// // The server never answers: the commit may or may not have landed.
+    /// let mut chain = FaultyChain::new(fx.chain(), fx.clock.clone());
+    /// chain.on_next_submit(Fault::DropAnswer);
+    /// alice.propose(ALBUM, Change::RotateAmk)?;
+    /// alice.sync(ALBUM, &mut chain, &fx.clock, fx.validation())?;
+    /// let due = alice.next_deadline(ALBUM)?.ok_or("a check is scheduled")?;
+    /// // At the deadline the device looks for its commit in the chain: it landed.
+    /// fx.clock.advance(Duration::from_secs(due.0));
+    /// alice.sync(ALBUM, &mut chain, &fx.clock, fx.validation())?;
+    /// assert_eq!(alice.next_deadline(ALBUM)?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn next_deadline(&self, album: AlbumId) -> Result<Option<capsule_resilience::Instant>> {
         Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| Ok(r.next_deadline()))?)
     }
@@ -169,6 +334,28 @@ impl Device {
     ///
     /// # Errors
     /// Store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use capsule::resilience::{AlbumStatus, Change};
+    /// use capsule::resilience::testkit::FaultyChain;
+    ///
+    /// let mut chain = FaultyChain::new(fx.chain(), fx.clock.clone());
+    /// chain.fail_next(10); // the server is down for a while
+    /// alice.propose(ALBUM, Change::RotateAmk)?;
+    /// while alice.status(ALBUM)? != AlbumStatus::Surfaced {
+    ///     let _ = alice.sync(ALBUM, &mut chain, &fx.clock, fx.validation());
+    ///     fx.clock.advance(std::time::Duration::from_secs(900));
+    /// }
+    /// // The retry budget is spent; the application reports the network is back.
+    /// alice.connectivity_restored(ALBUM, &fx.clock)?;
+    /// fx.sync(&alice)?;
+    /// assert_eq!(alice.status(ALBUM)?, AlbumStatus::InSync);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn connectivity_restored(&self, album: AlbumId, clock: &impl Clock) -> Result<()> {
         let now = clock.now();
         Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| {
@@ -181,6 +368,22 @@ impl Device {
     ///
     /// # Errors
     /// Chain, MLS or store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use capsule::resilience::{Change, ReconcileOutcome};
+    ///
+    /// // Alice rotates; Bob, offline meanwhile, catches up from the chain.
+    /// alice.propose(ALBUM, Change::RotateAmk)?;
+    /// fx.sync(&alice)?;
+    /// let outcome = bob.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation())?;
+    /// assert!(matches!(outcome, ReconcileOutcome::Reconciled { .. }));
+    /// assert_eq!(bob.epoch(ALBUM)?, alice.epoch(ALBUM)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn reconcile_with_server(
         &self,
         album: AlbumId,
@@ -199,6 +402,32 @@ impl Device {
     ///
     /// # Errors
     /// Another re-key in progress, an escrow refusal, quarantine, store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use std::time::Duration;
+    /// use capsule::mls::RekeyReason;
+    /// use capsule::resilience::AlbumStatus;
+    /// use capsule::resilience::testkit::MemoryEscrow;
+    ///
+    /// let mut escrow = MemoryEscrow::default();
+    /// let budget = Duration::from_secs(600);
+    /// alice.rekey_group(ALBUM, 1, RekeyReason::SuspectedCompromise, &fx.clock, budget, &mut escrow)?;
+    /// // Every member syncs until the ceremony is done: quiesce, fresh leaves, fresh AMK.
+    /// for _ in 0..4 {
+    ///     for device in [&alice, &bob] {
+    ///         device.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation())?;
+    ///         fx.sync(device)?;
+    ///     }
+    /// }
+    /// assert_eq!(alice.status(ALBUM)?, AlbumStatus::InSync);
+    /// assert_eq!(bob.keyring(ALBUM)?.current_version(), alice.keyring(ALBUM)?.current_version());
+    /// assert_eq!(alice.keyring(ALBUM)?.current_version().get(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn rekey_group(
         &self,
         album: AlbumId,
@@ -214,10 +443,61 @@ impl Device {
             .with_resilient(album, self.policy.clone(), |r, _| r.rekey_group(id, reason, now, budget, escrow))?)
     }
 
+    /// Supplies a fresh KeyPackage (from the device directory) for a member that
+    /// may not answer this device's re-key in time: if its budget runs out, the
+    /// member is re-added from it. Ignored when this device runs no re-key.
+    ///
+    /// # Errors
+    /// Store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use std::time::Duration;
+    /// use capsule::mls::RekeyReason;
+    /// use capsule::resilience::testkit::MemoryEscrow;
+    ///
+    /// let mut escrow = MemoryEscrow::default();
+    /// alice.rekey_group(ALBUM, 1, RekeyReason::Scheduled, &fx.clock, Duration::from_secs(600), &mut escrow)?;
+    /// // From the directory: used only if Bob does not answer within the budget.
+    /// alice.provide_rekey_key_package(ALBUM, bob.user(), bob.id(), bob.key_package()?)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn provide_rekey_key_package(
+        &self,
+        album: AlbumId,
+        user: UserId,
+        device: DeviceId,
+        key_package: Vec<u8>,
+    ) -> Result<()> {
+        Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| {
+            r.provide_rekey_key_package(user, device, key_package);
+            Ok(())
+        })?)
+    }
+
     /// What the application shows for the album.
     ///
     /// # Errors
     /// Store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use capsule::resilience::{AlbumStatus, Change};
+    ///
+    /// assert_eq!(bob.status(ALBUM)?, AlbumStatus::InSync);
+    /// // Bob is removed; once he learns it, the album needs a re-bootstrap.
+    /// alice.propose(ALBUM, Change::RemoveUser { user: bob.user() })?;
+    /// fx.sync(&alice)?;
+    /// bob.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation())?;
+    /// assert_eq!(bob.status(ALBUM)?, AlbumStatus::NeedsRebootstrap);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn status(&self, album: AlbumId) -> Result<AlbumStatus> {
         Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| Ok(r.status()))?)
     }
@@ -226,6 +506,18 @@ impl Device {
     ///
     /// # Errors
     /// Store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// let (epoch, authenticator) = alice.epoch(ALBUM)?;
+    /// assert_eq!(epoch, 1); // one commit: the add
+    /// // Two members at one epoch agree on its authenticator.
+    /// assert_eq!(bob.epoch(ALBUM)?, (epoch, authenticator));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn epoch(&self, album: AlbumId) -> Result<(u64, Vec<u8>)> {
         let a = self.store.album(album)?;
         Ok((a.epoch(), a.epoch_authenticator()))
@@ -235,6 +527,16 @@ impl Device {
     ///
     /// # Errors
     /// Store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// let members = alice.members(ALBUM)?;
+    /// assert_eq!(members, vec![(alice.user(), alice.id()), (bob.user(), bob.id())]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn members(&self, album: AlbumId) -> Result<Vec<(UserId, DeviceId)>> {
         Ok(self.store.album(album)?.members())
     }
@@ -243,6 +545,17 @@ impl Device {
     ///
     /// # Errors
     /// Store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// let ring = bob.keyring(ALBUM)?;
+    /// assert_eq!(ring.current_version().get(), 1);
+    /// assert_eq!(ring.held().count(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn keyring(&self, album: AlbumId) -> Result<AmkKeyring> {
         Ok(self.store.album(album)?.keyring().clone())
     }
@@ -252,6 +565,17 @@ impl Device {
     ///
     /// # Errors
     /// [`Error::Photo`] when the album does not accept writes.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// let photo = alice.seal_photo(ALBUM, b"beach.jpg")?;
+    /// assert_eq!(photo.version, alice.keyring(ALBUM)?.current_version());
+    /// assert_ne!(photo.ciphertext, b"beach.jpg");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn seal_photo(&self, album: AlbumId, photo: &[u8]) -> Result<Photo> {
         match self.status(album)? {
             AlbumStatus::Quarantined { .. } | AlbumStatus::NeedsRebootstrap | AlbumStatus::Rekeying { .. } => {
@@ -274,6 +598,24 @@ impl Device {
     /// # Errors
     /// [`Error::Photo`] for a withheld or unknown version, or a photo that does not
     /// authenticate; [`Error::Amk`] for a version above the attested ceiling.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use capsule::resilience::Change;
+    ///
+    /// let photo = alice.seal_photo(ALBUM, b"beach.jpg")?;
+    /// assert_eq!(bob.open_photo(ALBUM, &photo)?, b"beach.jpg");
+    /// // Bob is removed: the AMK rotates and he cannot open what comes after.
+    /// alice.propose(ALBUM, Change::RemoveUser { user: bob.user() })?;
+    /// fx.sync(&alice)?;
+    /// bob.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation())?;
+    /// let later = alice.seal_photo(ALBUM, b"later.jpg")?;
+    /// assert!(bob.open_photo(ALBUM, &later).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open_photo(&self, album: AlbumId, photo: &Photo) -> Result<Vec<u8>> {
         let ring = self.keyring(album)?;
         ring.check_manifest(photo.version)?;

@@ -46,6 +46,8 @@
 
 mod device;
 mod error;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use device::{Device, Photo};
 pub use error::{Error, Result};

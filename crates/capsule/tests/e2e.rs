@@ -57,3 +57,37 @@ fn enroll_add_upload_decrypt_restart() {
     assert_eq!(a.open_photo(album, &photo).unwrap(), b"after restart");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A removed device that is added back joins again and is a full member: it
+/// does not carry the "needs re-bootstrap" state of its old membership over.
+#[test]
+fn a_removed_device_added_back_is_a_member_again() {
+    use capsule::resilience::ReconcileOutcome;
+    use capsule::testkit::{ALBUM, Fixture};
+
+    let mut fx = Fixture::new().unwrap();
+    let (alice, bob) = fx.alice_and_bob().unwrap();
+    alice.propose(ALBUM, Change::RemoveUser { user: bob.user() }).unwrap();
+    fx.sync(&alice).unwrap();
+    let outcome = bob.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
+    assert_eq!(outcome, ReconcileOutcome::Unrecoverable);
+    assert_eq!(bob.status(ALBUM).unwrap(), AlbumStatus::NeedsRebootstrap);
+    let missed = alice.seal_photo(ALBUM, b"while bob was out").unwrap();
+    assert!(bob.open_photo(ALBUM, &missed).is_err());
+
+    alice.propose(ALBUM, Change::AddUser { user: bob.user(), directory: vec![bob.key_package().unwrap()] }).unwrap();
+    fx.sync(&alice).unwrap();
+    fx.join(&bob).unwrap();
+    assert_eq!(bob.status(ALBUM).unwrap(), AlbumStatus::InSync);
+    assert_eq!(bob.epoch(ALBUM).unwrap(), alice.epoch(ALBUM).unwrap());
+    // Full history: the photo sealed while he was out is his again.
+    assert_eq!(bob.open_photo(ALBUM, &missed).unwrap(), b"while bob was out");
+    let photo = bob.seal_photo(ALBUM, b"back").unwrap();
+    assert_eq!(alice.open_photo(ALBUM, &photo).unwrap(), b"back");
+    // And he takes part in ceremonies again.
+    bob.propose(ALBUM, Change::RotateAmk).unwrap();
+    fx.sync(&bob).unwrap();
+    let outcome = alice.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
+    assert!(matches!(outcome, ReconcileOutcome::Reconciled { ref applied_commits } if applied_commits.len() == 1));
+    assert_eq!(alice.keyring(ALBUM).unwrap().current_version(), bob.keyring(ALBUM).unwrap().current_version());
+}

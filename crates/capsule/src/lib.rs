@@ -15,6 +15,7 @@
 //! use capsule::resilience::{Change, testkit::{MemoryServer, SimClock}};
 //!
 //! let dir = std::env::temp_dir().join(format!("capsule-doc-{}", std::process::id()));
+//! # let _ = std::fs::remove_dir_all(&dir); // a store is enrolled once: start clean
 //! std::fs::create_dir_all(&dir)?;
 //! let forever = Validity::new(UnixTime(0), UnixTime(u64::MAX))?;
 //! let (alice_id, bob_id) = (IdentityKeyPair::generate()?, IdentityKeyPair::generate()?);

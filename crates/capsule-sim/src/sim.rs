@@ -171,6 +171,12 @@ fn unreachable(e: &capsule::Error) -> bool {
     matches!(resilience_cause(e), Some(ResilienceError::Chain(capsule_resilience::ChainError::Unavailable)))
 }
 
+/// Alice's device that is not `d` (she has devices 0 and 1; only a device of the
+/// same user adds or removes one of hers).
+const fn alices_other(d: usize) -> usize {
+    if d == 0 { 1 } else { 0 }
+}
+
 /// A device's (user, device) pair in the album's member list.
 fn member_id(d: usize) -> (UserId, DeviceId) {
     let owner = OWNERS.get(d).copied().unwrap_or(0);
@@ -371,11 +377,11 @@ impl World {
             Op::Rekey(d) => self.rekey(*d)?,
             Op::LoseDevice(d) => {
                 let (_, device) = member_id(*d);
-                propose(self, 1 - (*d).min(1), Change::RemoveDevice { device })?;
+                propose(self, alices_other(*d), Change::RemoveDevice { device })?;
             }
             Op::AddDevice(d) => {
                 let key_package = self.dev(*d)?.key_package().map_err(|e| e.to_string())?;
-                propose(self, 1 - (*d).min(1), Change::AddDevice { key_package })?;
+                propose(self, alices_other(*d), Change::AddDevice { key_package })?;
             }
             Op::Upload(d) => {
                 if self.active(*d)

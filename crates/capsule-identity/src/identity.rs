@@ -1,6 +1,7 @@
 //! User identity keys (Ed25519 + ML-DSA-65) and device MLS signature keys.
 
 use core::fmt;
+use std::sync::OnceLock;
 
 use ed25519_dalek::Signer as _;
 use hkdf::Hkdf;
@@ -79,12 +80,25 @@ impl fmt::Debug for IdentitySeed {
 }
 
 /// The public half of a user's identity: what a trust store holds per user.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct IdentityPublicKey {
     version: u8,
     ed25519: [u8; 32],
     ml_dsa: MlDsaVerifyingKeyBytes,
+    /// The ML-DSA key decoded and expanded on first use and kept: a trust store
+    /// verifies many certificates against one key, and the expansion costs about
+    /// as much as the verification itself. Not part of the encoding or equality.
+    #[serde(skip)]
+    prepared: OnceLock<<Active as MlDsaBackend>::VerifyingKey>,
 }
+
+impl PartialEq for IdentityPublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        (self.version, &self.ed25519, &self.ml_dsa) == (other.version, &other.ed25519, &other.ml_dsa)
+    }
+}
+
+impl Eq for IdentityPublicKey {}
 
 impl IdentityPublicKey {
     /// The Ed25519 half.
@@ -128,7 +142,8 @@ impl IdentityPublicKey {
         };
         let ed_ok = ed.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig.ed25519.0)).is_ok();
         // Both halves are always checked, so timing does not reveal which failed.
-        let ml_ok = Active::verify(&self.ml_dsa, msg, ml_dsa_context, &sig.ml_dsa);
+        let prepared = self.prepared.get_or_init(|| Active::prepare(&self.ml_dsa));
+        let ml_ok = Active::verify_prepared(prepared, msg, ml_dsa_context, &sig.ml_dsa);
         ed_ok & ml_ok
     }
 }
@@ -182,6 +197,7 @@ impl IdentityKeyPair {
             version: PUBLIC_KEY_VERSION,
             ed25519: ed25519.verifying_key().to_bytes(),
             ml_dsa: Active::verifying_key(&ml_dsa),
+            prepared: OnceLock::new(),
         };
         Ok(Self { ed25519, ml_dsa, public })
     }

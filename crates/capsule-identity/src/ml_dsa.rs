@@ -26,7 +26,12 @@ pub(crate) trait MlDsaBackend {
     fn verifying_key(sk: &Self::SigningKey) -> MlDsaVerifyingKeyBytes;
     /// Hedged signing (FIPS 204 default) with the caller's 32 random bytes.
     fn sign(sk: &Self::SigningKey, msg: &[u8], ctx: &[u8], rnd: &[u8; 32]) -> Option<MlDsaSignatureBytes>;
-    fn verify(vk: &MlDsaVerifyingKeyBytes, msg: &[u8], ctx: &[u8], sig: &MlDsaSignatureBytes) -> bool;
+    /// A verifying key decoded once, with whatever the backend can precompute
+    /// for repeated verification (RustCrypto expands the matrix `A` here).
+    type VerifyingKey: Clone + Send + Sync;
+
+    fn prepare(vk: &MlDsaVerifyingKeyBytes) -> Self::VerifyingKey;
+    fn verify_prepared(vk: &Self::VerifyingKey, msg: &[u8], ctx: &[u8], sig: &MlDsaSignatureBytes) -> bool;
 }
 
 /// RustCrypto `ml-dsa`. With libcrux active it is only the cross-check in tests.
@@ -52,11 +57,17 @@ impl MlDsaBackend for RustCrypto {
         sk.sign_randomized(msg, ctx, &mut rng).ok().map(|sig| sig.encode())
     }
 
-    fn verify(vk: &MlDsaVerifyingKeyBytes, msg: &[u8], ctx: &[u8], sig: &MlDsaSignatureBytes) -> bool {
+    type VerifyingKey = ml_dsa::VerifyingKey<MlDsa65>;
+
+    fn prepare(vk: &MlDsaVerifyingKeyBytes) -> Self::VerifyingKey {
+        ml_dsa::VerifyingKey::<MlDsa65>::decode(vk)
+    }
+
+    fn verify_prepared(vk: &Self::VerifyingKey, msg: &[u8], ctx: &[u8], sig: &MlDsaSignatureBytes) -> bool {
         let Some(sig) = ml_dsa::Signature::<MlDsa65>::decode(sig) else {
             return false;
         };
-        ml_dsa::VerifyingKey::<MlDsa65>::decode(vk).verify_with_context(msg, ctx, &sig)
+        vk.verify_with_context(msg, ctx, &sig)
     }
 }
 
@@ -137,7 +148,14 @@ impl MlDsaBackend for Libcrux {
         libcrux_ml_dsa::ml_dsa_65::sign(&sk.0.signing_key, msg, ctx, *rnd).ok().map(|sig| Array::from(*sig.as_ref()))
     }
 
-    fn verify(vk: &MlDsaVerifyingKeyBytes, msg: &[u8], ctx: &[u8], sig: &MlDsaSignatureBytes) -> bool {
+    // libcrux verifies from the encoded key; nothing to precompute.
+    type VerifyingKey = MlDsaVerifyingKeyBytes;
+
+    fn prepare(vk: &MlDsaVerifyingKeyBytes) -> Self::VerifyingKey {
+        *vk
+    }
+
+    fn verify_prepared(vk: &Self::VerifyingKey, msg: &[u8], ctx: &[u8], sig: &MlDsaSignatureBytes) -> bool {
         let vk = libcrux_ml_dsa::ml_dsa_65::MLDSA65VerificationKey::new(vk.0);
         let sig = libcrux_ml_dsa::ml_dsa_65::MLDSA65Signature::new(sig.0);
         libcrux_ml_dsa::ml_dsa_65::verify(&vk, msg, ctx, &sig).is_ok()
@@ -166,9 +184,10 @@ mod cross_backend {
             assert_eq!(vk, V::verifying_key(&sk_v), "keygen disagrees for seed {i}");
             let msg = [i, 1, 2, 3];
             let sig = S::sign(&sk_s, &msg, b"capsule-test", &[7; 32]).unwrap();
-            assert!(V::verify(&vk, &msg, b"capsule-test", &sig));
-            assert!(!V::verify(&vk, &msg, b"capsule-tesu", &sig), "context must be bound");
-            assert!(!V::verify(&vk, &[i, 1, 2, 4], b"capsule-test", &sig));
+            let vk = V::prepare(&vk);
+            assert!(V::verify_prepared(&vk, &msg, b"capsule-test", &sig));
+            assert!(!V::verify_prepared(&vk, &msg, b"capsule-tesu", &sig), "context must be bound");
+            assert!(!V::verify_prepared(&vk, &[i, 1, 2, 4], b"capsule-test", &sig));
         }
     }
 

@@ -250,3 +250,26 @@ fn secrets_are_not_printed() {
         assert!(!text.contains(&hex), "{text}");
     }
 }
+
+/// A trusted key keeps its expanded ML-DSA half after the first verification:
+/// that cache changes neither what the key is (equality, encoding) nor what it
+/// accepts, and a clone made after caching still refuses another user's
+/// certificate.
+#[test]
+fn a_trusted_key_that_has_verified_is_the_same_key() {
+    let f = fixture(5);
+    let other = fixture(6);
+    let fresh = IdentityPublicKey::from_bytes(&f.identity.public_key().to_bytes().unwrap()).unwrap();
+    let trust = BTreeMap::from([(f.claims.user, fresh.clone())]);
+    let cert = DeviceCertificate::from_bytes(&f.bytes).unwrap();
+    for _ in 0..3 {
+        assert_eq!(cert.verify(&f.device.public_key(), NOW, &trust).unwrap(), f.claims);
+    }
+    let used = trust[&f.claims.user].clone();
+    assert_eq!(used, fresh);
+    assert_eq!(used.to_bytes().unwrap(), fresh.to_bytes().unwrap());
+    // Another identity's certificate, presented as this user's, is refused by the cached key.
+    let forged = DeviceCertificate::from_bytes(&other.bytes).unwrap();
+    let as_f = TrustAnyUser(&used);
+    assert!(forged.verify(&other.device.public_key(), NOW, &as_f).is_err());
+}

@@ -25,10 +25,7 @@ fn main() -> Result<()> {
         flags::XtaskCmd::Fuzz(f) => fuzz(&sh, f.target.as_deref(), f.seconds.unwrap_or(30)),
         flags::XtaskCmd::Bench(f) => bench(&sh, f.package.as_deref()),
         flags::XtaskCmd::Sim(f) => sim(&sh, f.seeds.unwrap_or(200), f.from.unwrap_or(0)),
-        flags::XtaskCmd::Demo(_) => {
-            cmd!(sh, "cargo run --quiet --package capsule --example demo").run()?;
-            Ok(())
-        }
+        flags::XtaskCmd::Demo(_) => demo(&sh),
     }
 }
 
@@ -91,16 +88,52 @@ fn ensure_cargo_tool(sh: &Shell, tool: &str, krate: &str) -> Result<()> {
     Ok(())
 }
 
+/// The commands `cargo xtask deny` runs, in order, for the given crate manifests.
+///
+/// `cargo deny --offline` runs `cargo metadata`, which needs the source of every
+/// package in `Cargo.lock` (even ones no build on this platform downloads), so a
+/// machine that never built the project fails unless the sources are fetched
+/// first. `cargo fetch --locked` reaches only the crate registry.
+pub(crate) fn deny_plan(advisories: bool, manifests: &[String]) -> Vec<Vec<String>> {
+    let words = |s: &[&str]| s.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+    let mut plan = vec![words(&["cargo", "fetch", "--locked"])];
+    for manifest in manifests {
+        let mut command = words(&["cargo", "deny"]);
+        if !advisories {
+            command.push("--offline".to_owned());
+        }
+        command.extend(["--manifest-path".to_owned(), manifest.clone(), "check".to_owned()]);
+        command.extend(words(&["bans", "licenses", "sources"]));
+        if advisories {
+            command.push("advisories".to_owned());
+        }
+        plan.push(command);
+    }
+    plan
+}
+
 fn deny(sh: &Shell, advisories: bool) -> Result<()> {
     ensure_cargo_tool(sh, "deny", "cargo-deny")?;
-    let checks: &[&str] =
-        if advisories { &["bans", "licenses", "sources", "advisories"] } else { &["bans", "licenses", "sources"] };
-    let offline: &[&str] = if advisories { &[] } else { &["--offline"] };
-    for package in metadata::workspace_packages(sh)? {
-        let manifest = package.manifest_path.clone();
-        section(&format!("cargo deny: {}", package.name));
-        cmd!(sh, "cargo deny {offline...} --manifest-path {manifest} check {checks...}").run()?;
+    let packages = metadata::workspace_packages(sh)?;
+    let manifests: Vec<String> = packages.iter().map(|p| p.manifest_path.clone()).collect();
+    for command in deny_plan(advisories, &manifests) {
+        let (program, args) = command.split_first().context("empty command")?;
+        if let Some(i) = command.iter().position(|w| w == "--manifest-path") {
+            section(&format!("cargo deny: {}", command.get(i + 1).map_or("?", String::as_str)));
+        } else {
+            section(&command.join(" "));
+        }
+        cmd!(sh, "{program} {args...}").run()?;
     }
+    Ok(())
+}
+
+/// Builds the demo with cargo's progress on screen (a first build takes minutes),
+/// then runs it with only the demo's own output.
+fn demo(sh: &Shell) -> Result<()> {
+    section("building the demo (the first build takes a few minutes)");
+    cmd!(sh, "cargo build --locked --package capsule --example demo").run()?;
+    cmd!(sh, "cargo run --locked --quiet --package capsule --example demo").run()?;
     Ok(())
 }
 

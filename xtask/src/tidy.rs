@@ -156,3 +156,17 @@ fn ci_runs_the_readme_test_command() {
         .expect("README.md marks its test command with <!-- test-command -->");
     assert!(ci.lines().any(|l| l.trim() == command), ".ci/run does not run `{command}`");
 }
+
+/// A machine that never built the project has no sources for packages its builds
+/// never download; `cargo deny --offline` needs them all (issue 11).
+#[test]
+fn deny_fetches_before_it_runs_offline() {
+    for advisories in [false, true] {
+        let plan = crate::deny_plan(advisories, &["a/Cargo.toml".to_owned(), "b/Cargo.toml".to_owned()]);
+        let fetch = plan.iter().position(|c| c.iter().map(String::as_str).eq(["cargo", "fetch", "--locked"]));
+        let first_deny = plan.iter().position(|c| c.get(1).is_some_and(|w| w == "deny"));
+        assert!(fetch.is_some() && fetch < first_deny, "deny plan does not fetch first: {plan:#?}");
+        assert_eq!(plan.iter().filter(|c| c.get(1).is_some_and(|w| w == "deny")).count(), 2);
+        assert_eq!(plan.iter().any(|c| c.iter().any(|w| w == "--offline")), !advisories);
+    }
+}

@@ -1,41 +1,18 @@
-//! An album with recovery: intents, the retry schedule, reconciliation against
-//! the authoritative chain, and quarantine.
+//! An album with recovery, as a sans-IO state machine: it says what it wants
+//! sent or fetched ([`ResilientAlbum::poll_action`]), takes the network's
+//! answer ([`ResilientAlbum::handle`]) and when it next has work
+//! ([`ResilientAlbum::next_deadline`]), like `quinn-proto`'s connection. The
+//! caller does the I/O, with no store transaction open.
 
 use capsule_identity::{DeviceId, UserId};
-use capsule_mls::{
-    Album, Applied, CommitHash, DeviceIdentity, MlsError, OpenMlsProvider, Outgoing, RekeyReason, Validation,
-};
-
-use crate::rekey::{AmkEscrow, RekeyJournal, RekeyStep};
+use capsule_mls::{Album, Applied, DeviceIdentity, OpenMlsProvider, RekeyReason, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::rekey::{self, AmkEscrow, RekeyJournal, Seen};
 use crate::{
-    ChainError, Change, Clock, CommitChain, Instant, Intent, IntentId, IntentState, ResilienceError, Result,
-    RetryPolicy, Submission, SubmitAnswer,
+    Action, Answer, Change, CommitChain, Divergence, Intent, IntentId, IntentState, ReconcileOutcome, ReconcileStep,
+    ResilienceError, Result, RetryPolicy, Timestamp,
 };
-
-/// What [`ResilientAlbum::reconcile_with_server`] found. The rule that picks one
-/// is on the crate root.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ReconcileOutcome {
-    /// Nothing to do: this device is at the chain's head, on the chain.
-    UpToDate,
-    /// Replayed every commit the device missed, in order.
-    Reconciled {
-        /// The commits applied.
-        applied_commits: Vec<CommitHash>,
-    },
-    /// Local state is ahead of or beside the chain: quarantined until the user acts.
-    Diverged {
-        /// This device's epoch.
-        local_epoch: u64,
-        /// The chain's head.
-        server_epoch: u64,
-    },
-    /// The device cannot catch up (it was removed, or the chain no longer reaches
-    /// its epoch): it must be re-bootstrapped (removed and re-added).
-    Unrecoverable,
-}
 
 /// What an application shows for an album.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,7 +39,7 @@ pub enum AlbumStatus {
     },
 }
 
-/// Something [`ResilientAlbum::drive`] did, for the application and for tests.
+/// Something the album did, for the application and for tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// An intent's commit was submitted (`retry` 0) or re-submitted.
@@ -72,7 +49,7 @@ pub enum Event {
         /// 0 for the first submission.
         retry: u32,
         /// When.
-        at: Instant,
+        at: Timestamp,
     },
     /// An intent's commit is in the chain and merged.
     Confirmed {
@@ -91,34 +68,29 @@ pub enum Event {
         /// The intent.
         intent: IntentId,
         /// When.
-        at: Instant,
+        at: Timestamp,
     },
     /// A commit from the chain was applied.
     Applied(Box<Applied>),
-}
-
-/// Where a detected divergence stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Divergence {
-    /// This device's epoch.
-    pub local_epoch: u64,
-    /// The chain's head.
-    pub server_epoch: u64,
 }
 
 /// An [`Album`] whose membership changes survive lost commits, lost races and
 /// drift, with the server's chain as the source of truth.
 #[derive(Debug)]
 pub struct ResilientAlbum {
-    album: Album,
-    intents: Vec<Intent>,
-    next_intent: u64,
-    policy: RetryPolicy,
-    quarantine: Option<Divergence>,
-    unrecoverable: bool,
-    rekey: Option<RekeyJournal>,
-    completed_rekeys: Vec<u64>,
-    answered_rekeys: Vec<u64>,
+    pub(crate) album: Album,
+    pub(crate) intents: Vec<Intent>,
+    pub(crate) next_intent: u64,
+    pub(crate) policy: RetryPolicy,
+    pub(crate) quarantine: Option<Divergence>,
+    pub(crate) unrecoverable: bool,
+    /// The chain must be read before anything else (a submission lost a race).
+    pub(crate) fetch_due: bool,
+    pub(crate) rekey: Option<RekeyJournal>,
+    pub(crate) completed_rekeys: Vec<u64>,
+    pub(crate) answered_rekeys: Vec<u64>,
+    /// Not persisted: what happened since the caller last took them.
+    pub(crate) events: Vec<Event>,
 }
 
 /// The resilience state beside the album, to persist with it: every intent
@@ -130,15 +102,17 @@ struct ResilienceRecord {
     next_intent: u64,
     quarantine: Option<Divergence>,
     unrecoverable: bool,
+    fetch_due: bool,
     rekey: Option<RekeyJournal>,
     completed_rekeys: Vec<u64>,
     answered_rekeys: Vec<u64>,
 }
 
-/// Format version of [`ResilienceRecord`].
-const RECORD_FORMAT: u8 = 1;
+/// Format version of [`ResilienceRecord`] (2: wall-clock deadlines, the send
+/// count of a staged intent, the fetch flag).
+const RECORD_FORMAT: u8 = 2;
 
-/// Everything a drive or reconcile step needs from the device.
+/// Everything a step needs from the device.
 pub struct Context<'a, P> {
     /// The device's OpenMLS provider (crypto, randomness, storage).
     pub provider: &'a P,
@@ -163,27 +137,10 @@ impl<P> core::fmt::Debug for Context<'_, P> {
     }
 }
 
-/// Whether a refusal to stage `change` means it is already in effect.
-fn already_done(change: &Change, e: &MlsError) -> bool {
-    matches!(
-        (change, e),
-        (Change::AddUser { .. } | Change::AddDevice { .. }, MlsError::AlreadyMember(..))
-            | (
-                Change::RemoveUser { .. } | Change::RemoveDevice { .. } | Change::ReAddDevice { .. },
-                MlsError::NotMember(_)
-            )
-            | (Change::BeginRekey { .. } | Change::FinishRekey { .. }, MlsError::RekeyState(_))
-    )
-}
-
-fn submission(out: &Outgoing) -> Submission {
-    Submission {
-        epoch: out.epoch,
-        commit: out.commit.clone(),
-        welcome: out.welcome.clone(),
-        bundle: out.bundle.clone(),
-    }
-}
+/// A driver step takes at most this many actions: every action settles or
+/// defers something, so a well-behaved chain needs a handful; a chain that
+/// answers nonsense cannot keep the driver looping.
+const MAX_ACTIONS: usize = 64;
 
 impl ResilientAlbum {
     /// Wraps an album (freshly created or joined) with the given retry policy.
@@ -196,9 +153,11 @@ impl ResilientAlbum {
             policy,
             quarantine: None,
             unrecoverable: false,
+            fetch_due: false,
             rekey: None,
             completed_rekeys: Vec::new(),
             answered_rekeys: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -220,6 +179,7 @@ impl ResilientAlbum {
             next_intent: self.next_intent,
             quarantine: self.quarantine,
             unrecoverable: self.unrecoverable,
+            fetch_due: self.fetch_due,
             rekey: self.rekey.clone(),
             completed_rekeys: self.completed_rekeys.clone(),
             answered_rekeys: self.answered_rekeys.clone(),
@@ -244,9 +204,11 @@ impl ResilientAlbum {
             policy,
             quarantine: r.quarantine,
             unrecoverable: r.unrecoverable,
+            fetch_due: r.fetch_due,
             rekey: r.rekey,
             completed_rekeys: r.completed_rekeys,
             answered_rekeys: r.answered_rekeys,
+            events: Vec::new(),
         })
     }
 
@@ -274,6 +236,12 @@ impl ResilientAlbum {
         self.quarantine
     }
 
+    /// What happened since the last call: submissions, confirmations,
+    /// supersessions, surfacing, commits applied.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        core::mem::take(&mut self.events)
+    }
+
     /// What the application shows.
     #[must_use]
     pub fn status(&self) -> AlbumStatus {
@@ -297,14 +265,6 @@ impl ResilientAlbum {
         AlbumStatus::InSync
     }
 
-    /// Records a membership change to make. It is committed by [`ResilientAlbum::drive`].
-    pub fn propose(&mut self, change: Change) -> IntentId {
-        let id = IntentId(self.next_intent);
-        self.next_intent += 1;
-        self.intents.push(Intent { id, change, state: IntentState::Pending, reproposals: 0 });
-        id
-    }
-
     fn ensure_not_quarantined(&self) -> Result<()> {
         match self.quarantine {
             Some(d) => Err(ResilienceError::Quarantined { local_epoch: d.local_epoch, server_epoch: d.server_epoch }),
@@ -312,381 +272,143 @@ impl ResilientAlbum {
         }
     }
 
-    fn in_flight(&self) -> Option<usize> {
-        self.intents.iter().position(|i| {
-            matches!(i.state, IntentState::Staged { .. } | IntentState::Submitted { .. } | IntentState::Surfaced { .. })
-        })
+    /// The next thing to do on the network, if any, deciding everything local
+    /// first: re-anchors deadlines a clock jump left too far away, advances a
+    /// re-key, and stages the next pending change as a commit. A durable
+    /// caller commits its store transaction before running the action: a
+    /// commit never reaches the server while the pending state that lets this
+    /// device recognise it could still be rolled back.
+    ///
+    /// Calling it again before the answer is handled returns the same action.
+    ///
+    /// # Errors
+    /// [`ResilienceError::Quarantined`] while quarantined; MLS errors that are
+    /// not refusals (bugs, storage faults).
+    pub fn poll_action<P: OpenMlsProvider>(&mut self, cx: Context<'_, P>, now: Timestamp) -> Result<Option<Action>> {
+        self.ensure_not_quarantined()?;
+        if self.settled_outcome().is_some() {
+            return Ok(None);
+        }
+        self.reanchor(now);
+        self.advance_rekey(now);
+        if self.fetch_due {
+            return Ok(Some(Action::Fetch { from: self.fetch_from() }));
+        }
+        self.stage_next(cx, now)?;
+        if let Some(action) = self.due_submission() {
+            return Ok(Some(action));
+        }
+        let check_due = self
+            .in_flight()
+            .is_some_and(|i| matches!(i.state, IntentState::Submitted { next_check, .. } if now >= next_check));
+        Ok(check_due.then(|| Action::Fetch { from: self.fetch_from() }))
     }
 
-    fn set_state(&mut self, index: usize, state: IntentState) {
-        if let Some(intent) = self.intents.get_mut(index) {
-            intent.state = state;
+    /// Takes the network's answer to an action. Returns the reconcile outcome
+    /// when the answer was a fetch that could be applied.
+    ///
+    /// Chain failures are not errors here: no answer is the retry schedule's
+    /// business (and it moves on), a pruned chain makes the album
+    /// unrecoverable. A stale answer changes nothing.
+    ///
+    /// # Errors
+    /// MLS errors that are not refusals (bugs, storage faults).
+    pub fn handle<P: OpenMlsProvider>(
+        &mut self,
+        cx: Context<'_, P>,
+        answer: Answer,
+        now: Timestamp,
+    ) -> Result<Option<ReconcileOutcome>> {
+        if self.quarantine.is_some() {
+            return Ok(self.settled_outcome());
+        }
+        match answer {
+            Answer::Submitted { commit_hash, result } => {
+                self.handle_submitted(cx, commit_hash, result, now)?;
+                Ok(None)
+            }
+            Answer::Fetched { from, result } => {
+                let outcome = self.apply_fetched(cx, from, result)?;
+                // The chain was looked at (or could not be): a due check moves on.
+                self.follow_schedule(now);
+                Ok(outcome)
+            }
         }
     }
 
-    /// Makes progress: commits the next pending change, submits it, looks for a
-    /// submitted commit in the chain when its check is due, re-submits it on the
-    /// configured backoff and surfaces it when the budget is spent. Never sleeps:
+    /// When [`ResilientAlbum::poll_action`] next has something to do, if anything.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        if self.settled_outcome().is_some() {
+            return None;
+        }
+        let now = Timestamp(0);
+        // A pending change is due at once when nothing is in flight.
+        let stage =
+            (self.in_flight().is_none() && self.intents.iter().any(|i| i.state == IntentState::Pending)).then_some(now);
+        let fetch = self.fetch_due.then_some(now);
+        let flight = self.in_flight().and_then(|i| match i.state {
+            IntentState::Submitted { next_check, .. } => Some(next_check),
+            // Staged and not yet sent: due at once.
+            IntentState::Staged { .. } => Some(now),
+            _ => None,
+        });
+        // An admin's re-key re-adds stragglers when its budget runs out (once
+        // past it, the journal has moved on from collecting).
+        let rekey = self.rekey.as_ref().filter(|j| j.step == crate::RekeyStep::Collecting).map(|j| j.deadline);
+        [stage, fetch, flight, rekey].into_iter().flatten().min()
+    }
+
+    /// A small driver over [`ResilientAlbum::poll_action`] and
+    /// [`ResilientAlbum::handle`] for an album held in memory: runs every due
+    /// action against `chain` until nothing is left to do now. Never sleeps:
     /// call it again when the clock reaches [`ResilientAlbum::next_deadline`].
+    /// A durable caller runs the same loop with a store transaction around each
+    /// decision and each answer, and none around the I/O.
     ///
     /// # Errors
-    /// [`ResilienceError::Quarantined`] while quarantined; MLS errors other than
-    /// the refusals that settle an intent.
+    /// [`ResilienceError::Quarantined`] while quarantined; a chain error other
+    /// than silence; MLS errors that are not refusals.
     pub fn drive<P: OpenMlsProvider>(
         &mut self,
         cx: Context<'_, P>,
         chain: &mut impl CommitChain,
-        clock: &impl Clock,
-    ) -> Result<Vec<Event>> {
-        let mut events = self.exchange(cx, chain, clock)?;
-        events.extend(self.prepare(cx, clock)?);
-        events.extend(self.exchange(cx, chain, clock)?);
-        Ok(events)
+        clock: &impl crate::Clock,
+    ) -> Result<Vec<crate::Event>> {
+        for _ in 0..MAX_ACTIONS {
+            let Some(action) = self.poll_action(cx, clock.now())? else { break };
+            let answer = action.run(chain);
+            let failed = answer.error().cloned();
+            self.handle(cx, answer, clock.now())?;
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+        }
+        Ok(self.take_events())
     }
 
-    /// The local half of [`ResilientAlbum::drive`]: advances a re-key and stages
-    /// the next pending change as a commit, without sending anything.
-    ///
-    /// A durable caller commits this step before [`ResilientAlbum::exchange`]: a
-    /// commit must never reach the server while the pending state that lets this
-    /// device recognise it could still be rolled back.
-    ///
-    /// # Errors
-    /// [`ResilienceError::Quarantined`]; MLS errors.
-    pub fn prepare<P: OpenMlsProvider>(&mut self, cx: Context<'_, P>, clock: &impl Clock) -> Result<Vec<Event>> {
-        self.ensure_not_quarantined()?;
-        let mut events = Vec::new();
-        if self.album.is_evicted() {
-            return Ok(events);
-        }
-        self.advance_rekey(clock.now());
-        // Only one commit can be pending in MLS: start the next intent when none is in flight.
-        if self.in_flight().is_none()
-            && let Some(index) = self.intents.iter().position(|i| i.state == IntentState::Pending)
-        {
-            self.start(cx, clock.now(), index, &mut events)?;
-        }
-        Ok(events)
-    }
-
-    /// The network half of [`ResilientAlbum::drive`]: sends a staged commit,
-    /// looks for a submitted one in the chain when its check is due, re-submits
-    /// on the backoff and surfaces when the budget is spent.
+    /// Brings the album to the chain's head: the single recovery entry point
+    /// ([`ResilientAlbum::begin_reconcile`], one fetch,
+    /// [`ResilientAlbum::finish_reconcile`]).
     ///
     /// # Errors
-    /// [`ResilienceError::Quarantined`]; MLS errors.
-    pub fn exchange<P: OpenMlsProvider>(
-        &mut self,
-        cx: Context<'_, P>,
-        chain: &mut impl CommitChain,
-        clock: &impl Clock,
-    ) -> Result<Vec<Event>> {
-        self.ensure_not_quarantined()?;
-        let mut events = Vec::new();
-        let Some(index) = self.in_flight() else { return Ok(events) };
-        let now = clock.now();
-        if matches!(self.intents.get(index).map(|i| &i.state), Some(IntentState::Staged { .. })) {
-            let Some(out) = self.album.pending().cloned() else { return Ok(events) };
-            let id = self.intents.get(index).map_or(IntentId(0), |i| i.id);
-            self.set_state(
-                index,
-                IntentState::Submitted {
-                    epoch: out.epoch,
-                    commit_hash: out.commit_hash,
-                    retries: 0,
-                    next_check: now.after(self.policy.detection_timeout),
-                },
-            );
-            events.push(Event::Submitted { intent: id, retry: 0, at: now });
-            self.submit(cx, chain, &out, index, &mut events)?;
-        } else {
-            self.check_in_flight(cx, chain, now, index, &mut events)?;
-        }
-        Ok(events)
-    }
-
-    /// When [`ResilientAlbum::drive`] next has something to do, if anything.
-    #[must_use]
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.intents
-            .iter()
-            .filter_map(|i| match i.state {
-                IntentState::Submitted { next_check, .. } => Some(next_check),
-                // Staged and not yet sent: due at once.
-                IntentState::Staged { .. } => Some(Instant(0)),
-                _ => None,
-            })
-            .min()
-    }
-
-    /// The application reports connectivity again: surfaced changes are retried
-    /// at the next [`ResilientAlbum::drive`], with a fresh budget.
-    pub fn connectivity_restored(&mut self, now: Instant) {
-        let Some(pending) = self.album.pending().cloned() else {
-            return;
-        };
-        for intent in &mut self.intents {
-            if matches!(intent.state, IntentState::Surfaced { .. }) {
-                intent.state = IntentState::Submitted {
-                    epoch: pending.epoch,
-                    commit_hash: pending.commit_hash,
-                    retries: 0,
-                    next_check: now,
-                };
-            }
-        }
-    }
-
-    /// Stages the intent's ceremony and submits it.
-    fn start<P: OpenMlsProvider>(
-        &mut self,
-        cx: Context<'_, P>,
-        now: Instant,
-        index: usize,
-        events: &mut Vec<Event>,
-    ) -> Result<()> {
-        let Some(intent) = self.intents.get(index).cloned() else {
-            return Ok(());
-        };
-        let (p, me, v) = (cx.provider, cx.device, cx.validation);
-        let staged = match &intent.change {
-            Change::AddUser { user, directory } => self.album.add_user(p, me, *user, directory, v),
-            Change::AddDevice { key_package } => self.album.add_device(p, me, key_package, v),
-            Change::RemoveUser { user } => self.album.remove_user(p, me, *user),
-            Change::RemoveDevice { device } => self.album.remove_device(p, me, *device),
-            Change::RotateAmk => self.album.rotate_amk(p, me),
-            Change::SelfUpdate => self.album.self_update(p, me),
-            Change::BeginRekey { marker } => self.album.begin_rekey(p, me, *marker),
-            Change::FinishRekey { id } => self.album.finish_rekey(p, me, *id),
-            Change::ReAddDevice { key_package } => self.album.readd_device(p, me, key_package, v),
-        };
-        let out = match staged {
-            Ok(out) => out,
-            // The change is already in effect (another device made it, or the
-            // re-key it belongs to has moved on): done.
-            Err(e) if already_done(&intent.change, &e) => {
-                let epoch = self.album.epoch();
-                self.set_state(index, IntentState::Confirmed { epoch });
-                events.push(Event::Confirmed { intent: intent.id, epoch });
-                return Ok(());
-            }
-            Err(e) => {
-                self.set_state(index, IntentState::Surfaced { reason: e.to_string() });
-                events.push(Event::Surfaced { intent: intent.id, at: now });
-                return Ok(());
-            }
-        };
-        self.set_state(index, IntentState::Staged { epoch: out.epoch, commit_hash: out.commit_hash });
-        Ok(())
-    }
-
-    /// Sends the pending commit and acts on the answer.
-    fn submit<P: OpenMlsProvider>(
-        &mut self,
-        cx: Context<'_, P>,
-        chain: &mut impl CommitChain,
-        out: &Outgoing,
-        index: usize,
-        events: &mut Vec<Event>,
-    ) -> Result<()> {
-        match chain.submit(&submission(out)) {
-            Ok(SubmitAnswer::Accepted { epoch }) if epoch == out.epoch => {
-                let applied = self.album.confirm(cx.provider)?;
-                self.confirmed(index, applied, events);
-                Ok(())
-            }
-            // Lost the race (or the server moved on): catch up; the change is re-proposed.
-            Ok(SubmitAnswer::Accepted { .. } | SubmitAnswer::Conflict { .. }) => {
-                self.reconcile_inner(cx, chain, events).map(|_| ())
-            }
-            // No answer: the detection timeout decides.
-            Err(ChainError::Unavailable) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn confirmed(&mut self, index: usize, applied: Applied, events: &mut Vec<Event>) {
-        if let Some(intent) = self.intents.get_mut(index) {
-            intent.state = IntentState::Confirmed { epoch: applied.epoch };
-            events.push(Event::Confirmed { intent: intent.id, epoch: applied.epoch });
-        }
-        events.push(Event::Applied(Box::new(applied)));
-    }
-
-    /// A submitted commit's check is due: is it in the chain?
-    fn check_in_flight<P: OpenMlsProvider>(
-        &mut self,
-        cx: Context<'_, P>,
-        chain: &mut impl CommitChain,
-        now: Instant,
-        index: usize,
-        events: &mut Vec<Event>,
-    ) -> Result<()> {
-        let Some(IntentState::Submitted { retries, next_check, .. }) = self.intents.get(index).map(|i| i.state.clone())
-        else {
-            return Ok(());
-        };
-        if now < next_check {
-            return Ok(());
-        }
-        // Whatever the chain holds at our epoch settles it: ours (confirm), another (superseded).
-        match self.reconcile_inner(cx, chain, events) {
-            // Unreachable chain: as good as "not seen"; the schedule goes on.
-            Ok(_) | Err(ResilienceError::Chain(ChainError::Unavailable)) => {}
-            Err(e) => return Err(e),
-        }
-        if self.quarantine.is_some() || !self.is_in_flight(index) {
-            return Ok(());
-        }
-        let id = self.intents.get(index).map(|i| i.id).unwrap_or(IntentId(0));
-        if retries >= self.policy.budget {
-            self.set_state(
-                index,
-                IntentState::Surfaced { reason: "couldn't sync — will retry when connectivity returns".into() },
-            );
-            events.push(Event::Surfaced { intent: id, at: now });
-            return Ok(());
-        }
-        let Some(out) = self.album.pending().cloned() else {
-            return Ok(());
-        };
-        let retry = retries + 1;
-        self.set_state(
-            index,
-            IntentState::Submitted {
-                epoch: out.epoch,
-                commit_hash: out.commit_hash,
-                retries: retry,
-                next_check: now.after(self.policy.delay_after(retry)),
-            },
-        );
-        events.push(Event::Submitted { intent: id, retry, at: now });
-        // The same commit again: if the first one landed, the chain answers with its position.
-        self.submit(cx, chain, &out, index, events)
-    }
-
-    fn is_in_flight(&self, index: usize) -> bool {
-        self.intents.get(index).is_some_and(|i| matches!(i.state, IntentState::Submitted { .. }))
-    }
-
-    /// Brings the album to the chain's head: the single recovery entry point.
-    ///
-    /// # Errors
-    /// [`ResilienceError::Chain`] when the chain does not answer; MLS storage errors.
+    /// [`ResilienceError::Chain`] when the chain does not answer; MLS errors
+    /// that are not refusals.
     pub fn reconcile_with_server<P: OpenMlsProvider>(
         &mut self,
         cx: Context<'_, P>,
         chain: &mut impl CommitChain,
     ) -> Result<ReconcileOutcome> {
-        let mut events = Vec::new();
-        self.reconcile_inner(cx, chain, &mut events)
-    }
-
-    fn diverged(&mut self, local_epoch: u64, server_epoch: u64) -> ReconcileOutcome {
-        tracing::warn!(local_epoch, server_epoch, "album diverged from the chain: quarantined");
-        self.quarantine = Some(Divergence { local_epoch, server_epoch });
-        ReconcileOutcome::Diverged { local_epoch, server_epoch }
-    }
-
-    fn reconcile_inner<P: OpenMlsProvider>(
-        &mut self,
-        cx: Context<'_, P>,
-        chain: &mut impl CommitChain,
-        events: &mut Vec<Event>,
-    ) -> Result<ReconcileOutcome> {
-        if let Some(d) = self.quarantine {
-            return Ok(ReconcileOutcome::Diverged { local_epoch: d.local_epoch, server_epoch: d.server_epoch });
-        }
-        if self.unrecoverable || self.album.is_evicted() {
-            return Ok(ReconcileOutcome::Unrecoverable);
-        }
-        let head = chain.head()?;
-        let local = self.album.epoch();
-        if head < local {
-            return Ok(self.diverged(local, head));
-        }
-        // The commit this device applied last must be the chain's at `local - 1`.
-        let from = match (self.album.last_applied(), local.checked_sub(1)) {
-            (Some(_), Some(previous)) => previous,
-            _ => local,
-        };
-        let entries = match chain.fetch(from) {
-            Ok(entries) => entries,
-            Err(ChainError::Pruned(_)) => {
-                self.unrecoverable = true;
-                return Ok(ReconcileOutcome::Unrecoverable);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let mut entries = entries.into_iter().peekable();
-        if from < local {
-            match entries.next() {
-                Some(e) if e.epoch == from && Some(e.commit_hash) == self.album.last_applied() => {}
-                _ => return Ok(self.diverged(local, head)),
-            }
-        }
-        let mut applied_commits = Vec::new();
-        for entry in entries {
-            if entry.epoch != self.album.epoch() {
-                return Ok(self.diverged(self.album.epoch(), head));
-            }
-            let own = self.album.pending().is_some_and(|p| p.commit_hash == entry.commit_hash);
-            match self.album.process(cx.provider, &entry.commit, cx.validation) {
-                Ok(applied) => {
-                    applied_commits.push(entry.commit_hash);
-                    self.settle_in_flight(own, &applied, events);
-                    let evicted = applied.evicted;
-                    events.push(Event::Applied(Box::new(applied)));
-                    if evicted {
-                        self.unrecoverable = true;
-                        return Ok(ReconcileOutcome::Unrecoverable);
-                    }
-                }
-                Err(MlsError::Evicted) => {
-                    self.unrecoverable = true;
-                    return Ok(ReconcileOutcome::Unrecoverable);
-                }
-                // The chain holds a commit this device cannot apply: its state is not
-                // the chain's. Quarantine, and keep everything for investigation.
-                Err(e) => {
-                    tracing::warn!(error = %e, epoch = entry.epoch, "chain commit refused");
-                    return Ok(self.diverged(self.album.epoch(), head));
-                }
-            }
-        }
-        if applied_commits.is_empty() {
-            Ok(ReconcileOutcome::UpToDate)
-        } else {
-            Ok(ReconcileOutcome::Reconciled { applied_commits })
+        match self.begin_reconcile() {
+            ReconcileStep::Done(outcome) => Ok(outcome),
+            ReconcileStep::Fetch(action) => self.finish_reconcile(cx, action.run(chain)),
         }
     }
 
-    /// After applying a chain commit: the in-flight intent is confirmed (it was
-    /// ours) or superseded (someone else won its epoch; re-proposed next drive).
-    fn settle_in_flight(&mut self, own: bool, applied: &Applied, events: &mut Vec<Event>) {
-        let Some(index) = self.in_flight() else {
-            return;
-        };
-        if own {
-            if let Some(intent) = self.intents.get_mut(index) {
-                intent.state = IntentState::Confirmed { epoch: applied.epoch };
-                events.push(Event::Confirmed { intent: intent.id, epoch: applied.epoch });
-            }
-        } else if applied.superseded.is_some()
-            && let Some(intent) = self.intents.get_mut(index)
-        {
-            intent.state = IntentState::Pending;
-            intent.reproposals += 1;
-            events.push(Event::Superseded { intent: intent.id });
-        }
-    }
-}
-
-impl ResilientAlbum {
     /// Starts (or, for an id already running, resumes) a full re-key of the album;
     /// see the `rekey` module. A completed id is a no-op. The album's AMK lineage
     /// goes to `escrow` before anything changes. Progress happens in
-    /// [`ResilientAlbum::drive`]; stragglers are re-added after `budget`.
+    /// [`ResilientAlbum::poll_action`]; stragglers are re-added after `budget`.
     ///
     /// # Errors
     /// [`ResilienceError::RekeyInProgress`] while another re-key of this device
@@ -696,7 +418,7 @@ impl ResilientAlbum {
         &mut self,
         id: u64,
         reason: RekeyReason,
-        now: Instant,
+        now: Timestamp,
         budget: core::time::Duration,
         escrow: &mut dyn AmkEscrow,
     ) -> Result<()> {
@@ -710,7 +432,7 @@ impl ResilientAlbum {
             None => {}
         }
         escrow.deposit(self.album.id(), self.album.keyring()).map_err(ResilienceError::Escrow)?;
-        let journal = RekeyJournal::new(id, reason, self.album.leaf_fingerprints(), now.after(budget));
+        let journal = RekeyJournal::new(id, reason, self.album.leaf_fingerprints(), now, budget);
         self.propose(Change::BeginRekey { marker: journal.marker });
         self.rekey = Some(journal);
         Ok(())
@@ -737,9 +459,9 @@ impl ResilientAlbum {
         &self.completed_rekeys
     }
 
-    /// Moves the re-key forward from what the group state shows: a member
-    /// answers a marker it has not answered; the admin's journal advances.
-    fn advance_rekey(&mut self, now: Instant) {
+    /// A member answers a marker it has not answered; the admin's journal
+    /// advances ([`rekey::advance`]).
+    fn advance_rekey(&mut self, now: Timestamp) {
         let marker = self.album.context().rekey;
         let own = self.rekey.as_ref().map(|j| j.marker);
         if let Some(m) = marker
@@ -749,46 +471,17 @@ impl ResilientAlbum {
             self.answered_rekeys.push(m.id);
             self.propose(Change::SelfUpdate);
         }
-        let Some(mut journal) = self.rekey.take() else { return };
-        let id = journal.marker.id;
-        match journal.step {
-            RekeyStep::Quiescing if marker == Some(journal.marker) => journal.step = RekeyStep::Collecting,
-            RekeyStep::Quiescing
-                if self.intents.iter().any(|i| {
-                    matches!(i.change, Change::BeginRekey { marker } if marker == journal.marker)
-                        && !matches!(i.state, IntentState::Confirmed { .. })
-                }) => {}
-            RekeyStep::Quiescing => {
-                // The marker commit is done but the group shows another marker:
-                // another admin's re-key replaced ours before this device looked
-                // (the chain moved on past ours). Theirs now, as in `Collecting`;
-                // keeping the journal would block every later re-key here.
-                tracing::info!(id, "re-key replaced before it was collected");
-                return;
-            }
-            RekeyStep::Collecting | RekeyStep::ReAdding if marker != Some(journal.marker) => {
-                // Another admin restarted the ceremony with a new marker: theirs now.
-                tracing::info!(id, "re-key taken over by another admin");
-                return;
-            }
-            RekeyStep::Collecting | RekeyStep::ReAdding => {
-                let stragglers = journal.stragglers(&self.album.leaf_fingerprints());
-                if stragglers.is_empty() {
-                    journal.step = RekeyStep::Finishing;
-                    self.propose(Change::FinishRekey { id });
-                } else if now >= journal.deadline {
-                    journal.step = RekeyStep::ReAdding;
-                    for change in journal.readds_due(&stragglers) {
-                        self.propose(change);
-                    }
+        let Some(journal) = self.rekey.take() else { return };
+        let seen = Seen { marker, fingerprints: self.album.leaf_fingerprints(), intents: &self.intents };
+        match rekey::advance(journal, &seen, now) {
+            rekey::Advanced::Running(journal, changes) => {
+                self.rekey = Some(journal);
+                for change in changes {
+                    self.propose(change);
                 }
             }
-            RekeyStep::Finishing if marker != Some(journal.marker) => {
-                self.completed_rekeys.push(id);
-                return;
-            }
-            RekeyStep::Finishing => {}
+            rekey::Advanced::Completed(id) => self.completed_rekeys.push(id),
+            rekey::Advanced::Yielded => {}
         }
-        self.rekey = Some(journal);
     }
 }

@@ -90,3 +90,83 @@ pub trait CommitChain {
     /// [`ChainError::Unavailable`].
     fn head(&mut self) -> Result<u64, ChainError>;
 }
+
+/// What the resilience core asks the caller to do on the network. The caller
+/// runs it with no store transaction open and hands the [`Answer`] back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send this commit (the first time, or again after a silence).
+    Submit(Submission),
+    /// Read the chain from `from` on, with its head.
+    Fetch {
+        /// The first epoch wanted.
+        from: u64,
+    },
+}
+
+/// What the chain holds from an epoch on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fetched {
+    /// The head: the epoch the next commit must be made in.
+    pub head: u64,
+    /// The entries from the requested epoch on, in order.
+    pub entries: Vec<ChainEntry>,
+}
+
+/// The network's answer to an [`Action`], carrying what it answers so the core
+/// can tell a stale answer (from before a crash or a restart) from a current one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The answer to [`Action::Submit`].
+    Submitted {
+        /// The commit submitted.
+        commit_hash: CommitHash,
+        /// The server's answer, or why there was none.
+        result: Result<SubmitAnswer, ChainError>,
+    },
+    /// The answer to [`Action::Fetch`].
+    Fetched {
+        /// The epoch asked from.
+        from: u64,
+        /// The chain from there, or why there was none.
+        result: Result<Fetched, ChainError>,
+    },
+}
+
+impl Action {
+    /// Runs the action against a chain: the I/O half of a step, for callers
+    /// that talk to the chain through [`CommitChain`].
+    pub fn run(&self, chain: &mut impl CommitChain) -> Answer {
+        match self {
+            Self::Submit(submission) => {
+                Answer::Submitted { commit_hash: CommitHash::of(&submission.commit), result: chain.submit(submission) }
+            }
+            Self::Fetch { from } => {
+                let result = chain.head().and_then(|head| {
+                    let entries = chain.fetch(*from)?;
+                    // The head may have moved between the two calls: the entries say more.
+                    let reached = from.saturating_add(u64::try_from(entries.len()).unwrap_or(u64::MAX));
+                    Ok(Fetched { head: head.max(reached), entries })
+                });
+                Answer::Fetched { from: *from, result }
+            }
+        }
+    }
+}
+
+impl Answer {
+    /// The chain error a caller should report: none for an answer, and none for
+    /// the two the core settles itself (no answer at all is the retry
+    /// schedule's business; a pruned chain makes the album unrecoverable).
+    #[must_use]
+    pub const fn error(&self) -> Option<&ChainError> {
+        match self {
+            Self::Submitted { result: Err(e), .. } | Self::Fetched { result: Err(e), .. }
+                if !matches!(e, ChainError::Unavailable | ChainError::Pruned(_)) =>
+            {
+                Some(e)
+            }
+            _ => None,
+        }
+    }
+}

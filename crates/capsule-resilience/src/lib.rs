@@ -6,12 +6,18 @@
 //!
 //! - [`CommitChain`]: the server as the client sees it: one commit per epoch,
 //!   first come first served, idempotent.
-//! - [`ResilientAlbum`]: an album whose membership changes are [`Intent`]s
+//! - [`ResilientAlbum`]: a sans-IO state machine. [`ResilientAlbum::poll_action`]
+//!   says what to send or fetch ([`Action`]), [`ResilientAlbum::handle`] takes
+//!   the [`Answer`], [`ResilientAlbum::next_deadline`] says when to poll again;
+//!   the caller does the I/O with no store transaction open.
+//!   [`ResilientAlbum::drive`] is a small driver over a [`CommitChain`] for
+//!   albums held in memory. Membership changes are [`Intent`]s
 //!   (pending → submitted → confirmed; superseded changes are re-proposed
 //!   automatically; surfaced when the retry budget runs out, never dropped).
 //!   [`RetryPolicy`] is the schedule as data (30 s detection, then 30 s → 2 min →
-//!   10 min, 3 re-submissions), consumed against an injected [`Clock`]. A retry is
-//!   the same commit, so one that had landed is harmless.
+//!   10 min, 3 re-submissions), consumed against an injected [`Clock`] of
+//!   wall-clock time ([`SystemClock`] on a device), since deadlines are
+//!   persisted. A retry is the same commit, so one that had landed is harmless.
 //! - [`ResilientAlbum::reconcile_with_server`]: the single recovery entry point.
 //!
 //! # Which outcome
@@ -47,15 +53,17 @@ mod album;
 mod chain;
 mod clock;
 mod error;
-mod intent;
+mod intents;
+mod reconcile;
 pub mod rekey;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use album::{AlbumStatus, Context, Divergence, Event, ReconcileOutcome, ResilientAlbum};
+pub use album::{AlbumStatus, Context, Event, ResilientAlbum};
 pub use capsule_mls::{RekeyMarker, RekeyReason};
-pub use chain::{ChainEntry, ChainError, CommitChain, Submission, SubmitAnswer};
-pub use clock::{Clock, Instant};
+pub use chain::{Action, Answer, ChainEntry, ChainError, CommitChain, Fetched, Submission, SubmitAnswer};
+pub use clock::{Clock, SystemClock, Timestamp};
 pub use error::{ResilienceError, Result};
-pub use intent::{Change, Intent, IntentId, IntentState, RetryPolicy};
+pub use intents::{Change, Intent, IntentId, IntentState, RetryPolicy};
+pub use reconcile::{Divergence, ReconcileOutcome, ReconcileStep};
 pub use rekey::{AmkEscrow, RekeyJournal, RekeyStep};

@@ -26,7 +26,9 @@ use capsule_identity::{DeviceId, UserId};
 use capsule_mls::{RekeyMarker, RekeyReason};
 use serde::{Deserialize, Serialize};
 
-use crate::{Change, Instant};
+use core::time::Duration;
+
+use crate::{Change, Intent, IntentState, Timestamp};
 
 /// Where the owner-group key keeps an album's AMK lineage, so a stalled re-key
 /// never loses data. The real one seals to the OGK; the test kit's is in memory.
@@ -63,8 +65,11 @@ pub struct RekeyJournal {
     pub step: RekeyStep,
     /// Every member's leaf fingerprint when the ceremony began.
     pub baseline: Vec<((UserId, DeviceId), Vec<u8>)>,
-    /// When stragglers are re-added.
-    pub deadline: Instant,
+    /// When stragglers are re-added (wall-clock time, so it survives a restart).
+    pub deadline: Timestamp,
+    /// How long members have to answer: a deadline further away than this
+    /// was set before the clock jumped back, and is re-anchored.
+    pub budget: Duration,
     /// Fresh KeyPackages the application supplied for stragglers.
     pub key_packages: Vec<((UserId, DeviceId), Vec<u8>)>,
     /// Devices already proposed for re-adding.
@@ -76,15 +81,24 @@ impl RekeyJournal {
         id: u64,
         reason: RekeyReason,
         baseline: Vec<((UserId, DeviceId), Vec<u8>)>,
-        deadline: Instant,
+        now: Timestamp,
+        budget: Duration,
     ) -> Self {
         Self {
             marker: RekeyMarker { id, reason },
             step: RekeyStep::Quiescing,
             baseline,
-            deadline,
+            deadline: now.after(budget),
+            budget,
             key_packages: Vec::new(),
             readded: Vec::new(),
+        }
+    }
+
+    /// A deadline further away than the budget allows restarts from `now`.
+    pub(crate) fn reanchor(&mut self, now: Timestamp) {
+        if self.deadline > now.after(self.budget) {
+            self.deadline = now.after(self.budget);
         }
     }
 
@@ -109,4 +123,68 @@ impl RekeyJournal {
         }
         out
     }
+}
+
+/// What the admin's journal sees of the album when it advances.
+#[derive(Debug)]
+pub(crate) struct Seen<'a> {
+    /// The marker the group context carries now.
+    pub(crate) marker: Option<RekeyMarker>,
+    /// Every member's leaf fingerprint now.
+    pub(crate) fingerprints: Vec<((UserId, DeviceId), Vec<u8>)>,
+    /// The device's intents.
+    pub(crate) intents: &'a [Intent],
+}
+
+/// Where one step of the journal leads.
+#[derive(Debug)]
+pub(crate) enum Advanced {
+    /// Still running, with the changes to propose now.
+    Running(RekeyJournal, Vec<Change>),
+    /// The finishing rotation is in the chain: done.
+    Completed(u64),
+    /// Another admin's marker replaced ours: theirs now, ours is dropped.
+    Yielded,
+}
+
+/// Moves the admin's journal forward from what the group state shows. Pure:
+/// every step is decided from `seen` and `now`, so a restart at any point
+/// continues where it was.
+pub(crate) fn advance(mut journal: RekeyJournal, seen: &Seen<'_>, now: Timestamp) -> Advanced {
+    let id = journal.marker.id;
+    let ours = seen.marker == Some(journal.marker);
+    let mut propose = Vec::new();
+    match journal.step {
+        RekeyStep::Quiescing if ours => journal.step = RekeyStep::Collecting,
+        RekeyStep::Quiescing
+            if seen.intents.iter().any(|i| {
+                matches!(i.change, Change::BeginRekey { marker } if marker == journal.marker)
+                    && !matches!(i.state, IntentState::Confirmed { .. })
+            }) => {}
+        RekeyStep::Quiescing => {
+            // The marker commit is done but the group shows another marker:
+            // another admin's re-key replaced ours before this device looked.
+            // Theirs now, as in `Collecting`; keeping the journal would block
+            // every later re-key here.
+            tracing::info!(id, "re-key replaced before it was collected");
+            return Advanced::Yielded;
+        }
+        RekeyStep::Collecting | RekeyStep::ReAdding if !ours => {
+            tracing::info!(id, "re-key taken over by another admin");
+            return Advanced::Yielded;
+        }
+        RekeyStep::Collecting | RekeyStep::ReAdding => {
+            let stragglers = journal.stragglers(&seen.fingerprints);
+            if stragglers.is_empty() {
+                journal.step = RekeyStep::Finishing;
+                propose.push(Change::FinishRekey { id });
+            } else if now >= journal.deadline {
+                journal.step = RekeyStep::ReAdding;
+                propose.extend(journal.readds_due(&stragglers));
+            }
+        }
+        RekeyStep::Finishing if !ours => return Advanced::Completed(id),
+        RekeyStep::Finishing => {}
+    }
+    Advanced::Running(journal, propose)
 }

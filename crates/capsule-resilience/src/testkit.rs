@@ -15,14 +15,15 @@ pub use faults::{Fault, FaultyChain};
 pub use file::FileChain;
 pub use memory::{MemoryChain, MemoryServer};
 
-use std::cell::Cell;
-use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{Clock, Instant};
+use crate::{Clock, Timestamp};
 
 /// A clock that moves only when told: a 10-minute backoff costs no wall time.
+/// Clones share the time (threads included).
 #[derive(Clone, Debug, Default)]
-pub struct SimClock(Rc<Cell<u64>>);
+pub struct SimClock(Arc<AtomicU64>);
 
 impl SimClock {
     /// At `t = 0`.
@@ -31,9 +32,15 @@ impl SimClock {
         Self::default()
     }
 
+    /// At `t`.
+    #[must_use]
+    pub fn at(t: Timestamp) -> Self {
+        Self(Arc::new(AtomicU64::new(t.0)))
+    }
+
     /// Moves the clock to `t` (never backwards).
-    pub fn set(&self, t: Instant) {
-        self.0.set(self.0.get().max(t.0));
+    pub fn set(&self, t: Timestamp) {
+        self.0.fetch_max(t.0, Ordering::SeqCst);
     }
 
     /// Moves the clock forward.
@@ -43,8 +50,8 @@ impl SimClock {
 }
 
 impl Clock for SimClock {
-    fn now(&self) -> Instant {
-        Instant(self.0.get())
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::SeqCst))
     }
 }
 

@@ -31,7 +31,7 @@ fn bench(c: &mut Criterion) {
     let store = Store::open(&root.join("bob.db")).unwrap();
     let meta = AlbumMetadata::new(ALBUM, HistoryPolicy::Full, [uid(1)].into()).unwrap();
     let mut a = Album::create(&alice.provider, &alice.me, meta).unwrap();
-    let kps = vec![bob_mem.key_package().unwrap(), key_package(&store.provider().unwrap(), &bob_disk.me).unwrap()];
+    let kps = vec![bob_mem.key_package().unwrap(), store.with_provider(|p| key_package(p, &bob_disk.me)).unwrap()];
     let out = a.add_user(&alice.provider, &alice.me, uid(2), &kps, dir.validation()).unwrap();
     a.confirm(&alice.provider).unwrap();
     let (w, b) = (out.welcome.unwrap(), out.bundle.unwrap());

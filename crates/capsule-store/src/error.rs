@@ -40,9 +40,16 @@ pub enum StoreError {
     /// The resilience layer refused or failed; the transaction was rolled back.
     #[error("resilience: {0}")]
     Resilience(#[from] capsule_resilience::ResilienceError),
+    /// Another connection (a second process, an app extension) holds the
+    /// database's write lock: nothing was written; try again later.
+    #[error("database is busy")]
+    Busy,
+    /// OpenMLS's own tables could not be brought to this build's schema.
+    #[error("openmls storage migrations: {0}")]
+    OpenMlsMigrations(String),
     /// SQLite failed.
     #[error("sqlite: {0}")]
-    Sqlite(String),
+    Sqlite(#[source] rusqlite::Error),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -51,7 +58,8 @@ impl From<rusqlite::Error> for StoreError {
             Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
                 Self::Corrupt(e.to_string())
             }
-            _ => Self::Sqlite(e.to_string()),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => Self::Busy,
+            _ => Self::Sqlite(e),
         }
     }
 }

@@ -2,11 +2,14 @@
 //! written together in one transaction per logical operation.
 
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
 use capsule_amk::{AlbumId, AlbumMetadata};
 use capsule_identity::{DeviceCertificate, DeviceSigningKey};
 use capsule_mls::{Album, CapsuleProvider, DeviceIdentity, MlsError, Validation};
-use capsule_resilience::{ResilienceError, ResilientAlbum, RetryPolicy};
+use capsule_resilience::{
+    Clock, CommitChain, Context, Event, ReconcileOutcome, ReconcileStep, ResilienceError, ResilientAlbum, RetryPolicy,
+};
 use openmls_sqlite_storage::SqliteStorageProvider;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -44,18 +47,29 @@ pub enum Step {
     RecordsWritten,
     /// Committed.
     Committed,
+    /// A request went to the chain and its answer came back; no transaction is
+    /// open and the answer is not recorded yet.
+    Sent,
 }
 
 impl Step {
-    /// Every step, in order.
+    /// Every step of a transaction, in order.
     pub const ALL: [Self; 4] = [Self::Begun, Self::MlsWritten, Self::RecordsWritten, Self::Committed];
 }
 
-/// A device's durable store.
+/// Watches the steps of every operation (crash tests abort the process at one).
+pub type Observer = Box<dyn Fn(Step) + Send + Sync>;
+
+/// A device's durable store. Shareable across threads: each transaction holds
+/// the connection for its length, and nothing else does.
 pub struct Store {
-    conn: Connection,
-    observer: Option<Box<dyn Fn(Step)>>,
+    conn: Mutex<Connection>,
+    observer: Option<Observer>,
 }
+
+/// The most rounds (decide, send, record) one [`Store::sync_album`] runs; each
+/// settles or defers something, so this only bounds a chain that answers nonsense.
+const MAX_ROUNDS: usize = 64;
 
 impl core::fmt::Debug for Store {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -129,12 +143,12 @@ impl Store {
         }
         SqliteStorageProvider::<JsonCodec, &mut Connection>::new(&mut conn)
             .run_migrations()
-            .map_err(|e| StoreError::Sqlite(e.to_string()))?;
-        Ok(Self { conn, observer: None })
+            .map_err(|e| StoreError::OpenMlsMigrations(e.to_string()))?;
+        Ok(Self { conn: Mutex::new(conn), observer: None })
     }
 
     /// Reports every [`Step`] of every logical operation to `observer`.
-    pub fn set_observer(&mut self, observer: Box<dyn Fn(Step)>) {
+    pub fn set_observer(&mut self, observer: Observer) {
         self.observer = Some(observer);
     }
 
@@ -144,50 +158,59 @@ impl Store {
         }
     }
 
-    /// The OpenMLS provider over this store (its writes join the open transaction).
-    ///
-    /// # Errors
-    /// [`StoreError::Mls`] if the crypto provider cannot start.
-    pub fn provider(&self) -> Result<SqliteProvider<'_>> {
-        Ok(CapsuleProvider::new(SqliteStorageProvider::new(&self.conn))?)
+    /// The connection, for one transaction. A thread that panicked inside a
+    /// transaction left it open: it is rolled back before anyone else goes on.
+    fn connection(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|poisoned| {
+            self.conn.clear_poison();
+            let conn = poisoned.into_inner();
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            conn
+        })
     }
 
-    fn put(&self, kind: &str, id: &[u8], value: &[u8]) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO capsule_records (kind, id, value) VALUES (?1, ?2, ?3)
-             ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value",
-            params![kind, id, value],
-        )?;
-        Ok(())
-    }
-
-    fn get(&self, kind: &str, id: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>> {
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM capsule_records WHERE kind = ?1 AND id = ?2", params![kind, id], |r| r.get(0))
-            .optional()?
-            .map(Zeroizing::new))
-    }
-
-    /// Runs `f` as one transaction: everything it writes, OpenMLS's and ours,
-    /// commits together or not at all.
-    fn transaction<T>(&self, f: impl FnOnce(&SqliteProvider<'_>) -> Result<T>) -> Result<T> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+    /// Runs `f` as one write transaction: everything it writes, OpenMLS's and
+    /// ours, commits together or not at all.
+    fn transaction<T>(&self, f: impl FnOnce(&Connection, &SqliteProvider<'_>) -> Result<T>) -> Result<T> {
+        let conn = self.connection();
+        conn.execute_batch("BEGIN IMMEDIATE")?;
         self.step(Step::Begun);
-        let result = self.provider().and_then(|p| f(&p));
+        let result = provider(&conn).and_then(|p| f(&conn, &p));
         match result {
             Ok(value) => {
                 self.step(Step::RecordsWritten);
-                self.conn.execute_batch("COMMIT")?;
+                conn.execute_batch("COMMIT")?;
                 self.step(Step::Committed);
                 Ok(value)
             }
             Err(e) => {
                 // Nothing of a failed operation stays: not OpenMLS's writes, not ours.
-                self.conn.execute_batch("ROLLBACK")?;
+                conn.execute_batch("ROLLBACK")?;
                 Err(e)
             }
         }
+    }
+
+    /// Runs `f` in a read transaction: one consistent snapshot, no write lock
+    /// taken, and nothing written (it ends in a rollback whatever `f` did).
+    fn read<T>(&self, f: impl FnOnce(&Connection, &SqliteProvider<'_>) -> Result<T>) -> Result<T> {
+        let conn = self.connection();
+        conn.execute_batch("BEGIN DEFERRED")?;
+        let result = provider(&conn).and_then(|p| f(&conn, &p));
+        conn.execute_batch("ROLLBACK")?;
+        result
+    }
+
+    /// Runs `f` with the OpenMLS provider in one write transaction (for
+    /// OpenMLS operations outside an album, such as creating a KeyPackage,
+    /// whose private keys OpenMLS stores).
+    ///
+    /// # Errors
+    /// `f`'s error (nothing is written), or storage errors.
+    pub fn with_provider<T>(&self, f: impl FnOnce(&SqliteProvider<'_>) -> Result<T, MlsError>) -> Result<T> {
+        self.transaction(|_, p| Ok(f(p)?))
     }
 
     /// Stores this device's identity (key and certificate), once.
@@ -201,11 +224,11 @@ impl Store {
             certificate: device.certificate().to_bytes().map_err(MlsError::from)?,
         };
         let bytes = Zeroizing::new(serde_json::to_vec(&record).map_err(|_| StoreError::Record("device"))?);
-        self.transaction(|_| {
-            if self.get(KIND_DEVICE, b"self")?.is_some() {
+        self.transaction(|conn, _| {
+            if get(conn, KIND_DEVICE, b"self")?.is_some() {
                 return Err(StoreError::AlreadyEnrolled);
             }
-            self.put(KIND_DEVICE, b"self", &bytes)
+            put(conn, KIND_DEVICE, b"self", &bytes)
         })
     }
 
@@ -215,7 +238,8 @@ impl Store {
     /// [`StoreError::NotFound`], [`StoreError::Record`], or
     /// [`StoreError::KeyMaterial`] when key and certificate do not match.
     pub fn load_device(&self) -> Result<DeviceIdentity> {
-        let bytes = self.get(KIND_DEVICE, b"self")?.ok_or(StoreError::NotFound("device identity"))?;
+        let bytes =
+            self.read(|conn, _| get(conn, KIND_DEVICE, b"self"))?.ok_or(StoreError::NotFound("device identity"))?;
         let record: DeviceRecord = serde_json::from_slice(&bytes).map_err(|_| StoreError::Record("device"))?;
         let certificate =
             DeviceCertificate::from_bytes(&record.certificate).map_err(|_| StoreError::Record("device certificate"))?;
@@ -223,9 +247,9 @@ impl Store {
             .map_err(|_| StoreError::KeyMaterial)
     }
 
-    fn write_album(&self, album: &Album) -> Result<()> {
+    fn write_album(&self, conn: &Connection, album: &Album) -> Result<()> {
         self.step(Step::MlsWritten);
-        self.put(KIND_ALBUM, album.id().as_bytes(), &album.to_record()?)
+        put(conn, KIND_ALBUM, album.id().as_bytes(), &album.to_record()?)
     }
 
     /// Creates an album, durably.
@@ -233,9 +257,9 @@ impl Store {
     /// # Errors
     /// As [`Album::create`].
     pub fn create_album(&self, device: &DeviceIdentity, metadata: AlbumMetadata) -> Result<AlbumId> {
-        self.transaction(|p| {
+        self.transaction(|conn, p| {
             let album = Album::create(p, device, metadata)?;
-            self.write_album(&album)?;
+            self.write_album(conn, &album)?;
             Ok(album.id())
         })
     }
@@ -251,10 +275,10 @@ impl Store {
     /// # Errors
     /// As [`Album::join`].
     pub fn join_album(&self, welcome: &[u8], bundle: &[u8], validation: Validation<'_>) -> Result<AlbumId> {
-        self.transaction(|p| {
+        self.transaction(|conn, p| {
             let album = Album::join(p, welcome, bundle, validation)?;
-            self.write_album(&album)?;
-            self.conn.execute(
+            self.write_album(conn, &album)?;
+            conn.execute(
                 "DELETE FROM capsule_records WHERE kind = ?1 AND id = ?2",
                 params![KIND_RESILIENCE, album.id().as_bytes()],
             )?;
@@ -262,14 +286,12 @@ impl Store {
         })
     }
 
-    /// The album as stored.
+    /// The album as stored (a read: nothing is written).
     ///
     /// # Errors
     /// [`StoreError::NotFound`], or [`StoreError::Mls`] if storage and record disagree.
     pub fn album(&self, id: AlbumId) -> Result<Album> {
-        let record = self.get(KIND_ALBUM, id.as_bytes())?.ok_or(StoreError::NotFound("album"))?;
-        let provider = self.provider()?;
-        Ok(Album::load(&provider, &record)?)
+        self.read(|conn, p| load_album(conn, p, id))
     }
 
     /// Runs one logical operation on a stored album (stage a ceremony, confirm,
@@ -284,18 +306,18 @@ impl Store {
         id: AlbumId,
         f: impl FnOnce(&mut Album, &SqliteProvider<'_>) -> Result<T, MlsError>,
     ) -> Result<T> {
-        self.transaction(|p| {
-            let record = self.get(KIND_ALBUM, id.as_bytes())?.ok_or(StoreError::NotFound("album"))?;
-            let mut album = Album::load(p, &record)?;
+        self.transaction(|conn, p| {
+            let mut album = load_album(conn, p, id)?;
             let value = f(&mut album, p)?;
-            self.write_album(&album)?;
+            self.write_album(conn, &album)?;
             Ok(value)
         })
     }
 
-    /// Runs one step of the resilience layer (drive, reconcile, propose) on a
-    /// stored album in one transaction: the album record, its intents and
-    /// OpenMLS's writes commit together.
+    /// Runs one local step of the resilience layer (propose, start a re-key,
+    /// decide an action, record an answer) on a stored album in one
+    /// transaction: the album record, its intents and OpenMLS's writes commit
+    /// together. Never call the network from `f`: see [`Store::sync_album`].
     ///
     /// # Errors
     /// The step's own error (nothing is written), or storage errors.
@@ -305,18 +327,100 @@ impl Store {
         policy: RetryPolicy,
         f: impl FnOnce(&mut ResilientAlbum, &SqliteProvider<'_>) -> Result<T, ResilienceError>,
     ) -> Result<T> {
-        self.transaction(|p| {
-            let record = self.get(KIND_ALBUM, id.as_bytes())?.ok_or(StoreError::NotFound("album"))?;
-            let album = Album::load(p, &record)?;
-            let mut resilient = match self.get(KIND_RESILIENCE, id.as_bytes())? {
-                Some(r) => ResilientAlbum::from_record(album, &r, policy)?,
-                None => ResilientAlbum::new(album, policy),
-            };
+        self.transaction(|conn, p| {
+            let mut resilient = load_resilient(conn, p, id, policy)?;
             let value = f(&mut resilient, p)?;
-            self.write_album(resilient.album())?;
-            self.put(KIND_RESILIENCE, id.as_bytes(), &resilient.to_record()?)?;
+            self.write_album(conn, resilient.album())?;
+            put(conn, KIND_RESILIENCE, id.as_bytes(), &resilient.to_record()?)?;
             Ok(value)
         })
+    }
+
+    /// Reads a stored album with its resilience state (status, deadlines,
+    /// intents) in a read transaction: nothing is written.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn read_resilient<T>(
+        &self,
+        id: AlbumId,
+        policy: RetryPolicy,
+        f: impl FnOnce(&ResilientAlbum) -> T,
+    ) -> Result<T> {
+        self.read(|conn, p| Ok(f(&load_resilient(conn, p, id, policy)?)))
+    }
+
+    /// Makes progress on a stored album's intents against the chain: decide in
+    /// one write transaction, talk to the chain with no transaction open,
+    /// record the answer in another, until nothing is due now. The device's
+    /// write lock is never held across a network round trip, and a commit is
+    /// durable as pending before it is sent, so re-sending after a crash is safe.
+    ///
+    /// # Errors
+    /// Quarantine, a chain error other than silence, MLS errors that are not
+    /// refusals, storage errors.
+    pub fn sync_album(
+        &self,
+        id: AlbumId,
+        policy: &RetryPolicy,
+        device: &DeviceIdentity,
+        validation: Validation<'_>,
+        chain: &mut impl CommitChain,
+        clock: &impl Clock,
+    ) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        for _ in 0..MAX_ROUNDS {
+            let action = self.with_resilient(id, policy.clone(), |r, p| {
+                let action = r.poll_action(Context { provider: p, device, validation }, clock.now());
+                events.extend(r.take_events());
+                action
+            })?;
+            let Some(action) = action else { break };
+            let answer = action.run(chain);
+            self.step(Step::Sent);
+            let failed = answer.error().cloned();
+            self.with_resilient(id, policy.clone(), |r, p| {
+                r.handle(Context { provider: p, device, validation }, answer, clock.now())?;
+                events.extend(r.take_events());
+                Ok(())
+            })?;
+            if let Some(e) = failed {
+                return Err(ResilienceError::from(e).into());
+            }
+        }
+        Ok(events)
+    }
+
+    /// Brings a stored album to the chain's head (see
+    /// [`ResilientAlbum::reconcile_with_server`]): decide, fetch with no
+    /// transaction open, apply in one write transaction.
+    ///
+    /// # Errors
+    /// The chain's error when it does not answer; MLS errors that are not
+    /// refusals; storage errors.
+    pub fn reconcile_album(
+        &self,
+        id: AlbumId,
+        policy: &RetryPolicy,
+        device: &DeviceIdentity,
+        validation: Validation<'_>,
+        chain: &mut impl CommitChain,
+    ) -> Result<ReconcileOutcome> {
+        let action = match self.read_resilient(id, policy.clone(), ResilientAlbum::begin_reconcile)? {
+            ReconcileStep::Done(outcome) => return Ok(outcome),
+            ReconcileStep::Fetch(action) => action,
+        };
+        let answer = action.run(chain);
+        self.step(Step::Sent);
+        let outcome = self.with_resilient(id, policy.clone(), |r, p| {
+            // No answer is the caller's error, not a failed transaction; a bug or
+            // a storage fault rolls everything back.
+            match r.finish_reconcile(Context { provider: p, device, validation }, answer) {
+                Err(ResilienceError::Chain(e)) => Ok(Err(e)),
+                other => other.map(Ok),
+            }
+        })?;
+        Ok(outcome.map_err(ResilienceError::from)?)
     }
 
     /// Bytes the database file takes (page count × page size).
@@ -324,8 +428,47 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub fn size_on_disk(&self) -> Result<u64> {
-        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-        let size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let conn = self.connection();
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         u64::try_from(pages.saturating_mul(size)).map_err(|_| StoreError::Record("page count"))
     }
+}
+
+fn provider(conn: &Connection) -> Result<SqliteProvider<'_>> {
+    Ok(CapsuleProvider::new(SqliteStorageProvider::new(conn))?)
+}
+
+fn put(conn: &Connection, kind: &str, id: &[u8], value: &[u8]) -> Result<()> {
+    conn.execute(
+        "INSERT INTO capsule_records (kind, id, value) VALUES (?1, ?2, ?3)
+         ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value",
+        params![kind, id, value],
+    )?;
+    Ok(())
+}
+
+fn get(conn: &Connection, kind: &str, id: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>> {
+    Ok(conn
+        .query_row("SELECT value FROM capsule_records WHERE kind = ?1 AND id = ?2", params![kind, id], |r| r.get(0))
+        .optional()?
+        .map(Zeroizing::new))
+}
+
+fn load_album(conn: &Connection, p: &SqliteProvider<'_>, id: AlbumId) -> Result<Album> {
+    let record = get(conn, KIND_ALBUM, id.as_bytes())?.ok_or(StoreError::NotFound("album"))?;
+    Ok(Album::load(p, &record)?)
+}
+
+fn load_resilient(
+    conn: &Connection,
+    p: &SqliteProvider<'_>,
+    id: AlbumId,
+    policy: RetryPolicy,
+) -> Result<ResilientAlbum> {
+    let album = load_album(conn, p, id)?;
+    Ok(match get(conn, KIND_RESILIENCE, id.as_bytes())? {
+        Some(r) => ResilientAlbum::from_record(album, &r, policy)?,
+        None => ResilientAlbum::new(album, policy),
+    })
 }

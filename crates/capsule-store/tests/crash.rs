@@ -75,7 +75,10 @@ fn every_ceremony_survives_a_crash_at_every_step_of_confirm_and_process() {
         let v = s.dir.validation();
         let kp = |name: &str| {
             let st = s.open(name);
-            capsule_mls::key_package(&st.provider().unwrap(), &st.load_device().unwrap()).unwrap()
+            {
+                let me = st.load_device().unwrap();
+                st.with_provider(|p| capsule_mls::key_package(p, &me)).unwrap()
+            }
         };
         let (carol_kp, bob2_kp) = (kp("carol"), kp("bob2"));
         let bob2 = s.open("bob2").load_device().unwrap().device();
@@ -128,22 +131,26 @@ fn welcome_processing_survives_a_crash_at_every_step() {
 /// kept in files, so the server outlives the crashing processes.
 fn rekey_scenario(name: &str) -> (Scenario, std::path::PathBuf) {
     use capsule_resilience::testkit::{FileChain, SimClock};
-    use capsule_resilience::{Change, Context, RetryPolicy};
+    use capsule_resilience::{Change, RetryPolicy};
     let s = Scenario::new(name);
     let chain_dir = s.root.join("chain");
     let mut chain = FileChain::open(&chain_dir).unwrap();
     let clock = SimClock::new();
     for (name, user) in [("bob", 2), ("carol", 3)] {
         let joiner = s.open(name);
-        let kp = capsule_mls::key_package(&joiner.provider().unwrap(), &joiner.load_device().unwrap()).unwrap();
+        let kp = {
+            let me = joiner.load_device().unwrap();
+            joiner.with_provider(|p| capsule_mls::key_package(p, &me)).unwrap()
+        };
         let alice = s.open("alice");
         let me = alice.load_device().unwrap();
+        let policy = RetryPolicy::default();
         alice
-            .with_resilient(ALBUM, RetryPolicy::default(), |r, p| {
-                r.propose(Change::AddUser { user: uid(user), directory: vec![kp] });
-                r.drive(Context { provider: p, device: &me, validation: s.dir.validation() }, &mut chain, &clock)
+            .with_resilient(ALBUM, policy.clone(), |r, _| {
+                Ok(r.propose(Change::AddUser { user: uid(user), directory: vec![kp] }))
             })
             .unwrap();
+        alice.sync_album(ALBUM, &policy, &me, s.dir.validation(), &mut chain, &clock).unwrap();
         let entry = chain.entries().pop().unwrap();
         joiner
             .join_album(entry.welcome.as_deref().unwrap(), entry.bundle.as_deref().unwrap(), s.dir.validation())
@@ -153,14 +160,7 @@ fn rekey_scenario(name: &str) -> (Scenario, std::path::PathBuf) {
     for name in ["alice", "bob", "carol"] {
         let store = s.open(name);
         let me = store.load_device().unwrap();
-        store
-            .with_resilient(ALBUM, RetryPolicy::default(), |r, p| {
-                r.reconcile_with_server(
-                    Context { provider: p, device: &me, validation: s.dir.validation() },
-                    &mut chain,
-                )
-            })
-            .unwrap();
+        store.reconcile_album(ALBUM, &RetryPolicy::default(), &me, s.dir.validation(), &mut chain).unwrap();
     }
     (s, chain_dir)
 }
@@ -175,7 +175,8 @@ fn rekey_child(s: &Scenario, chain: &std::path::Path, step: &str, n: u32) -> Com
 #[test]
 fn a_rekey_survives_a_crash_at_every_journaled_step() {
     let mut crashes = 0;
-    for step in [Step::MlsWritten, Step::Committed] {
+    // Sent: the chain answered and nothing is recorded yet.
+    for step in [Step::MlsWritten, Step::Committed, Step::Sent] {
         for n in 1.. {
             let (s, chain) = rekey_scenario(&format!("rekey-{step:?}-{n}"));
             let status = rekey_child(&s, &chain, &format!("{step:?}"), n).status().unwrap();

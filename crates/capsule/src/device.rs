@@ -1,14 +1,15 @@
 //! One enrolled device: its store, its identity, and the album operations.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use capsule_amk::{AlbumId, AlbumMetadata, AmkKeyring, AmkSlot, AmkVersion, HistoryPolicy};
 use capsule_identity::{DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair, UserId, Validity};
 use capsule_mls::{DeviceIdentity, Validation, key_package};
 use capsule_resilience::{
-    AlbumStatus, AmkEscrow, Change, Clock, CommitChain, Context, Event, IntentId, ReconcileOutcome, RekeyReason,
-    RetryPolicy,
+    AlbumStatus, AmkEscrow, Change, Clock, CommitChain, Event, IntentId, ReconcileOutcome, RekeyReason, ResilientAlbum,
+    RetryPolicy, Timestamp,
 };
 use capsule_store::Store;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -33,19 +34,36 @@ fn photo_aad(album: AlbumId, version: AmkVersion) -> Vec<u8> {
     [b"capsule/photo/v1".as_slice(), album.as_bytes(), &version.get().to_be_bytes()].concat()
 }
 
-#[derive(Clone, Copy)]
-enum Phase {
-    Prepare,
-    Exchange,
-}
-
 /// One enrolled device. Its state lives in its store; every call is one or more
 /// durable transactions.
+///
+/// A `Device` is `Send + Sync`: an app can share one behind its FFI layer and
+/// call it from any thread. Calls on the same album are serialized, so two
+/// threads never interleave inside one logical operation (a sync, a
+/// reconciliation, a proposal); calls on different albums run side by side
+/// and share only the store's connection, one transaction at a time. No
+/// transaction is ever open while the chain is called. Reads (`status`,
+/// `epoch`, `members`, `keyring`, `next_deadline`) take a consistent snapshot
+/// and write nothing.
 #[derive(Debug)]
 pub struct Device {
     store: Store,
     me: DeviceIdentity,
     policy: RetryPolicy,
+    /// One lock per album, held for a whole logical operation.
+    albums: Mutex<BTreeMap<AlbumId, Arc<Mutex<()>>>>,
+}
+
+// What a native app's FFI layer requires.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Device>();
+};
+
+/// Holds an album's lock; a thread that panicked while holding it left the
+/// store consistent (every write is a transaction), so the lock is taken anyway.
+fn hold(lock: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+    lock.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Device {
@@ -85,7 +103,7 @@ impl Device {
         let me = DeviceIdentity::new(key, identity.certify_device(&claims)?)?;
         let store = Store::open(path)?;
         store.save_device(&me)?;
-        Ok(Self { store, me, policy: RetryPolicy::default() })
+        Ok(Self::with(store, me))
     }
 
     /// Opens an enrolled device's store.
@@ -111,7 +129,17 @@ impl Device {
     pub fn open(path: &Path) -> Result<Self> {
         let store = Store::open(path)?;
         let me = store.load_device()?;
-        Ok(Self { store, me, policy: RetryPolicy::default() })
+        Ok(Self::with(store, me))
+    }
+
+    fn with(store: Store, me: DeviceIdentity) -> Self {
+        Self { store, me, policy: RetryPolicy::default(), albums: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// The lock that serializes logical operations on one album.
+    fn album_lock(&self, album: AlbumId) -> Arc<Mutex<()>> {
+        let mut locks = self.albums.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(locks.entry(album).or_default())
     }
 
     /// Replaces the lost-commit schedule.
@@ -184,7 +212,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn key_package(&self) -> Result<Vec<u8>> {
-        Ok(key_package(&self.store.provider()?, &self.me)?)
+        Ok(self.store.with_provider(|p| key_package(p, &self.me))?)
     }
 
     /// Creates an album with a fixed history policy and admin set.
@@ -256,6 +284,8 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn propose(&self, album: AlbumId, change: Change) -> Result<IntentId> {
+        let lock = self.album_lock(album);
+        let _serial = hold(&lock);
         Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| Ok(r.propose(change)))?)
     }
 
@@ -285,19 +315,9 @@ impl Device {
         clock: &impl Clock,
         validation: Validation<'_>,
     ) -> Result<Vec<Event>> {
-        // Three transactions: send what is staged, stage the next change, send it.
-        // A commit never leaves before its pending state is durable.
-        let mut events = Vec::new();
-        for phase in [Phase::Exchange, Phase::Prepare, Phase::Exchange] {
-            events.extend(self.store.with_resilient(album, self.policy.clone(), |r, p| {
-                let cx = Context { provider: p, device: &self.me, validation };
-                match phase {
-                    Phase::Prepare => r.prepare(cx, clock),
-                    Phase::Exchange => r.exchange(cx, chain, clock),
-                }
-            })?);
-        }
-        Ok(events)
+        let lock = self.album_lock(album);
+        let _serial = hold(&lock);
+        Ok(self.store.sync_album(album, &self.policy, &self.me, validation, chain, clock)?)
     }
 
     /// When [`Device::sync`] next has work for this album.
@@ -311,9 +331,10 @@ impl Device {
     /// # let mut fx = Fixture::new()?;
     /// # let (alice, bob) = fx.alice_and_bob()?;
     /// use std::time::Duration;
-    /// use capsule::resilience::Change;
+    /// use capsule::resilience::{Change, Clock};
     /// use capsule::resilience::testkit::{Fault, FaultyChain};
     ///
+    /// // Deadlines are wall-clock time (milliseconds since the Unix epoch).
     /// // The server never answers: the commit may or may not have landed.
     /// let mut chain = FaultyChain::new(fx.chain(), fx.clock.clone());
     /// chain.on_next_submit(Fault::DropAnswer);
@@ -321,13 +342,14 @@ impl Device {
     /// alice.sync(ALBUM, &mut chain, &fx.clock, fx.validation())?;
     /// let due = alice.next_deadline(ALBUM)?.ok_or("a check is scheduled")?;
     /// // At the deadline the device looks for its commit in the chain: it landed.
-    /// fx.clock.advance(Duration::from_secs(due.0));
+    /// assert_eq!(due.since(fx.clock.now()), Duration::from_secs(30));
+    /// fx.clock.set(due);
     /// alice.sync(ALBUM, &mut chain, &fx.clock, fx.validation())?;
     /// assert_eq!(alice.next_deadline(ALBUM)?, None);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn next_deadline(&self, album: AlbumId) -> Result<Option<capsule_resilience::Instant>> {
-        Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| Ok(r.next_deadline()))?)
+    pub fn next_deadline(&self, album: AlbumId) -> Result<Option<Timestamp>> {
+        Ok(self.store.read_resilient(album, self.policy.clone(), ResilientAlbum::next_deadline)?)
     }
 
     /// The application reports connectivity again: surfaced changes are retried.
@@ -358,6 +380,8 @@ impl Device {
     /// ```
     pub fn connectivity_restored(&self, album: AlbumId, clock: &impl Clock) -> Result<()> {
         let now = clock.now();
+        let lock = self.album_lock(album);
+        let _serial = hold(&lock);
         Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| {
             r.connectivity_restored(now);
             Ok(())
@@ -390,9 +414,9 @@ impl Device {
         chain: &mut impl CommitChain,
         validation: Validation<'_>,
     ) -> Result<ReconcileOutcome> {
-        Ok(self.store.with_resilient(album, self.policy.clone(), |r, p| {
-            r.reconcile_with_server(Context { provider: p, device: &self.me, validation }, chain)
-        })?)
+        let lock = self.album_lock(album);
+        let _serial = hold(&lock);
+        Ok(self.store.reconcile_album(album, &self.policy, &self.me, validation, chain)?)
     }
 
     /// Starts (or resumes; a completed id is a no-op) the full re-key ceremony:
@@ -438,6 +462,8 @@ impl Device {
         escrow: &mut dyn AmkEscrow,
     ) -> Result<()> {
         let now = clock.now();
+        let lock = self.album_lock(album);
+        let _serial = hold(&lock);
         Ok(self
             .store
             .with_resilient(album, self.policy.clone(), |r, _| r.rekey_group(id, reason, now, budget, escrow))?)
@@ -472,6 +498,8 @@ impl Device {
         device: DeviceId,
         key_package: Vec<u8>,
     ) -> Result<()> {
+        let lock = self.album_lock(album);
+        let _serial = hold(&lock);
         Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| {
             r.provide_rekey_key_package(user, device, key_package);
             Ok(())
@@ -499,7 +527,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn status(&self, album: AlbumId) -> Result<AlbumStatus> {
-        Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| Ok(r.status()))?)
+        Ok(self.store.read_resilient(album, self.policy.clone(), ResilientAlbum::status)?)
     }
 
     /// The album's current epoch and epoch authenticator.
@@ -577,13 +605,12 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn seal_photo(&self, album: AlbumId, photo: &[u8]) -> Result<Photo> {
-        match self.status(album)? {
-            AlbumStatus::Quarantined { .. } | AlbumStatus::NeedsRebootstrap | AlbumStatus::Rekeying { .. } => {
-                return Err(Error::Photo("album does not accept writes now"));
-            }
-            _ => {}
+        // One snapshot: the status and the key it allows come from the same state.
+        let (status, ring) =
+            self.store.read_resilient(album, self.policy.clone(), |r| (r.status(), r.album().keyring().clone()))?;
+        if let AlbumStatus::Quarantined { .. } | AlbumStatus::NeedsRebootstrap | AlbumStatus::Rekeying { .. } = status {
+            return Err(Error::Photo("album does not accept writes now"));
         }
-        let ring = self.keyring(album)?;
         let (version, amk) = ring.current();
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).map_err(|_| Error::Photo("no randomness"))?;

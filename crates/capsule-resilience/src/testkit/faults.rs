@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use core::time::Duration;
 
 use super::SimClock;
-use crate::{ChainEntry, ChainError, Clock, CommitChain, Instant, Submission, SubmitAnswer};
+use crate::{ChainEntry, ChainError, Clock, CommitChain, Submission, SubmitAnswer, Timestamp};
 
 /// One fault, applied to the next request it matches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub struct FaultyChain<C> {
     clock: SimClock,
     submit_faults: VecDeque<Fault>,
     /// Submissions in the network: delivered when due, or after the next one.
-    delayed: Vec<(Instant, Submission)>,
+    delayed: Vec<(Timestamp, Submission)>,
     reordered: Vec<Submission>,
     fail_next: u32,
     partitioned: bool,

@@ -1,9 +1,8 @@
 //! An in-memory server holding each album's chain, with exactly the rules the
 //! real server keeps: one commit per epoch, first come first served, idempotent.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use capsule_mls::CommitHash;
 
@@ -24,10 +23,11 @@ impl Chain {
     }
 }
 
-/// The server: one chain per album, shared by every device's [`MemoryChain`].
+/// The server: one chain per album, shared by every device's [`MemoryChain`]
+/// (threads included).
 #[derive(Clone, Debug, Default)]
 pub struct MemoryServer {
-    chains: Rc<RefCell<BTreeMap<Vec<u8>, Chain>>>,
+    chains: Arc<Mutex<BTreeMap<Vec<u8>, Chain>>>,
 }
 
 impl MemoryServer {
@@ -39,7 +39,13 @@ impl MemoryServer {
 
     /// Registers an album whose group starts at `epoch` (0 for a new MLS group).
     pub fn create_album(&self, album: &[u8], epoch: u64) {
-        self.chains.borrow_mut().entry(album.to_vec()).or_insert(Chain { base: epoch, ..Chain::default() });
+        self.chains().entry(album.to_vec()).or_insert(Chain { base: epoch, ..Chain::default() });
+    }
+
+    // A panic elsewhere while holding the lock leaves the chains as they were:
+    // every change below is one push or one removal.
+    fn chains(&self) -> MutexGuard<'_, BTreeMap<Vec<u8>, Chain>> {
+        self.chains.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A device's connection to one album's chain.
@@ -51,18 +57,18 @@ impl MemoryServer {
     /// Every entry of an album's chain (for assertions).
     #[must_use]
     pub fn entries(&self, album: &[u8]) -> Vec<ChainEntry> {
-        self.chains.borrow().get(album).map(|c| c.entries.clone()).unwrap_or_default()
+        self.chains().get(album).map(|c| c.entries.clone()).unwrap_or_default()
     }
 
     /// How many submissions the server received for an album.
     #[must_use]
     pub fn submissions(&self, album: &[u8]) -> u64 {
-        self.chains.borrow().get(album).map_or(0, |c| c.submissions)
+        self.chains().get(album).map_or(0, |c| c.submissions)
     }
 
     /// Forgets entries before `epoch`, as a server with limited history would.
     pub fn prune_before(&self, album: &[u8], epoch: u64) {
-        if let Some(chain) = self.chains.borrow_mut().get_mut(album) {
+        if let Some(chain) = self.chains().get_mut(album) {
             while chain.base < epoch && !chain.entries.is_empty() {
                 chain.entries.remove(0);
                 chain.base += 1;
@@ -71,7 +77,7 @@ impl MemoryServer {
     }
 
     fn with<T>(&self, album: &[u8], f: impl FnOnce(&mut Chain) -> T) -> Result<T, ChainError> {
-        self.chains.borrow_mut().get_mut(album).map(f).ok_or(ChainError::UnknownAlbum)
+        self.chains().get_mut(album).map(f).ok_or(ChainError::UnknownAlbum)
     }
 }
 

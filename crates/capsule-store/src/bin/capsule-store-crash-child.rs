@@ -12,14 +12,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use std::cell::Cell;
-use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use capsule_amk::AlbumId;
 use capsule_mls::testkit::Directory;
 use capsule_resilience::testkit::{FileChain, MemoryEscrow, SimClock};
-use capsule_resilience::{AlbumStatus, Clock, Context, RekeyReason, RetryPolicy};
+use capsule_resilience::{AlbumStatus, Clock, RekeyReason, RetryPolicy};
 use capsule_store::{Step, Store};
 
 /// The re-key every crash run drives.
@@ -46,13 +46,10 @@ fn rekey(args: &[String]) -> Result<(), String> {
     let mut admin_store = Store::open(&PathBuf::from(admin)).map_err(|x| e(&x))?;
     if let Some(at) = step_named(step) {
         let target: u32 = n.parse().map_err(|x| e(&x))?;
-        let seen = Rc::new(Cell::new(0u32));
+        let seen = Arc::new(AtomicU32::new(0));
         admin_store.set_observer(Box::new(move |s| {
-            if s == at {
-                seen.set(seen.get() + 1);
-                if seen.get() == target {
-                    std::process::abort();
-                }
+            if s == at && seen.fetch_add(1, Ordering::SeqCst) + 1 == target {
+                std::process::abort();
             }
         }));
     }
@@ -78,36 +75,17 @@ fn rekey(args: &[String]) -> Result<(), String> {
     for _ in 0..20 {
         for store in std::iter::once(&admin_store).chain(&stores) {
             let device = store.load_device().map_err(|x| e(&x))?;
-            // Each half in its own transaction: nothing is sent before the
-            // pending commit that lets the device recognise it is durable.
-            store
-                .with_resilient(ALBUM, policy.clone(), |r, p| {
-                    let cx = Context { provider: p, device: &device, validation: dir.validation() };
-                    r.reconcile_with_server(cx, &mut chain)?;
-                    r.exchange(cx, &mut chain, &clock)
-                })
-                .map_err(|x| e(&x))?;
-            store
-                .with_resilient(ALBUM, policy.clone(), |r, p| {
-                    r.prepare(Context { provider: p, device: &device, validation: dir.validation() }, &clock)
-                })
-                .map_err(|x| e(&x))?;
-            store
-                .with_resilient(ALBUM, policy.clone(), |r, p| {
-                    r.exchange(
-                        Context { provider: p, device: &device, validation: dir.validation() },
-                        &mut chain,
-                        &clock,
-                    )
-                })
-                .map_err(|x| e(&x))?;
+            // Decide, send with no transaction open, record: nothing is sent
+            // before the pending commit that lets the device recognise it is durable.
+            store.reconcile_album(ALBUM, &policy, &device, dir.validation(), &mut chain).map_err(|x| e(&x))?;
+            store.sync_album(ALBUM, &policy, &device, dir.validation(), &mut chain, &clock).map_err(|x| e(&x))?;
         }
         let done = admin_store
-            .with_resilient(ALBUM, policy.clone(), |r, _| Ok(r.completed_rekeys().contains(&REKEY_ID)))
+            .read_resilient(ALBUM, policy.clone(), |r| r.completed_rekeys().contains(&REKEY_ID))
             .map_err(|x| e(&x))?;
         let mut in_sync = true;
         for store in std::iter::once(&admin_store).chain(&stores) {
-            let status = store.with_resilient(ALBUM, policy.clone(), |r, _| Ok(r.status())).map_err(|x| e(&x))?;
+            let status = store.read_resilient(ALBUM, policy.clone(), |r| r.status()).map_err(|x| e(&x))?;
             in_sync &= status == AlbumStatus::InSync;
         }
         if done && in_sync {

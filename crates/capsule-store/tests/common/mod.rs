@@ -59,7 +59,10 @@ impl Scenario {
     /// Welcome and bundle.
     pub fn add(&self, name: &str, user: u8) -> (Vec<u8>, Vec<u8>) {
         let joiner = self.open(name);
-        let kp = capsule_mls::key_package(&joiner.provider().unwrap(), &joiner.load_device().unwrap()).unwrap();
+        let kp = {
+            let me = joiner.load_device().unwrap();
+            joiner.with_provider(|p| capsule_mls::key_package(p, &me)).unwrap()
+        };
         let alice = self.open("alice");
         let me = alice.load_device().unwrap();
         let out = alice.with_album(ALBUM, |a, p| a.add_user(p, &me, uid(user), &[kp], self.dir.validation())).unwrap();

@@ -1,0 +1,371 @@
+//! Membership changes as durable intents, the retry schedule as data, and an
+//! intent's life: staged as a commit, sent, confirmed, superseded or surfaced.
+
+use core::time::Duration;
+
+use capsule_identity::{DeviceId, UserId};
+use capsule_mls::{Album, Applied, CommitHash, MlsError, OpenMlsProvider, Outgoing};
+use serde::{Deserialize, Serialize};
+
+use crate::{Action, ChainError, Context, Event, ResilientAlbum, Result, Submission, SubmitAnswer};
+
+use crate::Timestamp;
+
+/// Identifies one intent for its whole life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct IntentId(pub u64);
+
+/// The change an intent asks for; re-proposed as is when another commit wins its epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// Add every device of `user` (their KeyPackages).
+    AddUser {
+        /// The user.
+        user: UserId,
+        /// One KeyPackage per device.
+        directory: Vec<Vec<u8>>,
+    },
+    /// Add one more device of this device's own user.
+    AddDevice {
+        /// Its KeyPackage.
+        key_package: Vec<u8>,
+    },
+    /// Remove every device of `user`.
+    RemoveUser {
+        /// The user.
+        user: UserId,
+    },
+    /// Remove a lost device of this device's own user.
+    RemoveDevice {
+        /// The device.
+        device: DeviceId,
+    },
+    /// Rotate the AMK.
+    RotateAmk,
+    /// Replace this device's own leaf (a member's answer to a re-key).
+    SelfUpdate,
+    /// Quiesce the album for re-key `marker.id` (admin).
+    BeginRekey {
+        /// The marker.
+        marker: capsule_mls::RekeyMarker,
+    },
+    /// Finish re-key `id`: clear the marker and rotate the AMK (admin).
+    FinishRekey {
+        /// The re-key.
+        id: u64,
+    },
+    /// Replace a device that did not answer a re-key from a fresh KeyPackage (admin).
+    ReAddDevice {
+        /// The device's fresh KeyPackage.
+        key_package: Vec<u8>,
+    },
+}
+
+/// Where an intent is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IntentState {
+    /// Waiting to be committed (new, or re-proposed after another commit won its epoch).
+    Pending,
+    /// Its commit is staged and durable locally, and is to be sent: for the
+    /// first time (`retries` 0) or again after a silence.
+    Staged {
+        /// The epoch the commit claims.
+        epoch: u64,
+        /// The commit.
+        commit_hash: CommitHash,
+        /// Re-submissions before this one.
+        retries: u32,
+    },
+    /// Its commit went to the server; not yet seen in the chain.
+    Submitted {
+        /// The epoch the commit claims.
+        epoch: u64,
+        /// The commit.
+        commit_hash: CommitHash,
+        /// Re-submissions so far.
+        retries: u32,
+        /// When to look for it in the chain next.
+        next_check: Timestamp,
+    },
+    /// In the chain and merged (or already in effect through another commit).
+    Confirmed {
+        /// The epoch reached.
+        epoch: u64,
+    },
+    /// The retry budget ran out: "couldn't sync — will retry when connectivity
+    /// returns". Its commit is kept and retried on [`crate::ResilientAlbum::connectivity_restored`].
+    Surfaced {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One membership change and its state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    /// Its id.
+    pub id: IntentId,
+    /// What it asks for.
+    pub change: Change,
+    /// Where it is.
+    pub state: IntentState,
+    /// How many times another commit won its epoch and it was re-proposed.
+    pub reproposals: u32,
+}
+
+/// The lost-commit schedule: data consumed against the injected clock, never a
+/// sleeping loop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// How long a submitted commit may stay unseen before it is presumed lost.
+    pub detection_timeout: Duration,
+    /// Delay after each re-submission; the last one repeats if the budget is larger.
+    pub backoff: Vec<Duration>,
+    /// Re-submissions before the change is surfaced.
+    pub budget: u32,
+}
+
+impl Default for RetryPolicy {
+    /// 30 s detection; re-submissions wait 30 s, 2 min, 10 min; surfaced after 3.
+    fn default() -> Self {
+        Self {
+            detection_timeout: Duration::from_secs(30),
+            backoff: vec![Duration::from_secs(30), Duration::from_secs(120), Duration::from_secs(600)],
+            budget: 3,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after re-submission number `retry` (1-based).
+    #[must_use]
+    pub fn delay_after(&self, retry: u32) -> Duration {
+        let index = usize::try_from(retry.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.backoff.get(index).or(self.backoff.last()).copied().unwrap_or(self.detection_timeout)
+    }
+
+    /// The wait after a submission that is `retries` re-submissions in (0: the first).
+    #[must_use]
+    pub fn wait_after(&self, retries: u32) -> Duration {
+        if retries == 0 { self.detection_timeout } else { self.delay_after(retries) }
+    }
+
+    /// The longest wait the schedule ever asks for: a stored deadline further
+    /// away than this from now was set by a clock that has since jumped back.
+    #[must_use]
+    pub fn longest_wait(&self) -> Duration {
+        self.backoff.iter().copied().fold(self.detection_timeout, Duration::max)
+    }
+}
+
+/// Whether a refusal to stage `change` means it is already in effect.
+fn already_done(change: &Change, e: &MlsError) -> bool {
+    matches!(
+        (change, e),
+        (Change::AddUser { .. } | Change::AddDevice { .. }, MlsError::AlreadyMember(..))
+            | (
+                Change::RemoveUser { .. } | Change::RemoveDevice { .. } | Change::ReAddDevice { .. },
+                MlsError::NotMember(_)
+            )
+            | (Change::BeginRekey { .. } | Change::FinishRekey { .. }, MlsError::RekeyState(_))
+    )
+}
+
+fn submission(out: &Outgoing) -> Submission {
+    Submission {
+        epoch: out.epoch,
+        commit: out.commit.clone(),
+        welcome: out.welcome.clone(),
+        bundle: out.bundle.clone(),
+    }
+}
+
+/// Stages `change` as one commit on `album` (the only place a change meets the
+/// MLS layer).
+fn stage<P: OpenMlsProvider>(album: &mut Album, cx: Context<'_, P>, change: &Change) -> Result<Outgoing, MlsError> {
+    let (p, me, v) = (cx.provider, cx.device, cx.validation);
+    match change {
+        Change::AddUser { user, directory } => album.add_user(p, me, *user, directory, v),
+        Change::AddDevice { key_package } => album.add_device(p, me, key_package, v),
+        Change::RemoveUser { user } => album.remove_user(p, me, *user),
+        Change::RemoveDevice { device } => album.remove_device(p, me, *device),
+        Change::RotateAmk => album.rotate_amk(p, me),
+        Change::SelfUpdate => album.self_update(p, me),
+        Change::BeginRekey { marker } => album.begin_rekey(p, me, *marker),
+        Change::FinishRekey { id } => album.finish_rekey(p, me, *id),
+        Change::ReAddDevice { key_package } => album.readd_device(p, me, key_package, v),
+    }
+}
+
+impl ResilientAlbum {
+    /// Records a membership change to make. [`ResilientAlbum::poll_action`]
+    /// stages it as a commit once nothing else is in flight.
+    pub fn propose(&mut self, change: Change) -> IntentId {
+        let id = IntentId(self.next_intent);
+        self.next_intent += 1;
+        self.intents.push(Intent { id, change, state: IntentState::Pending, reproposals: 0 });
+        id
+    }
+
+    /// The intent whose commit is in flight (staged, submitted or surfaced):
+    /// MLS allows one pending commit, so there is at most one.
+    pub(crate) fn in_flight(&self) -> Option<&Intent> {
+        self.intents.iter().find(|i| {
+            matches!(i.state, IntentState::Staged { .. } | IntentState::Submitted { .. } | IntentState::Surfaced { .. })
+        })
+    }
+
+    pub(crate) fn intent_mut(&mut self, id: IntentId) -> Option<&mut Intent> {
+        self.intents.iter_mut().find(|i| i.id == id)
+    }
+
+    /// Moves an intent, and says so in the events.
+    pub(crate) fn set_state(&mut self, id: IntentId, state: IntentState, now: Timestamp) {
+        let event = match &state {
+            IntentState::Confirmed { epoch } => Some(Event::Confirmed { intent: id, epoch: *epoch }),
+            IntentState::Surfaced { .. } => Some(Event::Surfaced { intent: id, at: now }),
+            IntentState::Submitted { retries, .. } => Some(Event::Submitted { intent: id, retry: *retries, at: now }),
+            IntentState::Pending | IntentState::Staged { .. } => None,
+        };
+        if let Some(intent) = self.intent_mut(id) {
+            intent.state = state;
+            self.events.extend(event);
+        }
+    }
+
+    /// Stages the oldest pending intent when nothing is in flight. A change the
+    /// MLS layer finds already in effect is confirmed; one it refuses is surfaced.
+    pub(crate) fn stage_next<P: OpenMlsProvider>(&mut self, cx: Context<'_, P>, now: Timestamp) -> Result<()> {
+        if self.in_flight().is_some() {
+            return Ok(());
+        }
+        let Some(intent) = self.intents.iter().find(|i| i.state == IntentState::Pending).cloned() else {
+            return Ok(());
+        };
+        let state = match stage(&mut self.album, cx, &intent.change) {
+            Ok(out) => IntentState::Staged { epoch: out.epoch, commit_hash: out.commit_hash, retries: 0 },
+            // Already in effect (another device made it, or the re-key it belongs to moved on).
+            Err(e) if already_done(&intent.change, &e) => IntentState::Confirmed { epoch: self.album.epoch() },
+            // A bug or a storage fault is not a refusal: nothing is recorded, the caller sees it.
+            Err(e @ (MlsError::Internal(_) | MlsError::Storage(_))) => return Err(e.into()),
+            Err(e) => IntentState::Surfaced { reason: e.to_string() },
+        };
+        self.set_state(intent.id, state, now);
+        Ok(())
+    }
+
+    /// The send a staged intent is waiting for.
+    pub(crate) fn due_submission(&self) -> Option<Action> {
+        let intent = self.in_flight()?;
+        let IntentState::Staged { commit_hash, .. } = intent.state else { return None };
+        let out = self.album.pending().filter(|p| p.commit_hash == commit_hash)?;
+        Some(Action::Submit(submission(out)))
+    }
+
+    /// The server's answer to a submission. A stale answer (for a commit no
+    /// longer waiting to be sent) changes nothing.
+    pub(crate) fn handle_submitted<P: OpenMlsProvider>(
+        &mut self,
+        cx: Context<'_, P>,
+        commit_hash: CommitHash,
+        result: Result<SubmitAnswer, ChainError>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let Some(intent) = self.in_flight() else { return Ok(()) };
+        let (id, IntentState::Staged { epoch, commit_hash: staged, retries }) = (intent.id, intent.state.clone())
+        else {
+            return Ok(());
+        };
+        if staged != commit_hash {
+            return Ok(());
+        }
+        let next_check = now.after(self.policy.wait_after(retries));
+        self.set_state(id, IntentState::Submitted { epoch, commit_hash, retries, next_check }, now);
+        match result {
+            Ok(SubmitAnswer::Accepted { epoch: at }) if at == epoch => {
+                let applied = self.album.confirm(cx.provider)?;
+                self.set_state(id, IntentState::Confirmed { epoch: applied.epoch }, now);
+                self.events.push(Event::Applied(Box::new(applied)));
+            }
+            // Lost the race (or the server moved on): catch up; the change is re-proposed.
+            Ok(SubmitAnswer::Accepted { .. } | SubmitAnswer::Conflict { .. }) => self.fetch_due = true,
+            // No answer (or none usable): the detection timeout decides.
+            Err(_) => {}
+        }
+        Ok(())
+    }
+
+    /// A submitted commit whose check is due, looked for in the chain and not
+    /// found there: send it again, or surface it when the budget is spent.
+    pub(crate) fn follow_schedule(&mut self, now: Timestamp) {
+        let Some(intent) = self.in_flight() else { return };
+        let (id, IntentState::Submitted { epoch, commit_hash, retries, next_check }) =
+            (intent.id, intent.state.clone())
+        else {
+            return;
+        };
+        if now < next_check || self.quarantine.is_some() {
+            return;
+        }
+        let state = if retries >= self.policy.budget {
+            IntentState::Surfaced { reason: "couldn't sync — will retry when connectivity returns".into() }
+        } else {
+            // The same commit again: if the first one landed, the chain answers with its position.
+            IntentState::Staged { epoch, commit_hash, retries: retries + 1 }
+        };
+        self.set_state(id, state, now);
+    }
+
+    /// A stored deadline further away than the schedule allows was set before
+    /// the clock jumped back (a reset phone clock): the schedule restarts now.
+    pub(crate) fn reanchor(&mut self, now: Timestamp) {
+        let limit = now.after(self.policy.longest_wait());
+        let policy = self.policy.clone();
+        for intent in &mut self.intents {
+            if let IntentState::Submitted { retries, next_check, .. } = &mut intent.state
+                && *next_check > limit
+            {
+                *next_check = now.after(policy.wait_after(*retries));
+            }
+        }
+        if let Some(journal) = &mut self.rekey {
+            journal.reanchor(now);
+        }
+    }
+
+    /// After a chain commit was applied: the in-flight intent is confirmed (it
+    /// was ours) or superseded (another commit won its epoch: re-proposed).
+    pub(crate) fn settle_in_flight(&mut self, own: bool, applied: &Applied) {
+        let Some(id) = self.in_flight().map(|i| i.id) else { return };
+        if own {
+            if let Some(intent) = self.intent_mut(id) {
+                intent.state = IntentState::Confirmed { epoch: applied.epoch };
+                self.events.push(Event::Confirmed { intent: id, epoch: applied.epoch });
+            }
+        } else if applied.superseded.is_some()
+            && let Some(intent) = self.intent_mut(id)
+        {
+            intent.state = IntentState::Pending;
+            intent.reproposals += 1;
+            self.events.push(Event::Superseded { intent: id });
+        }
+    }
+
+    /// The application reports connectivity again: surfaced changes are looked
+    /// for in the chain at once and re-sent with a fresh budget.
+    pub fn connectivity_restored(&mut self, now: Timestamp) {
+        let Some(pending) = self.album.pending().cloned() else {
+            return;
+        };
+        for intent in &mut self.intents {
+            if matches!(intent.state, IntentState::Surfaced { .. }) {
+                intent.state = IntentState::Submitted {
+                    epoch: pending.epoch,
+                    commit_hash: pending.commit_hash,
+                    retries: 0,
+                    next_check: now,
+                };
+            }
+        }
+    }
+}

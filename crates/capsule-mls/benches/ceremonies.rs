@@ -70,7 +70,7 @@ fn capsule_album(users: &mut Users, n: usize) -> (MemoryProvider, DeviceIdentity
         let joiner_provider = MemoryProvider::in_memory().unwrap();
         let dir: Vec<Vec<u8>> = (1..n).map(|_| key_package(&joiner_provider, &users.device(2)).unwrap()).collect();
         let v = Validation { trust: &users.trust, now: NOW };
-        album.add_user(&provider, &me, UserId::from_bytes([2; 16]), &dir, v).unwrap();
+        album.stage(&provider, &me, &Change::AddUser { user: UserId::from_bytes([2; 16]), directory: dir }, v).unwrap();
         album.confirm(&provider).unwrap();
     }
     (provider, me, album)
@@ -189,10 +189,11 @@ fn bench(c: &mut Criterion) {
         let (p, me, mut album) = capsule_album(&mut users, n);
         let (rp, rs, mut raw) = raw_group(n);
         let mut gce = 0u32;
+        let trust = users.trust.clone();
 
         // AMK rotation (one GCE commit with a path) then merge.
         let mut rotate = || {
-            album.rotate_amk(&p, &me).unwrap();
+            album.stage(&p, &me, &Change::RotateAmk, Validation { trust: &trust, now: NOW }).unwrap();
             album.confirm(&p).unwrap();
         };
         let mut raw_rotate = || {
@@ -211,14 +212,13 @@ fn bench(c: &mut Criterion) {
 
         // Add a device then remove it again (with its rotation): two commits.
         let kp_provider = MemoryProvider::in_memory().unwrap();
-        let trust = users.trust.clone();
         let mut cycle = || {
             let dev = users.device(1);
             let kp = key_package(&kp_provider, &dev).unwrap();
             let v = Validation { trust: &trust, now: NOW };
-            album.add_device(&p, &me, &kp, v).unwrap();
+            album.stage(&p, &me, &Change::AddDevice { key_package: kp }, v).unwrap();
             album.confirm(&p).unwrap();
-            album.remove_device(&p, &me, dev.device()).unwrap();
+            album.stage(&p, &me, &Change::RemoveDevice { device: dev.device() }, v).unwrap();
             album.confirm(&p).unwrap();
         };
         let mut raw_cycle = || {

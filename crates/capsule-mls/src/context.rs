@@ -6,6 +6,7 @@ use openmls::prelude::{Extension, Extensions, GroupContext, UnknownExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::binding::{ALBUM_EXTENSION_TYPE, required_capabilities};
+use crate::boundary::During as _;
 use crate::{MlsError, Result};
 
 /// What the group context says about the album: its metadata and the current AMK
@@ -50,7 +51,7 @@ impl AlbumContext {
     /// Only on a serializer bug.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         encoding::encode(&(self.metadata.to_bytes()?, self.amk_version, self.rekey))
-            .map_err(|e| MlsError::Amk(e.into()))
+            .map_err(|_| MlsError::Internal("album context encoding"))
     }
 
     /// Decodes and validates the extension payload.
@@ -72,7 +73,7 @@ impl AlbumContext {
             Extension::RequiredCapabilities(required_capabilities()),
             Extension::Unknown(ALBUM_EXTENSION_TYPE, UnknownExtension(self.to_bytes()?)),
         ])
-        .map_err(MlsError::protocol)
+        .during("building the album context extensions")
     }
 
     /// Reads the context from group-context extensions.

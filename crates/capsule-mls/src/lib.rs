@@ -1,4 +1,4 @@
-//! Capsule's OpenMLS ceremony wrapper: an album is an MLS group.
+//! Capsule's OpenMLS wrapper: an album is an MLS group.
 //!
 //! The thin, strict layer that binds OpenMLS to the identity layer
 //! (`capsule-identity`) and to AMK handling (`capsule-amk`):
@@ -17,9 +17,20 @@
 //!   the joiners' history bundle is sealed under a key derived from the same
 //!   exporter of the joining epoch and travels beside the Welcome, never inside
 //!   the GroupInfo;
-//! - ceremonies stage one commit and keep it pending until [`Album::confirm`]
-//!   (the server accepted it) or [`Album::reject`]; calling the same ceremony
-//!   again returns the same commit.
+//! - a membership or key change is described by one [`Change`] and committed by
+//!   one entry point, [`Album::stage`]: the commit stays pending
+//!   ([`Album::pending`]) until [`Album::confirm`] (the server accepted it) or
+//!   [`Album::reject`]; staging an equal change again returns the same
+//!   [`Outgoing`];
+//! - [`Album::process`] applies other members' commits from the chain under the
+//!   same rules every member applies to its own;
+//! - every OpenMLS error is classified at the boundary: bugs and storage faults
+//!   ([`MlsError::is_internal`]) apart from typed refusals of the input.
+//!
+//! Code map: `album.rs` holds the state (create, join, load, getters),
+//! `outgoing.rs` turns a [`Change`] into a staged commit and settles it,
+//! `inbound.rs` holds every acceptance rule, `boundary.rs` classifies OpenMLS
+//! errors.
 //!
 //! Nothing here does I/O or reads a clock: operations take and return bytes as
 //! they cross the network.
@@ -27,18 +38,25 @@
 
 mod album;
 mod binding;
+mod boundary;
+mod change;
 mod context;
 mod error;
+mod inbound;
+mod outgoing;
 mod provider;
 mod rng;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use album::{Album, Applied, Ceremony, CommitHash, Outgoing, key_package};
+pub use album::{Album, CommitHash};
 pub use binding::{ALBUM_EXTENSION_TYPE, CREDENTIAL_TYPE, DeviceIdentity, Validation, capabilities};
+pub use change::Change;
 pub use context::{AlbumContext, RekeyMarker, RekeyReason};
 pub use error::{MlsError, Result};
+pub use inbound::Applied;
 /// The provider bound of every operation: higher layers name it through this
 /// crate, not through OpenMLS.
 pub use openmls_traits::OpenMlsProvider;
+pub use outgoing::{Outgoing, key_package};
 pub use provider::{CIPHERSUITE, CapsuleProvider, MemoryProvider};

@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use capsule_amk::HistoryPolicy;
+use capsule_amk::{AlbumId, AlbumMetadata, HistoryPolicy};
 use capsule_identity::{DeviceCertificate, DeviceId, DeviceSigningKey, IdentityError, IdentityKeyPair, IdentitySeed};
 use capsule_mls::*;
 use common::*;
@@ -69,7 +69,7 @@ fn alice_and_bob(seed: u8) -> World {
     let bob = w.user(2);
     let b0 = w.device(bob);
     let dir = w.directory(bob);
-    let out = w.ceremony(a0, |al, p, me, v| al.add_user(p, me, bob, &dir, v)).unwrap();
+    let out = w.stage(a0, &Change::AddUser { user: bob, directory: dir }).unwrap();
     w.deliver(a0, &out, &[b0]);
     w
 }
@@ -137,7 +137,7 @@ fn key_packages_with_broken_bindings_are_refused_before_adding() {
         ("not a key package", vec![1, 2, 3], |e| matches!(e, MlsError::Malformed(_))),
     ];
     for (what, kp, expected) in cases {
-        let result = w.ceremony(0, |al, p, me, v| al.add_user(p, me, carol, &[kp], v));
+        let result = w.stage(0, &Change::AddUser { user: carol, directory: vec![kp] });
         match result {
             Err(e) => assert!(expected(&e), "{what}: {e}"),
             Ok(_) => panic!("{what}: accepted"),
@@ -146,7 +146,7 @@ fn key_packages_with_broken_bindings_are_refused_before_adding() {
     }
     // The genuine one is accepted.
     let kp = raw_key_package(&provider, capsule_credential(&good), key());
-    assert!(w.ceremony(0, |al, p, me, v| al.add_user(p, me, carol, &[kp], v)).is_ok());
+    assert!(w.stage(0, &Change::AddUser { user: carol, directory: vec![kp] }).is_ok());
 }
 
 #[test]
@@ -155,7 +155,7 @@ fn a_welcome_whose_tree_does_not_verify_is_refused() {
     let carol = w.user(3);
     let c0 = w.device(carol);
     let dir = w.directory(carol);
-    let out = w.ceremony(0, |al, p, me, v| al.add_user(p, me, carol, &dir, v)).unwrap();
+    let out = w.stage(0, &Change::AddUser { user: carol, directory: dir }).unwrap();
     // Carol's directory holds a wrong identity key for Bob: Bob's leaf fails.
     let mut wrong = w.trust.clone();
     wrong.insert(uid(2), IdentityKeyPair::from_seed(&IdentitySeed::from_bytes([1; 32])).unwrap().public_key().clone());
@@ -178,7 +178,8 @@ fn a_welcome_whose_tree_does_not_verify_is_refused() {
         let kp = key_package(&w.devices[fresh].provider, &w.devices[fresh].me).unwrap();
         let v = Validation { trust: &w.dir.trust, now: NOW };
         let dev = &mut w.devices[0];
-        dev.album.as_mut().unwrap().add_user(&dev.provider, &dev.me, carol, &[kp], v).unwrap()
+        let change = Change::AddUser { user: carol, directory: vec![kp] };
+        dev.album.as_mut().unwrap().stage(&dev.provider, &dev.me, &change, v).unwrap()
     };
     let dev = &w.devices[fresh];
     let mut bad = out2.bundle.clone().unwrap();
@@ -193,7 +194,7 @@ fn an_incoming_commit_with_an_unverifiable_leaf_is_refused_and_changes_nothing()
     let carol = w.user(3);
     let c0 = w.device(carol);
     let dir = w.directory(carol);
-    let out = w.ceremony(0, |al, p, me, v| al.add_user(p, me, carol, &dir, v)).unwrap();
+    let out = w.stage(0, &Change::AddUser { user: carol, directory: dir }).unwrap();
     let (epoch, auth) = (w.album(1).epoch(), w.album(1).epoch_authenticator());
     // Bob does not (yet) trust Carol's identity key: the Add is refused.
     let mut partial: BTreeMap<_, _> = w.trust.clone();
@@ -267,12 +268,12 @@ fn unauthorized_commits_are_refused_by_every_receiver() {
     // Locally, a non-admin cannot even build these.
     let kp = w.kp(c0);
     assert!(matches!(
-        w.ceremony(1, |al, p, me, v| al.add_user(p, me, carol, std::slice::from_ref(&kp), v)),
+        w.stage(1, &Change::AddUser { user: carol, directory: vec![kp.clone()] }),
         Err(MlsError::Unauthorized(_))
     ));
-    assert!(matches!(w.ceremony(1, |al, p, me, _| al.remove_user(p, me, uid(1))), Err(MlsError::Unauthorized(_))));
+    assert!(matches!(w.stage(1, &Change::RemoveUser { user: uid(1) }), Err(MlsError::Unauthorized(_))));
     let alice_device = w.devices[0].id;
-    assert!(matches!(w.ceremony(1, |al, p, me, _| al.remove_device(p, me, alice_device)), Err(MlsError::NotMember(_))));
+    assert!(matches!(w.stage(1, &Change::RemoveDevice { device: alice_device }), Err(MlsError::NotMember(_))));
 
     // A modified client of Bob (not an admin) adds Carol anyway.
     let kp_in = {
@@ -339,7 +340,70 @@ fn unauthorized_commits_are_refused_by_every_receiver() {
     }
     assert_untouched(&w, 0, a_epoch, &a_auth);
     // The album goes on normally afterwards.
-    let out = w.ceremony(0, |al, p, me, _| al.rotate_amk(p, me)).unwrap();
+    let out = w.stage(0, &Change::RotateAmk).unwrap();
+    w.deliver(0, &out, &[]);
+    w.assert_consistent();
+}
+
+#[test]
+fn tampered_foreign_forked_and_lost_commits_are_typed_refusals_not_faults() {
+    let mut w = alice_and_bob(35);
+    // Alice's genuine commit, still pending on her device: Bob receives altered copies.
+    let genuine = w.stage(0, &Change::RotateAmk).unwrap();
+    let mut tampered = genuine.commit.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 1;
+    let mut bad_tag = genuine.commit.clone();
+    *bad_tag.last_mut().unwrap() ^= 1;
+    // The same album id and epoch in another world: a fork of the group.
+    let forked = alice_and_bob(36).stage(0, &Change::RotateAmk).unwrap().commit;
+    // Another album at the same epoch.
+    let foreign = {
+        let mut other = World::new(37);
+        let carol = other.user(3);
+        let c = other.device(carol);
+        let meta = AlbumMetadata::new(AlbumId::from_bytes([0xB2; 16]), HistoryPolicy::Full, [carol].into()).unwrap();
+        let dev = &mut other.devices[c];
+        dev.album = Some(Album::create(&dev.provider, &dev.me, meta).unwrap());
+        let first = other.stage(c, &Change::RotateAmk).unwrap();
+        other.deliver(c, &first, &[]);
+        other.stage(c, &Change::RotateAmk).unwrap().commit
+    };
+    assert_eq!(w.album(1).epoch(), 1);
+    // (what, receiver, commit, expected refusal)
+    let cases: Vec<(&str, usize, Vec<u8>, Expect)> = vec![
+        ("a byte flipped inside the commit", 1, tampered, |e| matches!(e, MlsError::BadSignature)),
+        ("a byte flipped in the membership tag", 1, bad_tag, |e| matches!(e, MlsError::BadSignature)),
+        ("a commit from a fork of the album", 1, forked, |e| matches!(e, MlsError::BadSignature)),
+        ("a commit to another album", 1, foreign, |e| matches!(e, MlsError::NotMember(_))),
+        ("not a message", 1, vec![0, 1, 2], |e| matches!(e, MlsError::Malformed(_))),
+    ];
+    for (what, receiver, commit, expected) in cases {
+        let (epoch, auth) = (w.album(receiver).epoch(), w.album(receiver).epoch_authenticator());
+        let v = Validation { trust: &w.dir.trust, now: NOW };
+        let dev = &mut w.devices[receiver];
+        match dev.album.as_mut().unwrap().process(&dev.provider, &commit, v) {
+            Err(e) => assert!(expected(&e) && !e.is_internal(), "{what}: {e:?}"),
+            Ok(_) => panic!("{what}: accepted"),
+        }
+        assert_untouched(&w, receiver, epoch, &auth);
+    }
+    // Alice loses her pending commit (cleared), then meets it in the chain: she
+    // cannot apply a commit whose path secrets she no longer holds.
+    let (epoch, auth) = (w.album(0).epoch(), w.album(0).epoch_authenticator());
+    let v = Validation { trust: &w.dir.trust, now: NOW };
+    let dev = &mut w.devices[0];
+    let album = dev.album.as_mut().unwrap();
+    album.reject(&dev.provider).unwrap();
+    let result = album.process(&dev.provider, &genuine.commit, v);
+    assert!(matches!(&result, Err(e @ MlsError::OwnCommitMismatch) if !e.is_internal()), "{result:?}");
+    assert_untouched(&w, 0, epoch, &auth);
+    // Faults are told apart from refusals.
+    assert!(MlsError::Internal("a bug").is_internal());
+    assert!(MlsError::Storage { during: "merging", detail: "disk full".into() }.is_internal());
+    assert!(!MlsError::Refused("a rule").is_internal());
+    // The album goes on normally afterwards.
+    let out = w.stage(0, &Change::RotateAmk).unwrap();
     w.deliver(0, &out, &[]);
     w.assert_consistent();
 }

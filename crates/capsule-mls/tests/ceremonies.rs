@@ -19,7 +19,7 @@ fn album_of(devices: usize, seed: u8) -> World {
     if devices >= 2 {
         let a1 = w.device(alice);
         let kp = w.kp(a1);
-        let out = w.ceremony(a0, |al, p, me, v| al.add_device(p, me, &kp, v)).unwrap();
+        let out = w.stage(a0, &Change::AddDevice { key_package: kp }).unwrap();
         w.deliver(a0, &out, &[a1]);
         w.assert_consistent();
     }
@@ -30,7 +30,7 @@ fn album_of(devices: usize, seed: u8) -> World {
         let count = (devices - w.members().len()).min(2);
         let new: Vec<usize> = (0..count).map(|_| w.device(user)).collect();
         let dir = w.directory(user);
-        let out = w.ceremony(a0, |al, p, me, v| al.add_user(p, me, user, &dir, v)).unwrap();
+        let out = w.stage(a0, &Change::AddUser { user, directory: dir }).unwrap();
         w.deliver(a0, &out, &new);
         w.assert_consistent();
     }
@@ -48,7 +48,7 @@ fn run_all_ceremonies(size: usize) {
     let (d0, d1) = (w.device(dave), w.device(dave));
     let dir = w.directory(dave);
     let before = w.amk_version(a0);
-    let out = w.ceremony(a0, |al, p, me, v| al.add_user(p, me, dave, &dir, v)).unwrap();
+    let out = w.stage(a0, &Change::AddUser { user: dave, directory: dir }).unwrap();
     assert!(out.welcome.is_some() && out.bundle.is_some());
     let applied = w.deliver(a0, &out, &[d0, d1]);
     assert!(applied.iter().all(|a| a.added.len() == 2 && a.rotated_to.is_none()));
@@ -58,13 +58,13 @@ fn run_all_ceremonies(size: usize) {
     // Add device: Dave's first device adds his third.
     let d2 = w.device(dave);
     let kp = w.kp(d2);
-    let out = w.ceremony(d0, |al, p, me, v| al.add_device(p, me, &kp, v)).unwrap();
+    let out = w.stage(d0, &Change::AddDevice { key_package: kp }).unwrap();
     w.deliver(d0, &out, &[d2]);
     w.assert_consistent();
 
     // Remove lost device: Dave's d1 is lost; d2 removes it and the AMK rotates.
     let lost_id = w.devices[d1].id;
-    let out = w.ceremony(d2, |al, p, me, _| al.remove_device(p, me, lost_id)).unwrap();
+    let out = w.stage(d2, &Change::RemoveDevice { device: lost_id }).unwrap();
     let applied = w.deliver(d2, &out, &[]);
     let v_after_lost = before.next().unwrap();
     assert!(applied.iter().all(|a| if a.evicted {
@@ -79,7 +79,7 @@ fn run_all_ceremonies(size: usize) {
     w.assert_consistent();
 
     // Remove user: Alice removes Dave entirely.
-    let out = w.ceremony(a1, |al, p, me, _| al.remove_user(p, me, dave)).unwrap();
+    let out = w.stage(a1, &Change::RemoveUser { user: dave }).unwrap();
     w.deliver(a1, &out, &[]);
     let v_after_dave = v_after_lost.next().unwrap();
     for d in [d0, d2] {
@@ -91,7 +91,7 @@ fn run_all_ceremonies(size: usize) {
     w.assert_consistent();
 
     // AMK rotation on its own.
-    let out = w.ceremony(a0, |al, p, me, _| al.rotate_amk(p, me)).unwrap();
+    let out = w.stage(a0, &Change::RotateAmk).unwrap();
     let applied = w.deliver(a0, &out, &[]);
     assert!(applied.iter().all(|a| a.rotated_to == Some(v_after_dave.next().unwrap())));
     w.assert_consistent();
@@ -122,11 +122,12 @@ fn calling_a_pending_ceremony_again_returns_the_same_commit() {
     let bob = w.user(2);
     let b0 = w.device(bob);
     let dir = w.directory(bob);
-    let first = w.ceremony(0, |al, p, me, v| al.add_user(p, me, bob, &dir, v)).unwrap();
-    let again = w.ceremony(0, |al, p, me, v| al.add_user(p, me, bob, &dir, v)).unwrap();
+    let change = Change::AddUser { user: bob, directory: dir };
+    let first = w.stage(0, &change).unwrap();
+    let again = w.stage(0, &change.clone()).unwrap();
     assert_eq!(first, again);
     // A different ceremony waits.
-    assert!(matches!(w.ceremony(0, |al, p, me, _| al.rotate_amk(p, me)), Err(MlsError::PendingCommit)));
+    assert!(matches!(w.stage(0, &Change::RotateAmk), Err(MlsError::PendingCommit)));
     // Nothing is merged before the server answers.
     assert_eq!(w.album(0).epoch(), w.album(1).epoch());
     w.deliver(0, &first, &[b0]);
@@ -138,15 +139,15 @@ fn a_rejected_commit_leaves_the_album_as_it_was() {
     let mut w = album_of(2, 10);
     let epoch = w.album(0).epoch();
     let auth = w.album(0).epoch_authenticator();
-    w.ceremony(0, |al, p, me, _| al.rotate_amk(p, me)).unwrap();
+    w.stage(0, &Change::RotateAmk).unwrap();
     let dev = &mut w.devices[0];
     let cleared = dev.album.as_mut().unwrap().reject(&dev.provider).unwrap();
-    assert!(matches!(cleared.map(|o| o.ceremony), Some(Ceremony::RotateAmk)));
+    assert!(matches!(cleared.map(|o| o.change), Some(Change::RotateAmk)));
     assert_eq!(w.album(0).epoch(), epoch);
     assert_eq!(w.album(0).epoch_authenticator(), auth);
     assert_eq!(w.amk_version(0), AmkVersion::FIRST);
     // And the album works on: a fresh rotation goes through.
-    let out = w.ceremony(0, |al, p, me, _| al.rotate_amk(p, me)).unwrap();
+    let out = w.stage(0, &Change::RotateAmk).unwrap();
     w.deliver(0, &out, &[]);
     w.assert_consistent();
 }
@@ -154,7 +155,7 @@ fn a_rejected_commit_leaves_the_album_as_it_was() {
 #[test]
 fn the_same_commit_processed_twice_is_refused_and_changes_nothing() {
     let mut w = album_of(3, 11);
-    let out = w.ceremony(0, |al, p, me, _| al.rotate_amk(p, me)).unwrap();
+    let out = w.stage(0, &Change::RotateAmk).unwrap();
     w.deliver(0, &out, &[]);
     let auth = w.album(2).epoch_authenticator();
     let v = Validation { trust: &w.dir.trust, now: NOW };
@@ -163,7 +164,7 @@ fn the_same_commit_processed_twice_is_refused_and_changes_nothing() {
     assert!(matches!(again, Err(MlsError::AlreadyApplied)), "{again:?}");
     assert_eq!(w.album(2).epoch_authenticator(), auth);
     // An older commit than the last one is a wrong-epoch refusal, not a fork.
-    let out2 = w.ceremony(0, |al, p, me, _| al.rotate_amk(p, me)).unwrap();
+    let out2 = w.stage(0, &Change::RotateAmk).unwrap();
     w.deliver(0, &out2, &[]);
     let v = Validation { trust: &w.dir.trust, now: NOW };
     let dev = &mut w.devices[2];
@@ -176,8 +177,8 @@ fn the_same_commit_processed_twice_is_refused_and_changes_nothing() {
 fn concurrent_commits_converge_without_a_split() {
     let mut w = album_of(4, 12);
     // Two members commit for the same epoch.
-    let first = w.ceremony(0, |al, p, me, _| al.rotate_amk(p, me)).unwrap();
-    let second = w.ceremony(2, |al, p, me, _| al.rotate_amk(p, me)).unwrap();
+    let first = w.stage(0, &Change::RotateAmk).unwrap();
+    let second = w.stage(2, &Change::RotateAmk).unwrap();
     assert_eq!(first.epoch, second.epoch);
     // The ordering stand-in takes the first; device 2 processes it and its own is superseded.
     let applied = w.deliver(0, &first, &[]);
@@ -190,7 +191,7 @@ fn concurrent_commits_converge_without_a_split() {
     let dev = &mut w.devices[1];
     assert!(dev.album.as_mut().unwrap().process(&dev.provider, &second.commit, v).is_err());
     // Re-proposed against the new epoch, it goes through: one AMK per version everywhere.
-    let again = w.ceremony(2, |al, p, me, _| al.rotate_amk(p, me)).unwrap();
+    let again = w.stage(2, &Change::RotateAmk).unwrap();
     w.deliver(2, &again, &[]);
     w.assert_consistent();
     assert_eq!(w.amk_version(0).get(), 3);

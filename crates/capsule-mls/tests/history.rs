@@ -8,6 +8,7 @@ mod common;
 use std::num::NonZeroU32;
 
 use capsule_amk::{Amk, AmkError, AmkSlot, AmkVersion, HistoryPolicy};
+use capsule_mls::Change;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use common::*;
@@ -35,14 +36,14 @@ fn album_with_history(policy: HistoryPolicy, versions: u32, seed: u8) -> (World,
     let carol = w.user(3);
     let c0 = w.device(carol);
     let dir = w.directory(carol);
-    let out = w.ceremony(a0, |al, p, me, v| al.add_user(p, me, carol, &dir, v)).unwrap();
+    let out = w.stage(a0, &Change::AddUser { user: carol, directory: dir }).unwrap();
     w.deliver(a0, &out, &[c0]);
     let mut assets = Vec::new();
     for n in 1..=versions {
         let (v, amk) = w.album(a0).keyring().current();
         assets.push((v, encrypt_asset(amk, format!("photo {n}").as_bytes())));
         if n < versions {
-            let out = w.ceremony(a0, |al, p, me, _| al.rotate_amk(p, me)).unwrap();
+            let out = w.stage(a0, &Change::RotateAmk).unwrap();
             w.deliver(a0, &out, &[]);
         }
     }
@@ -57,7 +58,7 @@ fn full_history_decrypts_every_prior_asset_and_capped_only_the_last_n() {
         let bob = w.user(2);
         let b0 = w.device(bob);
         let dir = w.directory(bob);
-        let out = w.ceremony(0, |al, p, me, v| al.add_user(p, me, bob, &dir, v)).unwrap();
+        let out = w.stage(0, &Change::AddUser { user: bob, directory: dir }).unwrap();
         w.deliver(0, &out, &[b0]);
         w.assert_consistent();
         let ring = w.album(b0).keyring();
@@ -86,7 +87,7 @@ fn the_same_user_gets_the_same_range_whoever_adds_and_in_either_order() {
         let alice = uid(1);
         let a1 = w.device(alice);
         let kp = w.kp(a1);
-        let out = w.ceremony(0, |al, p, me, v| al.add_device(p, me, &kp, v)).unwrap();
+        let out = w.stage(0, &Change::AddDevice { key_package: kp }).unwrap();
         w.deliver(0, &out, &[a1]);
         let adders = [0, a1];
         // Bob's two devices are added one by one, by the two admin devices, in `order`.
@@ -95,7 +96,7 @@ fn the_same_user_gets_the_same_range_whoever_adds_and_in_either_order() {
         for (i, &which) in order.iter().enumerate() {
             let adder = adders[which];
             let kp = w.kp(bobs[i]);
-            let out = w.ceremony(adder, |al, p, me, v| al.add_user(p, me, bob, &[kp], v)).unwrap();
+            let out = w.stage(adder, &Change::AddUser { user: bob, directory: vec![kp] }).unwrap();
             w.deliver(adder, &out, &[bobs[i]]);
         }
         w.assert_consistent();
@@ -114,7 +115,7 @@ fn a_joiner_adopts_the_attested_ceiling_and_refuses_manifests_above_it() {
     let bob = w.user(2);
     let b0 = w.device(bob);
     let dir = w.directory(bob);
-    let out = w.ceremony(0, |al, p, me, v| al.add_user(p, me, bob, &dir, v)).unwrap();
+    let out = w.stage(0, &Change::AddUser { user: bob, directory: dir }).unwrap();
     w.deliver(0, &out, &[b0]);
     let v3 = AmkVersion::new(3).unwrap();
     let ring = w.album(b0).keyring();
@@ -125,7 +126,7 @@ fn a_joiner_adopts_the_attested_ceiling_and_refuses_manifests_above_it() {
         Err(AmkError::AboveCeiling { claimed: v3.next().unwrap(), ceiling: v3 })
     );
     // The chain attests a rotation: the ceiling rises with it.
-    let out = w.ceremony(1, |al, p, me, _| al.rotate_amk(p, me)).unwrap();
+    let out = w.stage(1, &Change::RotateAmk).unwrap();
     w.deliver(1, &out, &[]);
     assert!(w.album(b0).keyring().check_manifest(v3.next().unwrap()).is_ok());
 }
@@ -136,7 +137,7 @@ fn no_amk_travels_in_plaintext() {
     let bob = w.user(2);
     let b0 = w.device(bob);
     let dir = w.directory(bob);
-    let out = w.ceremony(0, |al, p, me, v| al.add_user(p, me, bob, &dir, v)).unwrap();
+    let out = w.stage(0, &Change::AddUser { user: bob, directory: dir }).unwrap();
     let ring = w.album(0).keyring();
     let secrets: Vec<[u8; 32]> =
         ring.held().map(|(_, k)| *k.expose_secret()).chain([*ring.write_key().1.expose_secret()]).collect();

@@ -83,16 +83,12 @@ impl World {
         (0..self.devices.len()).filter(|d| self.devices[*d].album.as_ref().is_some_and(|a| !a.is_evicted())).collect()
     }
 
-    /// Runs a ceremony on device `d`.
-    pub fn ceremony(
-        &mut self,
-        d: usize,
-        f: impl FnOnce(&mut Album, &MemoryProvider, &DeviceIdentity, Validation<'_>) -> Result<Outgoing>,
-    ) -> Result<Outgoing> {
+    /// Stages `change` on device `d`.
+    pub fn stage(&mut self, d: usize, change: &Change) -> Result<Outgoing> {
         let validation = Validation { trust: &self.dir.trust, now: NOW };
         let dev = &mut self.devices[d];
         let album = dev.album.as_mut().unwrap();
-        f(album, &dev.provider, &dev.me, validation)
+        album.stage(&dev.provider, &dev.me, change, validation)
     }
 
     /// The ordering stand-in accepted `out` from device `from`: it confirms, every

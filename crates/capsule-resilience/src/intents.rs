@@ -3,8 +3,8 @@
 
 use core::time::Duration;
 
-use capsule_identity::{DeviceId, UserId};
-use capsule_mls::{Album, Applied, CommitHash, MlsError, OpenMlsProvider, Outgoing};
+pub use capsule_mls::Change;
+use capsule_mls::{Applied, CommitHash, MlsError, OpenMlsProvider, Outgoing};
 use serde::{Deserialize, Serialize};
 
 use crate::{Action, ChainError, Context, Event, ResilientAlbum, Result, Submission, SubmitAnswer};
@@ -14,52 +14,6 @@ use crate::Timestamp;
 /// Identifies one intent for its whole life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct IntentId(pub u64);
-
-/// The change an intent asks for; re-proposed as is when another commit wins its epoch.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Change {
-    /// Add every device of `user` (their KeyPackages).
-    AddUser {
-        /// The user.
-        user: UserId,
-        /// One KeyPackage per device.
-        directory: Vec<Vec<u8>>,
-    },
-    /// Add one more device of this device's own user.
-    AddDevice {
-        /// Its KeyPackage.
-        key_package: Vec<u8>,
-    },
-    /// Remove every device of `user`.
-    RemoveUser {
-        /// The user.
-        user: UserId,
-    },
-    /// Remove a lost device of this device's own user.
-    RemoveDevice {
-        /// The device.
-        device: DeviceId,
-    },
-    /// Rotate the AMK.
-    RotateAmk,
-    /// Replace this device's own leaf (a member's answer to a re-key).
-    SelfUpdate,
-    /// Quiesce the album for re-key `marker.id` (admin).
-    BeginRekey {
-        /// The marker.
-        marker: capsule_mls::RekeyMarker,
-    },
-    /// Finish re-key `id`: clear the marker and rotate the AMK (admin).
-    FinishRekey {
-        /// The re-key.
-        id: u64,
-    },
-    /// Replace a device that did not answer a re-key from a fresh KeyPackage (admin).
-    ReAddDevice {
-        /// The device's fresh KeyPackage.
-        key_package: Vec<u8>,
-    },
-}
 
 /// Where an intent is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,23 +134,6 @@ fn submission(out: &Outgoing) -> Submission {
     }
 }
 
-/// Stages `change` as one commit on `album` (the only place a change meets the
-/// MLS layer).
-fn stage<P: OpenMlsProvider>(album: &mut Album, cx: Context<'_, P>, change: &Change) -> Result<Outgoing, MlsError> {
-    let (p, me, v) = (cx.provider, cx.device, cx.validation);
-    match change {
-        Change::AddUser { user, directory } => album.add_user(p, me, *user, directory, v),
-        Change::AddDevice { key_package } => album.add_device(p, me, key_package, v),
-        Change::RemoveUser { user } => album.remove_user(p, me, *user),
-        Change::RemoveDevice { device } => album.remove_device(p, me, *device),
-        Change::RotateAmk => album.rotate_amk(p, me),
-        Change::SelfUpdate => album.self_update(p, me),
-        Change::BeginRekey { marker } => album.begin_rekey(p, me, *marker),
-        Change::FinishRekey { id } => album.finish_rekey(p, me, *id),
-        Change::ReAddDevice { key_package } => album.readd_device(p, me, key_package, v),
-    }
-}
-
 impl ResilientAlbum {
     /// Records a membership change to make. [`ResilientAlbum::poll_action`]
     /// stages it as a commit once nothing else is in flight.
@@ -242,12 +179,12 @@ impl ResilientAlbum {
         let Some(intent) = self.intents.iter().find(|i| i.state == IntentState::Pending).cloned() else {
             return Ok(());
         };
-        let state = match stage(&mut self.album, cx, &intent.change) {
+        let state = match self.album.stage(cx.provider, cx.device, &intent.change, cx.validation) {
             Ok(out) => IntentState::Staged { epoch: out.epoch, commit_hash: out.commit_hash, retries: 0 },
             // Already in effect (another device made it, or the re-key it belongs to moved on).
             Err(e) if already_done(&intent.change, &e) => IntentState::Confirmed { epoch: self.album.epoch() },
             // A bug or a storage fault is not a refusal: nothing is recorded, the caller sees it.
-            Err(e @ (MlsError::Internal(_) | MlsError::Storage(_))) => return Err(e.into()),
+            Err(e) if e.is_internal() => return Err(e.into()),
             Err(e) => IntentState::Surfaced { reason: e.to_string() },
         };
         self.set_state(intent.id, state, now);

@@ -176,7 +176,7 @@ impl ResilientAlbum {
                 }
                 Err(MlsError::Evicted) => return Ok(self.evicted()),
                 // A bug or a storage fault is not evidence against the chain.
-                Err(e @ (MlsError::Internal(_) | MlsError::Storage(_))) => return Err(e.into()),
+                Err(e) if e.is_internal() => return Err(e.into()),
                 // The chain holds a commit this device cannot apply: its state is not
                 // the chain's. Quarantine, and keep everything for investigation.
                 Err(e) => {

@@ -151,10 +151,9 @@ fn a_device_ahead_of_the_chain_is_diverged_and_quarantined() {
     let validation = capsule_mls::Validation { trust: &net.dir.trust, now: capsule_mls::testkit::NOW };
     let node = &mut net.nodes[2];
     let mut album = node.album.take().unwrap().into_album();
-    album.rotate_amk(&node.t.provider, &node.t.me).unwrap();
+    album.stage(&node.t.provider, &node.t.me, &Change::RotateAmk, validation).unwrap();
     album.confirm(&node.t.provider).unwrap();
     node.album = Some(ResilientAlbum::new(album, RetryPolicy::default()));
-    let _ = validation;
     let local = net.album(2).album().epoch();
     let outcome = net.reconcile(2).unwrap();
     assert_eq!(outcome, ReconcileOutcome::Diverged { local_epoch: local, server_epoch: local - 1 });
@@ -170,9 +169,10 @@ fn a_device_ahead_of_the_chain_is_diverged_and_quarantined() {
 fn a_device_beside_the_chain_is_diverged() {
     let mut net = album();
     // Bob merges his own rotation locally while the server takes Alice's for the same epoch.
+    let validation = capsule_mls::Validation { trust: &net.dir.trust, now: capsule_mls::testkit::NOW };
     let node = &mut net.nodes[2];
     let mut album = node.album.take().unwrap().into_album();
-    album.rotate_amk(&node.t.provider, &node.t.me).unwrap();
+    album.stage(&node.t.provider, &node.t.me, &Change::RotateAmk, validation).unwrap();
     album.confirm(&node.t.provider).unwrap();
     node.album = Some(ResilientAlbum::new(album, RetryPolicy::default()));
     net.propose(0, Change::RotateAmk);

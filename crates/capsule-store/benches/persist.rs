@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use capsule_amk::{AlbumId, AlbumMetadata, HistoryPolicy};
 use capsule_mls::testkit::{Directory, uid};
-use capsule_mls::{Album, key_package};
+use capsule_mls::{Album, Change, key_package};
 use capsule_store::Store;
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -32,14 +32,16 @@ fn bench(c: &mut Criterion) {
     let meta = AlbumMetadata::new(ALBUM, HistoryPolicy::Full, [uid(1)].into()).unwrap();
     let mut a = Album::create(&alice.provider, &alice.me, meta).unwrap();
     let kps = vec![bob_mem.key_package().unwrap(), store.with_provider(|p| key_package(p, &bob_disk.me)).unwrap()];
-    let out = a.add_user(&alice.provider, &alice.me, uid(2), &kps, dir.validation()).unwrap();
+    let out = a
+        .stage(&alice.provider, &alice.me, &Change::AddUser { user: uid(2), directory: kps }, dir.validation())
+        .unwrap();
     a.confirm(&alice.provider).unwrap();
     let (w, b) = (out.welcome.unwrap(), out.bundle.unwrap());
     let mut bm = Album::join(&bob_mem.provider, &w, &b, dir.validation()).unwrap();
     store.join_album(&w, &b, dir.validation()).unwrap();
 
     let mut next_commit = || {
-        let out = a.rotate_amk(&alice.provider, &alice.me).unwrap();
+        let out = a.stage(&alice.provider, &alice.me, &Change::RotateAmk, dir.validation()).unwrap();
         a.confirm(&alice.provider).unwrap();
         out.commit
     };
@@ -72,7 +74,8 @@ fn bench(c: &mut Criterion) {
     let before = store.size_on_disk().unwrap();
     let joiners: Vec<Vec<u8>> = (0..20).map(|_| dir.device(uid(3)).unwrap().key_package().unwrap()).collect();
     let commit = {
-        let out = a.add_user(&alice.provider, &alice.me, uid(3), &joiners, dir.validation()).unwrap();
+        let add = Change::AddUser { user: uid(3), directory: joiners };
+        let out = a.stage(&alice.provider, &alice.me, &add, dir.validation()).unwrap();
         a.confirm(&alice.provider).unwrap();
         out.commit
     };

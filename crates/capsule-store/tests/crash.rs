@@ -8,11 +8,22 @@ mod common;
 
 use std::process::Command;
 
+use capsule_mls::Change;
 use capsule_mls::testkit::uid;
 use capsule_store::Step;
 use common::*;
 
 const CHILD: &str = env!("CARGO_BIN_EXE_capsule-store-crash-child");
+
+/// Stages `change` on the store's album.
+fn stage(
+    st: &capsule_store::Store,
+    me: &capsule_mls::DeviceIdentity,
+    change: &Change,
+    v: capsule_mls::Validation<'_>,
+) -> capsule_mls::Outgoing {
+    st.with_album(ALBUM, |a, p| a.stage(p, me, change, v)).unwrap()
+}
 
 /// Runs the child; returns whether it was killed by the abort.
 fn child(args: &[&str]) -> bool {
@@ -42,7 +53,7 @@ fn sweep(
     let epoch = store.album(ALBUM).unwrap().epoch();
     drop(store);
     let commit = s.file("commit", &out.commit);
-    let what = format!("{:?} at {step:?}", out.ceremony);
+    let what = format!("{:?} at {step:?}", out.change);
 
     assert!(child(&["confirm", s.path(committer).to_str().unwrap(), &format!("{step:?}")]), "{what}: no abort");
     let store = s.open(committer);
@@ -86,14 +97,12 @@ fn every_ceremony_survives_a_crash_at_every_step_of_confirm_and_process() {
         // remove lost device (Bob removes it), remove user (Alice removes Carol),
         // AMK rotation: each confirmed by its committer, processed by the other.
         sweep(&s, step, "alice", "bob", |st, me| {
-            st.with_album(ALBUM, |a, p| a.add_user(p, me, uid(3), &[carol_kp], v)).unwrap()
+            stage(st, me, &Change::AddUser { user: uid(3), directory: vec![carol_kp] }, v)
         });
-        sweep(&s, step, "bob", "alice", |st, me| {
-            st.with_album(ALBUM, |a, p| a.add_device(p, me, &bob2_kp, v)).unwrap()
-        });
-        sweep(&s, step, "bob", "alice", |st, me| st.with_album(ALBUM, |a, p| a.remove_device(p, me, bob2)).unwrap());
-        sweep(&s, step, "alice", "bob", |st, me| st.with_album(ALBUM, |a, p| a.remove_user(p, me, uid(3))).unwrap());
-        sweep(&s, step, "alice", "bob", |st, me| st.with_album(ALBUM, |a, p| a.rotate_amk(p, me)).unwrap());
+        sweep(&s, step, "bob", "alice", |st, me| stage(st, me, &Change::AddDevice { key_package: bob2_kp }, v));
+        sweep(&s, step, "bob", "alice", |st, me| stage(st, me, &Change::RemoveDevice { device: bob2 }, v));
+        sweep(&s, step, "alice", "bob", |st, me| stage(st, me, &Change::RemoveUser { user: uid(3) }, v));
+        sweep(&s, step, "alice", "bob", |st, me| stage(st, me, &Change::RotateAmk, v));
         // Three rotations (two removals and the explicit one): AMK v4, all four held.
         let a = inspect(&s, "alice");
         assert!(a.contains("amk=4 ") && a.contains("keyring=4 "), "{a}");

@@ -71,7 +71,8 @@ fn a_fresh_connection_reads_exactly_what_was_written() {
     s.open("bob").join_album(&welcome, &bundle, s.dir.validation()).unwrap();
     let alice = s.open("alice");
     let me = alice.load_device().unwrap();
-    let pending = alice.with_album(ALBUM, |a, p| a.rotate_amk(p, &me)).unwrap();
+    let pending =
+        alice.with_album(ALBUM, |a, p| a.stage(p, &me, &capsule_mls::Change::RotateAmk, s.dir.validation())).unwrap();
     let a1 = alice.album(ALBUM).unwrap();
     drop(alice);
     let alice = s.open("alice");
@@ -95,7 +96,8 @@ fn a_failed_operation_leaves_nothing_behind() {
     // A commit that fails after OpenMLS staged it (the committer is not trusted) too.
     let alice = s.open("alice");
     let me = alice.load_device().unwrap();
-    let out = alice.with_album(ALBUM, |a, p| a.rotate_amk(p, &me)).unwrap();
+    let out =
+        alice.with_album(ALBUM, |a, p| a.stage(p, &me, &capsule_mls::Change::RotateAmk, s.dir.validation())).unwrap();
     alice.with_album(ALBUM, |a, p| a.confirm(p)).unwrap();
     let empty = std::collections::BTreeMap::new();
     let nobody = capsule_mls::Validation { trust: &empty, now: capsule_mls::testkit::NOW };

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use capsule_amk::{AlbumId, AlbumMetadata, HistoryPolicy};
+use capsule_mls::Change;
 use capsule_mls::testkit::{Directory, uid};
 use capsule_store::Store;
 
@@ -65,7 +66,8 @@ impl Scenario {
         };
         let alice = self.open("alice");
         let me = alice.load_device().unwrap();
-        let out = alice.with_album(ALBUM, |a, p| a.add_user(p, &me, uid(user), &[kp], self.dir.validation())).unwrap();
+        let change = Change::AddUser { user: uid(user), directory: vec![kp] };
+        let out = alice.with_album(ALBUM, |a, p| a.stage(p, &me, &change, self.dir.validation())).unwrap();
         alice.with_album(ALBUM, |a, p| a.confirm(p)).unwrap();
         (out.welcome.unwrap(), out.bundle.unwrap())
     }

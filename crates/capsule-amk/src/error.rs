@@ -33,6 +33,17 @@ pub enum AmkError {
     /// This keyring does not hold the key asked for.
     #[error("AMK version {0} is not held")]
     NotHeld(AmkVersion),
+    /// An older version the album's history policy withheld from this device:
+    /// its photos show as placeholders.
+    #[error("AMK version {0} was withheld by the album's history policy")]
+    Withheld(AmkVersion),
+    /// A sealed photo did not open: wrong key, wrong album, chunks reordered,
+    /// dropped, duplicated or truncated, or a byte changed. Deliberately opaque.
+    #[error("photo does not open")]
+    PhotoUnreadable,
+    /// A photo longer than the chunk counter can number (about 256 TiB).
+    #[error("photo too large")]
+    PhotoTooLarge,
     /// The sealed bundle did not decrypt: wrong key, wrong album, or tampered.
     #[error("history bundle does not open")]
     BundleUnreadable,

@@ -6,9 +6,9 @@ use hkdf::Hkdf;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::{AlbumId, AmkError, Result};
+use crate::{AlbumId, AmkError, PhotoId, Result};
 
 /// An AMK version: starts at 1 and only ever grows by one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -105,6 +105,7 @@ const SALT: &[u8] = b"capsule/amk/v1";
 const LABEL_AMK: &[u8] = b"capsule/amk/v1/amk";
 const LABEL_WRITE: &[u8] = b"capsule/amk/v1/write-tier";
 const LABEL_BUNDLE: &[u8] = b"capsule/amk/v1/history-bundle";
+const LABEL_PHOTO: &[u8] = b"capsule/amk/v1/photo";
 
 impl EpochSecret {
     /// Wraps exporter output (32 bytes).
@@ -139,5 +140,25 @@ impl EpochSecret {
     /// Only [`AmkError::Internal`].
     pub fn bundle_key(&self, album: &AlbumId) -> Result<BundleKey> {
         Ok(BundleKey(self.expand(LABEL_BUNDLE, album, None)?))
+    }
+}
+
+impl Amk {
+    /// The AES-256-GCM key of one photo: HKDF-SHA256 with this AMK as input key
+    /// material, bound to the album, the version and the photo id (see the crate root).
+    pub(crate) fn photo_key(
+        &self,
+        album: &AlbumId,
+        version: AmkVersion,
+        photo: &PhotoId,
+    ) -> Result<Zeroizing<[u8; 32]>> {
+        let hk = Hkdf::<Sha256>::new(Some(SALT), &self.0);
+        let mut out = Zeroizing::new([0u8; 32]);
+        hk.expand_multi_info(
+            &[LABEL_PHOTO, album.as_bytes(), &version.get().to_be_bytes(), photo.as_bytes()],
+            out.as_mut_slice(),
+        )
+        .map_err(|_| AmkError::Internal("hkdf output length"))?;
+        Ok(out)
     }
 }

@@ -1,5 +1,6 @@
 //! Album master keys (AMK): versioned keys, the keyring a device holds, the
-//! album's history policy and the sealed history bundles joiners receive.
+//! album's history policy, the sealed history bundles joiners receive, and the
+//! photos sealed under them.
 //!
 //! Every upload is encrypted under the album's current AMK version; who reads
 //! which photos is decided by which versions a device holds. This crate owns
@@ -20,6 +21,25 @@
 //! So each version has exactly one AMK and one write-tier key by construction
 //! (every member derives the same ones), and a device removed before the
 //! rotation's epoch cannot compute them.
+//!
+//! # Photos
+//!
+//! Each photo is sealed with AES-256-GCM under a key of its own, derived from
+//! the AMK of the version it is uploaded under (the current one) and a random
+//! 32-byte [`PhotoId`] the sealer draws, again with HKDF-SHA256 and the salt
+//! `capsule/amk/v1`:
+//!
+//! | key | input key material | HKDF-Expand info | length |
+//! | --- | --- | --- | --- |
+//! | photo key | AMK of `v` | `capsule/amk/v1/photo` ‖ album id (16) ‖ `v` (u32 BE) ‖ photo id (32) | 32 |
+//!
+//! The plaintext is sealed in [`SealedPhoto::CHUNK_SIZE`] chunks with the STREAM
+//! nonce `0⁷ ‖ chunk index (u32 BE) ‖ last-chunk flag` and the photo's
+//! [`PhotoHeader`] (format ‖ `v` ‖ photo id) as associated data, so chunks cannot
+//! be reordered, dropped, duplicated or truncated. A key seals exactly one photo,
+//! so its nonces never repeat. [`seal_photo`] and [`open_photo`] take a whole
+//! photo; [`PhotoSealer`] and [`PhotoOpener`] stream it and write the same bytes.
+//! Opening a version the history policy withheld is [`AmkError::Withheld`].
 //!
 //! # History
 //!
@@ -63,9 +83,11 @@ mod error;
 mod keyring;
 mod keys;
 mod metadata;
+mod photo;
 
 pub use bundle::{HistoryBundle, SealedBundle, seal_for_joiner};
 pub use error::{AmkError, Result};
 pub use keyring::{AmkKeyring, AmkSlot};
 pub use keys::{Amk, AmkVersion, BundleKey, EpochSecret, WriteKey};
 pub use metadata::{AlbumId, AlbumMetadata, AlbumUpgrade, HistoryPolicy};
+pub use photo::{PhotoHeader, PhotoId, PhotoOpener, PhotoSealer, SealedPhoto, open_photo, seal_photo};

@@ -461,9 +461,9 @@ impl World {
         }
         for (d, evicted_at) in &self.evicted_at {
             let dev = self.dev(*d)?;
-            for p in self.photos.iter().filter(|p| p.version > *evicted_at) {
+            for p in self.photos.iter().filter(|p| p.version() > *evicted_at) {
                 if dev.open_photo(ALBUM, p).is_ok() {
-                    return fail(format!("removed device {d} opened a photo of {}", p.version));
+                    return fail(format!("removed device {d} opened a photo of {}", p.version()));
                 }
             }
         }

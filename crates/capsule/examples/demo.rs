@@ -178,7 +178,7 @@ fn main() {
     let photo1 = w.device("alice-phone").seal_photo(ALBUM, b"beach-2026.jpg").unwrap();
     for name in w.members() {
         let ok = w.device(name).open_photo(ALBUM, &photo1).unwrap() == b"beach-2026.jpg";
-        println!("   {name} opens photo 1 (AMK {}): {}", photo1.version, if ok { "yes" } else { "NO" });
+        println!("   {name} opens photo 1 (AMK {}): {}", photo1.version(), if ok { "yes" } else { "NO" });
     }
     took(t);
 
@@ -192,7 +192,7 @@ fn main() {
     let charlie = w.device("charlie-phone");
     println!(
         "   photo 2 is under AMK {}; Charlie holds up to AMK {}",
-        photo2.version,
+        photo2.version(),
         charlie.keyring(ALBUM).unwrap().current_version()
     );
     println!("   Charlie opens photo 2: {}", describe(charlie.open_photo(ALBUM, &photo2)));
@@ -255,7 +255,7 @@ fn main() {
 
     let t = step("Every photo so far, on Bob's laptop (full history)");
     for (i, p) in [&photo1, &photo2].iter().enumerate() {
-        println!("   photo {} (AMK {}): {}", i + 1, p.version, describe(w.device("bob-laptop").open_photo(ALBUM, p)));
+        println!("   photo {} (AMK {}): {}", i + 1, p.version(), describe(w.device("bob-laptop").open_photo(ALBUM, p)));
     }
     took(t);
 
@@ -308,7 +308,7 @@ fn main() {
     let photo3 = w.device("bob-laptop").seal_photo(ALBUM, b"after-rekey.jpg").unwrap();
     println!(
         "   writes reopen: photo 3 under AMK {}; alice-laptop opens it: {}",
-        photo3.version,
+        photo3.version(),
         describe(w.device("alice-laptop").open_photo(ALBUM, &photo3))
     );
     println!(

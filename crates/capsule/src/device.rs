@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use capsule_amk::{AlbumId, AlbumMetadata, AmkKeyring, AmkSlot, AmkVersion, HistoryPolicy};
+use capsule_amk::{AlbumId, AlbumMetadata, AmkKeyring, HistoryPolicy, SealedPhoto as Photo};
 use capsule_identity::{DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair, UserId, Validity};
 use capsule_mls::{DeviceIdentity, Validation, key_package};
 use capsule_resilience::{
@@ -12,27 +12,9 @@ use capsule_resilience::{
     RetryPolicy, Timestamp,
 };
 use capsule_store::Store;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use serde::{Deserialize, Serialize};
+use getrandom::SysRng;
 
 use crate::{Error, Result};
-
-/// A photo encrypted under one AMK version of one album.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Photo {
-    /// The AMK version it was sealed under.
-    pub version: AmkVersion,
-    /// XChaCha20-Poly1305 nonce.
-    pub nonce: [u8; 24],
-    /// Ciphertext and tag.
-    pub ciphertext: Vec<u8>,
-}
-
-/// Binds a photo to its album and version, so it cannot be replayed elsewhere.
-fn photo_aad(album: AlbumId, version: AmkVersion) -> Vec<u8> {
-    [b"capsule/photo/v1".as_slice(), album.as_bytes(), &version.get().to_be_bytes()].concat()
-}
 
 /// One enrolled device. Its state lives in its store; every call is one or more
 /// durable transactions.
@@ -588,11 +570,14 @@ impl Device {
         Ok(self.store.album(album)?.keyring().clone())
     }
 
-    /// Encrypts a photo under the album's current AMK (refused while the album is
-    /// quarantined or this device was removed).
+    /// Encrypts a photo (or a video: it is sealed in 64 KiB chunks) under a
+    /// key of its own, derived from the album's current AMK and a fresh photo
+    /// id, with AES-256-GCM ([`capsule_amk::photo`]). Refused while the album
+    /// is quarantined, re-keying, or this device was removed.
     ///
     /// # Errors
-    /// [`Error::Photo`] when the album does not accept writes.
+    /// [`Error::Photo`] when the album does not accept writes now;
+    /// [`Error::Amk`] if no randomness is available.
     ///
     /// # Examples
     /// ```
@@ -600,8 +585,10 @@ impl Device {
     /// # let mut fx = Fixture::new()?;
     /// # let (alice, bob) = fx.alice_and_bob()?;
     /// let photo = alice.seal_photo(ALBUM, b"beach.jpg")?;
-    /// assert_eq!(photo.version, alice.keyring(ALBUM)?.current_version());
-    /// assert_ne!(photo.ciphertext, b"beach.jpg");
+    /// assert_eq!(photo.version(), alice.keyring(ALBUM)?.current_version());
+    /// // Every photo has its own id, hence its own key.
+    /// assert_ne!(alice.seal_photo(ALBUM, b"beach.jpg")?.id(), photo.id());
+    /// assert!(!photo.to_bytes().windows(9).any(|w| w == b"beach.jpg"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn seal_photo(&self, album: AlbumId, photo: &[u8]) -> Result<Photo> {
@@ -611,20 +598,18 @@ impl Device {
         if let AlbumStatus::Quarantined { .. } | AlbumStatus::NeedsRebootstrap | AlbumStatus::Rekeying { .. } = status {
             return Err(Error::Photo("album does not accept writes now"));
         }
-        let (version, amk) = ring.current();
-        let mut nonce = [0u8; 24];
-        getrandom::fill(&mut nonce).map_err(|_| Error::Photo("no randomness"))?;
-        let ciphertext = XChaCha20Poly1305::new(amk.expose_secret().into())
-            .encrypt(&XNonce::from(nonce), Payload { msg: photo, aad: &photo_aad(album, version) })
-            .map_err(|_| Error::Photo("encryption failed"))?;
-        Ok(Photo { version, nonce, ciphertext })
+        Ok(capsule_amk::seal_photo(ring.current(), &album, photo, &mut SysRng)?)
     }
 
-    /// Decrypts a photo with the keyring; a withheld version is a placeholder.
+    /// Decrypts a photo with the keyring.
     ///
     /// # Errors
-    /// [`Error::Photo`] for a withheld or unknown version, or a photo that does not
-    /// authenticate; [`Error::Amk`] for a version above the attested ceiling.
+    /// [`Error::Amk`]: [`capsule_amk::AmkError::Withheld`] for a version the
+    /// history policy withheld (show a placeholder),
+    /// [`capsule_amk::AmkError::NotHeld`] for one this device never held,
+    /// [`capsule_amk::AmkError::PhotoUnreadable`] for a photo of another album,
+    /// tampered, reordered or cut short, and a refusal for a version above the
+    /// attested ceiling.
     ///
     /// # Examples
     /// ```
@@ -645,19 +630,8 @@ impl Device {
     /// ```
     pub fn open_photo(&self, album: AlbumId, photo: &Photo) -> Result<Vec<u8>> {
         let ring = self.keyring(album)?;
-        ring.check_manifest(photo.version)?;
-        let amk = match ring.lookup(photo.version) {
-            AmkSlot::Held(amk) => amk,
-            AmkSlot::Withheld => {
-                return Err(Error::Photo("version withheld by the history policy"));
-            }
-            AmkSlot::NotHeld => return Err(Error::Photo("version not held by this device")),
-        };
-        XChaCha20Poly1305::new(amk.expose_secret().into())
-            .decrypt(
-                &XNonce::from(photo.nonce),
-                Payload { msg: &photo.ciphertext, aad: &photo_aad(album, photo.version) },
-            )
-            .map_err(|_| Error::Photo("does not authenticate"))
+        let mut plaintext = capsule_amk::open_photo(&ring, &album, photo)?;
+        // Handed over whole: the caller owns the photo's bytes from here.
+        Ok(core::mem::take(&mut *plaintext))
     }
 }

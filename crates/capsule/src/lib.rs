@@ -50,7 +50,8 @@ mod error;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use device::{Device, Photo};
+pub use capsule_amk::SealedPhoto as Photo;
+pub use device::Device;
 pub use error::{Error, Result};
 
 /// Hybrid identity keys and device certificates.

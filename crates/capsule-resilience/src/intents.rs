@@ -20,22 +20,15 @@ pub struct IntentId(pub u64);
 pub enum IntentState {
     /// Waiting to be committed (new, or re-proposed after another commit won its epoch).
     Pending,
-    /// Its commit is staged and durable locally, and is to be sent: for the
-    /// first time (`retries` 0) or again after a silence.
+    /// Its commit ([`capsule_mls::Album::pending`], the only record of it) is
+    /// staged and durable locally, and is to be sent: for the first time
+    /// (`retries` 0) or again after a silence.
     Staged {
-        /// The epoch the commit claims.
-        epoch: u64,
-        /// The commit.
-        commit_hash: CommitHash,
         /// Re-submissions before this one.
         retries: u32,
     },
     /// Its commit went to the server; not yet seen in the chain.
     Submitted {
-        /// The epoch the commit claims.
-        epoch: u64,
-        /// The commit.
-        commit_hash: CommitHash,
         /// Re-submissions so far.
         retries: u32,
         /// When to look for it in the chain next.
@@ -180,7 +173,7 @@ impl ResilientAlbum {
             return Ok(());
         };
         let state = match self.album.stage(cx.provider, cx.device, &intent.change, cx.validation) {
-            Ok(out) => IntentState::Staged { epoch: out.epoch, commit_hash: out.commit_hash, retries: 0 },
+            Ok(_) => IntentState::Staged { retries: 0 },
             // Already in effect (another device made it, or the re-key it belongs to moved on).
             Err(e) if already_done(&intent.change, &e) => IntentState::Confirmed { epoch: self.album.epoch() },
             // A bug or a storage fault is not a refusal: nothing is recorded, the caller sees it.
@@ -194,8 +187,8 @@ impl ResilientAlbum {
     /// The send a staged intent is waiting for.
     pub(crate) fn due_submission(&self) -> Option<Action> {
         let intent = self.in_flight()?;
-        let IntentState::Staged { commit_hash, .. } = intent.state else { return None };
-        let out = self.album.pending().filter(|p| p.commit_hash == commit_hash)?;
+        let IntentState::Staged { .. } = intent.state else { return None };
+        let out = self.album.pending()?;
         Some(Action::Submit(submission(out)))
     }
 
@@ -209,15 +202,14 @@ impl ResilientAlbum {
         now: Timestamp,
     ) -> Result<()> {
         let Some(intent) = self.in_flight() else { return Ok(()) };
-        let (id, IntentState::Staged { epoch, commit_hash: staged, retries }) = (intent.id, intent.state.clone())
-        else {
+        let (id, IntentState::Staged { retries }) = (intent.id, intent.state.clone()) else {
             return Ok(());
         };
-        if staged != commit_hash {
+        let Some(epoch) = self.album.pending().filter(|p| p.commit_hash == commit_hash).map(|p| p.epoch) else {
             return Ok(());
-        }
+        };
         let next_check = now.after(self.policy.wait_after(retries));
-        self.set_state(id, IntentState::Submitted { epoch, commit_hash, retries, next_check }, now);
+        self.set_state(id, IntentState::Submitted { retries, next_check }, now);
         match result {
             Ok(SubmitAnswer::Accepted { epoch: at }) if at == epoch => {
                 let applied = self.album.confirm(cx.provider)?;
@@ -236,9 +228,7 @@ impl ResilientAlbum {
     /// found there: send it again, or surface it when the budget is spent.
     pub(crate) fn follow_schedule(&mut self, now: Timestamp) {
         let Some(intent) = self.in_flight() else { return };
-        let (id, IntentState::Submitted { epoch, commit_hash, retries, next_check }) =
-            (intent.id, intent.state.clone())
-        else {
+        let (id, IntentState::Submitted { retries, next_check }) = (intent.id, intent.state.clone()) else {
             return;
         };
         if now < next_check || self.quarantine.is_some() {
@@ -248,7 +238,7 @@ impl ResilientAlbum {
             IntentState::Surfaced { reason: "couldn't sync — will retry when connectivity returns".into() }
         } else {
             // The same commit again: if the first one landed, the chain answers with its position.
-            IntentState::Staged { epoch, commit_hash, retries: retries + 1 }
+            IntentState::Staged { retries: retries + 1 }
         };
         self.set_state(id, state, now);
     }
@@ -291,17 +281,12 @@ impl ResilientAlbum {
     /// The application reports connectivity again: surfaced changes are looked
     /// for in the chain at once and re-sent with a fresh budget.
     pub fn connectivity_restored(&mut self, now: Timestamp) {
-        let Some(pending) = self.album.pending().cloned() else {
+        if self.album.pending().is_none() {
             return;
-        };
+        }
         for intent in &mut self.intents {
             if matches!(intent.state, IntentState::Surfaced { .. }) {
-                intent.state = IntentState::Submitted {
-                    epoch: pending.epoch,
-                    commit_hash: pending.commit_hash,
-                    retries: 0,
-                    next_check: now,
-                };
+                intent.state = IntentState::Submitted { retries: 0, next_check: now };
             }
         }
     }

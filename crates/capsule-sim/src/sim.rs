@@ -158,17 +158,9 @@ type Check = Result<(), String>;
 /// What a device at the head shows: (epoch, authenticator), members, current AMK.
 type HeadView = ((u64, Vec<u8>), Vec<(UserId, DeviceId)>, AmkVersion);
 
-/// The resilience layer's error behind a facade error, however it was wrapped.
-fn resilience_cause(e: &capsule::Error) -> Option<&ResilienceError> {
-    match e {
-        capsule::Error::Resilience(r) | capsule::Error::Store(capsule::store::StoreError::Resilience(r)) => Some(r),
-        _ => None,
-    }
-}
-
 /// The chain did not answer: weather, not a violation.
-fn unreachable(e: &capsule::Error) -> bool {
-    matches!(resilience_cause(e), Some(ResilienceError::Chain(capsule_resilience::ChainError::Unavailable)))
+const fn unreachable(e: &capsule::Error) -> bool {
+    matches!(e, capsule::Error::Chain(capsule_resilience::ChainError::Unavailable))
 }
 
 /// Alice's device that is not `d` (she has devices 0 and 1; only a device of the
@@ -334,12 +326,7 @@ impl World {
             }
             // Another re-key of this device runs, or the escrow refuses a deposit
             // that would lose versions (this admin is behind): refusals, not violations.
-            Err(e)
-                if matches!(
-                    resilience_cause(&e),
-                    Some(ResilienceError::RekeyInProgress(_) | ResilienceError::Escrow(_))
-                ) =>
-            {
+            Err(capsule::Error::Resilience(ResilienceError::RekeyInProgress(_) | ResilienceError::Escrow(_))) => {
                 return Ok(());
             }
             Err(e) => return fail(format!("device {d} rekey: {e}")),

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)] // test code
 
+mod common;
+
 use std::num::NonZeroU32;
 
 use capsule_amk::*;
@@ -9,18 +11,7 @@ use capsule_identity::UserId;
 use chacha20::ChaCha20Rng;
 use rand_core::SeedableRng;
 
-const ALBUM: AlbumId = AlbumId::from_bytes([7; 16]);
-
-fn v(n: u32) -> AmkVersion {
-    AmkVersion::new(n).unwrap()
-}
-
-/// The exporter secret of the epoch that committed rotation `n` (a stand-in for MLS).
-fn epoch_secret(n: u32) -> EpochSecret {
-    let mut b = [0u8; 32];
-    b[..4].copy_from_slice(&n.to_be_bytes());
-    EpochSecret::from_exporter(b)
-}
+use common::{ALBUM, epoch_secret, v};
 
 fn meta(policy: HistoryPolicy) -> AlbumMetadata {
     AlbumMetadata::new(ALBUM, policy, [UserId::from_bytes([1; 16])].into()).unwrap()

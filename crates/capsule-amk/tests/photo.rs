@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)] // test code
 
+mod common;
+
 use std::num::NonZeroU32;
 
 use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
@@ -14,21 +16,12 @@ use proptest::prelude::*;
 use rand_core::SeedableRng;
 use sha2::Sha256;
 
-const ALBUM: AlbumId = AlbumId::from_bytes([7; 16]);
+use common::{ALBUM, epoch_secret, v};
+
 const OTHER_ALBUM: AlbumId = AlbumId::from_bytes([8; 16]);
 const C: usize = SealedPhoto::CHUNK_SIZE;
 const S: usize = SealedPhoto::SEALED_CHUNK_SIZE;
 const H: usize = PhotoHeader::LEN;
-
-fn v(n: u32) -> AmkVersion {
-    AmkVersion::new(n).unwrap()
-}
-
-fn epoch_secret(n: u32) -> EpochSecret {
-    let mut b = [0u8; 32];
-    b[..4].copy_from_slice(&n.to_be_bytes());
-    EpochSecret::from_exporter(b)
-}
 
 /// A keyring that has seen versions 1..=current.
 fn ring_at(current: u32) -> AmkKeyring {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use capsule::Device;
 use capsule::resilience::testkit::{Fault, FaultyChain, MemoryChain};
 use capsule::resilience::{
-    AlbumStatus, ChainEntry, ChainError, Change, CommitChain, Event, Submission, SubmitAnswer, Timestamp,
+    AlbumStatus, ChainEntry, ChainError, Change, CommitChain, Epoch, Event, Submission, SubmitAnswer, Timestamp,
 };
 use capsule::testkit::{ALBUM, Fixture};
 
@@ -38,11 +38,11 @@ impl CommitChain for LockProbe {
         self.take_write_lock();
         self.inner.submit(s)
     }
-    fn fetch(&mut self, from: u64) -> Result<Vec<ChainEntry>, ChainError> {
+    fn fetch(&mut self, from: Epoch) -> Result<Vec<ChainEntry>, ChainError> {
         self.take_write_lock();
         self.inner.fetch(from)
     }
-    fn head(&mut self) -> Result<u64, ChainError> {
+    fn head(&mut self) -> Result<Epoch, ChainError> {
         self.take_write_lock();
         self.inner.head()
     }
@@ -75,7 +75,7 @@ fn reads_write_nothing() {
     let before = std::fs::read(&path).unwrap();
     assert_eq!(alice.status(ALBUM).unwrap(), AlbumStatus::Syncing);
     assert_eq!(alice.next_deadline(ALBUM).unwrap(), Some(Timestamp(0)));
-    assert_eq!(alice.epoch(ALBUM).unwrap().0, 1);
+    assert_eq!(alice.epoch(ALBUM).unwrap().0, Epoch(1));
     assert_eq!(alice.members(ALBUM).unwrap().len(), 2);
     assert_eq!(alice.keyring(ALBUM).unwrap().current_version().get(), 1);
     let photo = alice.seal_photo(ALBUM, b"read-only").unwrap();
@@ -120,7 +120,7 @@ fn one_device_serves_threads_on_two_albums_and_serializes_one() {
     let mut fx = Fixture::new().unwrap();
     let (alice, bob) = fx.alice_and_bob().unwrap();
     let second = capsule::amk::AlbumId::from_bytes([0xA2; 16]);
-    fx.server.create_album(second.as_bytes(), 0);
+    fx.server.create_album(second.as_bytes(), Epoch::ZERO);
     alice.create_album(second, capsule::amk::HistoryPolicy::Full, [alice.user()].into()).unwrap();
     let fx = &fx;
     let alice = &alice;

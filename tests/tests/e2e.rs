@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use capsule::amk::{AlbumId, HistoryPolicy};
 use capsule::identity::{DeviceId, IdentityKeyPair, UnixTime, UserId, Validity};
-use capsule::mls::Validation;
+use capsule::mls::{Epoch, Validation};
 use capsule::resilience::testkit::{MemoryServer, SimClock};
 use capsule::resilience::{AlbumStatus, Change};
 use capsule::{Device, Error};
@@ -27,7 +27,7 @@ fn enroll_add_upload_decrypt_restart() {
     let v = Validation { trust: &trust, now: UnixTime(1_800_000_000) };
     let album = AlbumId::from_bytes([3; 16]);
     let server = MemoryServer::new();
-    server.create_album(album.as_bytes(), 0);
+    server.create_album(album.as_bytes(), Epoch::ZERO);
     let clock = SimClock::new();
 
     a.create_album(album, HistoryPolicy::Full, [alice].into()).unwrap();

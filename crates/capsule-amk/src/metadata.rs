@@ -1,5 +1,6 @@
 //! Album metadata: identity, history policy and admins, fixed until an explicit upgrade.
 
+use core::fmt;
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 
@@ -12,7 +13,7 @@ use crate::{AmkError, AmkVersion, Result};
 const METADATA_FORMAT: u8 = 1;
 
 /// An album: 16 opaque bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AlbumId([u8; 16]);
 
 impl AlbumId {
@@ -26,6 +27,14 @@ impl AlbumId {
     #[must_use]
     pub const fn as_bytes(&self) -> &[u8; 16] {
         &self.0
+    }
+}
+
+impl fmt::Debug for AlbumId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not secret, but logs only need a short alias, as for `UserId` and `DeviceId`.
+        let [a, b, c, d, ..] = self.0;
+        write!(f, "AlbumId({a:02x}{b:02x}{c:02x}{d:02x}…)")
     }
 }
 
@@ -186,5 +195,17 @@ impl AlbumMetadata {
         }
         m.validate()?;
         Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An album id prints as a short alias: its first four bytes, like the other ids.
+    #[test]
+    fn album_id_debug_is_a_short_alias() {
+        let id = AlbumId::from_bytes([0xc5, 0x01, 0x7a, 0x00, 0xff, 0xff, 0xff, 0xff, 9, 9, 9, 9, 9, 9, 9, 9]);
+        assert_eq!(format!("{id:?}"), "AlbumId(c5017a00…)");
     }
 }

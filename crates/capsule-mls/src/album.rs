@@ -6,7 +6,7 @@
 //! and holds every acceptance rule. Nothing here does I/O or reads a clock.
 
 use capsule_amk::{AlbumId, AlbumMetadata, AmkKeyring, AmkVersion, EpochSecret, SealedBundle};
-use capsule_identity::{DeviceId, UserId, encoding};
+use capsule_identity::encoding;
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::{
     GroupId, LeafNodeIndex, MlsGroup, MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn,
@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::binding::{DeviceIdentity, Validation, capabilities, claimed_identity, verify_credential};
 use crate::boundary::During as _;
-use crate::{AlbumContext, CIPHERSUITE, MlsError, Outgoing, Result};
+use crate::{AlbumContext, CIPHERSUITE, Epoch, Member, MlsError, Outgoing, Result};
 
 /// MLS exporter label of the per-epoch secret that feeds capsule-amk's key schedule.
 pub(crate) const EXPORTER_LABEL: &str = "capsule amk epoch secret v1";
@@ -249,8 +249,8 @@ impl Album {
 
     /// The current epoch.
     #[must_use]
-    pub fn epoch(&self) -> u64 {
-        self.group.epoch().as_u64()
+    pub fn epoch(&self) -> Epoch {
+        Epoch(self.group.epoch().as_u64())
     }
 
     /// The epoch authenticator: equal on every member in the same state.
@@ -277,9 +277,9 @@ impl Album {
         self.evicted
     }
 
-    /// Members as (user, device), sorted.
+    /// Members, sorted (by user, then device).
     #[must_use]
-    pub fn members(&self) -> Vec<(UserId, DeviceId)> {
+    pub fn members(&self) -> Vec<Member> {
         let mut out: Vec<_> = self.group.members().filter_map(|m| claimed_identity(&m.credential).ok()).collect();
         out.sort();
         out
@@ -287,7 +287,7 @@ impl Album {
 
     /// Each member's leaf encryption key: changes exactly when the leaf is replaced.
     #[must_use]
-    pub fn leaf_fingerprints(&self) -> Vec<((UserId, DeviceId), Vec<u8>)> {
+    pub fn leaf_fingerprints(&self) -> Vec<(Member, Vec<u8>)> {
         let mut out: Vec<_> = self
             .group
             .members()
@@ -297,13 +297,9 @@ impl Album {
         out
     }
 
-    /// The leaves whose (user, device) satisfies `pred`.
-    pub(crate) fn leaves_where(&self, pred: impl Fn(UserId, DeviceId) -> bool) -> Vec<LeafNodeIndex> {
-        self.group
-            .members()
-            .filter(|m| claimed_identity(&m.credential).is_ok_and(|(u, d)| pred(u, d)))
-            .map(|m| m.index)
-            .collect()
+    /// The leaves whose member satisfies `pred`.
+    pub(crate) fn leaves_where(&self, pred: impl Fn(Member) -> bool) -> Vec<LeafNodeIndex> {
+        self.group.members().filter(|m| claimed_identity(&m.credential).is_ok_and(&pred)).map(|m| m.index).collect()
     }
 
     /// Refuses any new operation on an album this device was removed from.

@@ -14,7 +14,7 @@ use openmls::prelude::{
 use openmls_traits::signatures::{Signer, SignerError};
 use openmls_traits::types::SignatureScheme;
 
-use crate::{CIPHERSUITE, MlsError, Result};
+use crate::{CIPHERSUITE, Member, MlsError, Result};
 
 /// Credential type of a Capsule device certificate (private-use range).
 pub const CREDENTIAL_TYPE: u16 = 0xF0C0;
@@ -152,13 +152,13 @@ pub(crate) fn verify_leaf(leaf: &LeafNode, validation: Validation<'_>) -> Result
     verify_credential(leaf.credential(), leaf.signature_key().as_slice(), validation)
 }
 
-/// The (user, device) a credential names, without verifying it (for members
-/// already verified when they joined).
-pub(crate) fn claimed_identity(credential: &Credential) -> Result<(UserId, DeviceId)> {
+/// The member a credential names, without verifying it (for members already
+/// verified when they joined).
+pub(crate) fn claimed_identity(credential: &Credential) -> Result<Member> {
     if credential.credential_type() != CredentialType::Other(CREDENTIAL_TYPE) {
         return Err(MlsError::ForeignCredential);
     }
     let cert =
         DeviceCertificate::from_bytes(credential.serialized_content()).map_err(|e| MlsError::Identity(e.into()))?;
-    Ok((cert.user(), cert.device()))
+    Ok(Member { user: cert.user(), device: cert.device() })
 }

@@ -33,7 +33,7 @@ use openmls::prelude::{
 use openmls::schedule::errors::{KeyScheduleError, PskError};
 use openmls::treesync::errors::{LeafNodeValidationError, TreeSyncAddLeaf, TreeSyncFromNodesError, UpdatePathError};
 
-use crate::{MlsError, Result};
+use crate::{Epoch, MlsError, Result};
 
 /// An OpenMLS error this crate knows how to classify.
 pub(crate) trait Classify {
@@ -480,9 +480,9 @@ impl<S: Error> Classify for MergePendingCommitError<S> {
 #[derive(Clone, Copy)]
 pub(crate) struct Epochs {
     /// The epoch the message claims.
-    pub(crate) message: u64,
+    pub(crate) message: Epoch,
     /// This album's epoch.
-    pub(crate) album: u64,
+    pub(crate) album: Epoch,
 }
 
 impl Epochs {

@@ -8,7 +8,7 @@
 use capsule_identity::{DeviceId, UserId};
 use serde::{Deserialize, Serialize};
 
-use crate::RekeyMarker;
+use crate::{RekeyId, RekeyMarker};
 
 /// A membership or key change. Each is one commit, staged by [`Album::stage`].
 ///
@@ -65,7 +65,7 @@ pub enum Change {
     /// End re-key `id`: clear the marker and rotate the AMK (admin only).
     FinishRekey {
         /// The marker's id.
-        id: u64,
+        id: RekeyId,
     },
     /// Replace another device's leaf from a fresh KeyPackage of that same
     /// device: remove and re-add in one commit (admin only; a re-key's answer

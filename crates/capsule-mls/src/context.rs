@@ -1,5 +1,7 @@
 //! The album context: the group-context extension every member agrees on.
 
+use core::fmt;
+
 use capsule_amk::{AlbumMetadata, AmkVersion};
 use capsule_identity::{DecodeError, encoding};
 use openmls::prelude::{Extension, Extensions, GroupContext, UnknownExtension};
@@ -35,11 +37,26 @@ pub enum RekeyReason {
     Scheduled,
 }
 
+/// Names one full re-key ceremony: chosen by the admin who starts it, carried in
+/// the [`RekeyMarker`] and in the commit that finishes it. Running the same id
+/// again is the same ceremony.
+///
+/// Encoded exactly as the plain `u64` it wraps; `Display` prints that number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RekeyId(pub u64);
+
+impl fmt::Display for RekeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
 /// The re-key in progress, as every member reads it from the group context.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RekeyMarker {
-    /// The ceremony's intent id.
-    pub id: u64,
+    /// The ceremony's id.
+    pub id: RekeyId,
     /// Why.
     pub reason: RekeyReason,
 }

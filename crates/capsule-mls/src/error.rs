@@ -6,7 +6,9 @@
 //! a typed refusal. [`MlsError::is_internal`] tells the two kinds apart.
 
 use capsule_amk::AmkError;
-use capsule_identity::{DeviceId, IdentityError, UserId};
+use capsule_identity::IdentityError;
+
+use crate::{Epoch, Member};
 
 /// Why something was refused or failed. Every refusal leaves the album untouched.
 ///
@@ -45,8 +47,8 @@ pub enum MlsError {
     #[error("re-key: {0}")]
     RekeyState(&'static str),
     /// The device is already in the album.
-    #[error("device {0:?} of user {1:?} is already a member")]
-    AlreadyMember(DeviceId, UserId),
+    #[error("device {:?} of user {:?} is already a member", .0.device, .0.user)]
+    AlreadyMember(Member),
     /// No such member, a message for another group, or a Welcome for another device.
     #[error("not a member: {0}")]
     NotMember(&'static str),
@@ -61,9 +63,9 @@ pub enum MlsError {
     #[error("commit for epoch {message_epoch}, album is at epoch {album_epoch}")]
     WrongEpoch {
         /// The epoch the message was sent in.
-        message_epoch: u64,
+        message_epoch: Epoch,
         /// This album's epoch.
-        album_epoch: u64,
+        album_epoch: Epoch,
     },
     /// The same commit was already applied (or a message replayed).
     #[error("commit already applied")]

@@ -8,7 +8,6 @@
 //! [`Album::confirm`], so both sides agree on what every commit means.
 
 use capsule_amk::{AmkKeyring, AmkVersion};
-use capsule_identity::{DeviceId, UserId};
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::{
     LeafNodeIndex, MlsMessageIn, ProcessedMessageContent, Proposal, ProtocolMessage, Sender, StagedCommit,
@@ -18,21 +17,21 @@ use openmls_traits::OpenMlsProvider;
 use crate::album::{EXPORTER_LABEL, epoch_secret};
 use crate::binding::{Validation, claimed_identity, verify_credential, verify_leaf};
 use crate::boundary::{During as _, Epochs, processing};
-use crate::{Album, AlbumContext, CommitHash, MlsError, Outgoing, Result};
+use crate::{Album, AlbumContext, CommitHash, Epoch, Member, MlsError, Outgoing, Result};
 
 /// What applying a commit did, identical on every member.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Applied {
     /// The epoch reached.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The commit applied.
     pub commit_hash: CommitHash,
     /// The AMK version the commit rotated to, if it rotated.
     pub rotated_to: Option<AmkVersion>,
     /// Devices added.
-    pub added: Vec<(UserId, DeviceId)>,
+    pub added: Vec<Member>,
     /// Devices removed.
-    pub removed: Vec<(UserId, DeviceId)>,
+    pub removed: Vec<Member>,
     /// Whether this device was among the removed.
     pub evicted: bool,
     /// This device's own pending commit that lost the epoch to this one, if any:
@@ -42,8 +41,8 @@ pub struct Applied {
 
 /// What a validated commit does, computed before anything is merged.
 pub(crate) struct Effects {
-    added: Vec<(UserId, DeviceId)>,
-    removed: Vec<(UserId, DeviceId)>,
+    added: Vec<Member>,
+    removed: Vec<Member>,
     new_context: AlbumContext,
     rotation: Option<AmkKeyring>,
     evicted: bool,
@@ -85,7 +84,7 @@ impl Album {
         let message = MlsMessageIn::tls_deserialize_exact(commit).map_err(|_| MlsError::Malformed("mls message"))?;
         let message: ProtocolMessage =
             message.try_into_protocol_message().map_err(|_| MlsError::Malformed("not a handshake message"))?;
-        let epochs = Epochs { message: message.epoch().as_u64(), album: self.epoch() };
+        let epochs = Epochs { message: Epoch(message.epoch().as_u64()), album: self.epoch() };
         if epochs.message != epochs.album {
             return Err(MlsError::WrongEpoch { message_epoch: epochs.message, album_epoch: epochs.album });
         }
@@ -135,15 +134,15 @@ impl Album {
         let mut added = Vec::new();
         for add in staged.add_proposals() {
             let leaf = add.add_proposal().key_package().leaf_node();
-            let (user, device) = match incoming {
+            let member = match incoming {
                 Some((_, validation)) => {
                     let claims = verify_leaf(leaf, validation)?;
-                    (claims.user, claims.device)
+                    Member { user: claims.user, device: claims.device }
                 }
                 // Our own adds were verified when the change was planned.
                 None => claimed_identity(leaf.credential())?,
             };
-            added.push((user, device));
+            added.push(member);
         }
         let removed = staged
             .remove_proposals()
@@ -158,7 +157,7 @@ impl Album {
             let claims = verify_credential(&member.credential, &member.signature_key, validation)?;
             let (committer, committer_device) = (claims.user, claims.device);
             let admin = self.context.metadata.is_admin(&committer);
-            if !admin && added.iter().chain(&removed).any(|(u, _)| *u != committer) {
+            if !admin && added.iter().chain(&removed).any(|m| m.user != committer) {
                 return Err(MlsError::Unauthorized("only admins add or remove other users"));
             }
             if let Some(leaf) = staged.update_path_leaf_node() {
@@ -229,7 +228,7 @@ impl Album {
             evicted: effects.evicted,
             superseded,
         };
-        tracing::debug!(epoch = applied.epoch, ?rotated_to, "commit applied");
+        tracing::debug!(epoch = applied.epoch.0, ?rotated_to, "commit applied");
         Ok(applied)
     }
 }

@@ -30,7 +30,7 @@
 //! Code map: `album.rs` holds the state (create, join, load, getters),
 //! `outgoing.rs` turns a [`Change`] into a staged commit and settles it,
 //! `inbound.rs` holds every acceptance rule, `boundary.rs` classifies OpenMLS
-//! errors.
+//! errors, `ids.rs` names an album's [`Epoch`]s and [`Member`]s.
 //!
 //! Nothing here does I/O or reads a clock: operations take and return bytes as
 //! they cross the network.
@@ -42,6 +42,7 @@ mod boundary;
 mod change;
 mod context;
 mod error;
+mod ids;
 mod inbound;
 mod outgoing;
 mod provider;
@@ -52,8 +53,9 @@ pub mod testkit;
 pub use album::{Album, CommitHash};
 pub use binding::{ALBUM_EXTENSION_TYPE, CREDENTIAL_TYPE, DeviceIdentity, Validation, capabilities};
 pub use change::Change;
-pub use context::{AlbumContext, RekeyMarker, RekeyReason};
+pub use context::{AlbumContext, RekeyId, RekeyMarker, RekeyReason};
 pub use error::{MlsError, Result};
+pub use ids::{Epoch, Member};
 pub use inbound::Applied;
 /// The provider bound of every operation: higher layers name it through this
 /// crate, not through OpenMLS.

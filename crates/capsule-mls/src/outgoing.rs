@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use capsule_amk::HistoryBundle;
-use capsule_identity::{DeviceId, UserId};
+use capsule_identity::UserId;
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::{KeyPackage, KeyPackageIn, LeafNodeIndex, ProtocolVersion};
 use openmls_traits::OpenMlsProvider;
@@ -20,7 +20,7 @@ use crate::binding::{DeviceIdentity, Validation, capabilities, verify_leaf};
 use crate::boundary::During as _;
 use crate::inbound::Applied;
 use crate::rng::ProviderRng;
-use crate::{Album, AlbumContext, CIPHERSUITE, Change, CommitHash, MlsError, Result};
+use crate::{Album, AlbumContext, CIPHERSUITE, Change, CommitHash, Epoch, Member, MlsError, Result};
 
 /// A staged commit's messages, exactly as they go to the server. The server
 /// keeps the Welcome and the sealed bundle together and hands both to the joiners.
@@ -29,7 +29,7 @@ pub struct Outgoing {
     /// What this commit does.
     pub change: Change,
     /// The epoch the commit was made in (the chain position it claims).
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The serialized commit (`MlsMessage`).
     pub commit: Vec<u8>,
     /// Its hash.
@@ -57,14 +57,14 @@ fn verified_key_package<P: OpenMlsProvider>(
     provider: &P,
     bytes: &[u8],
     validation: Validation<'_>,
-) -> Result<(KeyPackage, UserId, DeviceId)> {
+) -> Result<(KeyPackage, Member)> {
     let kp = KeyPackageIn::tls_deserialize_exact(bytes).map_err(|_| MlsError::Malformed("key package"))?;
     let kp = kp.validate(provider.crypto(), ProtocolVersion::Mls10).during("validating a key package")?;
     if kp.ciphersuite() != CIPHERSUITE {
         return Err(MlsError::Refused("key package of another ciphersuite"));
     }
     let claims = verify_leaf(kp.leaf_node(), validation)?;
-    Ok((kp, claims.user, claims.device))
+    Ok((kp, Member { user: claims.user, device: claims.device }))
 }
 
 /// What one commit does, decided by [`Album::plan`] before anything is built.
@@ -92,7 +92,7 @@ impl Album {
     /// # #[cfg(feature = "testkit")]
     /// # fn main() -> Result<(), capsule_mls::MlsError> {
     /// use capsule_amk::{AlbumId, AlbumMetadata, HistoryPolicy};
-    /// use capsule_mls::{Album, Change, testkit::Directory};
+    /// use capsule_mls::{Album, Change, Member, testkit::Directory};
     ///
     /// let mut directory = Directory::new(7);
     /// let alice = directory.user(1)?;
@@ -112,7 +112,7 @@ impl Album {
     ///
     /// // The server accepted it: merge.
     /// let applied = album.confirm(&phone.provider)?;
-    /// assert_eq!(applied.added, vec![(alice, laptop.id)]);
+    /// assert_eq!(applied.added, vec![Member { user: alice, device: laptop.id }]);
     /// let (welcome, bundle) = (out.welcome.unwrap_or_default(), out.bundle.unwrap_or_default());
     /// let joined = Album::join(&laptop.provider, &welcome, &bundle, directory.validation())?;
     /// assert_eq!(joined.epoch_authenticator(), album.epoch_authenticator());
@@ -192,7 +192,7 @@ impl Album {
                 if *user == me {
                     return Err(MlsError::Refused("a user cannot remove itself with its own device's commit"));
                 }
-                let removes = self.leaves_where(|u, _| u == *user);
+                let removes = self.leaves_where(|m| m.user == *user);
                 if removes.is_empty() {
                     return Err(MlsError::NotMember("user"));
                 }
@@ -202,7 +202,7 @@ impl Album {
                 if *lost == device.device() {
                     return Err(MlsError::Refused("a device cannot remove itself"));
                 }
-                let removes = self.leaves_where(|u, d| u == me && d == *lost);
+                let removes = self.leaves_where(|m| m == Member { user: me, device: *lost });
                 if removes.is_empty() {
                     return Err(MlsError::NotMember("device of this user"));
                 }
@@ -227,12 +227,12 @@ impl Album {
                 Ok(Plan { new_context: Some(new_context), ..Plan::default() })
             }
             Change::ReAddDevice { key_package } => {
-                let (kp, user, target) = verified_key_package(provider, key_package, validation)?;
+                let (kp, target) = verified_key_package(provider, key_package, validation)?;
                 require_admin("only admins re-add devices")?;
-                if target == device.device() {
+                if target.device == device.device() {
                     return Err(MlsError::Refused("a device replaces its own leaf with a self-update"));
                 }
-                let removes = self.leaves_where(|u, d| u == user && d == target);
+                let removes = self.leaves_where(|m| m == target);
                 if removes.is_empty() {
                     return Err(MlsError::NotMember("device to re-add"));
                 }
@@ -256,12 +256,12 @@ impl Album {
         let mut seen = BTreeSet::new();
         let mut key_packages = Vec::with_capacity(directory.len());
         for bytes in directory {
-            let (kp, kp_user, kp_device) = verified_key_package(provider, bytes, validation)?;
-            if kp_user != user {
+            let (kp, member) = verified_key_package(provider, bytes, validation)?;
+            if member.user != user {
                 return Err(MlsError::Unauthorized("key package of another user"));
             }
-            if members.contains(&(kp_user, kp_device)) || !seen.insert(kp_device) {
-                return Err(MlsError::AlreadyMember(kp_device, kp_user));
+            if members.contains(&member) || !seen.insert(member.device) {
+                return Err(MlsError::AlreadyMember(member));
             }
             key_packages.push(kp);
         }
@@ -318,7 +318,7 @@ impl Album {
             welcome,
             bundle: sealed,
         };
-        tracing::debug!(epoch, change = ?out.change, hash = ?out.commit_hash, "commit staged");
+        tracing::debug!(epoch = epoch.0, change = ?out.change, hash = ?out.commit_hash, "commit staged");
         self.pending = Some(out.clone());
         Ok(out)
     }

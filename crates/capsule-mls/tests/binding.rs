@@ -74,7 +74,7 @@ fn alice_and_bob(seed: u8) -> World {
     w
 }
 
-fn assert_untouched(w: &World, d: usize, epoch: u64, auth: &[u8]) {
+fn assert_untouched(w: &World, d: usize, epoch: Epoch, auth: &[u8]) {
     assert_eq!(w.album(d).epoch(), epoch);
     assert_eq!(w.album(d).epoch_authenticator(), auth);
     assert!(w.album(d).pending().is_none());
@@ -369,7 +369,7 @@ fn tampered_foreign_forked_and_lost_commits_are_typed_refusals_not_faults() {
         other.deliver(c, &first, &[]);
         other.stage(c, &Change::RotateAmk).unwrap().commit
     };
-    assert_eq!(w.album(1).epoch(), 1);
+    assert_eq!(w.album(1).epoch(), Epoch(1));
     // (what, receiver, commit, expected refusal)
     let cases: Vec<(&str, usize, Vec<u8>, Expect)> = vec![
         ("a byte flipped inside the commit", 1, tampered, |e| matches!(e, MlsError::BadSignature)),

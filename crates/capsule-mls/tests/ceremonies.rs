@@ -87,7 +87,7 @@ fn run_all_ceremonies(size: usize) {
         assert_eq!(w.amk_version(d), v_after_lost);
         assert!(w.album(d).keyring().get(v_after_dave).is_none());
     }
-    assert!(!w.album(a0).members().iter().any(|(u, _)| *u == dave));
+    assert!(!w.album(a0).members().iter().any(|m| m.user == dave));
     w.assert_consistent();
 
     // AMK rotation on its own.

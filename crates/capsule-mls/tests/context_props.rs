@@ -6,7 +6,7 @@ use std::num::NonZeroU32;
 
 use capsule_amk::{AlbumId, AlbumMetadata, AmkVersion, HistoryPolicy};
 use capsule_identity::UserId;
-use capsule_mls::{AlbumContext, RekeyMarker, RekeyReason};
+use capsule_mls::{AlbumContext, RekeyId, RekeyMarker, RekeyReason};
 use proptest::prelude::*;
 
 proptest! {
@@ -21,7 +21,7 @@ proptest! {
         let policy = capped.map_or(HistoryPolicy::Full, |n| HistoryPolicy::Capped { last: NonZeroU32::new(n).unwrap() });
         let metadata = AlbumMetadata::new(AlbumId::from_bytes(album), policy, admins.into_iter().map(UserId::from_bytes).collect()).unwrap();
         let rekey = rekey.map(|(id, r)| RekeyMarker {
-            id,
+            id: RekeyId(id),
             reason: [RekeyReason::AdminInitiated, RekeyReason::SuspectedCompromise, RekeyReason::Scheduled][usize::from(r)],
         });
         let ctx = AlbumContext { metadata, amk_version: AmkVersion::new(version).unwrap(), rekey };

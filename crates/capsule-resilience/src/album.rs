@@ -4,8 +4,7 @@
 //! ([`ResilientAlbum::next_deadline`]), like `quinn-proto`'s connection. The
 //! caller does the I/O, with no store transaction open.
 
-use capsule_identity::{DeviceId, UserId};
-use capsule_mls::{Album, Applied, DeviceIdentity, OpenMlsProvider, RekeyReason, Validation};
+use capsule_mls::{Album, Applied, DeviceIdentity, Epoch, Member, OpenMlsProvider, RekeyId, RekeyReason, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::rekey::{self, AmkEscrow, RekeyJournal, Seen};
@@ -26,16 +25,16 @@ pub enum AlbumStatus {
     /// Divergence detected; no sends, no merges until the user acts.
     Quarantined {
         /// This device's epoch.
-        local_epoch: u64,
+        local_epoch: Epoch,
         /// The chain's head when detected.
-        server_epoch: u64,
+        server_epoch: Epoch,
     },
     /// This device was removed or cannot catch up: re-bootstrap it.
     NeedsRebootstrap,
     /// A full re-key is in progress: writes are quiesced until it completes.
     Rekeying {
         /// The re-key's id.
-        id: u64,
+        id: RekeyId,
     },
 }
 
@@ -56,7 +55,7 @@ pub enum Event {
         /// The intent.
         intent: IntentId,
         /// The epoch reached.
-        epoch: u64,
+        epoch: Epoch,
     },
     /// Another commit won the intent's epoch; the change will be re-proposed.
     Superseded {
@@ -87,8 +86,8 @@ pub struct ResilientAlbum {
     /// The chain must be read before anything else (a submission lost a race).
     pub(crate) fetch_due: bool,
     pub(crate) rekey: Option<RekeyJournal>,
-    pub(crate) completed_rekeys: Vec<u64>,
-    pub(crate) answered_rekeys: Vec<u64>,
+    pub(crate) completed_rekeys: Vec<RekeyId>,
+    pub(crate) answered_rekeys: Vec<RekeyId>,
     /// Not persisted: what happened since the caller last took them.
     pub(crate) events: Vec<Event>,
 }
@@ -104,8 +103,8 @@ struct ResilienceRecord {
     unrecoverable: bool,
     fetch_due: bool,
     rekey: Option<RekeyJournal>,
-    completed_rekeys: Vec<u64>,
-    answered_rekeys: Vec<u64>,
+    completed_rekeys: Vec<RekeyId>,
+    answered_rekeys: Vec<RekeyId>,
 }
 
 /// Format version of [`ResilienceRecord`] (2: wall-clock deadlines, the send
@@ -416,7 +415,7 @@ impl ResilientAlbum {
     /// [`ResilienceError::Quarantined`].
     pub fn rekey_group(
         &mut self,
-        id: u64,
+        id: RekeyId,
         reason: RekeyReason,
         now: Timestamp,
         budget: core::time::Duration,
@@ -440,10 +439,10 @@ impl ResilientAlbum {
 
     /// The application supplies a fresh KeyPackage for a device that may not
     /// answer the re-key in time.
-    pub fn provide_rekey_key_package(&mut self, user: UserId, device: DeviceId, key_package: Vec<u8>) {
+    pub fn provide_rekey_key_package(&mut self, member: Member, key_package: Vec<u8>) {
         if let Some(j) = &mut self.rekey {
-            j.key_packages.retain(|(id, _)| *id != (user, device));
-            j.key_packages.push(((user, device), key_package));
+            j.key_packages.retain(|(id, _)| *id != member);
+            j.key_packages.push((member, key_package));
         }
     }
 
@@ -455,7 +454,7 @@ impl ResilientAlbum {
 
     /// Re-keys this device completed.
     #[must_use]
-    pub fn completed_rekeys(&self) -> &[u64] {
+    pub fn completed_rekeys(&self) -> &[RekeyId] {
         &self.completed_rekeys
     }
 

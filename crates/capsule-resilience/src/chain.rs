@@ -5,7 +5,7 @@
 //! position and never creates a second entry. It is authoritative: whatever it
 //! holds at an epoch is what that epoch's commit is.
 
-use capsule_mls::CommitHash;
+use capsule_mls::{CommitHash, Epoch};
 use serde::{Deserialize, Serialize};
 
 /// What a device submits: one commit made in `epoch`, with the Welcome and
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Submission {
     /// The epoch the commit was made in (the chain position it claims).
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The serialized commit.
     pub commit: Vec<u8>,
     /// The serialized Welcome, if any.
@@ -26,7 +26,7 @@ pub struct Submission {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainEntry {
     /// The epoch the commit was made in; applying it moves the group to `epoch + 1`.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The serialized commit.
     pub commit: Vec<u8>,
     /// Its hash.
@@ -43,12 +43,12 @@ pub enum SubmitAnswer {
     /// Stored at `epoch` (also the answer when the same commit was already there).
     Accepted {
         /// Its position.
-        epoch: u64,
+        epoch: Epoch,
     },
     /// Another commit holds that epoch, or the epoch is not the head.
     Conflict {
         /// The current head (the epoch the next commit must be made in).
-        head: u64,
+        head: Epoch,
     },
 }
 
@@ -62,7 +62,7 @@ pub enum ChainError {
     Unavailable,
     /// The chain no longer holds entries that far back.
     #[error("chain pruned before epoch {0}")]
-    Pruned(u64),
+    Pruned(Epoch),
     /// The chain knows no such album.
     #[error("unknown album")]
     UnknownAlbum,
@@ -82,13 +82,13 @@ pub trait CommitChain {
     /// # Errors
     /// [`ChainError::Unavailable`], or [`ChainError::Pruned`] when the chain no
     /// longer reaches `epoch`.
-    fn fetch(&mut self, from_epoch: u64) -> Result<Vec<ChainEntry>, ChainError>;
+    fn fetch(&mut self, from_epoch: Epoch) -> Result<Vec<ChainEntry>, ChainError>;
 
     /// The head: the epoch the next commit must be made in.
     ///
     /// # Errors
     /// [`ChainError::Unavailable`].
-    fn head(&mut self) -> Result<u64, ChainError>;
+    fn head(&mut self) -> Result<Epoch, ChainError>;
 }
 
 /// What the resilience core asks the caller to do on the network. The caller
@@ -100,7 +100,7 @@ pub enum Action {
     /// Read the chain from `from` on, with its head.
     Fetch {
         /// The first epoch wanted.
-        from: u64,
+        from: Epoch,
     },
 }
 
@@ -108,7 +108,7 @@ pub enum Action {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fetched {
     /// The head: the epoch the next commit must be made in.
-    pub head: u64,
+    pub head: Epoch,
     /// The entries from the requested epoch on, in order.
     pub entries: Vec<ChainEntry>,
 }
@@ -127,7 +127,7 @@ pub enum Answer {
     /// The answer to [`Action::Fetch`].
     Fetched {
         /// The epoch asked from.
-        from: u64,
+        from: Epoch,
         /// The chain from there, or why there was none.
         result: Result<Fetched, ChainError>,
     },

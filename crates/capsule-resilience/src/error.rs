@@ -1,6 +1,6 @@
 //! Errors of the resilience layer.
 
-use capsule_mls::MlsError;
+use capsule_mls::{Epoch, MlsError, RekeyId};
 
 use crate::ChainError;
 
@@ -19,16 +19,16 @@ pub enum ResilienceError {
     #[error("album quarantined: local epoch {local_epoch}, server epoch {server_epoch}")]
     Quarantined {
         /// This device's epoch.
-        local_epoch: u64,
+        local_epoch: Epoch,
         /// The chain's head.
-        server_epoch: u64,
+        server_epoch: Epoch,
     },
     /// No such intent.
     #[error("unknown intent")]
     UnknownIntent,
     /// Another re-key runs on this device.
     #[error("re-key {0} is in progress")]
-    RekeyInProgress(u64),
+    RekeyInProgress(RekeyId),
     /// The AMK lineage could not be deposited.
     #[error("escrow refused: {0}")]
     Escrow(String),

@@ -4,7 +4,7 @@
 use core::time::Duration;
 
 pub use capsule_mls::Change;
-use capsule_mls::{Applied, CommitHash, MlsError, OpenMlsProvider, Outgoing};
+use capsule_mls::{Applied, CommitHash, Epoch, MlsError, OpenMlsProvider, Outgoing};
 use serde::{Deserialize, Serialize};
 
 use crate::{Action, ChainError, Context, Event, ResilientAlbum, Result, Submission, SubmitAnswer};
@@ -37,7 +37,7 @@ pub enum IntentState {
     /// In the chain and merged (or already in effect through another commit).
     Confirmed {
         /// The epoch reached.
-        epoch: u64,
+        epoch: Epoch,
     },
     /// The retry budget ran out: "couldn't sync — will retry when connectivity
     /// returns". Its commit is kept and retried on [`crate::ResilientAlbum::connectivity_restored`].

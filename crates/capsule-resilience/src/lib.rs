@@ -60,7 +60,7 @@ pub mod rekey;
 pub mod testkit;
 
 pub use album::{AlbumStatus, Context, Event, ResilientAlbum};
-pub use capsule_mls::{RekeyMarker, RekeyReason};
+pub use capsule_mls::{Epoch, Member, RekeyId, RekeyMarker, RekeyReason};
 pub use chain::{Action, Answer, ChainEntry, ChainError, CommitChain, Fetched, Submission, SubmitAnswer};
 pub use clock::{Clock, SystemClock, Timestamp};
 pub use error::{ResilienceError, Result};

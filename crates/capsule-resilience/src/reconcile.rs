@@ -1,7 +1,7 @@
 //! `reconcile_with_server`: bring the album to the chain's head, decided from
 //! what one fetch of the chain shows (the outcome table is on the crate root).
 
-use capsule_mls::{CommitHash, MlsError, OpenMlsProvider};
+use capsule_mls::{CommitHash, Epoch, MlsError, OpenMlsProvider};
 use serde::{Deserialize, Serialize};
 
 use crate::{Answer, ChainError, Context, Event, Fetched, ResilienceError, ResilientAlbum, Result};
@@ -20,9 +20,9 @@ pub enum ReconcileOutcome {
     /// Local state is ahead of or beside the chain: quarantined until the user acts.
     Diverged {
         /// This device's epoch.
-        local_epoch: u64,
+        local_epoch: Epoch,
         /// The chain's head.
-        server_epoch: u64,
+        server_epoch: Epoch,
     },
     /// The device cannot catch up (it was removed, or the chain no longer reaches
     /// its epoch): it must be re-bootstrapped (removed and re-added).
@@ -33,9 +33,9 @@ pub enum ReconcileOutcome {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Divergence {
     /// This device's epoch.
-    pub local_epoch: u64,
+    pub local_epoch: Epoch,
     /// The chain's head.
-    pub server_epoch: u64,
+    pub server_epoch: Epoch,
 }
 
 /// What reconciling needs: the outcome is known without the network, or the
@@ -51,9 +51,9 @@ pub enum ReconcileStep {
 impl ResilientAlbum {
     /// The epoch to read the chain from: the commit this device applied last
     /// must be the chain's at `epoch - 1`, so reading starts there.
-    pub(crate) fn fetch_from(&self) -> u64 {
+    pub(crate) fn fetch_from(&self) -> Epoch {
         let local = self.album.epoch();
-        match (self.album.last_applied(), local.checked_sub(1)) {
+        match (self.album.last_applied(), local.previous()) {
             (Some(_), Some(previous)) => previous,
             _ => local,
         }
@@ -82,7 +82,7 @@ impl ResilientAlbum {
     pub(crate) fn apply_fetched<P: OpenMlsProvider>(
         &mut self,
         cx: Context<'_, P>,
-        from: u64,
+        from: Epoch,
         result: Result<Fetched, ChainError>,
     ) -> Result<Option<ReconcileOutcome>> {
         match result {
@@ -127,8 +127,12 @@ impl ResilientAlbum {
         }
     }
 
-    fn diverged(&mut self, local_epoch: u64, server_epoch: u64) -> ReconcileOutcome {
-        tracing::warn!(local_epoch, server_epoch, "album diverged from the chain: quarantined");
+    fn diverged(&mut self, local_epoch: Epoch, server_epoch: Epoch) -> ReconcileOutcome {
+        tracing::warn!(
+            local_epoch = local_epoch.0,
+            server_epoch = server_epoch.0,
+            "album diverged from the chain: quarantined"
+        );
         self.quarantine = Some(Divergence { local_epoch, server_epoch });
         ReconcileOutcome::Diverged { local_epoch, server_epoch }
     }
@@ -180,7 +184,7 @@ impl ResilientAlbum {
                 // The chain holds a commit this device cannot apply: its state is not
                 // the chain's. Quarantine, and keep everything for investigation.
                 Err(e) => {
-                    tracing::warn!(error = %e, epoch = entry.epoch, "chain commit refused");
+                    tracing::warn!(error = %e, epoch = entry.epoch.0, "chain commit refused");
                     return Ok(self.diverged(self.album.epoch(), head));
                 }
             }

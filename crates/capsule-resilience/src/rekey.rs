@@ -22,8 +22,7 @@
 //! path) before anything changes.
 
 use capsule_amk::{AlbumId, AmkKeyring};
-use capsule_identity::{DeviceId, UserId};
-use capsule_mls::{RekeyMarker, RekeyReason};
+use capsule_mls::{Member, RekeyId, RekeyMarker, RekeyReason};
 use serde::{Deserialize, Serialize};
 
 use core::time::Duration;
@@ -64,23 +63,23 @@ pub struct RekeyJournal {
     /// Where it is.
     pub step: RekeyStep,
     /// Every member's leaf fingerprint when the ceremony began.
-    pub baseline: Vec<((UserId, DeviceId), Vec<u8>)>,
+    pub baseline: Vec<(Member, Vec<u8>)>,
     /// When stragglers are re-added (wall-clock time, so it survives a restart).
     pub deadline: Timestamp,
     /// How long members have to answer: a deadline further away than this
     /// was set before the clock jumped back, and is re-anchored.
     pub budget: Duration,
     /// Fresh KeyPackages the application supplied for stragglers.
-    pub key_packages: Vec<((UserId, DeviceId), Vec<u8>)>,
+    pub key_packages: Vec<(Member, Vec<u8>)>,
     /// Devices already proposed for re-adding.
-    pub readded: Vec<(UserId, DeviceId)>,
+    pub readded: Vec<Member>,
 }
 
 impl RekeyJournal {
     pub(crate) fn new(
-        id: u64,
+        id: RekeyId,
         reason: RekeyReason,
-        baseline: Vec<((UserId, DeviceId), Vec<u8>)>,
+        baseline: Vec<(Member, Vec<u8>)>,
         now: Timestamp,
         budget: Duration,
     ) -> Self {
@@ -104,7 +103,7 @@ impl RekeyJournal {
 
     /// Devices from the baseline that are still members and still have their
     /// old leaf.
-    pub(crate) fn stragglers(&self, now: &[((UserId, DeviceId), Vec<u8>)]) -> Vec<(UserId, DeviceId)> {
+    pub(crate) fn stragglers(&self, now: &[(Member, Vec<u8>)]) -> Vec<Member> {
         self.baseline
             .iter()
             .filter(|(id, old)| now.iter().any(|(n, key)| n == id && key == old))
@@ -113,7 +112,7 @@ impl RekeyJournal {
     }
 
     /// The re-add changes due for stragglers whose KeyPackages have arrived.
-    pub(crate) fn readds_due(&mut self, stragglers: &[(UserId, DeviceId)]) -> Vec<Change> {
+    pub(crate) fn readds_due(&mut self, stragglers: &[Member]) -> Vec<Change> {
         let mut out = Vec::new();
         for (id, kp) in &self.key_packages {
             if stragglers.contains(id) && !self.readded.contains(id) {
@@ -131,7 +130,7 @@ pub(crate) struct Seen<'a> {
     /// The marker the group context carries now.
     pub(crate) marker: Option<RekeyMarker>,
     /// Every member's leaf fingerprint now.
-    pub(crate) fingerprints: Vec<((UserId, DeviceId), Vec<u8>)>,
+    pub(crate) fingerprints: Vec<(Member, Vec<u8>)>,
     /// The device's intents.
     pub(crate) intents: &'a [Intent],
 }
@@ -142,7 +141,7 @@ pub(crate) enum Advanced {
     /// Still running, with the changes to propose now.
     Running(RekeyJournal, Vec<Change>),
     /// The finishing rotation is in the chain: done.
-    Completed(u64),
+    Completed(RekeyId),
     /// Another admin's marker replaced ours: theirs now, ours is dropped.
     Yielded,
 }
@@ -166,11 +165,11 @@ pub(crate) fn advance(mut journal: RekeyJournal, seen: &Seen<'_>, now: Timestamp
             // another admin's re-key replaced ours before this device looked.
             // Theirs now, as in `Collecting`; keeping the journal would block
             // every later re-key here.
-            tracing::info!(id, "re-key replaced before it was collected");
+            tracing::info!(id = id.0, "re-key replaced before it was collected");
             return Advanced::Yielded;
         }
         RekeyStep::Collecting | RekeyStep::ReAdding if !ours => {
-            tracing::info!(id, "re-key taken over by another admin");
+            tracing::info!(id = id.0, "re-key taken over by another admin");
             return Advanced::Yielded;
         }
         RekeyStep::Collecting | RekeyStep::ReAdding => {

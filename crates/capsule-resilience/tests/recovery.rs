@@ -21,7 +21,7 @@ fn album() -> Net {
     let kp = net.nodes[a1].t.key_package().unwrap();
     net.propose(a0, Change::AddDevice { key_package: kp });
     net.drive(a0).unwrap();
-    net.join_at(a1, 0);
+    net.join_at(a1, Epoch(0));
     net.add_user(a0, 2, 1);
     net.sync_all();
     net.assert_converged();
@@ -134,7 +134,8 @@ fn a_device_behind_replays_to_the_servers_state() {
     match net.reconcile(2).unwrap() {
         ReconcileOutcome::Reconciled { applied_commits } => {
             let chain = net.server.entries(ALBUM.as_bytes());
-            let expected: Vec<_> = chain.iter().skip(usize::try_from(before).unwrap()).map(|e| e.commit_hash).collect();
+            let expected: Vec<_> =
+                chain.iter().skip(usize::try_from(before.0).unwrap()).map(|e| e.commit_hash).collect();
             assert_eq!(applied_commits, expected, "every missed commit, in order");
         }
         other => panic!("{other:?}"),
@@ -156,8 +157,11 @@ fn a_device_ahead_of_the_chain_is_diverged_and_quarantined() {
     node.album = Some(ResilientAlbum::new(album, RetryPolicy::default()));
     let local = net.album(2).album().epoch();
     let outcome = net.reconcile(2).unwrap();
-    assert_eq!(outcome, ReconcileOutcome::Diverged { local_epoch: local, server_epoch: local - 1 });
-    assert_eq!(net.album(2).status(), AlbumStatus::Quarantined { local_epoch: local, server_epoch: local - 1 });
+    assert_eq!(outcome, ReconcileOutcome::Diverged { local_epoch: local, server_epoch: local.previous().unwrap() });
+    assert_eq!(
+        net.album(2).status(),
+        AlbumStatus::Quarantined { local_epoch: local, server_epoch: local.previous().unwrap() }
+    );
     // Quarantine: no sends.
     net.propose(2, Change::RotateAmk);
     assert!(matches!(net.drive(2), Err(ResilienceError::Quarantined { .. })));
@@ -212,9 +216,8 @@ fn concurrent_rotations_serialize_and_the_loser_replays_on_the_winner() {
     let superseded = events.iter().position(|e| *e == Event::Superseded { intent: second });
     let replayed = events.iter().position(|e| matches!(e, Event::Confirmed { intent, .. } if *intent == second));
     assert!(superseded.is_some() && superseded < replayed, "{events:?}");
-    assert!(
-        matches!(state(&net, 0, first), IntentState::Confirmed { epoch } if epoch + 1 == net.album(1).album().epoch())
-    );
+    let reached = net.album(1).album().epoch();
+    assert!(matches!(state(&net, 0, first), IntentState::Confirmed { epoch } if epoch.next() == Some(reached)));
     assert_eq!(net.album(1).intent(second).unwrap().reproposals, 1);
     assert!(matches!(state(&net, 1, second), IntentState::Confirmed { .. }));
     net.sync_all();

@@ -25,7 +25,7 @@ fn album() -> Net {
     let kp = net.nodes[a1].t.key_package().unwrap();
     net.propose(a0, Change::AddDevice { key_package: kp });
     net.drive(a0).unwrap();
-    net.join_at(a1, 0);
+    net.join_at(a1, Epoch(0));
     net.add_user(a0, 2, 2);
     net.add_user(a0, 3, 1);
     for _ in 0..2 {
@@ -37,7 +37,7 @@ fn album() -> Net {
     net
 }
 
-fn rekey(net: &mut Net, d: usize, id: u64, escrow: &mut MemoryEscrow) {
+fn rekey(net: &mut Net, d: usize, id: RekeyId, escrow: &mut MemoryEscrow) {
     let now = net.clock.now();
     net.nodes[d].album.as_mut().unwrap().rekey_group(id, RekeyReason::AdminInitiated, now, BUDGET, escrow).unwrap();
 }
@@ -61,18 +61,18 @@ fn every_leaf_is_replaced_and_the_album_resumes_on_one_fresh_amk() {
     let v_before = net.album(0).album().keyring().current_version();
     let write_before = net.album(0).album().keyring().write_key().1.clone();
     let baseline = net.album(0).album().leaf_fingerprints();
-    rekey(&mut net, 0, 7, &mut escrow);
+    rekey(&mut net, 0, RekeyId(7), &mut escrow);
     // Quiesce: one round later every member reads "re-keying", and the AMK has not moved.
     net.drive(0).unwrap();
     net.sync_all();
     for d in net.active() {
-        assert_eq!(net.album(d).status(), AlbumStatus::Rekeying { id: 7 }, "device {d}");
+        assert_eq!(net.album(d).status(), AlbumStatus::Rekeying { id: RekeyId(7) }, "device {d}");
         assert_eq!(net.album(d).album().keyring().current_version(), v_before, "no new AMK mid-ceremony");
         assert_eq!(net.album(d).album().keyring().write_key().1, &write_before, "one live write key");
     }
     rounds(&mut net, 6);
     net.assert_converged();
-    assert_eq!(net.album(0).completed_rekeys(), &[7]);
+    assert_eq!(net.album(0).completed_rekeys(), &[RekeyId(7)]);
     assert!(net.album(0).rekey_journal().is_none());
     // Every leaf that existed at the start was replaced.
     let after = net.album(0).album().leaf_fingerprints();
@@ -96,7 +96,7 @@ fn every_leaf_is_replaced_and_the_album_resumes_on_one_fresh_amk() {
     }
     // Idempotent: the same id again changes nothing.
     let intents = net.album(0).intents().len();
-    rekey(&mut net, 0, 7, &mut escrow);
+    rekey(&mut net, 0, RekeyId(7), &mut escrow);
     rounds(&mut net, 2);
     assert_eq!(net.album(0).intents().len(), intents);
     assert_eq!(net.album(0).album().keyring().current_version(), v_after);
@@ -110,14 +110,14 @@ fn a_device_that_does_not_answer_is_readded_from_a_fresh_key_package() {
     let carol = 4;
     let fresh = net.nodes[carol].t.key_package().unwrap();
     net.nodes[carol].chain.partition(true);
-    rekey(&mut net, 0, 8, &mut escrow);
-    let (user, device) = (net.nodes[carol].t.user, net.nodes[carol].t.id);
-    net.nodes[0].album.as_mut().unwrap().provide_rekey_key_package(user, device, fresh);
+    rekey(&mut net, 0, RekeyId(8), &mut escrow);
+    let member = Member { user: net.nodes[carol].t.user, device: net.nodes[carol].t.id };
+    net.nodes[0].album.as_mut().unwrap().provide_rekey_key_package(member, fresh);
     rounds(&mut net, 4);
     assert_eq!(net.album(0).rekey_journal().unwrap().step, RekeyStep::Collecting, "waiting within the budget");
     net.clock.advance(BUDGET);
     rounds(&mut net, 6);
-    assert_eq!(net.album(0).completed_rekeys(), &[8]);
+    assert_eq!(net.album(0).completed_rekeys(), &[RekeyId(8)]);
     // Carol comes back: her old state was replaced; she joins from the re-add Welcome and catches up.
     net.nodes[carol].chain.partition(false);
     assert_eq!(net.reconcile(carol).unwrap(), ReconcileOutcome::Unrecoverable);
@@ -135,7 +135,7 @@ fn a_stalled_rekey_is_restarted_by_another_admin() {
     let mut net = album();
     let mut escrow = MemoryEscrow::default();
     // Alice's phone quiesces the album, then disappears for good.
-    rekey(&mut net, 0, 10, &mut escrow);
+    rekey(&mut net, 0, RekeyId(10), &mut escrow);
     net.drive(0).unwrap();
     net.nodes[0].chain.partition(true);
     let fresh = {
@@ -143,15 +143,15 @@ fn a_stalled_rekey_is_restarted_by_another_admin() {
         net.nodes[0].t.key_package().unwrap()
     };
     rounds(&mut net, 3);
-    assert!(matches!(net.album(2).status(), AlbumStatus::Rekeying { id: 10 }));
+    assert!(matches!(net.album(2).status(), AlbumStatus::Rekeying { id: RekeyId(10) }));
     // Bob restarts it cleanly with a new id; every member answers again.
-    rekey(&mut net, 2, 11, &mut escrow);
-    let (user, device) = (net.nodes[0].t.user, net.nodes[0].t.id);
-    net.nodes[2].album.as_mut().unwrap().provide_rekey_key_package(user, device, fresh);
+    rekey(&mut net, 2, RekeyId(11), &mut escrow);
+    let member = Member { user: net.nodes[0].t.user, device: net.nodes[0].t.id };
+    net.nodes[2].album.as_mut().unwrap().provide_rekey_key_package(member, fresh);
     rounds(&mut net, 4);
     net.clock.advance(BUDGET);
     rounds(&mut net, 6);
-    assert_eq!(net.album(2).completed_rekeys(), &[11]);
+    assert_eq!(net.album(2).completed_rekeys(), &[RekeyId(11)]);
     for d in [1, 2, 3, 4] {
         assert_eq!(net.album(d).status(), AlbumStatus::InSync, "device {d}");
     }
@@ -170,20 +170,20 @@ fn a_stalled_rekey_is_restarted_by_another_admin() {
 fn a_rekey_replaced_before_its_admin_looked_does_not_block_the_next() {
     let mut net = album();
     let mut escrow = MemoryEscrow::default();
-    rekey(&mut net, 0, 10, &mut escrow);
-    rekey(&mut net, 2, 20, &mut escrow);
+    rekey(&mut net, 0, RekeyId(10), &mut escrow);
+    rekey(&mut net, 2, RekeyId(20), &mut escrow);
     net.drive(0).unwrap();
     net.reconcile(2).unwrap();
     net.drive(2).unwrap();
-    assert!(matches!(net.album(2).status(), AlbumStatus::Rekeying { id: 20 }));
+    assert!(matches!(net.album(2).status(), AlbumStatus::Rekeying { id: RekeyId(20) }));
     rounds(&mut net, 6);
     assert!(net.album(0).rekey_journal().is_none(), "the replaced journal is dropped");
-    assert_eq!(net.album(2).completed_rekeys(), &[20]);
+    assert_eq!(net.album(2).completed_rekeys(), &[RekeyId(20)]);
     for d in net.active() {
         assert_eq!(net.album(d).status(), AlbumStatus::InSync, "device {d}");
     }
     // Alice's device can run the next one.
-    rekey(&mut net, 0, 30, &mut escrow);
+    rekey(&mut net, 0, RekeyId(30), &mut escrow);
     rounds(&mut net, 6);
-    assert_eq!(net.album(0).completed_rekeys(), &[30]);
+    assert_eq!(net.album(0).completed_rekeys(), &[RekeyId(30)]);
 }

@@ -8,8 +8,7 @@ use capsule::Device;
 use capsule::Photo;
 use capsule_amk::{AlbumId, AmkVersion, HistoryPolicy};
 use capsule_identity::{DeviceId, IdentityKeyPair, IdentityPublicKey, IdentitySeed, UnixTime, UserId, Validity};
-use capsule_mls::RekeyReason;
-use capsule_mls::Validation;
+use capsule_mls::{Epoch, Member, RekeyId, RekeyReason, Validation};
 use capsule_resilience::testkit::{Fault, FaultyChain, MemoryChain, MemoryEscrow, MemoryServer, SimClock};
 use capsule_resilience::{AlbumStatus, Change, ReconcileOutcome, ResilienceError};
 use chacha20::ChaCha20Rng;
@@ -148,7 +147,7 @@ struct World {
     escrow: MemoryEscrow,
     rekeys: u64,
     /// Which device started each re-key id.
-    rekey_admins: BTreeMap<u64, usize>,
+    rekey_admins: BTreeMap<RekeyId, usize>,
     stats: Stats,
     observed: Vec<String>,
 }
@@ -156,7 +155,7 @@ struct World {
 type Check = Result<(), String>;
 
 /// What a device at the head shows: (epoch, authenticator), members, current AMK.
-type HeadView = ((u64, Vec<u8>), Vec<(UserId, DeviceId)>, AmkVersion);
+type HeadView = ((Epoch, Vec<u8>), Vec<Member>, AmkVersion);
 
 /// The chain did not answer: weather, not a violation.
 const fn unreachable(e: &capsule::Error) -> bool {
@@ -169,10 +168,13 @@ const fn alices_other(d: usize) -> usize {
     if d == 0 { 1 } else { 0 }
 }
 
-/// A device's (user, device) pair in the album's member list.
-fn member_id(d: usize) -> (UserId, DeviceId) {
+/// A device as the album's member list names it.
+fn member_id(d: usize) -> Member {
     let owner = OWNERS.get(d).copied().unwrap_or(0);
-    (UserId::from_bytes([owner; 16]), DeviceId::from_bytes([u8::try_from(d).unwrap_or(u8::MAX); 16]))
+    Member {
+        user: UserId::from_bytes([owner; 16]),
+        device: DeviceId::from_bytes([u8::try_from(d).unwrap_or(u8::MAX); 16]),
+    }
 }
 
 fn fail<T>(msg: impl Into<String>) -> Result<T, String> {
@@ -185,7 +187,7 @@ impl World {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
         let server = MemoryServer::new();
-        server.create_album(ALBUM.as_bytes(), 0);
+        server.create_album(ALBUM.as_bytes(), Epoch::ZERO);
         let clock = SimClock::new();
         let mut identities = BTreeMap::new();
         let mut trust = BTreeMap::new();
@@ -310,7 +312,7 @@ impl World {
             return Ok(());
         }
         self.rekeys += 1;
-        let id = self.rekeys;
+        let id = RekeyId(self.rekeys);
         let dev = self.nodes.get(d).and_then(|n| n.device.as_ref()).ok_or("device")?;
         let started = dev.rekey_group(
             ALBUM,
@@ -333,8 +335,7 @@ impl World {
         }
         for other in (0..DEVICES).filter(|o| *o != d && self.active(*o)) {
             let kp = self.dev(other)?.key_package().map_err(|e| e.to_string())?;
-            let (user, device) = member_id(other);
-            self.dev(d)?.provide_rekey_key_package(ALBUM, user, device, kp).map_err(|e| e.to_string())?;
+            self.dev(d)?.provide_rekey_key_package(ALBUM, member_id(other), kp).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -363,7 +364,7 @@ impl World {
             }
             Op::Rekey(d) => self.rekey(*d)?,
             Op::LoseDevice(d) => {
-                let (_, device) = member_id(*d);
+                let device = member_id(*d).device;
                 propose(self, alices_other(*d), Change::RemoveDevice { device })?;
             }
             Op::AddDevice(d) => {
@@ -407,7 +408,7 @@ impl World {
     /// The invariants, after every step.
     fn check(&mut self) -> Check {
         self.stats.checks += 1;
-        let head = u64::try_from(self.server.entries(ALBUM.as_bytes()).len()).map_err(|e| e.to_string())?;
+        let head = Epoch(u64::try_from(self.server.entries(ALBUM.as_bytes()).len()).map_err(|e| e.to_string())?);
         let mut at_head: Option<HeadView> = None;
         let mut observed = Vec::new();
         for d in 0..DEVICES {
@@ -515,7 +516,7 @@ impl World {
             self.reconcile(d)?;
         }
         self.check()?;
-        let head = u64::try_from(self.server.entries(ALBUM.as_bytes()).len()).map_err(|e| e.to_string())?;
+        let head = Epoch(u64::try_from(self.server.entries(ALBUM.as_bytes()).len()).map_err(|e| e.to_string())?);
         for d in 0..DEVICES {
             if !self.active(d) {
                 continue;

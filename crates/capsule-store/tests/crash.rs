@@ -58,11 +58,11 @@ fn sweep(
     assert!(child(&["confirm", s.path(committer).to_str().unwrap(), &format!("{step:?}")]), "{what}: no abort");
     let store = s.open(committer);
     let after = store.album(ALBUM).unwrap();
-    match (after.epoch() - epoch, after.pending().is_some()) {
-        (0, true) => {
+    match (after.epoch().since(epoch), after.pending().is_some()) {
+        (Some(0), true) => {
             store.with_album(ALBUM, |a, p| a.confirm(p)).unwrap();
         }
-        (1, false) => assert_eq!(step, Step::Committed, "{what}: only a committed transaction survives"),
+        (Some(1), false) => assert_eq!(step, Step::Committed, "{what}: only a committed transaction survives"),
         other => panic!("{what}: torn state {other:?}"),
     }
     assert!(child(&["process", s.path(receiver).to_str().unwrap(), commit.to_str().unwrap(), &format!("{step:?}")]));
@@ -74,7 +74,7 @@ fn sweep(
     }
     let (a, b) = (inspect(s, committer), inspect(s, receiver));
     assert_eq!(a, b, "{what}");
-    assert!(a.contains(&format!("epoch={} ", epoch + 1)) && a.contains("pending=false"), "{what}: {a}");
+    assert!(a.contains(&format!("epoch={} ", epoch.next().unwrap())) && a.contains("pending=false"), "{what}: {a}");
 }
 
 #[test]

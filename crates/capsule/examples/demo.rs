@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use capsule::Device;
 use capsule::amk::{AlbumId, HistoryPolicy};
 use capsule::identity::{DeviceId, IdentityKeyPair, IdentityPublicKey, UnixTime, UserId, Validity};
-use capsule::mls::Validation;
+use capsule::mls::{Epoch, RekeyId, Validation};
 use capsule::resilience::testkit::{Fault, FaultyChain, MemoryChain, MemoryEscrow, MemoryServer, SimClock};
 use capsule::resilience::{AmkEscrow, RekeyReason};
 use capsule::resilience::{Change, Clock, Event, ReconcileOutcome};
@@ -76,7 +76,8 @@ impl World {
         for name in self.members() {
             self.reconcile(name);
         }
-        let states: Vec<(u64, Vec<u8>)> = self.members().iter().map(|n| self.device(n).epoch(ALBUM).unwrap()).collect();
+        let states: Vec<(Epoch, Vec<u8>)> =
+            self.members().iter().map(|n| self.device(n).epoch(ALBUM).unwrap()).collect();
         let agree = states.windows(2).all(|w| w[0] == w[1]);
         let (epoch, auth) = &states[0];
         let v = self.device(self.members()[0]).keyring(ALBUM).unwrap().current_version();
@@ -108,7 +109,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let server = MemoryServer::new();
-    server.create_album(ALBUM.as_bytes(), 0);
+    server.create_album(ALBUM.as_bytes(), Epoch::ZERO);
     let clock = SimClock::new();
     let mut w = World { server: server.clone(), clock: clock.clone(), trust: BTreeMap::new(), phones: Vec::new() };
     println!(
@@ -263,7 +264,7 @@ fn main() {
     let mut escrow = MemoryEscrow::default();
     let v_before = w.device("bob-laptop").keyring(ALBUM).unwrap().current_version();
     w.device("alice-laptop")
-        .rekey_group(ALBUM, 1, RekeyReason::SuspectedCompromise, &clock, Duration::from_secs(600), &mut escrow)
+        .rekey_group(ALBUM, RekeyId(1), RekeyReason::SuspectedCompromise, &clock, Duration::from_secs(600), &mut escrow)
         .unwrap();
     println!("   alice-laptop quiesces the album: {}", summarize(&w.sync("alice-laptop")));
     w.reconcile("bob-phone");

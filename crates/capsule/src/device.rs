@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use capsule_amk::{AlbumId, AlbumMetadata, AmkKeyring, HistoryPolicy, SealedPhoto as Photo};
 use capsule_identity::{DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair, UserId, Validity};
-use capsule_mls::{DeviceIdentity, Validation, key_package};
+use capsule_mls::{DeviceIdentity, Epoch, Member, RekeyId, Validation, key_package};
 use capsule_resilience::{
     AlbumStatus, AmkEscrow, Change, Clock, CommitChain, Event, IntentId, ReconcileOutcome, RekeyReason, ResilientAlbum,
     RetryPolicy, Timestamp,
@@ -172,6 +172,21 @@ impl Device {
         self.me.device()
     }
 
+    /// This device as an album member: its user and its id.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// let laptop = fx.enroll(1, 9)?;
+    /// assert_eq!(laptop.member(), capsule::mls::Member { user: laptop.user(), device: laptop.id() });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn member(&self) -> Member {
+        Member { user: self.user(), device: self.id() }
+    }
+
     /// A KeyPackage to publish in the device directory.
     ///
     /// # Errors
@@ -213,7 +228,7 @@ impl Device {
     /// // Joiners receive only the last 10 AMK versions.
     /// let policy = HistoryPolicy::Capped { last: std::num::NonZeroU32::new(10).ok_or("zero")? };
     /// alice.create_album(album, policy, [alice.user()].into())?;
-    /// assert_eq!(alice.members(album)?, vec![(alice.user(), alice.id())]);
+    /// assert_eq!(alice.members(album)?, vec![alice.member()]);
     /// // The creator must be among the admins.
     /// let other = AlbumId::from_bytes([6; 16]);
     /// assert!(alice.create_album(other, HistoryPolicy::Full, [capsule::testkit::user(2)].into()).is_err());
@@ -262,7 +277,7 @@ impl Device {
     /// alice.propose(ALBUM, Change::RemoveUser { user: bob.user() })?;
     /// assert_eq!(alice.status(ALBUM)?, AlbumStatus::Syncing);
     /// fx.sync(&alice)?;
-    /// assert_eq!(alice.members(ALBUM)?, vec![(alice.user(), alice.id())]);
+    /// assert_eq!(alice.members(ALBUM)?, vec![alice.member()]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn propose(&self, album: AlbumId, change: Change) -> Result<IntentId> {
@@ -415,13 +430,13 @@ impl Device {
     /// # let mut fx = Fixture::new()?;
     /// # let (alice, bob) = fx.alice_and_bob()?;
     /// use std::time::Duration;
-    /// use capsule::mls::RekeyReason;
+    /// use capsule::mls::{RekeyId, RekeyReason};
     /// use capsule::resilience::AlbumStatus;
     /// use capsule::resilience::testkit::MemoryEscrow;
     ///
     /// let mut escrow = MemoryEscrow::default();
     /// let budget = Duration::from_secs(600);
-    /// alice.rekey_group(ALBUM, 1, RekeyReason::SuspectedCompromise, &fx.clock, budget, &mut escrow)?;
+    /// alice.rekey_group(ALBUM, RekeyId(1), RekeyReason::SuspectedCompromise, &fx.clock, budget, &mut escrow)?;
     /// // Every member syncs until the ceremony is done: quiesce, fresh leaves, fresh AMK.
     /// for _ in 0..4 {
     ///     for device in [&alice, &bob] {
@@ -437,7 +452,7 @@ impl Device {
     pub fn rekey_group(
         &self,
         album: AlbumId,
-        id: u64,
+        id: RekeyId,
         reason: RekeyReason,
         clock: &impl Clock,
         budget: core::time::Duration,
@@ -464,26 +479,20 @@ impl Device {
     /// # let mut fx = Fixture::new()?;
     /// # let (alice, bob) = fx.alice_and_bob()?;
     /// use std::time::Duration;
-    /// use capsule::mls::RekeyReason;
+    /// use capsule::mls::{RekeyId, RekeyReason};
     /// use capsule::resilience::testkit::MemoryEscrow;
     ///
     /// let mut escrow = MemoryEscrow::default();
-    /// alice.rekey_group(ALBUM, 1, RekeyReason::Scheduled, &fx.clock, Duration::from_secs(600), &mut escrow)?;
+    /// alice.rekey_group(ALBUM, RekeyId(1), RekeyReason::Scheduled, &fx.clock, Duration::from_secs(600), &mut escrow)?;
     /// // From the directory: used only if Bob does not answer within the budget.
-    /// alice.provide_rekey_key_package(ALBUM, bob.user(), bob.id(), bob.key_package()?)?;
+    /// alice.provide_rekey_key_package(ALBUM, bob.member(), bob.key_package()?)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn provide_rekey_key_package(
-        &self,
-        album: AlbumId,
-        user: UserId,
-        device: DeviceId,
-        key_package: Vec<u8>,
-    ) -> Result<()> {
+    pub fn provide_rekey_key_package(&self, album: AlbumId, member: Member, key_package: Vec<u8>) -> Result<()> {
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
         Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| {
-            r.provide_rekey_key_package(user, device, key_package);
+            r.provide_rekey_key_package(member, key_package);
             Ok(())
         })?)
     }
@@ -523,17 +532,17 @@ impl Device {
     /// # let mut fx = Fixture::new()?;
     /// # let (alice, bob) = fx.alice_and_bob()?;
     /// let (epoch, authenticator) = alice.epoch(ALBUM)?;
-    /// assert_eq!(epoch, 1); // one commit: the add
+    /// assert_eq!(epoch, capsule::mls::Epoch(1)); // one commit: the add
     /// // Two members at one epoch agree on its authenticator.
     /// assert_eq!(bob.epoch(ALBUM)?, (epoch, authenticator));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn epoch(&self, album: AlbumId) -> Result<(u64, Vec<u8>)> {
+    pub fn epoch(&self, album: AlbumId) -> Result<(Epoch, Vec<u8>)> {
         let a = self.store.album(album)?;
         Ok((a.epoch(), a.epoch_authenticator()))
     }
 
-    /// Members as (user, device).
+    /// Members, sorted (by user, then device).
     ///
     /// # Errors
     /// Store errors.
@@ -544,10 +553,10 @@ impl Device {
     /// # let mut fx = Fixture::new()?;
     /// # let (alice, bob) = fx.alice_and_bob()?;
     /// let members = alice.members(ALBUM)?;
-    /// assert_eq!(members, vec![(alice.user(), alice.id()), (bob.user(), bob.id())]);
+    /// assert_eq!(members, vec![alice.member(), bob.member()]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn members(&self, album: AlbumId) -> Result<Vec<(UserId, DeviceId)>> {
+    pub fn members(&self, album: AlbumId) -> Result<Vec<Member>> {
         Ok(self.store.album(album)?.members())
     }
 

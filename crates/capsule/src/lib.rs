@@ -11,7 +11,7 @@
 //! use capsule::{Device, Photo};
 //! use capsule::amk::{AlbumId, HistoryPolicy};
 //! use capsule::identity::{DeviceId, IdentityKeyPair, UnixTime, UserId, Validity};
-//! use capsule::mls::Validation;
+//! use capsule::mls::{Epoch, Validation};
 //! use capsule::resilience::{Change, testkit::{MemoryServer, SimClock}};
 //!
 //! let dir = std::env::temp_dir().join(format!("capsule-doc-{}", std::process::id()));
@@ -29,7 +29,7 @@
 //! // Alice creates an album and adds Bob through the server's chain.
 //! let album = AlbumId::from_bytes([9; 16]);
 //! let server = MemoryServer::new();
-//! server.create_album(album.as_bytes(), 0);
+//! server.create_album(album.as_bytes(), Epoch::ZERO);
 //! let clock = SimClock::new();
 //! alice.create_album(album, HistoryPolicy::Full, [alice_user].into())?;
 //! alice.propose(album, Change::AddUser { user: bob_user, directory: vec![bob.key_package()?] })?;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use capsule_amk::{AlbumId, HistoryPolicy};
 use capsule_identity::{DeviceId, IdentityKeyPair, IdentityPublicKey, IdentitySeed, UnixTime, UserId, Validity};
-use capsule_mls::Validation;
+use capsule_mls::{Epoch, Validation};
 use capsule_resilience::Change;
 use capsule_resilience::testkit::{MemoryChain, MemoryServer, SimClock};
 
@@ -63,7 +63,7 @@ impl Fixture {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let server = MemoryServer::new();
-        server.create_album(ALBUM.as_bytes(), 0);
+        server.create_album(ALBUM.as_bytes(), Epoch::ZERO);
         Ok(Self { dir, server, clock: SimClock::new(), identities: BTreeMap::new(), trust: BTreeMap::new() })
     }
 

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use core::time::Duration;
 
 use super::SimClock;
-use crate::{ChainEntry, ChainError, Clock, CommitChain, Submission, SubmitAnswer, Timestamp};
+use crate::{ChainEntry, ChainError, Clock, CommitChain, Epoch, Submission, SubmitAnswer, Timestamp};
 
 /// One fault, applied to the next request it matches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,7 +114,7 @@ impl<C: CommitChain> CommitChain for FaultyChain<C> {
         answer
     }
 
-    fn fetch(&mut self, from_epoch: u64) -> Result<Vec<ChainEntry>, ChainError> {
+    fn fetch(&mut self, from_epoch: Epoch) -> Result<Vec<ChainEntry>, ChainError> {
         self.release_due();
         if self.blocked() {
             return Err(ChainError::Unavailable);
@@ -122,7 +122,7 @@ impl<C: CommitChain> CommitChain for FaultyChain<C> {
         self.inner.fetch(from_epoch)
     }
 
-    fn head(&mut self) -> Result<u64, ChainError> {
+    fn head(&mut self) -> Result<Epoch, ChainError> {
         self.release_due();
         if self.blocked() {
             return Err(ChainError::Unavailable);

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use capsule_mls::CommitHash;
+use capsule_mls::{CommitHash, Epoch};
 
 use crate::{ChainEntry, ChainError, CommitChain, Submission, SubmitAnswer};
 
@@ -25,11 +25,11 @@ impl FileChain {
         Ok(Self { folder: folder.to_path_buf() })
     }
 
-    fn path(&self, epoch: u64, ext: &str) -> PathBuf {
-        self.folder.join(format!("{epoch:012}.{ext}"))
+    fn path(&self, epoch: Epoch, ext: &str) -> PathBuf {
+        self.folder.join(format!("{:012}.{ext}", epoch.0))
     }
 
-    fn read(&self, epoch: u64) -> Option<ChainEntry> {
+    fn read(&self, epoch: Epoch) -> Option<ChainEntry> {
         let commit = std::fs::read(self.path(epoch, "commit")).ok()?;
         Some(ChainEntry {
             epoch,
@@ -49,7 +49,7 @@ impl FileChain {
     /// Every entry, in order.
     #[must_use]
     pub fn entries(&self) -> Vec<ChainEntry> {
-        (0..).map_while(|e| self.read(e)).collect()
+        (0..).map_while(|e| self.read(Epoch(e))).collect()
     }
 }
 
@@ -60,7 +60,7 @@ impl CommitChain for FileChain {
         if let Some(held) = entries.iter().find(|e| e.commit_hash == hash) {
             return Ok(SubmitAnswer::Accepted { epoch: held.epoch });
         }
-        let head = u64::try_from(entries.len()).map_err(|_| ChainError::Unavailable)?;
+        let head = Epoch(u64::try_from(entries.len()).map_err(|_| ChainError::Unavailable)?);
         if s.epoch != head {
             return Ok(SubmitAnswer::Conflict { head });
         }
@@ -74,11 +74,11 @@ impl CommitChain for FileChain {
         Ok(SubmitAnswer::Accepted { epoch: head })
     }
 
-    fn fetch(&mut self, from_epoch: u64) -> Result<Vec<ChainEntry>, ChainError> {
+    fn fetch(&mut self, from_epoch: Epoch) -> Result<Vec<ChainEntry>, ChainError> {
         Ok(self.entries().into_iter().skip_while(|e| e.epoch < from_epoch).collect())
     }
 
-    fn head(&mut self) -> Result<u64, ChainError> {
-        u64::try_from(self.entries().len()).map_err(|_| ChainError::Unavailable)
+    fn head(&mut self) -> Result<Epoch, ChainError> {
+        u64::try_from(self.entries().len()).map(Epoch).map_err(|_| ChainError::Unavailable)
     }
 }

@@ -4,22 +4,22 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use capsule_mls::CommitHash;
+use capsule_mls::{CommitHash, Epoch};
 
 use crate::{ChainEntry, ChainError, CommitChain, Submission, SubmitAnswer};
 
 #[derive(Debug, Default)]
 struct Chain {
     /// The epoch of the first entry (after pruning).
-    base: u64,
+    base: Epoch,
     entries: Vec<ChainEntry>,
     /// Submissions received, including duplicates and refused ones.
     submissions: u64,
 }
 
 impl Chain {
-    fn head(&self) -> u64 {
-        self.base + u64::try_from(self.entries.len()).unwrap_or(u64::MAX)
+    fn head(&self) -> Epoch {
+        Epoch(self.base.0 + u64::try_from(self.entries.len()).unwrap_or(u64::MAX))
     }
 }
 
@@ -38,7 +38,7 @@ impl MemoryServer {
     }
 
     /// Registers an album whose group starts at `epoch` (0 for a new MLS group).
-    pub fn create_album(&self, album: &[u8], epoch: u64) {
+    pub fn create_album(&self, album: &[u8], epoch: Epoch) {
         self.chains().entry(album.to_vec()).or_insert(Chain { base: epoch, ..Chain::default() });
     }
 
@@ -67,11 +67,11 @@ impl MemoryServer {
     }
 
     /// Forgets entries before `epoch`, as a server with limited history would.
-    pub fn prune_before(&self, album: &[u8], epoch: u64) {
+    pub fn prune_before(&self, album: &[u8], epoch: Epoch) {
         if let Some(chain) = self.chains().get_mut(album) {
             while chain.base < epoch && !chain.entries.is_empty() {
                 chain.entries.remove(0);
-                chain.base += 1;
+                chain.base.0 += 1;
             }
         }
     }
@@ -111,17 +111,17 @@ impl CommitChain for MemoryChain {
         })
     }
 
-    fn fetch(&mut self, from_epoch: u64) -> Result<Vec<ChainEntry>, ChainError> {
+    fn fetch(&mut self, from_epoch: Epoch) -> Result<Vec<ChainEntry>, ChainError> {
         self.server.with(&self.album, |chain| {
             if from_epoch < chain.base {
                 return Err(ChainError::Pruned(chain.base));
             }
-            let skip = usize::try_from(from_epoch - chain.base).unwrap_or(usize::MAX);
+            let skip = from_epoch.since(chain.base).and_then(|n| usize::try_from(n).ok()).unwrap_or(usize::MAX);
             Ok(chain.entries.iter().skip(skip).cloned().collect())
         })?
     }
 
-    fn head(&mut self) -> Result<u64, ChainError> {
+    fn head(&mut self) -> Result<Epoch, ChainError> {
         self.server.with(&self.album, |chain| chain.head())
     }
 }

@@ -36,7 +36,7 @@ pub struct Net {
 impl Net {
     pub fn new(seed: u8) -> Self {
         let server = MemoryServer::new();
-        server.create_album(ALBUM.as_bytes(), 0);
+        server.create_album(ALBUM.as_bytes(), Epoch::ZERO);
         Self { dir: Directory::new(seed), server, clock: SimClock::new(), nodes: Vec::new() }
     }
 
@@ -81,7 +81,7 @@ impl Net {
     }
 
     /// Joins device `d` from the Welcome stored with the chain entry at `epoch`.
-    pub fn join_at(&mut self, d: usize, epoch: u64) {
+    pub fn join_at(&mut self, d: usize, epoch: Epoch) {
         let entry = self.server.entries(ALBUM.as_bytes()).into_iter().find(|e| e.epoch == epoch).unwrap();
         let validation = Validation { trust: &self.dir.trust, now: capsule_mls::testkit::NOW };
         let n = &mut self.nodes[d];
@@ -99,7 +99,7 @@ impl Net {
         let id = self.propose(admin, Change::AddUser { user, directory });
         self.drive(admin).unwrap();
         assert!(matches!(self.album(admin).intent(id).unwrap().state, IntentState::Confirmed { .. }));
-        let epoch = self.album(admin).album().epoch() - 1;
+        let epoch = self.album(admin).album().epoch().previous().unwrap();
         for d in &new {
             self.join_at(*d, epoch);
         }
@@ -119,7 +119,7 @@ impl Net {
 
     /// Every active device is at the chain's head with the same state and keyring.
     pub fn assert_converged(&self) {
-        let head = self.server.entries(ALBUM.as_bytes()).len() as u64;
+        let head = Epoch(self.server.entries(ALBUM.as_bytes()).len() as u64);
         let active = self.active();
         let first = self.album(active[0]).album();
         for &d in &active {
@@ -139,7 +139,7 @@ impl Net {
         // No duplicate epochs in the chain.
         let entries = self.server.entries(ALBUM.as_bytes());
         for (i, e) in entries.iter().enumerate() {
-            assert_eq!(e.epoch, i as u64);
+            assert_eq!(e.epoch, Epoch(i as u64));
         }
     }
 }

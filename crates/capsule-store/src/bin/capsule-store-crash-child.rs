@@ -19,11 +19,11 @@ use std::time::Duration;
 use capsule_amk::AlbumId;
 use capsule_mls::testkit::Directory;
 use capsule_resilience::testkit::{FileChain, MemoryEscrow, SimClock};
-use capsule_resilience::{AlbumStatus, Clock, RekeyReason, RetryPolicy};
+use capsule_resilience::{AlbumStatus, Clock, RekeyId, RekeyReason, RetryPolicy};
 use capsule_store::{Step, Store};
 
 /// The re-key every crash run drives.
-const REKEY_ID: u64 = 42;
+const REKEY_ID: RekeyId = RekeyId(42);
 
 /// The album every crash scenario uses.
 const ALBUM: AlbumId = AlbumId::from_bytes([0xC5; 16]);

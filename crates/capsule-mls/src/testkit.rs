@@ -73,12 +73,17 @@ impl Directory {
         Validation { trust: &self.trust, now: NOW }
     }
 
-    /// Registers user `n` with a fresh identity key, trusted by everyone.
+    /// Registers user `n` with a fresh identity key, trusted by everyone (once:
+    /// asking again returns the same user and key).
     ///
     /// # Errors
     /// Only on an RNG failure.
     pub fn user(&mut self, n: u8) -> Result<UserId> {
         let user = uid(n);
+        // Asking again returns the same user: a second key would untrust its devices.
+        if self.identities.contains_key(&user) {
+            return Ok(user);
+        }
         let identity = IdentityKeyPair::from_seed(&IdentitySeed::generate_with(&mut self.rng)?)?;
         self.trust.insert(user, identity.public_key().clone());
         self.identities.insert(user, identity);

@@ -40,6 +40,7 @@ pub enum AlbumStatus {
 
 /// Something the album did, for the application and for tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// An intent's commit was submitted (`retry` 0) or re-submitted.
     Submitted {
@@ -68,6 +69,14 @@ pub enum Event {
         intent: IntentId,
         /// When.
         at: Timestamp,
+    },
+    /// The MLS layer refused to commit an intent's change: it is final, and
+    /// the changes after it go on.
+    Failed {
+        /// The intent.
+        intent: IntentId,
+        /// Why.
+        refusal: crate::Refusal,
     },
     /// A commit from the chain was applied.
     Applied(Box<Applied>),

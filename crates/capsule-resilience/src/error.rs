@@ -26,6 +26,10 @@ pub enum ResilienceError {
     /// No such intent.
     #[error("unknown intent")]
     UnknownIntent,
+    /// The change's commit exists and may be in the chain: it cannot be
+    /// cancelled; the chain settles it.
+    #[error("the change is in flight; the chain settles it")]
+    InFlight,
     /// Another re-key runs on this device.
     #[error("re-key {0} is in progress")]
     RekeyInProgress(RekeyId),

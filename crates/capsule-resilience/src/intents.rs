@@ -1,5 +1,6 @@
 //! Membership changes as durable intents, the retry schedule as data, and an
-//! intent's life: staged as a commit, sent, confirmed, superseded or surfaced.
+//! intent's life: staged as a commit, sent, confirmed, superseded, surfaced,
+//! failed (refused) or cancelled.
 
 use core::time::Duration;
 
@@ -45,6 +46,51 @@ pub enum IntentState {
         /// Why.
         reason: String,
     },
+    /// The MLS layer refused to commit the change on this album (an
+    /// unauthorized change, a KeyPackage that does not verify, a rule it
+    /// breaks). Final: retrying would be refused again; later changes go on.
+    Failed {
+        /// What kind of refusal, for the application to act on.
+        refusal: Refusal,
+        /// The refusal as the MLS layer worded it, to show.
+        reason: String,
+    },
+    /// The application cancelled the change before it was committed.
+    Cancelled,
+}
+
+/// Why the MLS layer refused to commit a change: what the application can do
+/// about it differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// This device's user may not make the change (not an admin, or a device
+    /// of another user).
+    Unauthorized,
+    /// A KeyPackage or identity that does not verify (expired or unbound
+    /// certificate, unknown identity key, malformed, another suite): fetch a
+    /// fresh one from the device directory and propose again.
+    BadKeyPackage,
+    /// The change breaks an album rule (removing one's own user, a re-key step
+    /// out of turn, …).
+    Rule,
+    /// This device is no longer a member of the album.
+    Evicted,
+}
+
+impl Refusal {
+    fn of(e: &MlsError) -> Self {
+        match e {
+            MlsError::Unauthorized(_) => Self::Unauthorized,
+            MlsError::Malformed(_)
+            | MlsError::Identity(_)
+            | MlsError::ForeignCredential
+            | MlsError::LeafKeyMismatch
+            | MlsError::BadSignature => Self::BadKeyPackage,
+            MlsError::Evicted => Self::Evicted,
+            _ => Self::Rule,
+        }
+    }
 }
 
 /// One membership change and its state.
@@ -154,8 +200,9 @@ impl ResilientAlbum {
         let event = match &state {
             IntentState::Confirmed { epoch } => Some(Event::Confirmed { intent: id, epoch: *epoch }),
             IntentState::Surfaced { .. } => Some(Event::Surfaced { intent: id, at: now }),
+            IntentState::Failed { refusal, .. } => Some(Event::Failed { intent: id, refusal: *refusal }),
             IntentState::Submitted { retries, .. } => Some(Event::Submitted { intent: id, retry: *retries, at: now }),
-            IntentState::Pending | IntentState::Staged { .. } => None,
+            IntentState::Pending | IntentState::Staged { .. } | IntentState::Cancelled => None,
         };
         if let Some(intent) = self.intent_mut(id) {
             intent.state = state;
@@ -166,21 +213,23 @@ impl ResilientAlbum {
     /// Stages the oldest pending intent when nothing is in flight. A change the
     /// MLS layer finds already in effect is confirmed; one it refuses is surfaced.
     pub(crate) fn stage_next<P: OpenMlsProvider>(&mut self, cx: Context<'_, P>, now: Timestamp) -> Result<()> {
-        if self.in_flight().is_some() {
-            return Ok(());
+        // Each pass settles one pending intent (staged, already in effect, or
+        // refused), so this ends; it stops at the first that has a commit.
+        while self.in_flight().is_none() {
+            let Some(intent) = self.intents.iter().find(|i| i.state == IntentState::Pending).cloned() else {
+                return Ok(());
+            };
+            let state = match self.album.stage(cx.provider, cx.device, &intent.change, cx.validation) {
+                Ok(_) => IntentState::Staged { retries: 0 },
+                // Already in effect (another device made it, or the re-key it belongs to moved on).
+                Err(e) if already_done(&intent.change, &e) => IntentState::Confirmed { epoch: self.album.epoch() },
+                // A bug or a storage fault is not a refusal: nothing is recorded, the caller sees it.
+                Err(e) if e.is_internal() => return Err(e.into()),
+                // Refused: final for this change, and the queue moves on.
+                Err(e) => IntentState::Failed { refusal: Refusal::of(&e), reason: e.to_string() },
+            };
+            self.set_state(intent.id, state, now);
         }
-        let Some(intent) = self.intents.iter().find(|i| i.state == IntentState::Pending).cloned() else {
-            return Ok(());
-        };
-        let state = match self.album.stage(cx.provider, cx.device, &intent.change, cx.validation) {
-            Ok(_) => IntentState::Staged { retries: 0 },
-            // Already in effect (another device made it, or the re-key it belongs to moved on).
-            Err(e) if already_done(&intent.change, &e) => IntentState::Confirmed { epoch: self.album.epoch() },
-            // A bug or a storage fault is not a refusal: nothing is recorded, the caller sees it.
-            Err(e) if e.is_internal() => return Err(e.into()),
-            Err(e) => IntentState::Surfaced { reason: e.to_string() },
-        };
-        self.set_state(intent.id, state, now);
         Ok(())
     }
 
@@ -275,6 +324,28 @@ impl ResilientAlbum {
             intent.state = IntentState::Pending;
             intent.reproposals += 1;
             self.events.push(Event::Superseded { intent: id });
+        }
+    }
+
+    /// The application cancels a change that is not committed yet (pending), or
+    /// clears a failed one from the list of what it shows. A change whose commit
+    /// exists cannot be cancelled: it may already be in the chain, and the
+    /// chain decides (it is confirmed or superseded when the device next syncs).
+    ///
+    /// # Errors
+    /// [`crate::ResilienceError::UnknownIntent`]; [`crate::ResilienceError::InFlight`]
+    /// for a change whose commit exists (nothing changes).
+    pub fn cancel(&mut self, id: IntentId) -> Result<()> {
+        let intent = self.intent_mut(id).ok_or(crate::ResilienceError::UnknownIntent)?;
+        match intent.state {
+            IntentState::Pending | IntentState::Failed { .. } | IntentState::Cancelled => {
+                intent.state = IntentState::Cancelled;
+                Ok(())
+            }
+            IntentState::Confirmed { .. } => Ok(()),
+            IntentState::Staged { .. } | IntentState::Submitted { .. } | IntentState::Surfaced { .. } => {
+                Err(crate::ResilienceError::InFlight)
+            }
         }
     }
 

@@ -12,8 +12,11 @@
 //!   the caller does the I/O with no store transaction open.
 //!   [`ResilientAlbum::drive`] is a small driver over a [`CommitChain`] for
 //!   albums held in memory. Membership changes are [`Intent`]s
-//!   (pending → submitted → confirmed; superseded changes are re-proposed
-//!   automatically; surfaced when the retry budget runs out, never dropped).
+//!   (pending → staged → submitted → confirmed; superseded changes are
+//!   re-proposed automatically; surfaced when the retry budget runs out, never
+//!   dropped; failed with a typed [`Refusal`] when the MLS layer refuses to
+//!   commit one, and the changes after it go on; cancelled by the application
+//!   only before their commit exists, [`ResilientAlbum::cancel`]).
 //!   [`RetryPolicy`] is the schedule as data (30 s detection, then 30 s → 2 min →
 //!   10 min, 3 re-submissions), consumed against an injected [`Clock`] of
 //!   wall-clock time ([`SystemClock`] on a device), since deadlines are
@@ -64,6 +67,6 @@ pub use capsule_mls::{Epoch, Member, RekeyId, RekeyMarker, RekeyReason};
 pub use chain::{Action, Answer, ChainEntry, ChainError, CommitChain, Fetched, Submission, SubmitAnswer};
 pub use clock::{Clock, SystemClock, Timestamp};
 pub use error::{ResilienceError, Result};
-pub use intents::{Change, Intent, IntentId, IntentState, RetryPolicy};
+pub use intents::{Change, Intent, IntentId, IntentState, Refusal, RetryPolicy};
 pub use reconcile::{Divergence, ReconcileOutcome, ReconcileStep};
 pub use rekey::{AmkEscrow, RekeyJournal, RekeyStep};

@@ -253,3 +253,50 @@ fn delayed_and_reordered_submissions_never_make_a_second_epoch() {
     net.sync_all();
     net.assert_converged();
 }
+
+#[test]
+fn a_refused_change_fails_with_its_reason_and_later_changes_go_on() {
+    let mut net = album();
+    // A KeyPackage that does not verify, then a change Bob (not an admin) may not make.
+    let carol = net.user(3);
+    let bad = net.propose(0, Change::AddUser { user: carol, directory: vec![b"not a key package".to_vec()] });
+    let rotate = net.propose(0, Change::RotateAmk);
+    let events = net.drive(0).unwrap();
+    assert!(events.contains(&Event::Failed { intent: bad, refusal: Refusal::BadKeyPackage }), "{events:?}");
+    assert!(matches!(state(&net, 0, bad), IntentState::Failed { refusal: Refusal::BadKeyPackage, .. }));
+    // Not wedged: the next change was committed in the same drive.
+    assert!(matches!(state(&net, 0, rotate), IntentState::Confirmed { .. }));
+    assert_eq!(net.album(0).status(), AlbumStatus::InSync);
+    let alice = net.user(1);
+    let unauthorized = net.propose(2, Change::RemoveUser { user: alice });
+    net.sync_all();
+    net.drive(2).unwrap();
+    assert!(matches!(state(&net, 2, unauthorized), IntentState::Failed { refusal: Refusal::Unauthorized, .. }));
+    net.sync_all();
+    net.assert_converged();
+}
+
+#[test]
+fn a_pending_change_can_be_cancelled_and_a_change_in_flight_cannot() {
+    let mut net = album();
+    let entries = net.server.entries(ALBUM.as_bytes()).len();
+    let cancelled = net.propose(0, Change::RotateAmk);
+    net.nodes[0].album.as_mut().unwrap().cancel(cancelled).unwrap();
+    assert_eq!(state(&net, 0, cancelled), IntentState::Cancelled);
+    assert!(net.drive(0).unwrap().is_empty(), "nothing to send");
+    assert_eq!(net.server.entries(ALBUM.as_bytes()).len(), entries);
+    assert_eq!(net.album(0).status(), AlbumStatus::InSync);
+    // Sent, answer lost: it may be in the chain, so it cannot be cancelled.
+    let sent = net.propose(0, Change::RotateAmk);
+    net.nodes[0].chain.on_next_submit(Fault::DropAnswer);
+    net.drive(0).unwrap();
+    let before = state(&net, 0, sent);
+    let refused = net.nodes[0].album.as_mut().unwrap().cancel(sent);
+    assert!(matches!(refused, Err(ResilienceError::InFlight)), "{refused:?}");
+    assert_eq!(state(&net, 0, sent), before, "a refused cancel changes nothing");
+    // The chain settles it: it had landed.
+    net.clock.set(secs(30));
+    net.drive(0).unwrap();
+    assert!(matches!(state(&net, 0, sent), IntentState::Confirmed { .. }));
+    assert!(matches!(net.nodes[0].album.as_mut().unwrap().cancel(IntentId(99)), Err(ResilienceError::UnknownIntent)));
+}

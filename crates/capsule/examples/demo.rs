@@ -338,7 +338,8 @@ fn summarize(events: &[Event]) -> String {
             Event::Confirmed { epoch, .. } => Some(format!("confirmed → epoch {epoch}")),
             Event::Superseded { .. } => Some("lost the epoch, superseded".into()),
             Event::Surfaced { .. } => Some("surfaced".into()),
-            Event::Applied(_) => None,
+            Event::Failed { refusal, .. } => Some(format!("refused ({refusal:?})")),
+            _ => None,
         })
         .collect();
     if parts.is_empty() { "no answer yet".into() } else { parts.join(", ") }

@@ -8,8 +8,8 @@ use capsule_amk::{AlbumId, AlbumMetadata, AmkKeyring, HistoryPolicy, SealedPhoto
 use capsule_identity::{DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair, UserId, Validity};
 use capsule_mls::{DeviceIdentity, Epoch, Member, RekeyId, Validation, key_package};
 use capsule_resilience::{
-    AlbumStatus, AmkEscrow, Change, Clock, CommitChain, Event, IntentId, ReconcileOutcome, RekeyReason, ResilientAlbum,
-    RetryPolicy, Timestamp,
+    AlbumStatus, AmkEscrow, Change, Clock, CommitChain, Event, IntentId, IntentState, ReconcileOutcome, RekeyReason,
+    ResilientAlbum, RetryPolicy, Timestamp,
 };
 use capsule_store::Store;
 use getrandom::SysRng;
@@ -284,6 +284,60 @@ impl Device {
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
         Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| Ok(r.propose(change)))?)
+    }
+
+    /// Cancels a change that is not committed yet, or clears a failed one.
+    /// A change whose commit exists cannot be cancelled (it may already be in
+    /// the chain); the chain settles it at the next [`Device::sync`].
+    ///
+    /// # Errors
+    /// [`Error::Resilience`] with `InFlight` for a change whose commit exists,
+    /// or `UnknownIntent` (nothing changes); store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use capsule::resilience::{AlbumStatus, Change, IntentState};
+    ///
+    /// let removal = alice.propose(ALBUM, Change::RemoveUser { user: bob.user() })?;
+    /// // Alice changes her mind before the device syncs.
+    /// alice.cancel(ALBUM, removal)?;
+    /// assert_eq!(alice.intent_state(ALBUM, removal)?, Some(IntentState::Cancelled));
+    /// fx.sync(&alice)?;
+    /// assert_eq!(alice.members(ALBUM)?.len(), 2);
+    /// assert_eq!(alice.status(ALBUM)?, AlbumStatus::InSync);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cancel(&self, album: AlbumId, intent: IntentId) -> Result<()> {
+        let lock = self.album_lock(album);
+        let _serial = hold(&lock);
+        Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| r.cancel(intent))?)
+    }
+
+    /// Where one of the album's changes stands (pending, in flight, confirmed,
+    /// surfaced, failed with its reason, cancelled).
+    ///
+    /// # Errors
+    /// Store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use capsule::resilience::{Change, IntentState, Refusal};
+    ///
+    /// // Bob is not an admin: his change is refused, with a reason to show.
+    /// let removal = bob.propose(ALBUM, Change::RemoveUser { user: alice.user() })?;
+    /// fx.sync(&bob)?;
+    /// let state = bob.intent_state(ALBUM, removal)?;
+    /// assert!(matches!(state, Some(IntentState::Failed { refusal: Refusal::Unauthorized, .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn intent_state(&self, album: AlbumId, intent: IntentId) -> Result<Option<IntentState>> {
+        Ok(self.store.read_resilient(album, self.policy.clone(), |r| r.intent(intent).map(|i| i.state.clone()))?)
     }
 
     /// Makes progress on the album's intents against the chain (commit, submit,

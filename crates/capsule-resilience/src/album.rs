@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::rekey::{self, AmkEscrow, RekeyJournal, Seen};
 use crate::{
-    Action, Answer, Change, CommitChain, Divergence, Intent, IntentId, IntentState, ReconcileOutcome, ReconcileStep,
-    ResilienceError, Result, RetryPolicy, Timestamp,
+    Action, Answer, ChainError, Change, CommitChain, Divergence, Intent, IntentId, IntentState, ReconcileOutcome,
+    ReconcileStep, ResilienceError, Result, RetryPolicy, Timestamp,
 };
 
 /// What an application shows for an album.
@@ -97,6 +97,8 @@ pub struct ResilientAlbum {
     pub(crate) rekey: Option<RekeyJournal>,
     pub(crate) completed_rekeys: Vec<RekeyId>,
     pub(crate) answered_rekeys: Vec<RekeyId>,
+    /// Answers no honest chain gives, counted for the application.
+    pub(crate) server_faults: u64,
     /// Not persisted: what happened since the caller last took them.
     pub(crate) events: Vec<Event>,
 }
@@ -114,6 +116,7 @@ struct ResilienceRecord {
     rekey: Option<RekeyJournal>,
     completed_rekeys: Vec<RekeyId>,
     answered_rekeys: Vec<RekeyId>,
+    server_faults: u64,
 }
 
 /// Format version of [`ResilienceRecord`] (2: wall-clock deadlines, the send
@@ -165,6 +168,7 @@ impl ResilientAlbum {
             rekey: None,
             completed_rekeys: Vec::new(),
             answered_rekeys: Vec::new(),
+            server_faults: 0,
             events: Vec::new(),
         }
     }
@@ -191,6 +195,7 @@ impl ResilientAlbum {
             rekey: self.rekey.clone(),
             completed_rekeys: self.completed_rekeys.clone(),
             answered_rekeys: self.answered_rekeys.clone(),
+            server_faults: self.server_faults,
         };
         capsule_identity::encoding::encode(&record).map_err(|_| ResilienceError::Record("resilience record"))
     }
@@ -216,6 +221,7 @@ impl ResilientAlbum {
             rekey: r.rekey,
             completed_rekeys: r.completed_rekeys,
             answered_rekeys: r.answered_rekeys,
+            server_faults: r.server_faults,
             events: Vec::new(),
         })
     }
@@ -315,31 +321,38 @@ impl ResilientAlbum {
     /// Takes the network's answer to an action. Returns the reconcile outcome
     /// when the answer was a fetch that could be applied.
     ///
-    /// Chain failures are not errors here: no answer is the retry schedule's
-    /// business (and it moves on), a pruned chain makes the album
-    /// unrecoverable. A stale answer changes nothing.
+    /// The inner result is the chain's own failure, for the caller to report
+    /// after recording the state (it is not a reason to roll back): no answer
+    /// at all is not one (the retry schedule moves on), a pruned chain makes
+    /// the album unrecoverable, and an answer no honest chain gives is
+    /// [`ChainError::BadAnswer`] (counted, and it changes nothing). A stale
+    /// answer changes nothing.
     ///
     /// # Errors
-    /// MLS errors that are not refusals (bugs, storage faults).
+    /// MLS errors that are not refusals (bugs, storage faults): roll back.
     pub fn handle<P: OpenMlsProvider>(
         &mut self,
         cx: Context<'_, P>,
         answer: Answer,
         now: Timestamp,
-    ) -> Result<Option<ReconcileOutcome>> {
+    ) -> Result<Result<Option<ReconcileOutcome>, ChainError>> {
         if self.quarantine.is_some() {
-            return Ok(self.settled_outcome());
+            return Ok(Ok(self.settled_outcome()));
         }
         match answer {
             Answer::Submitted { commit_hash, result } => {
+                let failure = match &result {
+                    Err(ChainError::Unavailable) | Ok(_) => None,
+                    Err(e) => Some(e.clone()),
+                };
                 self.handle_submitted(cx, commit_hash, result, now)?;
-                Ok(None)
+                Ok(failure.map_or(Ok(None), Err))
             }
             Answer::Fetched { from, result } => {
-                let outcome = self.apply_fetched(cx, from, result)?;
+                let applied = self.apply_fetched(cx, from, result)?;
                 // The chain was looked at (or could not be): a due check moves on.
                 self.follow_schedule(now);
-                Ok(outcome)
+                Ok(applied)
             }
         }
     }
@@ -385,10 +398,7 @@ impl ResilientAlbum {
     ) -> Result<Vec<crate::Event>> {
         for _ in 0..MAX_ACTIONS {
             let Some(action) = self.poll_action(cx, clock.now())? else { break };
-            let answer = action.run(chain);
-            let failed = answer.error().cloned();
-            self.handle(cx, answer, clock.now())?;
-            if let Some(e) = failed {
+            if let Err(e) = self.handle(cx, action.run(chain), clock.now())? {
                 return Err(e.into());
             }
         }

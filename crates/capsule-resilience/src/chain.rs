@@ -66,6 +66,58 @@ pub enum ChainError {
     /// The chain knows no such album.
     #[error("unknown album")]
     UnknownAlbum,
+    /// The server answered with something no honest chain holds: the server
+    /// misbehaved. Nothing was changed by it; the next honest answer brings
+    /// the device to the head.
+    #[error("the chain answered badly: {0}")]
+    BadAnswer(BadAnswer),
+}
+
+/// What was wrong with an answer no honest chain would give.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BadAnswer {
+    /// Entries that do not run one per epoch from the one asked for, or a head
+    /// below them.
+    #[error("entries out of order or missing")]
+    OutOfOrder,
+    /// An entry whose hash is not the hash of its commit.
+    #[error("entry hash does not match its commit")]
+    HashMismatch,
+    /// An entry whose commit does not decode as an MLS handshake.
+    #[error("entry does not decode")]
+    Undecodable,
+    /// An entry whose commit belongs to another group, or whose sender the
+    /// group does not know.
+    #[error("entry belongs to another album")]
+    NotOurs,
+    /// An entry whose commit was made in another epoch than its position.
+    #[error("entry sits at the wrong position")]
+    WrongPosition,
+}
+
+impl Fetched {
+    /// Checks the answer's shape against the request: one entry per epoch from
+    /// `from` on, each hash the hash of its commit, the head not below them.
+    ///
+    /// # Errors
+    /// The first thing wrong with it.
+    pub fn check(&self, from: Epoch) -> Result<(), BadAnswer> {
+        let mut expected = from;
+        for entry in &self.entries {
+            if entry.epoch != expected {
+                return Err(BadAnswer::OutOfOrder);
+            }
+            if entry.commit_hash != CommitHash::of(&entry.commit) {
+                return Err(BadAnswer::HashMismatch);
+            }
+            expected = expected.saturating_add(1);
+        }
+        if self.head < expected {
+            return Err(BadAnswer::OutOfOrder);
+        }
+        Ok(())
+    }
 }
 
 /// The server's API as a client sees it. Implementations do the I/O (or, in
@@ -150,23 +202,6 @@ impl Action {
                 });
                 Answer::Fetched { from: *from, result }
             }
-        }
-    }
-}
-
-impl Answer {
-    /// The chain error a caller should report: none for an answer, and none for
-    /// the two the core settles itself (no answer at all is the retry
-    /// schedule's business; a pruned chain makes the album unrecoverable).
-    #[must_use]
-    pub const fn error(&self) -> Option<&ChainError> {
-        match self {
-            Self::Submitted { result: Err(e), .. } | Self::Fetched { result: Err(e), .. }
-                if !matches!(e, ChainError::Unavailable | ChainError::Pruned(_)) =>
-            {
-                Some(e)
-            }
-            _ => None,
         }
     }
 }

@@ -34,7 +34,8 @@
 //! | removed from the album (now, or while replaying), or the chain is pruned before the epoch it needs | `Unrecoverable` (re-bootstrap) |
 //! | `H < E`: the device holds epochs the chain never saw | `Diverged`, quarantined |
 //! | `L` is not the chain's commit at `E - 1` (a commit the server never persisted, beside the chain) | `Diverged`, quarantined |
-//! | a chain commit at `E ..` that this device cannot apply (refused identity, authorization, or protocol) | `Diverged`, quarantined |
+//! | the answer is not one an honest chain gives: entries out of order or missing, a hash that is not its commit's, a commit that does not decode, belongs to another group, or was made in another epoch than its position | no outcome: the error `ChainError::BadAnswer`, counted in `server_faults`, nothing changed by it, no quarantine; the next honest answer reconciles |
+//! | a well-formed chain commit at `E ..` that this device cannot apply (refused identity, authorization, or protocol) | `Diverged`, quarantined |
 //! | `H == E` and `L` matches | `UpToDate` |
 //! | `H > E`, `L` matches, every commit `E .. H` applies | `Reconciled`, with their hashes in order |
 //!
@@ -64,7 +65,7 @@ pub mod testkit;
 
 pub use album::{AlbumStatus, Context, Event, ResilientAlbum};
 pub use capsule_mls::{Epoch, Member, RekeyId, RekeyMarker, RekeyReason};
-pub use chain::{Action, Answer, ChainEntry, ChainError, CommitChain, Fetched, Submission, SubmitAnswer};
+pub use chain::{Action, Answer, BadAnswer, ChainEntry, ChainError, CommitChain, Fetched, Submission, SubmitAnswer};
 pub use clock::{Clock, SystemClock, Timestamp};
 pub use error::{ResilienceError, Result};
 pub use intents::{Change, Intent, IntentId, IntentState, Refusal, RetryPolicy};

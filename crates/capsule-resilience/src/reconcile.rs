@@ -4,7 +4,7 @@
 use capsule_mls::{CommitHash, Epoch, MlsError, OpenMlsProvider};
 use serde::{Deserialize, Serialize};
 
-use crate::{Answer, ChainError, Context, Event, Fetched, ResilienceError, ResilientAlbum, Result};
+use crate::{Answer, BadAnswer, ChainError, Context, Event, Fetched, ResilienceError, ResilientAlbum, Result};
 
 /// What [`ResilientAlbum::reconcile_with_server`] found. The rule that picks one
 /// is on the crate root.
@@ -77,26 +77,40 @@ impl ResilientAlbum {
         }
     }
 
-    /// Applies the answer to a fetch: the outcome, or `None` for an answer
-    /// that settles nothing (no answer, or a stale one).
+    /// Applies the answer to a fetch: the outcome; `None` for an answer that
+    /// settles nothing (silence, or asked before the album moved); or the
+    /// chain's error, for the caller to report (a bad answer is counted and
+    /// changes nothing it is wrong about).
     pub(crate) fn apply_fetched<P: OpenMlsProvider>(
         &mut self,
         cx: Context<'_, P>,
         from: Epoch,
         result: Result<Fetched, ChainError>,
-    ) -> Result<Option<ReconcileOutcome>> {
+    ) -> Result<Result<Option<ReconcileOutcome>, ChainError>> {
         match result {
             Ok(fetched) if from == self.fetch_from() => {
-                self.fetch_due = false;
-                self.reconcile(cx, fetched).map(Some)
+                let reconciled = match fetched.check(from) {
+                    Ok(()) => self.reconcile(cx, fetched)?,
+                    Err(bad) => Err(bad),
+                };
+                Ok(match reconciled {
+                    Ok(outcome) => {
+                        self.fetch_due = false;
+                        Ok(Some(outcome))
+                    }
+                    Err(bad) => {
+                        self.server_faults = self.server_faults.saturating_add(1);
+                        tracing::warn!(%bad, faults = self.server_faults, "the chain answered badly");
+                        Err(ChainError::BadAnswer(bad))
+                    }
+                })
             }
-            // Asked before the album moved: ask again.
-            Ok(_) => Ok(None),
+            Ok(_) | Err(ChainError::Unavailable) => Ok(Ok(None)),
             Err(ChainError::Pruned(_)) => {
                 self.fetch_due = false;
-                Ok(Some(self.evicted()))
+                Ok(Ok(Some(self.evicted())))
             }
-            Err(_) => Ok(None),
+            Err(e) => Ok(Err(e)),
         }
     }
 
@@ -106,8 +120,10 @@ impl ResilientAlbum {
     /// [`ResilientAlbum::handle`], it leaves the retry schedule alone.
     ///
     /// # Errors
-    /// [`ResilienceError::Chain`] when the fetch got no answer; MLS errors that
-    /// are not refusals.
+    /// [`ResilienceError::Chain`] when the fetch got no answer, or an answer no
+    /// honest chain gives ([`ChainError::BadAnswer`]: counted in
+    /// [`ResilientAlbum::server_faults`], no quarantine); MLS errors that are
+    /// not refusals.
     pub fn finish_reconcile<P: OpenMlsProvider>(
         &mut self,
         cx: Context<'_, P>,
@@ -119,12 +135,18 @@ impl ResilientAlbum {
         let Answer::Fetched { from, result } = answer else {
             return Err(ResilienceError::Chain(ChainError::Unavailable));
         };
-        let failure = result.as_ref().err().cloned();
-        match (self.apply_fetched(cx, from, result)?, failure) {
-            (Some(outcome), _) => Ok(outcome),
-            (None, Some(e)) => Err(e.into()),
-            (None, None) => Err(ResilienceError::Chain(ChainError::Unavailable)),
+        match self.apply_fetched(cx, from, result)? {
+            Ok(Some(outcome)) => Ok(outcome),
+            Ok(None) => Err(ResilienceError::Chain(ChainError::Unavailable)),
+            Err(e) => Err(e.into()),
         }
+    }
+
+    /// Answers from the chain that no honest chain gives, since this album
+    /// record was created: for the application to report.
+    #[must_use]
+    pub const fn server_faults(&self) -> u64 {
+        self.server_faults
     }
 
     fn diverged(&mut self, local_epoch: Epoch, server_epoch: Epoch) -> ReconcileOutcome {
@@ -142,30 +164,32 @@ impl ResilientAlbum {
         ReconcileOutcome::Unrecoverable
     }
 
-    /// Applies what the chain holds from `fetch_from()` on.
+    /// Applies what the chain holds from `fetch_from()` on (an answer whose
+    /// shape [`Fetched::check`] accepted). A commit that cannot be ours at its
+    /// position is the server misbehaving, not a divergence.
     pub(crate) fn reconcile<P: OpenMlsProvider>(
         &mut self,
         cx: Context<'_, P>,
         fetched: Fetched,
-    ) -> Result<ReconcileOutcome> {
+    ) -> Result<Result<ReconcileOutcome, BadAnswer>> {
         if let Some(outcome) = self.settled_outcome() {
-            return Ok(outcome);
+            return Ok(Ok(outcome));
         }
         let (head, local, from) = (fetched.head, self.album.epoch(), self.fetch_from());
         if head < local {
-            return Ok(self.diverged(local, head));
+            return Ok(Ok(self.diverged(local, head)));
         }
         let mut entries = fetched.entries.into_iter().peekable();
         if from < local {
             match entries.next() {
                 Some(e) if e.epoch == from && Some(e.commit_hash) == self.album.last_applied() => {}
-                _ => return Ok(self.diverged(local, head)),
+                _ => return Ok(Ok(self.diverged(local, head))),
             }
         }
         let mut applied_commits = Vec::new();
         for entry in entries {
             if entry.epoch != self.album.epoch() {
-                return Ok(self.diverged(self.album.epoch(), head));
+                return Ok(Err(BadAnswer::OutOfOrder));
             }
             let own = self.album.pending().is_some_and(|p| p.commit_hash == entry.commit_hash);
             match self.album.process(cx.provider, &entry.commit, cx.validation) {
@@ -175,24 +199,29 @@ impl ResilientAlbum {
                     let evicted = applied.evicted;
                     self.events.push(Event::Applied(Box::new(applied)));
                     if evicted {
-                        return Ok(self.evicted());
+                        return Ok(Ok(self.evicted()));
                     }
                 }
-                Err(MlsError::Evicted) => return Ok(self.evicted()),
+                Err(MlsError::Evicted) => return Ok(Ok(self.evicted())),
                 // A bug or a storage fault is not evidence against the chain.
                 Err(e) if e.is_internal() => return Err(e.into()),
-                // The chain holds a commit this device cannot apply: its state is not
-                // the chain's. Quarantine, and keep everything for investigation.
+                // What no honest chain holds at this position: the server's fault.
+                Err(MlsError::Malformed(_)) => return Ok(Err(BadAnswer::Undecodable)),
+                Err(MlsError::NotMember(_)) => return Ok(Err(BadAnswer::NotOurs)),
+                Err(MlsError::WrongEpoch { .. }) => return Ok(Err(BadAnswer::WrongPosition)),
+                // The chain holds a well-formed commit this device cannot apply: its
+                // state is not the chain's. Quarantine, and keep everything for
+                // investigation.
                 Err(e) => {
                     tracing::warn!(error = %e, epoch = entry.epoch.0, "chain commit refused");
-                    return Ok(self.diverged(self.album.epoch(), head));
+                    return Ok(Ok(self.diverged(self.album.epoch(), head)));
                 }
             }
         }
-        if applied_commits.is_empty() {
-            Ok(ReconcileOutcome::UpToDate)
+        Ok(Ok(if applied_commits.is_empty() {
+            ReconcileOutcome::UpToDate
         } else {
-            Ok(ReconcileOutcome::Reconciled { applied_commits })
-        }
+            ReconcileOutcome::Reconciled { applied_commits }
+        }))
     }
 }

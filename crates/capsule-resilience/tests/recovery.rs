@@ -7,7 +7,8 @@ mod common;
 use core::time::Duration;
 
 use capsule_amk::HistoryPolicy;
-use capsule_resilience::testkit::Fault;
+use capsule_mls::Epoch;
+use capsule_resilience::testkit::{self, Fault};
 use capsule_resilience::*;
 use common::*;
 
@@ -299,4 +300,84 @@ fn a_pending_change_can_be_cancelled_and_a_change_in_flight_cannot() {
     net.drive(0).unwrap();
     assert!(matches!(state(&net, 0, sent), IntentState::Confirmed { .. }));
     assert!(matches!(net.nodes[0].album.as_mut().unwrap().cancel(IntentId(99)), Err(ResilienceError::UnknownIntent)));
+}
+
+/// What a lying server does to the honest entries it fetched.
+type Lie = fn(&mut Vec<ChainEntry>);
+
+/// A server that answers fetches with `lie` applied to the honest entries.
+struct Liar<'a> {
+    inner: &'a mut testkit::FaultyChain<testkit::MemoryChain>,
+    lie: Lie,
+}
+
+impl CommitChain for Liar<'_> {
+    fn submit(&mut self, s: &Submission) -> core::result::Result<SubmitAnswer, ChainError> {
+        self.inner.submit(s)
+    }
+    fn fetch(&mut self, from: Epoch) -> core::result::Result<Vec<ChainEntry>, ChainError> {
+        let mut entries = self.inner.fetch(from)?;
+        (self.lie)(&mut entries);
+        Ok(entries)
+    }
+    fn head(&mut self) -> core::result::Result<Epoch, ChainError> {
+        self.inner.head()
+    }
+}
+
+fn rehash(e: &mut ChainEntry) {
+    e.commit_hash = capsule_mls::CommitHash::of(&e.commit);
+}
+
+#[test]
+fn a_bad_answer_from_the_server_is_counted_not_a_divergence() {
+    let mut net = album();
+    net.nodes[2].chain.partition(true);
+    for _ in 0..3 {
+        net.propose(0, Change::RotateAmk);
+        net.drive(0).unwrap();
+    }
+    net.nodes[2].chain.partition(false);
+    let lies: [(Lie, BadAnswer); 5] = [
+        (|e| e[1].commit = b"not a commit".to_vec(), BadAnswer::HashMismatch),
+        (
+            |e| {
+                e[1].commit = b"not a commit".to_vec();
+                rehash(&mut e[1]);
+            },
+            BadAnswer::Undecodable,
+        ),
+        (|e| e.swap(1, 2), BadAnswer::OutOfOrder),
+        (
+            |e| {
+                e.remove(1);
+            },
+            BadAnswer::OutOfOrder,
+        ),
+        // The next epoch's commit, relabelled to sit here.
+        (
+            |e| {
+                e[1].commit = e[2].commit.clone();
+                rehash(&mut e[1]);
+            },
+            BadAnswer::WrongPosition,
+        ),
+    ];
+    for (n, (lie, expected)) in lies.into_iter().enumerate() {
+        let validation = capsule_mls::Validation { trust: &net.dir.trust, now: capsule_mls::testkit::NOW };
+        let node = &mut net.nodes[2];
+        let cx = Context { provider: &node.t.provider, device: &node.t.me, validation };
+        let mut liar = Liar { inner: &mut node.chain, lie };
+        let got = node.album.as_mut().unwrap().reconcile_with_server(cx, &mut liar);
+        assert!(matches!(got, Err(ResilienceError::Chain(ChainError::BadAnswer(b))) if b == expected), "{n}: {got:?}");
+        let album = net.album(2);
+        assert_eq!(album.server_faults(), u64::try_from(n).unwrap() + 1);
+        assert!(album.quarantine().is_none(), "{n}: a bad answer is not a divergence");
+        // Nothing it was wrong about changed (an honest entry before the bad one may apply).
+        assert_eq!(album.status(), AlbumStatus::InSync);
+    }
+    // The next honest answer brings the device to the head, without anyone acting.
+    assert!(matches!(net.reconcile(2).unwrap(), ReconcileOutcome::Reconciled { .. } | ReconcileOutcome::UpToDate));
+    net.sync_all();
+    net.assert_converged();
 }

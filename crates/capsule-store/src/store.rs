@@ -378,11 +378,12 @@ impl Store {
             let Some(action) = action else { break };
             let answer = action.run(chain);
             self.step(Step::Sent);
-            let failed = answer.error().cloned();
-            self.with_resilient(id, policy.clone(), |r, p| {
-                r.handle(Context { provider: p, device, validation }, answer, clock.now())?;
+            // The chain's failure is recorded first (the schedule moved on, a bad
+            // answer was counted), then reported.
+            let failed = self.with_resilient(id, policy.clone(), |r, p| {
+                let handled = r.handle(Context { provider: p, device, validation }, answer, clock.now())?;
                 events.extend(r.take_events());
-                Ok(())
+                Ok(handled.err())
             })?;
             if let Some(e) = failed {
                 return Err(ResilienceError::from(e).into());

@@ -77,7 +77,7 @@ pub struct AlbumMetadata {
 }
 
 /// An explicit album upgrade: the only way metadata changes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlbumUpgrade {
     /// A new history policy, if it changes.
     pub history_policy: Option<HistoryPolicy>,
@@ -134,6 +134,13 @@ impl AlbumMetadata {
     #[must_use]
     pub const fn metadata_version(&self) -> u32 {
         self.metadata_version
+    }
+
+    /// Whether `upgrade` would change nothing (it is already in effect).
+    #[must_use]
+    pub fn already_has(&self, upgrade: &AlbumUpgrade) -> bool {
+        upgrade.history_policy.is_none_or(|p| p == self.history_policy)
+            && upgrade.admins.as_ref().is_none_or(|a| *a == self.admins)
     }
 
     /// The metadata after an explicit upgrade: same album, version + 1.

@@ -74,6 +74,13 @@ pub enum Change {
         /// The device's fresh KeyPackage.
         key_package: Vec<u8>,
     },
+    /// Change the album's metadata (history policy, admin set) in a commit of
+    /// its own that bumps the metadata version (admin only): the album upgrade
+    /// ceremony, the only way an album's policy changes.
+    UpgradeAlbum {
+        /// What changes.
+        upgrade: capsule_amk::AlbumUpgrade,
+    },
 }
 
 /// KeyPackages are several kilobytes each: shown by size.
@@ -103,6 +110,7 @@ impl core::fmt::Debug for Change {
             Self::ReAddDevice { key_package } => {
                 f.debug_struct("ReAddDevice").field("key_package", &Bytes(key_package.len())).finish()
             }
+            Self::UpgradeAlbum { upgrade } => f.debug_struct("UpgradeAlbum").field("upgrade", upgrade).finish(),
         }
     }
 }

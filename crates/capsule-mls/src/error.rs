@@ -49,6 +49,10 @@ pub enum MlsError {
     /// The device is already in the album.
     #[error("device {:?} of user {:?} is already a member", .0.device, .0.user)]
     AlreadyMember(Member),
+    /// The change is in effect already (an album upgrade to the metadata the
+    /// album has): nothing to commit.
+    #[error("already in effect: {0}")]
+    AlreadyInEffect(&'static str),
     /// No such member, a message for another group, or a Welcome for another device.
     #[error("not a member: {0}")]
     NotMember(&'static str),
@@ -113,6 +117,7 @@ impl MlsError {
             | Self::RekeyState(_)
             | Self::AlreadyMember(..)
             | Self::NotMember(_)
+            | Self::AlreadyInEffect(_)
             | Self::PendingCommit
             | Self::NoPendingCommit
             | Self::WrongEpoch { .. }

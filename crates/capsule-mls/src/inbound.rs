@@ -190,6 +190,13 @@ impl Album {
         if self.context.rekey.is_some() && new_context.rekey.is_none() && !rotates {
             return Err(MlsError::Refused("finishing a re-key must rotate the AMK"));
         }
+        // An album upgrade is a commit of its own: nothing else rides on it, so a
+        // policy or admin change can never hide inside a membership change.
+        let upgrades = new_context.metadata != self.context.metadata;
+        if upgrades && (!added.is_empty() || !removed.is_empty() || rotates || new_context.rekey != self.context.rekey)
+        {
+            return Err(MlsError::Refused("an album upgrade is a commit of its own"));
+        }
         let evicted = staged.self_removed();
         let rotation = if rotates && !evicted {
             let album = self.context.metadata.album();

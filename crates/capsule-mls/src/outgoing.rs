@@ -238,6 +238,14 @@ impl Album {
                 }
                 Ok(Plan { adds: vec![kp], removes, ..Plan::default() })
             }
+            Change::UpgradeAlbum { upgrade } => {
+                require_admin("only admins upgrade an album")?;
+                if self.context.metadata.already_has(upgrade) {
+                    return Err(MlsError::AlreadyInEffect("the album already has this metadata"));
+                }
+                let metadata = self.context.metadata.upgraded(upgrade)?;
+                Ok(Plan { new_context: Some(AlbumContext { metadata, ..self.context.clone() }), ..Plan::default() })
+            }
         }
     }
 

@@ -428,3 +428,80 @@ fn leaf_size_is_reported() {
     assert!(cert > 3309 + 64 && cert < 3309 + 64 + 120, "{cert}");
     assert!(leaf > cert + 1216 && leaf < cert + 1216 + 200, "X-Wing key + certificate + a little: {leaf}");
 }
+
+/// The group-context extensions that carry `ctx`, as a modified client would propose them.
+fn context_extensions(ctx: &AlbumContext) -> openmls::prelude::Extensions<openmls::prelude::GroupContext> {
+    openmls::prelude::Extensions::from_vec(vec![
+        openmls::prelude::Extension::RequiredCapabilities(openmls::prelude::RequiredCapabilitiesExtension::new(
+            &[openmls::prelude::ExtensionType::Unknown(ALBUM_EXTENSION_TYPE)],
+            &[openmls::prelude::ProposalType::GroupContextExtensions],
+            &[CredentialType::Other(CREDENTIAL_TYPE)],
+        )),
+        openmls::prelude::Extension::Unknown(
+            ALBUM_EXTENSION_TYPE,
+            openmls::prelude::UnknownExtension(ctx.to_bytes().unwrap()),
+        ),
+    ])
+    .unwrap()
+}
+
+#[test]
+fn an_album_upgrade_is_admin_only_bumps_the_version_and_rides_alone() {
+    let mut w = alice_and_bob(34);
+    let capped_policy = HistoryPolicy::Capped { last: std::num::NonZeroU32::new(1).unwrap() };
+    let capped = capsule_amk::AlbumUpgrade { history_policy: Some(capped_policy), admins: None };
+    // Locally, Bob (not an admin) cannot build it.
+    assert!(matches!(w.stage(1, &Change::UpgradeAlbum { upgrade: capped.clone() }), Err(MlsError::Unauthorized(_))));
+
+    // What modified clients could send instead.
+    let now = w.album(0).context().clone();
+    let upgraded = AlbumContext { metadata: now.metadata.upgraded(&capped).unwrap(), ..now.clone() };
+    let ext = context_extensions(&upgraded);
+    let by_bob = raw_commit(&w, 1, |g, p, me| stage(g, p, me, vec![], vec![], Some(ext)));
+    let unbumped =
+        AlbumContext { metadata: AlbumMetadata::new(ALBUM, capped_policy, [uid(1)].into()).unwrap(), ..now.clone() };
+    let ext = context_extensions(&unbumped);
+    let without_bump = raw_commit(&w, 0, |g, p, me| stage(g, p, me, vec![], vec![], Some(ext)));
+    let rotating = AlbumContext { amk_version: now.amk_version.next().unwrap(), ..upgraded.clone() };
+    let ext = context_extensions(&rotating);
+    let with_rotation = raw_commit(&w, 0, |g, p, me| stage(g, p, me, vec![], vec![], Some(ext)));
+    let cases: Vec<(&str, usize, Vec<u8>, Expect)> = vec![
+        ("non-admin upgrade", 0, by_bob, |e| matches!(e, MlsError::Unauthorized(_))),
+        ("metadata changed without a version bump", 1, without_bump, |e| matches!(e, MlsError::Amk(_))),
+        ("upgrade combined with a rotation", 1, with_rotation, |e| matches!(e, MlsError::Refused(_))),
+    ];
+    for (what, receiver, commit, expected) in cases {
+        let (epoch, auth) = (w.album(receiver).epoch(), w.album(receiver).epoch_authenticator());
+        let v = Validation { trust: &w.dir.trust, now: NOW };
+        let dev = &mut w.devices[receiver];
+        match dev.album.as_mut().unwrap().process(&dev.provider, &commit, v) {
+            Err(e) => assert!(expected(&e), "{what}: {e}"),
+            Ok(_) => panic!("{what}: accepted"),
+        }
+        assert_untouched(&w, receiver, epoch, &auth);
+        assert_eq!(w.album(receiver).context().metadata, now.metadata, "{what}: metadata unchanged");
+    }
+
+    // The ceremony itself: every member applies it.
+    let out = w.stage(0, &Change::UpgradeAlbum { upgrade: capped.clone() }).unwrap();
+    w.deliver(0, &out, &[]);
+    w.assert_consistent();
+    for d in w.members() {
+        assert_eq!(w.album(d).context().metadata.metadata_version(), 2);
+        assert_eq!(w.album(d).context().metadata.history_policy(), capped_policy);
+    }
+    assert!(matches!(w.stage(0, &Change::UpgradeAlbum { upgrade: capped }), Err(MlsError::AlreadyInEffect(_))));
+    // From now on every joiner gets the capped range.
+    for _ in 0..2 {
+        let out = w.stage(0, &Change::RotateAmk).unwrap();
+        w.deliver(0, &out, &[]);
+    }
+    let carol = w.user(3);
+    let c0 = w.device(carol);
+    let dir = w.directory(carol);
+    let out = w.stage(0, &Change::AddUser { user: carol, directory: dir }).unwrap();
+    w.deliver(0, &out, &[c0]);
+    assert_eq!(w.album(0).keyring().held().count(), 3);
+    assert_eq!(w.album(c0).keyring().held().count(), 1, "the last version only");
+    w.assert_consistent();
+}

@@ -161,6 +161,7 @@ fn already_done(change: &Change, e: &MlsError) -> bool {
                 MlsError::NotMember(_)
             )
             | (Change::BeginRekey { .. } | Change::FinishRekey { .. }, MlsError::RekeyState(_))
+            | (Change::UpgradeAlbum { .. }, MlsError::AlreadyInEffect(_))
     )
 }
 

@@ -54,3 +54,63 @@ fn an_album_upgrade_is_a_durable_change_and_idempotent() {
         Some(IntentState::Failed { refusal: Refusal::Unauthorized, .. })
     ));
 }
+
+#[test]
+fn a_quarantined_device_leaves_by_rebootstrap_and_ends_like_its_peers() {
+    let mut fx = Fixture::new().unwrap();
+    let (alice, bob) = fx.alice_and_bob().unwrap();
+    let before = alice.seal_photo(ALBUM, b"before").unwrap();
+    // Bob's state moves without the server: a rotation merged locally, never sent.
+    let path = fx.path("user2-device2");
+    drop(bob);
+    {
+        let store = capsule::store::Store::open(&path).unwrap();
+        let me = store.load_device().unwrap();
+        store.with_album(ALBUM, |a, p| a.stage(p, &me, &Change::RotateAmk, fx.validation())).unwrap();
+        store.with_album(ALBUM, |a, p| a.confirm(p)).unwrap();
+    }
+    let bob = capsule::Device::open(&path).unwrap();
+    let outcome = bob.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
+    assert!(matches!(outcome, capsule::resilience::ReconcileOutcome::Diverged { .. }), "{outcome:?}");
+    assert!(matches!(bob.status(ALBUM).unwrap(), AlbumStatus::Quarantined { .. }));
+    // Quarantine: no sends, no merges.
+    assert!(bob.seal_photo(ALBUM, b"no").is_err());
+
+    // The user's way out: discard and re-bootstrap; what was discarded is reported.
+    let fresh = bob.rebootstrap(ALBUM).unwrap();
+    assert!(fresh.discarded.divergence.is_some());
+    assert!(fresh.discarded.last_applied.is_some(), "the local-only commit, for investigation");
+    assert_eq!(bob.status(ALBUM).unwrap(), AlbumStatus::AwaitingReadd);
+    assert!(bob.rebootstrap(ALBUM).is_err(), "nothing left to discard");
+    // Alice (an admin) re-adds Bob's device from the fresh KeyPackage; he joins.
+    alice.readd(ALBUM, bob.member(), fresh.key_package).unwrap();
+    fx.sync(&alice).unwrap();
+    fx.join(&bob).unwrap();
+    // Server-authoritative state: the same epoch, authenticator and keyring as Alice.
+    assert_eq!(bob.status(ALBUM).unwrap(), AlbumStatus::InSync);
+    assert_eq!(bob.epoch(ALBUM).unwrap(), alice.epoch(ALBUM).unwrap());
+    assert_eq!(bob.keyring(ALBUM).unwrap().current(), alice.keyring(ALBUM).unwrap().current());
+    assert_eq!(bob.open_photo(ALBUM, &before).unwrap(), b"before", "no data lost");
+    let after = alice.seal_photo(ALBUM, b"after").unwrap();
+    assert_eq!(bob.open_photo(ALBUM, &after).unwrap(), b"after");
+    assert_eq!(alice.members(ALBUM).unwrap().len(), 2);
+}
+
+#[test]
+fn a_refused_rebootstrap_or_cancel_changes_nothing() {
+    let mut fx = Fixture::new().unwrap();
+    let (alice, _bob) = fx.alice_and_bob().unwrap();
+    let mut chain = capsule::resilience::testkit::FaultyChain::new(fx.chain(), fx.clock.clone());
+    chain.on_next_submit(capsule::resilience::testkit::Fault::DropAnswer);
+    let sent = alice.propose(ALBUM, Change::RotateAmk).unwrap();
+    alice.sync(ALBUM, &mut chain, &fx.clock, fx.validation()).unwrap();
+    let path = fx.path("user1-device1");
+    let before = std::fs::read(&path).unwrap();
+    let refused = alice.rebootstrap(ALBUM);
+    assert!(
+        matches!(refused, Err(capsule::Error::Resilience(capsule::resilience::ResilienceError::NotStuck))),
+        "{refused:?}"
+    );
+    assert!(alice.cancel(ALBUM, sent).is_err(), "its commit may be in the chain");
+    assert!(std::fs::read(&path).unwrap() == before, "a refusal wrote to the store");
+}

@@ -224,6 +224,17 @@ impl Album {
         })
     }
 
+    /// Forgets this album's group state in the provider's storage: the first
+    /// step of a re-bootstrap, after which the device is re-added by another
+    /// member and joins afresh. A durable caller runs it in the transaction
+    /// that also removes the album's records.
+    ///
+    /// # Errors
+    /// [`MlsError::Storage`] when storage cannot be written.
+    pub fn discard<P: OpenMlsProvider>(&mut self, provider: &P) -> Result<()> {
+        self.group.delete(provider.storage()).map_err(|e| MlsError::storage("discarding the group", e))
+    }
+
     /// The album's id.
     #[must_use]
     pub fn id(&self) -> AlbumId {

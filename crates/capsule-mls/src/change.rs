@@ -68,8 +68,8 @@ pub enum Change {
         id: RekeyId,
     },
     /// Replace another device's leaf from a fresh KeyPackage of that same
-    /// device: remove and re-add in one commit (admin only; a re-key's answer
-    /// for a device that did not respond).
+    /// device: remove and re-add in one commit (an admin, for a re-key's
+    /// straggler; or a device of the same user, for a device that re-bootstraps).
     ReAddDevice {
         /// The device's fresh KeyPackage.
         key_package: Vec<u8>,

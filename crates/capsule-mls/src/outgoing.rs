@@ -143,8 +143,9 @@ impl Album {
     /// - [`Change::FinishRekey`]: [`MlsError::Unauthorized`] unless an admin;
     ///   [`MlsError::RekeyState`] if that re-key is not in progress.
     /// - [`Change::ReAddDevice`]: KeyPackage errors as `AddUser`;
-    ///   [`MlsError::Unauthorized`] unless an admin; [`MlsError::Refused`] for the
-    ///   committing device itself (use [`Change::SelfUpdate`]);
+    ///   [`MlsError::Unauthorized`] unless an admin or a device of the same
+    ///   user; [`MlsError::Refused`] for the committing device itself (use
+    ///   [`Change::SelfUpdate`]);
     ///   [`MlsError::NotMember`] if that device is not in the album.
     ///
     /// [`MlsError::Storage`] and [`MlsError::Internal`] are faults, not refusals.
@@ -228,7 +229,11 @@ impl Album {
             }
             Change::ReAddDevice { key_package } => {
                 let (kp, target) = verified_key_package(provider, key_package, validation)?;
-                require_admin("only admins re-add devices")?;
+                // An admin re-adds any device (a re-key's straggler); a device re-adds
+                // another of its own user (a re-bootstrap).
+                if target.user != me {
+                    require_admin("only admins re-add other users' devices")?;
+                }
                 if target.device == device.device() {
                     return Err(MlsError::Refused("a device replaces its own leaf with a self-update"));
                 }

@@ -31,6 +31,10 @@ pub enum AlbumStatus {
     },
     /// This device was removed or cannot catch up: re-bootstrap it.
     NeedsRebootstrap,
+    /// This device discarded its state for a re-bootstrap and waits to be
+    /// re-added (by another device of its user, or an admin) from the fresh
+    /// KeyPackage it published; it then joins from the Welcome.
+    AwaitingReadd,
     /// A full re-key is in progress: writes are quiesced until it completes.
     Rekeying {
         /// The re-key's id.
@@ -80,6 +84,25 @@ pub enum Event {
     },
     /// A commit from the chain was applied.
     Applied(Box<Applied>),
+}
+
+/// What a re-bootstrap discarded: kept beside the album while the device
+/// awaits its re-add, for investigation (a divergence may be a bug).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discarded {
+    /// The album.
+    pub album: capsule_amk::AlbumId,
+    /// The epoch this device was at.
+    pub epoch: capsule_mls::Epoch,
+    /// The divergence that quarantined it, if that was the reason.
+    pub divergence: Option<Divergence>,
+    /// The last commit it applied (absent from the chain if it diverged).
+    pub last_applied: Option<capsule_mls::CommitHash>,
+    /// Its pending commit, if any.
+    pub pending: Option<capsule_mls::CommitHash>,
+    /// Changes it had not settled: the application proposes them again after
+    /// the re-add if they still apply; nothing is dropped silently.
+    pub unsettled: Vec<Intent>,
 }
 
 /// An [`Album`] whose membership changes survive lost commits, lost races and
@@ -248,6 +271,44 @@ impl ResilientAlbum {
     #[must_use]
     pub const fn quarantine(&self) -> Option<Divergence> {
         self.quarantine
+    }
+
+    /// Discards this device's state of the album, the first step of a
+    /// re-bootstrap: only for a quarantined album or one this device cannot
+    /// catch up with (the only paths the design allows; a divergence is never
+    /// repaired by splicing suspect state). Returns what was discarded, for
+    /// investigation. A durable caller removes the album's records in the same
+    /// transaction and publishes a fresh KeyPackage for the re-add; the value
+    /// itself is spent afterwards.
+    ///
+    /// # Errors
+    /// [`ResilienceError::NotStuck`] for an album that can still catch up
+    /// (nothing is discarded); storage errors.
+    pub fn rebootstrap<P: OpenMlsProvider>(&mut self, provider: &P) -> Result<Discarded> {
+        if self.settled_outcome().is_none() {
+            return Err(ResilienceError::NotStuck);
+        }
+        let discarded = Discarded {
+            album: self.album.id(),
+            epoch: self.album.epoch(),
+            divergence: self.quarantine,
+            last_applied: self.album.last_applied(),
+            pending: self.album.pending().map(|p| p.commit_hash),
+            unsettled: self
+                .intents
+                .iter()
+                .filter(|i| {
+                    !matches!(
+                        i.state,
+                        IntentState::Confirmed { .. } | IntentState::Failed { .. } | IntentState::Cancelled
+                    )
+                })
+                .cloned()
+                .collect(),
+        };
+        self.album.discard(provider)?;
+        tracing::warn!(epoch = discarded.epoch.0, "album state discarded for a re-bootstrap");
+        Ok(discarded)
     }
 
     /// What happened since the last call: submissions, confirmations,

@@ -23,6 +23,10 @@ pub enum ResilienceError {
         /// The chain's head.
         server_epoch: Epoch,
     },
+    /// A re-bootstrap was asked of an album that can still catch up with the
+    /// chain (not quarantined, not removed, chain not pruned): nothing changed.
+    #[error("the album is not stuck: reconcile instead of re-bootstrapping")]
+    NotStuck,
     /// No such intent.
     #[error("unknown intent")]
     UnknownIntent,

@@ -46,6 +46,23 @@
 //! divergence. Quarantine means no sends and no merges; nothing is discarded
 //! until the user acts.
 //!
+//! # Every state has a way out
+//!
+//! | [`AlbumStatus`] | what leaves it |
+//! | --- | --- |
+//! | `InSync` | nothing to leave |
+//! | `Syncing` | the caller drives again at [`ResilientAlbum::next_deadline`]; the chain confirms or supersedes |
+//! | `Surfaced` | [`ResilientAlbum::connectivity_restored`], then a drive: the same commit, a fresh budget |
+//! | `Rekeying` | every member drives (self-updates); the admin finishes; a stalled one is restarted by any admin with a new id |
+//! | `Quarantined` | the user chooses [`ResilientAlbum::rebootstrap`] (discard, report what was discarded) → `AwaitingReadd` |
+//! | `NeedsRebootstrap` | [`ResilientAlbum::rebootstrap`] → `AwaitingReadd` |
+//! | `AwaitingReadd` (the store's, after a re-bootstrap) | another device of the user, or an admin, re-adds the device from its fresh KeyPackage; it joins from the Welcome |
+//!
+//! An intent refused by the MLS layer ends `Failed` with a typed [`Refusal`]
+//! and the changes after it go on; a pending or failed one can be
+//! [`ResilientAlbum::cancel`]led. An answer no honest chain gives is an error
+//! ([`ChainError::BadAnswer`]), never a state.
+//!
 //! # Concurrent AMK rotation
 //!
 //! The chain serializes two rotations of the same epoch; the loser processes
@@ -63,7 +80,7 @@ pub mod rekey;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use album::{AlbumStatus, Context, Event, ResilientAlbum};
+pub use album::{AlbumStatus, Context, Discarded, Event, ResilientAlbum};
 pub use capsule_mls::{Epoch, Member, RekeyId, RekeyMarker, RekeyReason};
 pub use chain::{Action, Answer, BadAnswer, ChainEntry, ChainError, CommitChain, Fetched, Submission, SubmitAnswer};
 pub use clock::{Clock, SystemClock, Timestamp};

@@ -8,7 +8,8 @@ use capsule_amk::{AlbumId, AlbumMetadata};
 use capsule_identity::{DeviceCertificate, DeviceSigningKey};
 use capsule_mls::{Album, CapsuleProvider, DeviceIdentity, MlsError, Validation};
 use capsule_resilience::{
-    Clock, CommitChain, Context, Event, ReconcileOutcome, ReconcileStep, ResilienceError, ResilientAlbum, RetryPolicy,
+    Clock, CommitChain, Context, Discarded, Event, ReconcileOutcome, ReconcileStep, ResilienceError, ResilientAlbum,
+    RetryPolicy,
 };
 use openmls_sqlite_storage::SqliteStorageProvider;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -34,6 +35,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE capsule_records (
 const KIND_DEVICE: &str = "device";
 const KIND_ALBUM: &str = "album";
 const KIND_RESILIENCE: &str = "resilience";
+/// What a re-bootstrap discarded, kept until the device joins again.
+const KIND_REBOOTSTRAP: &str = "rebootstrap";
 
 /// A step of a logical operation, reported to the observer (crash tests abort
 /// the process at each in turn).
@@ -278,10 +281,9 @@ impl Store {
         self.transaction(|conn, p| {
             let album = Album::join(p, welcome, bundle, validation)?;
             self.write_album(conn, &album)?;
-            conn.execute(
-                "DELETE FROM capsule_records WHERE kind = ?1 AND id = ?2",
-                params![KIND_RESILIENCE, album.id().as_bytes()],
-            )?;
+            delete(conn, KIND_RESILIENCE, album.id().as_bytes())?;
+            // A re-bootstrap is answered: the device is a member again.
+            delete(conn, KIND_REBOOTSTRAP, album.id().as_bytes())?;
             Ok(album.id())
         })
     }
@@ -348,6 +350,51 @@ impl Store {
         f: impl FnOnce(&ResilientAlbum) -> T,
     ) -> Result<T> {
         self.read(|conn, p| Ok(f(&load_resilient(conn, p, id, policy)?)))
+    }
+
+    /// Re-bootstraps a stuck album (quarantined, removed, or beyond a pruned
+    /// chain) in one transaction: discards OpenMLS's group state and Capsule's
+    /// records of it, keeps what was discarded for investigation, and makes a
+    /// fresh KeyPackage for the device directory, from which another device of
+    /// the user (or an admin) re-adds this one; [`Store::join_album`] then ends
+    /// it. Until then [`Store::rebootstrap_record`] says a re-add is awaited.
+    ///
+    /// # Errors
+    /// [`ResilienceError::NotStuck`] for an album that can still catch up
+    /// (nothing changes); storage errors.
+    pub fn rebootstrap_album(
+        &self,
+        id: AlbumId,
+        policy: RetryPolicy,
+        device: &DeviceIdentity,
+    ) -> Result<(Discarded, Vec<u8>)> {
+        self.transaction(|conn, p| {
+            let mut resilient = load_resilient(conn, p, id, policy)?;
+            let discarded = resilient.rebootstrap(p)?;
+            self.step(Step::MlsWritten);
+            delete(conn, KIND_ALBUM, id.as_bytes())?;
+            delete(conn, KIND_RESILIENCE, id.as_bytes())?;
+            let record =
+                capsule_identity::encoding::encode(&discarded).map_err(|_| StoreError::Record("rebootstrap"))?;
+            put(conn, KIND_REBOOTSTRAP, id.as_bytes(), &record)?;
+            let key_package = capsule_mls::key_package(p, device)?;
+            Ok((discarded, key_package))
+        })
+    }
+
+    /// What a re-bootstrap of the album discarded, while the device awaits its
+    /// re-add (a read: nothing is written).
+    ///
+    /// # Errors
+    /// [`StoreError::Record`] for a record that does not decode; SQLite errors.
+    pub fn rebootstrap_record(&self, id: AlbumId) -> Result<Option<Discarded>> {
+        self.read(|conn, _| {
+            get(conn, KIND_REBOOTSTRAP, id.as_bytes())?
+                .map(|bytes| {
+                    capsule_identity::encoding::decode_canonical(&bytes).map_err(|_| StoreError::Record("rebootstrap"))
+                })
+                .transpose()
+        })
     }
 
     /// Makes progress on a stored album's intents against the chain: decide in
@@ -446,6 +493,11 @@ fn put(conn: &Connection, kind: &str, id: &[u8], value: &[u8]) -> Result<()> {
          ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value",
         params![kind, id, value],
     )?;
+    Ok(())
+}
+
+fn delete(conn: &Connection, kind: &str, id: &[u8]) -> Result<()> {
+    conn.execute("DELETE FROM capsule_records WHERE kind = ?1 AND id = ?2", params![kind, id])?;
     Ok(())
 }
 

@@ -8,13 +8,23 @@ use capsule_amk::{AlbumId, AlbumMetadata, AmkKeyring, HistoryPolicy, SealedPhoto
 use capsule_identity::{DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair, UserId, Validity};
 use capsule_mls::{DeviceIdentity, Epoch, Member, RekeyId, Validation, key_package};
 use capsule_resilience::{
-    AlbumStatus, AmkEscrow, Change, Clock, CommitChain, Event, IntentId, IntentState, ReconcileOutcome, RekeyReason,
-    ResilientAlbum, RetryPolicy, Timestamp,
+    AlbumStatus, AmkEscrow, Change, Clock, CommitChain, Discarded, Event, IntentId, IntentState, ReconcileOutcome,
+    RekeyReason, ResilientAlbum, RetryPolicy, Timestamp,
 };
-use capsule_store::Store;
+use capsule_store::{Store, StoreError};
 use getrandom::SysRng;
 
 use crate::{Error, Result};
+
+/// What [`Device::rebootstrap`] did: what it discarded, and the fresh
+/// KeyPackage to publish for the re-add.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rebootstrap {
+    /// What was discarded, for investigation.
+    pub discarded: Discarded,
+    /// The fresh KeyPackage another device re-adds this one from.
+    pub key_package: Vec<u8>,
+}
 
 /// One enrolled device. Its state lives in its store; every call is one or more
 /// durable transactions.
@@ -572,7 +582,86 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn status(&self, album: AlbumId) -> Result<AlbumStatus> {
-        Ok(self.store.read_resilient(album, self.policy.clone(), ResilientAlbum::status)?)
+        match self.store.read_resilient(album, self.policy.clone(), ResilientAlbum::status) {
+            Err(StoreError::NotFound(_)) if self.store.rebootstrap_record(album)?.is_some() => {
+                Ok(AlbumStatus::AwaitingReadd)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// The way out of quarantine, and of an album this device cannot catch up
+    /// with (removed, or beyond a pruned chain): discards this device's state
+    /// of the album in one transaction and returns what was discarded (for
+    /// investigation) with a fresh KeyPackage to publish. Another device of the
+    /// user (or an admin) re-adds this one with [`Device::readd`]; this device
+    /// then [`Device::join`]s and ends with what the user is entitled to.
+    /// Meanwhile [`Device::status`] is [`AlbumStatus::AwaitingReadd`].
+    ///
+    /// # Errors
+    /// [`Error::Resilience`] with `NotStuck` for an album that can still catch
+    /// up (nothing changes); store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use capsule::resilience::{AlbumStatus, Change};
+    ///
+    /// // A healthy album is never discarded.
+    /// assert!(bob.rebootstrap(ALBUM).is_err());
+    /// // Bob is removed; his device cannot catch up any more.
+    /// alice.propose(ALBUM, Change::RemoveUser { user: bob.user() })?;
+    /// fx.sync(&alice)?;
+    /// bob.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation())?;
+    /// assert_eq!(bob.status(ALBUM)?, AlbumStatus::NeedsRebootstrap);
+    /// let fresh = bob.rebootstrap(ALBUM)?;
+    /// assert_eq!(bob.status(ALBUM)?, AlbumStatus::AwaitingReadd);
+    /// // Alice adds him back from the fresh KeyPackage; he joins.
+    /// alice.readd(ALBUM, bob.member(), fresh.key_package)?;
+    /// fx.sync(&alice)?;
+    /// fx.join(&bob)?;
+    /// assert_eq!(bob.status(ALBUM)?, AlbumStatus::InSync);
+    /// assert_eq!(bob.epoch(ALBUM)?, alice.epoch(ALBUM)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn rebootstrap(&self, album: AlbumId) -> Result<Rebootstrap> {
+        let lock = self.album_lock(album);
+        let _serial = hold(&lock);
+        let (discarded, key_package) = self.store.rebootstrap_album(album, self.policy.clone(), &self.me)?;
+        Ok(Rebootstrap { discarded, key_package })
+    }
+
+    /// Re-adds `member`'s device from its fresh KeyPackage (after it
+    /// re-bootstrapped): replaces its leaf if it is still in the album, adds it
+    /// again if it was removed. A durable change, committed by [`Device::sync`].
+    ///
+    /// # Errors
+    /// Store errors. Who may re-add whom is the MLS layer's rule (an admin, or
+    /// a device of the same user); a refusal ends the change as failed.
+    ///
+    /// # Examples
+    /// See [`Device::rebootstrap`].
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// // Replacing a member's leaf from a fresh KeyPackage of that device.
+    /// alice.readd(ALBUM, bob.member(), bob.key_package()?)?;
+    /// fx.sync(&alice)?;
+    /// assert_eq!(alice.members(ALBUM)?.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn readd(&self, album: AlbumId, member: Member, key_package: Vec<u8>) -> Result<IntentId> {
+        let change = if self.members(album)?.contains(&member) {
+            Change::ReAddDevice { key_package }
+        } else if member.user == self.user() {
+            Change::AddDevice { key_package }
+        } else {
+            Change::AddUser { user: member.user, directory: vec![key_package] }
+        };
+        self.propose(album, change)
     }
 
     /// The album's current epoch and epoch authenticator.

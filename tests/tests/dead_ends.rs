@@ -114,3 +114,55 @@ fn a_refused_rebootstrap_or_cancel_changes_nothing() {
     assert!(alice.cancel(ALBUM, sent).is_err(), "its commit may be in the chain");
     assert!(std::fs::read(&path).unwrap() == before, "a refusal wrote to the store");
 }
+
+#[test]
+fn a_device_with_an_expired_certificate_commits_nothing_until_renewed() {
+    use capsule::identity::{DeviceId, UnixTime, Validity};
+    let mut fx = Fixture::new().unwrap();
+    let now = capsule::testkit::NOW;
+    // Alice's phone is certified until shortly after now.
+    let short = Validity::new(UnixTime(0), UnixTime(now.0 + 100)).unwrap();
+    fx.identity(1).unwrap(); // trusted by everyone
+    // The same key pair the fixture made from user 1's seed.
+    let seed = capsule::identity::IdentitySeed::from_bytes([1; 32]);
+    let identity = &capsule::identity::IdentityKeyPair::from_seed(&seed).unwrap();
+    let path = fx.path("alice");
+    let mut alice = capsule::Device::enroll(&path, identity, user(1), DeviceId::from_bytes([1; 16]), short).unwrap();
+    let bob = fx.enroll(2, 2).unwrap();
+    alice.create_album(ALBUM, capsule::amk::HistoryPolicy::Full, [user(1)].into()).unwrap();
+    alice.propose(ALBUM, Change::AddUser { user: user(2), directory: vec![bob.key_package().unwrap()] }).unwrap();
+    fx.sync(&alice).unwrap();
+    fx.join(&bob).unwrap();
+
+    // Later, the certificate has expired: the change is refused locally, nothing is sent.
+    let later = capsule::mls::Validation { now: UnixTime(now.0 + 1_000), ..fx.validation() };
+    let entries = fx.server.entries(ALBUM.as_bytes()).len();
+    let rotation = alice.propose(ALBUM, Change::RotateAmk).unwrap();
+    alice.sync(ALBUM, &mut fx.chain(), &fx.clock, later).unwrap();
+    assert!(matches!(
+        alice.intent_state(ALBUM, rotation).unwrap(),
+        Some(IntentState::Failed { refusal: Refusal::RenewCertificate, .. })
+    ));
+    assert_eq!(fx.server.entries(ALBUM.as_bytes()).len(), entries, "nothing reached the chain");
+
+    // Renewal: a new certificate for the same key, carried to everyone by a self-update.
+    let renewed = Validity::new(UnixTime(0), UnixTime(now.0 + 100_000)).unwrap();
+    let updates = alice.renew_certificate(identity, renewed).unwrap();
+    assert_eq!(updates.len(), 1);
+    alice.sync(ALBUM, &mut fx.chain(), &fx.clock, later).unwrap();
+    assert!(matches!(alice.intent_state(ALBUM, updates[0]).unwrap(), Some(IntentState::Confirmed { .. })));
+    let rotation = alice.propose(ALBUM, Change::RotateAmk).unwrap();
+    alice.sync(ALBUM, &mut fx.chain(), &fx.clock, later).unwrap();
+    assert!(matches!(alice.intent_state(ALBUM, rotation).unwrap(), Some(IntentState::Confirmed { .. })));
+    // Bob, checking at the same later time, accepts both commits.
+    let outcome = bob.reconcile_with_server(ALBUM, &mut fx.chain(), later).unwrap();
+    assert!(matches!(outcome, capsule::resilience::ReconcileOutcome::Reconciled { .. }), "{outcome:?}");
+    assert_eq!(bob.epoch(ALBUM).unwrap(), alice.epoch(ALBUM).unwrap());
+    assert_eq!(bob.keyring(ALBUM).unwrap().current(), alice.keyring(ALBUM).unwrap().current());
+    // And the renewed certificate survives a restart.
+    drop(alice);
+    let alice = capsule::Device::open(&path).unwrap();
+    alice.propose(ALBUM, Change::RotateAmk).unwrap();
+    alice.sync(ALBUM, &mut fx.chain(), &fx.clock, later).unwrap();
+    assert_eq!(alice.status(ALBUM).unwrap(), AlbumStatus::InSync);
+}

@@ -49,6 +49,10 @@ pub enum MlsError {
     /// The device is already in the album.
     #[error("device {:?} of user {:?} is already a member", .0.device, .0.user)]
     AlreadyMember(Member),
+    /// This device's own certificate is not valid now (expired, or not yet
+    /// valid): it commits nothing until the certificate is renewed.
+    #[error("this device's certificate is not valid now: {0}")]
+    OwnCertificate(IdentityError),
     /// The change is in effect already (an album upgrade to the metadata the
     /// album has): nothing to commit.
     #[error("already in effect: {0}")]
@@ -118,6 +122,7 @@ impl MlsError {
             | Self::AlreadyMember(..)
             | Self::NotMember(_)
             | Self::AlreadyInEffect(_)
+            | Self::OwnCertificate(_)
             | Self::PendingCommit
             | Self::NoPendingCommit
             | Self::WrongEpoch { .. }

@@ -151,20 +151,27 @@ impl Album {
         let new_context = AlbumContext::from_extensions(staged.group_context().extensions())?;
 
         if let Some((sender, validation)) = incoming {
-            // The committer's own leaf is re-verified on every commit, so a change in
+            // The committer's binding is re-verified on every commit, so a change in
             // trust (a user's identity key replaced or revoked) takes effect at once.
+            // What must hold now is the leaf the commit leaves in the tree: with an
+            // update path that is the new leaf (so a renewed certificate replaces an
+            // expired one, and an expired one cannot be carried forward), which must
+            // name the same device as the leaf it replaces.
             let member = self.group.member_at(sender).ok_or(MlsError::NotMember("committer"))?;
-            let claims = verify_credential(&member.credential, &member.signature_key, validation)?;
-            let (committer, committer_device) = (claims.user, claims.device);
+            let committer = match staged.update_path_leaf_node() {
+                Some(leaf) => {
+                    let renewed = verify_leaf(leaf, validation)?;
+                    let current = claimed_identity(&member.credential)?;
+                    if current != (Member { user: renewed.user, device: renewed.device }) {
+                        return Err(MlsError::Unauthorized("update path names another device"));
+                    }
+                    renewed.user
+                }
+                None => verify_credential(&member.credential, &member.signature_key, validation)?.user,
+            };
             let admin = self.context.metadata.is_admin(&committer);
             if !admin && added.iter().chain(&removed).any(|m| m.user != committer) {
                 return Err(MlsError::Unauthorized("only admins add or remove other users"));
-            }
-            if let Some(leaf) = staged.update_path_leaf_node() {
-                let claims = verify_leaf(leaf, validation)?;
-                if (claims.user, claims.device) != (committer, committer_device) {
-                    return Err(MlsError::Unauthorized("update path names another device"));
-                }
             }
             if new_context.metadata != self.context.metadata {
                 if !admin {

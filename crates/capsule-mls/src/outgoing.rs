@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use capsule_amk::HistoryBundle;
 use capsule_identity::UserId;
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
-use openmls::prelude::{KeyPackage, KeyPackageIn, LeafNodeIndex, ProtocolVersion};
+use openmls::prelude::{KeyPackage, KeyPackageIn, LeafNodeIndex, LeafNodeParameters, ProtocolVersion};
 use openmls_traits::OpenMlsProvider;
 use serde::{Deserialize, Serialize};
 
@@ -162,6 +162,11 @@ impl Album {
             None => {}
         }
         self.ensure_operational()?;
+        // Receivers refuse a commit whose committer's certificate is outside its
+        // validity: one sent anyway would sit at the head of the chain and stop
+        // every honest member. Renew first (a new certificate for the same key,
+        // carried by a self-update).
+        device.certificate().validity().check(validation.now).map_err(MlsError::OwnCertificate)?;
         let plan = self.plan(provider, device, change, validation)?;
         self.commit(provider, device, change, plan)
     }
@@ -299,12 +304,15 @@ impl Album {
         let Plan { adds, removes, new_context, force_self_update } = plan;
         let epoch = self.epoch();
         let has_adds = !adds.is_empty();
-        let mut builder = self
-            .group
-            .commit_builder()
-            .force_self_update(force_self_update)
-            .propose_adds(adds)
-            .propose_removals(removes);
+        let mut builder = self.group.commit_builder().force_self_update(force_self_update);
+        if force_self_update {
+            // The new leaf carries the device's current certificate: a renewed
+            // one reaches every member this way.
+            builder = builder.leaf_node_parameters(
+                LeafNodeParameters::builder().with_credential_with_key(device.credential_with_key()?).build(),
+            );
+        }
+        let mut builder = builder.propose_adds(adds).propose_removals(removes);
         if let Some(context) = &new_context {
             builder = builder.propose_group_context_extensions(context.extensions()?).during(STAGING)?;
         }

@@ -76,6 +76,9 @@ pub enum Refusal {
     Rule,
     /// This device is no longer a member of the album.
     Evicted,
+    /// This device's own certificate is not valid now: renew it (a new
+    /// certificate for the same device key), then propose the change again.
+    RenewCertificate,
 }
 
 impl Refusal {
@@ -88,6 +91,7 @@ impl Refusal {
             | MlsError::LeafKeyMismatch
             | MlsError::BadSignature => Self::BadKeyPackage,
             MlsError::Evicted => Self::Evicted,
+            MlsError::OwnCertificate(_) => Self::RenewCertificate,
             _ => Self::Rule,
         }
     }

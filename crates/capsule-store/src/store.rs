@@ -235,6 +235,46 @@ impl Store {
         })
     }
 
+    /// Replaces this device's certificate with a renewed one for the same
+    /// device key (the key is never replaced).
+    ///
+    /// # Errors
+    /// [`StoreError::KeyMaterial`] if the certificate certifies another key
+    /// (nothing is written); [`StoreError::NotFound`] before enrollment.
+    pub fn renew_certificate(&self, certificate: &DeviceCertificate) -> Result<DeviceIdentity> {
+        let bytes = certificate.to_bytes().map_err(MlsError::from)?;
+        self.transaction(|conn, _| {
+            let stored = get(conn, KIND_DEVICE, b"self")?.ok_or(StoreError::NotFound("device identity"))?;
+            let mut record: DeviceRecord = serde_json::from_slice(&stored).map_err(|_| StoreError::Record("device"))?;
+            let renewed = DeviceIdentity::new(DeviceSigningKey::from_secret_bytes(&record.secret), certificate.clone())
+                .map_err(|_| StoreError::KeyMaterial)?;
+            record.certificate = bytes.clone();
+            let json = Zeroizing::new(serde_json::to_vec(&record).map_err(|_| StoreError::Record("device"))?);
+            put(conn, KIND_DEVICE, b"self", &json)?;
+            Ok(renewed)
+        })
+    }
+
+    /// Every album this store holds.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn album_ids(&self) -> Result<Vec<AlbumId>> {
+        self.read(|conn, _| {
+            let mut statement = conn.prepare("SELECT id FROM capsule_records WHERE kind = ?1 ORDER BY id")?;
+            let ids = statement
+                .query_map(params![KIND_ALBUM], |r| r.get::<_, Vec<u8>>(0))?
+                .map(|id| {
+                    let id = id?;
+                    <[u8; 16]>::try_from(id.as_slice())
+                        .map(AlbumId::from_bytes)
+                        .map_err(|_| StoreError::Record("album id"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(ids)
+        })
+    }
+
     /// This device's identity.
     ///
     /// # Errors

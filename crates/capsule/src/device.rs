@@ -134,6 +134,43 @@ impl Device {
         Arc::clone(locks.entry(album).or_default())
     }
 
+    /// Renews this device's certificate (same device key, new validity) and
+    /// proposes a self-update in every album this device is in, which carries
+    /// the new certificate to every member. A device whose certificate has
+    /// expired commits nothing else ([`capsule_resilience::Refusal::RenewCertificate`]).
+    ///
+    /// # Errors
+    /// Identity errors; store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use capsule::identity::{UnixTime, Validity};
+    ///
+    /// let mut alice = alice;
+    /// let next_year = Validity::new(UnixTime(0), UnixTime(1_900_000_000))?;
+    /// let updates = alice.renew_certificate(fx.identity(1)?, next_year)?;
+    /// assert_eq!(updates.len(), 1); // one album
+    /// fx.sync(&alice)?;
+    /// bob.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation())?;
+    /// assert_eq!(bob.epoch(ALBUM)?, alice.epoch(ALBUM)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn renew_certificate(&mut self, identity: &IdentityKeyPair, validity: Validity) -> Result<Vec<IntentId>> {
+        let device_key = *self.me.certificate().device_key();
+        let claims = DeviceClaims { user: self.user(), device: self.id(), device_key, validity };
+        self.me = self.store.renew_certificate(&identity.certify_device(&claims)?)?;
+        let mut updates = Vec::new();
+        for album in self.store.album_ids()? {
+            if self.status(album)? != AlbumStatus::NeedsRebootstrap {
+                updates.push(self.propose(album, Change::SelfUpdate)?);
+            }
+        }
+        Ok(updates)
+    }
+
     /// Replaces the lost-commit schedule.
     ///
     /// # Examples

@@ -74,7 +74,7 @@ fn reads_write_nothing() {
     let path = fx.path("user1-device1");
     let before = std::fs::read(&path).unwrap();
     assert_eq!(alice.status(ALBUM).unwrap(), AlbumStatus::Syncing);
-    assert_eq!(alice.next_deadline(ALBUM).unwrap(), Some(Timestamp(0)));
+    assert_eq!(alice.next_deadline(ALBUM, &fx.clock).unwrap(), Some(Timestamp(0)));
     assert_eq!(alice.epoch(ALBUM).unwrap().0, Epoch(1));
     assert_eq!(alice.members(ALBUM).unwrap().len(), 2);
     assert_eq!(alice.keyring(ALBUM).unwrap().current_version().get(), 1);
@@ -96,17 +96,21 @@ fn a_device_restarted_with_its_clock_back_at_zero_still_retries_on_schedule() {
     let mut lossy = FaultyChain::new(fx.chain(), fx.clock.clone());
     lossy.on_next_submit(Fault::DropRequest);
     alice.sync(ALBUM, &mut lossy, &fx.clock, fx.validation()).unwrap();
-    assert_eq!(alice.next_deadline(ALBUM).unwrap(), Some(before_reboot.after(Duration::from_secs(30))));
+    assert_eq!(alice.next_deadline(ALBUM, &fx.clock).unwrap(), Some(before_reboot.after(Duration::from_secs(30))));
     drop(alice);
 
     // The device restarts; its clock now reads zero (a reset clock, or a
     // monotonic clock passed in by mistake).
     let alice = Device::open(&fx.path("user1-device1")).unwrap();
     let clock = capsule::resilience::testkit::SimClock::new();
+    // An application that sleeps until the deadline is woken within the schedule
+    // (the longest wait is 10 minutes), not in 2027.
+    let wake = alice.next_deadline(ALBUM, &clock).unwrap().unwrap();
+    assert!(wake <= Timestamp(600_000), "{wake:?}");
     let events = alice.sync(ALBUM, &mut fx.chain(), &clock, fx.validation()).unwrap();
     assert!(events.is_empty(), "not before the detection timeout: {events:?}");
     // The stored deadline was further away than the schedule allows: it restarts now.
-    assert_eq!(alice.next_deadline(ALBUM).unwrap(), Some(Timestamp(30_000)));
+    assert_eq!(alice.next_deadline(ALBUM, &clock).unwrap(), Some(Timestamp(30_000)));
     clock.advance(Duration::from_secs(30));
     let events = alice.sync(ALBUM, &mut fx.chain(), &clock, fx.validation()).unwrap();
     assert!(events.iter().any(|e| matches!(e, Event::Submitted { retry: 1, .. })), "{events:?}");

@@ -441,6 +441,17 @@ impl ResilientAlbum {
         [stage, fetch, flight, rekey].into_iter().flatten().min()
     }
 
+    /// [`ResilientAlbum::next_deadline`] as a wake-up time for an application
+    /// that sleeps until it: no later than the schedule allows from `now`, so a
+    /// deadline stored before the clock jumped back wakes the device to
+    /// re-anchor it ([`ResilientAlbum::poll_action`]) instead of sleeping on.
+    #[must_use]
+    pub fn next_wakeup(&self, now: Timestamp) -> Option<Timestamp> {
+        let longest =
+            self.rekey.as_ref().map_or(self.policy.longest_wait(), |j| j.budget.max(self.policy.longest_wait()));
+        self.next_deadline().map(|d| d.min(now.after(longest)))
+    }
+
     /// A small driver over [`ResilientAlbum::poll_action`] and
     /// [`ResilientAlbum::handle`] for an album held in memory: runs every due
     /// action against `chain` until nothing is left to do now. Never sleeps:

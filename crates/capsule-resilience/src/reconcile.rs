@@ -87,6 +87,10 @@ impl ResilientAlbum {
         from: Epoch,
         result: Result<Fetched, ChainError>,
     ) -> Result<Result<Option<ReconcileOutcome>, ChainError>> {
+        // The fetch was answered, one way or another: a silent or lying chain
+        // must not keep the device fetching in a loop. A submitted commit's own
+        // check, on the retry schedule, looks again.
+        self.fetch_due = false;
         match result {
             Ok(fetched) if from == self.fetch_from() => {
                 let reconciled = match fetched.check(from) {
@@ -94,10 +98,7 @@ impl ResilientAlbum {
                     Err(bad) => Err(bad),
                 };
                 Ok(match reconciled {
-                    Ok(outcome) => {
-                        self.fetch_due = false;
-                        Ok(Some(outcome))
-                    }
+                    Ok(outcome) => Ok(Some(outcome)),
                     Err(bad) => {
                         self.server_faults = self.server_faults.saturating_add(1);
                         tracing::warn!(%bad, faults = self.server_faults, "the chain answered badly");
@@ -106,10 +107,7 @@ impl ResilientAlbum {
                 })
             }
             Ok(_) | Err(ChainError::Unavailable) => Ok(Ok(None)),
-            Err(ChainError::Pruned(_)) => {
-                self.fetch_due = false;
-                Ok(Ok(Some(self.evicted())))
-            }
+            Err(ChainError::Pruned(_)) => Ok(Ok(Some(self.evicted()))),
             Err(e) => Ok(Err(e)),
         }
     }
@@ -208,7 +206,10 @@ impl ResilientAlbum {
                 // What no honest chain holds at this position: the server's fault.
                 Err(MlsError::Malformed(_)) => return Ok(Err(BadAnswer::Undecodable)),
                 Err(MlsError::NotMember(_)) => return Ok(Err(BadAnswer::NotOurs)),
-                Err(MlsError::WrongEpoch { .. }) => return Ok(Err(BadAnswer::WrongPosition)),
+                // A commit this device applied already, served again further on.
+                Err(MlsError::WrongEpoch { .. } | MlsError::AlreadyApplied) => {
+                    return Ok(Err(BadAnswer::WrongPosition));
+                }
                 // The chain holds a well-formed commit this device cannot apply: its
                 // state is not the chain's. Quarantine, and keep everything for
                 // investigation.

@@ -155,6 +155,16 @@ pub(crate) fn advance(mut journal: RekeyJournal, seen: &Seen<'_>, now: Timestamp
     let mut propose = Vec::new();
     match journal.step {
         RekeyStep::Quiescing if ours => journal.step = RekeyStep::Collecting,
+        // The marker commit was refused or cancelled: this re-key never began.
+        RekeyStep::Quiescing
+            if seen.intents.iter().any(|i| {
+                matches!(i.change, Change::BeginRekey { marker } if marker == journal.marker)
+                    && matches!(i.state, IntentState::Failed { .. } | IntentState::Cancelled)
+            }) =>
+        {
+            tracing::info!(id = id.0, "re-key never began: its marker commit was refused or cancelled");
+            return Advanced::Yielded;
+        }
         RekeyStep::Quiescing
             if seen.intents.iter().any(|i| {
                 matches!(i.change, Change::BeginRekey { marker } if marker == journal.marker)

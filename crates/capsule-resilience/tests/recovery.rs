@@ -338,7 +338,15 @@ fn a_bad_answer_from_the_server_is_counted_not_a_divergence() {
         net.drive(0).unwrap();
     }
     net.nodes[2].chain.partition(false);
-    let lies: [(Lie, BadAnswer); 5] = [
+    let lies: [(Lie, BadAnswer); 6] = [
+        // The commit the device applied last, served again one position on.
+        (
+            |e| {
+                let epoch = e[1].epoch;
+                e[1] = ChainEntry { epoch, ..e[0].clone() };
+            },
+            BadAnswer::WrongPosition,
+        ),
         (|e| e[1].commit = b"not a commit".to_vec(), BadAnswer::HashMismatch),
         (
             |e| {
@@ -380,4 +388,57 @@ fn a_bad_answer_from_the_server_is_counted_not_a_divergence() {
     assert!(matches!(net.reconcile(2).unwrap(), ReconcileOutcome::Reconciled { .. } | ReconcileOutcome::UpToDate));
     net.sync_all();
     net.assert_converged();
+}
+
+/// A server that takes submissions (and answers them) and then goes silent.
+struct AnswersThenSilence<'a> {
+    inner: &'a mut testkit::FaultyChain<testkit::MemoryChain>,
+    requests: u32,
+}
+
+impl CommitChain for AnswersThenSilence<'_> {
+    fn submit(&mut self, s: &Submission) -> core::result::Result<SubmitAnswer, ChainError> {
+        self.requests += 1;
+        if self.requests == 1 { self.inner.submit(s) } else { Err(ChainError::Unavailable) }
+    }
+    fn fetch(&mut self, _: Epoch) -> core::result::Result<Vec<ChainEntry>, ChainError> {
+        self.requests += 1;
+        Err(ChainError::Unavailable)
+    }
+    fn head(&mut self) -> core::result::Result<Epoch, ChainError> {
+        self.requests += 1;
+        Err(ChainError::Unavailable)
+    }
+}
+
+#[test]
+fn a_lost_race_then_silence_follows_the_schedule_instead_of_spinning() {
+    let mut net = album();
+    // Device 0 wins the epoch; device 1, behind, then loses it and the network dies.
+    net.propose(0, Change::RotateAmk);
+    net.drive(0).unwrap();
+    let id = net.propose(1, Change::RotateAmk);
+    let mut requests = 0;
+    let mut surfaced = false;
+    for _ in 0..12 {
+        let validation = capsule_mls::Validation { trust: &net.dir.trust, now: capsule_mls::testkit::NOW };
+        let node = &mut net.nodes[1];
+        let cx = Context { provider: &node.t.provider, device: &node.t.me, validation };
+        let mut chain = AnswersThenSilence { inner: &mut node.chain, requests };
+        let album = node.album.as_mut().unwrap();
+        let _ = album.drive(cx, &mut chain, &net.clock);
+        requests = chain.requests;
+        let album = net.album(1);
+        if matches!(album.intent(id).unwrap().state, IntentState::Surfaced { .. }) {
+            surfaced = true;
+            break;
+        }
+        // An application sleeping until the deadline never gets "now" again and again.
+        let next = album.next_deadline().unwrap();
+        assert!(next > net.clock.now(), "a deadline in the past: the app would spin");
+        net.clock.set(next);
+    }
+    assert!(surfaced, "the change reached 'couldn't sync' instead of syncing forever");
+    // The conflict answer, one fetch, then one fetch and one re-send per check: no loop.
+    assert!(requests <= 2 + 2 * 4, "{requests} requests");
 }

@@ -19,8 +19,8 @@ fn album() -> Net {
     let mut net = Net::new(45);
     let alice = net.user(1);
     let a0 = net.device(alice);
-    let bob_user = capsule_mls::testkit::uid(2);
-    net.create(a0, HistoryPolicy::Full, &[alice, bob_user]);
+    let carol_user = capsule_mls::testkit::uid(2);
+    net.create(a0, HistoryPolicy::Full, &[alice, carol_user]);
     let a1 = net.device(alice);
     let kp = net.nodes[a1].t.key_package().unwrap();
     net.propose(a0, Change::AddDevice { key_package: kp });
@@ -186,4 +186,27 @@ fn a_rekey_replaced_before_its_admin_looked_does_not_block_the_next() {
     rekey(&mut net, 0, RekeyId(30), &mut escrow);
     rounds(&mut net, 6);
     assert_eq!(net.album(0).completed_rekeys(), &[RekeyId(30)]);
+}
+
+#[test]
+fn a_rekey_whose_marker_commit_is_refused_does_not_block_the_next() {
+    let mut net = album();
+    let mut escrow = MemoryEscrow::default();
+    // Carol (not an admin) starts a re-key: her marker commit is refused.
+    let carol = 4;
+    rekey(&mut net, carol, RekeyId(1), &mut escrow);
+    net.drive(carol).unwrap();
+    let begin = net.album(carol).intents().iter().find(|i| matches!(i.change, Change::BeginRekey { .. })).unwrap();
+    assert!(matches!(begin.state, IntentState::Failed { refusal: Refusal::Unauthorized, .. }), "{begin:?}");
+    // The journal is gone with it: nothing waits for a marker that will never come.
+    net.drive(carol).unwrap();
+    assert!(net.album(carol).rekey_journal().is_none());
+    let again = net.nodes[carol].album.as_mut().unwrap().rekey_group(
+        RekeyId(2),
+        RekeyReason::AdminInitiated,
+        net.clock.now(),
+        BUDGET,
+        &mut escrow,
+    );
+    assert!(!matches!(again, Err(ResilienceError::RekeyInProgress(_))), "{again:?}");
 }

@@ -161,17 +161,18 @@ impl Store {
         }
     }
 
-    /// The connection, for one transaction. A thread that panicked inside a
-    /// transaction left it open: it is rolled back before anyone else goes on.
+    /// The connection, for one transaction.
     fn connection(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|poisoned| {
+        let conn = self.conn.lock().unwrap_or_else(|poisoned| {
             self.conn.clear_poison();
-            let conn = poisoned.into_inner();
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-            conn
-        })
+            poisoned.into_inner()
+        });
+        // No transaction outlives its operation; one still open was abandoned
+        // (a panic, a failed rollback) and is rolled back before anyone goes on.
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        conn
     }
 
     /// Runs `f` as one write transaction: everything it writes, OpenMLS's and
@@ -184,7 +185,12 @@ impl Store {
         match result {
             Ok(value) => {
                 self.step(Step::RecordsWritten);
-                conn.execute_batch("COMMIT")?;
+                if let Err(e) = conn.execute_batch("COMMIT") {
+                    // Not committed (busy, full disk): nothing of it stays, and the
+                    // connection is free for the retry.
+                    let _ = conn.execute_batch("ROLLBACK");
+                    return Err(e.into());
+                }
                 self.step(Step::Committed);
                 Ok(value)
             }

@@ -418,7 +418,9 @@ impl Device {
         Ok(self.store.sync_album(album, &self.policy, &self.me, validation, chain, clock)?)
     }
 
-    /// When [`Device::sync`] next has work for this album.
+    /// When [`Device::sync`] next has work for this album: the time to wake the
+    /// device at (never further than the retry schedule allows from now, so a
+    /// clock that jumped back cannot put a device to sleep for days).
     ///
     /// # Errors
     /// Store errors.
@@ -438,16 +440,17 @@ impl Device {
     /// chain.on_next_submit(Fault::DropAnswer);
     /// alice.propose(ALBUM, Change::RotateAmk)?;
     /// alice.sync(ALBUM, &mut chain, &fx.clock, fx.validation())?;
-    /// let due = alice.next_deadline(ALBUM)?.ok_or("a check is scheduled")?;
+    /// let due = alice.next_deadline(ALBUM, &fx.clock)?.ok_or("a check is scheduled")?;
     /// // At the deadline the device looks for its commit in the chain: it landed.
     /// assert_eq!(due.since(fx.clock.now()), Duration::from_secs(30));
     /// fx.clock.set(due);
     /// alice.sync(ALBUM, &mut chain, &fx.clock, fx.validation())?;
-    /// assert_eq!(alice.next_deadline(ALBUM)?, None);
+    /// assert_eq!(alice.next_deadline(ALBUM, &fx.clock)?, None);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn next_deadline(&self, album: AlbumId) -> Result<Option<Timestamp>> {
-        Ok(self.store.read_resilient(album, self.policy.clone(), ResilientAlbum::next_deadline)?)
+    pub fn next_deadline(&self, album: AlbumId, clock: &impl Clock) -> Result<Option<Timestamp>> {
+        let now = clock.now();
+        Ok(self.store.read_resilient(album, self.policy.clone(), |r| r.next_wakeup(now))?)
     }
 
     /// The application reports connectivity again: surfaced changes are retried.

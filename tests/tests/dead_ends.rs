@@ -166,3 +166,33 @@ fn a_device_with_an_expired_certificate_commits_nothing_until_renewed() {
     alice.sync(ALBUM, &mut fx.chain(), &fx.clock, later).unwrap();
     assert_eq!(alice.status(ALBUM).unwrap(), AlbumStatus::InSync);
 }
+
+#[test]
+fn a_scheduled_rekey_runs_when_due_and_counts_from_when_it_finished() {
+    use capsule::resilience::RekeySchedule;
+    use capsule::resilience::testkit::MemoryEscrow;
+    use std::time::Duration;
+    let mut fx = Fixture::new().unwrap();
+    let (alice, bob) = fx.alice_and_bob().unwrap();
+    let (mut escrow, budget) = (MemoryEscrow::default(), Duration::from_secs(600));
+    let monthly = RekeySchedule { every: Duration::from_secs(30 * 24 * 3600) };
+    assert_eq!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow).unwrap(), None);
+    fx.clock.advance(Duration::from_secs(31 * 24 * 3600));
+    assert!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow).unwrap().is_some());
+    assert!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow).unwrap().is_none(), "one at a time");
+    for _ in 0..4 {
+        for device in [&alice, &bob] {
+            device.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
+            fx.sync(device).unwrap();
+        }
+    }
+    assert_eq!(alice.status(ALBUM).unwrap(), AlbumStatus::InSync);
+    assert_eq!(alice.keyring(ALBUM).unwrap().current_version().get(), 2, "a fresh AMK");
+    assert_eq!(bob.keyring(ALBUM).unwrap().current(), alice.keyring(ALBUM).unwrap().current());
+    // The next one counts from when this one finished.
+    assert_eq!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow).unwrap(), None);
+    fx.clock.advance(Duration::from_secs(29 * 24 * 3600));
+    assert_eq!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow).unwrap(), None);
+    fx.clock.advance(Duration::from_secs(2 * 24 * 3600));
+    assert!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow).unwrap().is_some());
+}

@@ -31,9 +31,12 @@ pub struct AlbumContext {
 pub enum RekeyReason {
     /// An admin asked for it.
     AdminInitiated,
-    /// A compromise is suspected.
+    /// A compromise is suspected. Only the application can tell (a lost
+    /// device found tampered with, a report from the user, a server alert):
+    /// it calls the re-key with this reason; the library never guesses.
     SuspectedCompromise,
-    /// Deployment policy for long-lived albums.
+    /// Deployment policy for long-lived albums: decided against the injected
+    /// clock by the resilience layer's `RekeySchedule`.
     Scheduled,
 }
 

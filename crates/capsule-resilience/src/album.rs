@@ -86,6 +86,14 @@ pub enum Event {
     Applied(Box<Applied>),
 }
 
+/// Deployment policy for long-lived albums: a full re-key at least every
+/// `every`, decided against the injected clock ([`ResilientAlbum::scheduled_rekey_due`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RekeySchedule {
+    /// The longest an album goes without a full re-key.
+    pub every: core::time::Duration,
+}
+
 /// What a re-bootstrap discarded: kept beside the album while the device
 /// awaits its re-add, for investigation (a divergence may be a bug).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +127,11 @@ pub struct ResilientAlbum {
     pub(crate) fetch_due: bool,
     pub(crate) rekey: Option<RekeyJournal>,
     pub(crate) completed_rekeys: Vec<RekeyId>,
+    /// When this device last saw a re-key of the album finish (or first saw
+    /// the album): what a [`RekeySchedule`] counts from.
+    pub(crate) last_rekey: Option<Timestamp>,
+    /// The re-key marker this device last saw in the group context.
+    pub(crate) marker_seen: Option<RekeyId>,
     pub(crate) answered_rekeys: Vec<RekeyId>,
     /// Answers no honest chain gives, counted for the application.
     pub(crate) server_faults: u64,
@@ -138,6 +151,8 @@ struct ResilienceRecord {
     fetch_due: bool,
     rekey: Option<RekeyJournal>,
     completed_rekeys: Vec<RekeyId>,
+    last_rekey: Option<Timestamp>,
+    marker_seen: Option<RekeyId>,
     answered_rekeys: Vec<RekeyId>,
     server_faults: u64,
 }
@@ -190,6 +205,8 @@ impl ResilientAlbum {
             fetch_due: false,
             rekey: None,
             completed_rekeys: Vec::new(),
+            last_rekey: None,
+            marker_seen: None,
             answered_rekeys: Vec::new(),
             server_faults: 0,
             events: Vec::new(),
@@ -217,6 +234,8 @@ impl ResilientAlbum {
             fetch_due: self.fetch_due,
             rekey: self.rekey.clone(),
             completed_rekeys: self.completed_rekeys.clone(),
+            last_rekey: self.last_rekey,
+            marker_seen: self.marker_seen,
             answered_rekeys: self.answered_rekeys.clone(),
             server_faults: self.server_faults,
         };
@@ -243,6 +262,8 @@ impl ResilientAlbum {
             fetch_due: r.fetch_due,
             rekey: r.rekey,
             completed_rekeys: r.completed_rekeys,
+            last_rekey: r.last_rekey,
+            marker_seen: r.marker_seen,
             answered_rekeys: r.answered_rekeys,
             server_faults: r.server_faults,
             events: Vec::new(),
@@ -528,6 +549,19 @@ impl ResilientAlbum {
         Ok(())
     }
 
+    /// Whether `schedule` calls for a re-key now: the album's last re-key (as
+    /// this device saw it finish, or its first look at the album) is older than
+    /// the schedule's interval, and none is running. The caller, an admin's
+    /// device, then starts one with [`RekeyReason::Scheduled`]
+    /// ([`ResilientAlbum::rekey_group`], which also needs the escrow).
+    #[must_use]
+    pub fn scheduled_rekey_due(&self, schedule: &RekeySchedule, now: Timestamp) -> bool {
+        self.settled_outcome().is_none()
+            && self.album.context().rekey.is_none()
+            && self.rekey.is_none()
+            && self.last_rekey.is_some_and(|last| now >= last.after(schedule.every))
+    }
+
     /// The application supplies a fresh KeyPackage for a device that may not
     /// answer the re-key in time.
     pub fn provide_rekey_key_package(&mut self, member: Member, key_package: Vec<u8>) {
@@ -553,6 +587,13 @@ impl ResilientAlbum {
     /// advances ([`rekey::advance`]).
     fn advance_rekey(&mut self, now: Timestamp) {
         let marker = self.album.context().rekey;
+        // A marker gone from the group context is a re-key finished (any admin's);
+        // the first look at the album starts the count too.
+        let finished = self.marker_seen.is_some() && marker.is_none();
+        if finished || self.last_rekey.is_none() {
+            self.last_rekey = Some(now);
+        }
+        self.marker_seen = marker.map(|m| m.id);
         let own = self.rekey.as_ref().map(|j| j.marker);
         if let Some(m) = marker
             && own != Some(m)

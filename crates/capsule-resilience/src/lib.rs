@@ -63,6 +63,16 @@
 //! [`ResilientAlbum::cancel`]led. An answer no honest chain gives is an error
 //! ([`ChainError::BadAnswer`]), never a state.
 //!
+//! # Re-key triggers
+//!
+//! An admin starts a full re-key ([`ResilientAlbum::rekey_group`]) for one of
+//! three [`RekeyReason`]s: on request; on a suspected compromise, which only
+//! the application can judge (the library never guesses); or on schedule, a
+//! deployment policy for long-lived albums ([`RekeySchedule`]: at least every
+//! N days, decided against the injected clock by
+//! [`ResilientAlbum::scheduled_rekey_due`], counted from the last re-key this
+//! device saw finish).
+//!
 //! # Concurrent AMK rotation
 //!
 //! The chain serializes two rotations of the same epoch; the loser processes
@@ -80,7 +90,7 @@ pub mod rekey;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use album::{AlbumStatus, Context, Discarded, Event, ResilientAlbum};
+pub use album::{AlbumStatus, Context, Discarded, Event, RekeySchedule, ResilientAlbum};
 pub use capsule_mls::{Epoch, Member, RekeyId, RekeyMarker, RekeyReason};
 pub use chain::{Action, Answer, BadAnswer, ChainEntry, ChainError, CommitChain, Fetched, Submission, SubmitAnswer};
 pub use clock::{Clock, SystemClock, Timestamp};

@@ -9,7 +9,7 @@ use capsule_identity::{DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair
 use capsule_mls::{DeviceIdentity, Epoch, Member, RekeyId, Validation, key_package};
 use capsule_resilience::{
     AlbumStatus, AmkEscrow, Change, Clock, CommitChain, Discarded, Event, IntentId, IntentState, ReconcileOutcome,
-    RekeyReason, ResilientAlbum, RetryPolicy, Timestamp,
+    RekeyReason, RekeySchedule, ResilientAlbum, RetryPolicy, Timestamp,
 };
 use capsule_store::{Store, StoreError};
 use getrandom::SysRng;
@@ -568,6 +568,55 @@ impl Device {
         Ok(self
             .store
             .with_resilient(album, self.policy.clone(), |r, _| r.rekey_group(id, reason, now, budget, escrow))?)
+    }
+
+    /// Starts a scheduled re-key when `schedule` calls for one (the album went
+    /// longer than its interval without a full re-key) and this device's user
+    /// is an admin; returns its id. A suspected compromise is the
+    /// application's call instead: [`Device::rekey_group`] with
+    /// [`RekeyReason::SuspectedCompromise`].
+    ///
+    /// # Errors
+    /// As [`Device::rekey_group`].
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use std::time::Duration;
+    /// use capsule::resilience::RekeySchedule;
+    /// use capsule::resilience::testkit::MemoryEscrow;
+    ///
+    /// let (mut escrow, budget) = (MemoryEscrow::default(), Duration::from_secs(600));
+    /// let monthly = RekeySchedule { every: Duration::from_secs(30 * 24 * 3600) };
+    /// assert_eq!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow)?, None);
+    /// fx.clock.advance(Duration::from_secs(31 * 24 * 3600));
+    /// assert!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow)?.is_some());
+    /// // Bob is not an admin: his device never starts one.
+    /// assert_eq!(bob.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow)?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn rekey_if_due(
+        &self,
+        album: AlbumId,
+        schedule: RekeySchedule,
+        clock: &impl Clock,
+        budget: core::time::Duration,
+        escrow: &mut dyn AmkEscrow,
+    ) -> Result<Option<RekeyId>> {
+        let (now, user) = (clock.now(), self.user());
+        let lock = self.album_lock(album);
+        let _serial = hold(&lock);
+        Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| {
+            if !r.album().context().metadata.is_admin(&user) || !r.scheduled_rekey_due(&schedule, now) {
+                return Ok(None);
+            }
+            // Unique enough per album: another admin's concurrent one takes over.
+            let id = RekeyId(now.0);
+            r.rekey_group(id, RekeyReason::Scheduled, now, budget, escrow)?;
+            Ok(Some(id))
+        })?)
     }
 
     /// Supplies a fresh KeyPackage (from the device directory) for a member that

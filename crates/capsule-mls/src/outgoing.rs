@@ -127,8 +127,9 @@ impl Album {
     /// pending; [`MlsError::Evicted`] once this device was removed. Then, by change:
     /// - [`Change::AddUser`]: [`MlsError::Unauthorized`] unless the committer is
     ///   an admin or for a KeyPackage of another user; [`MlsError::Refused`] for an
-    ///   empty directory; [`MlsError::AlreadyMember`] for a device already in the
-    ///   album (or listed twice); [`MlsError::Malformed`], [`MlsError::BadSignature`],
+    ///   empty directory; [`MlsError::AlreadyMember`] when every device listed is
+    ///   in the album already (those that are, or are listed twice, are skipped
+    ///   and the others added); [`MlsError::Malformed`], [`MlsError::BadSignature`],
     ///   [`MlsError::Identity`], [`MlsError::ForeignCredential`] for a KeyPackage
     ///   that does not verify.
     /// - [`Change::AddDevice`]: as `AddUser`, the KeyPackage being of the
@@ -273,17 +274,24 @@ impl Album {
         let members = self.members();
         let mut seen = BTreeSet::new();
         let mut key_packages = Vec::with_capacity(directory.len());
+        let mut already = None;
         for bytes in directory {
             let (kp, member) = verified_key_package(provider, bytes, validation)?;
             if member.user != user {
                 return Err(MlsError::Unauthorized("key package of another user"));
             }
+            // A device already in the album (or listed twice) is skipped, so
+            // "add every device of the user" adds exactly the ones missing.
             if members.contains(&member) || !seen.insert(member.device) {
-                return Err(MlsError::AlreadyMember(member));
+                already = Some(member);
+                continue;
             }
             key_packages.push(kp);
         }
-        Ok(key_packages)
+        match already {
+            Some(member) if key_packages.is_empty() => Err(MlsError::AlreadyMember(member)),
+            _ => Ok(key_packages),
+        }
     }
 
     /// The current context with the next AMK version.

@@ -196,3 +196,26 @@ fn concurrent_commits_converge_without_a_split() {
     w.assert_consistent();
     assert_eq!(w.amk_version(0).get(), 3);
 }
+
+#[test]
+fn adding_a_user_adds_exactly_the_devices_missing() {
+    let mut w = World::new(71);
+    let alice = w.user(1);
+    let a0 = w.device(alice);
+    w.create(a0, HistoryPolicy::Full, &[alice]);
+    let bob = w.user(2);
+    let b0 = w.device(bob);
+    let first = w.directory(bob);
+    let out = w.stage(a0, &Change::AddUser { user: bob, directory: first.clone() }).unwrap();
+    w.deliver(a0, &out, &[b0]);
+    // Bob got a second device; the directory now lists both.
+    let b1 = w.device(bob);
+    let mut both = first;
+    both.extend(w.directory(bob));
+    let out = w.stage(a0, &Change::AddUser { user: bob, directory: both.clone() }).unwrap();
+    let applied = w.deliver(a0, &out, &[b1]);
+    assert_eq!(applied[0].added, vec![Member { user: bob, device: w.devices[b1].id }], "only the missing one");
+    w.assert_consistent();
+    // Asked again with every device in: already in effect.
+    assert!(matches!(w.stage(a0, &Change::AddUser { user: bob, directory: both }), Err(MlsError::AlreadyMember(_))));
+}

@@ -259,6 +259,20 @@ fn stage(
         .unwrap()
 }
 
+/// Each receiver refuses its forged commit as expected, and nothing changes.
+fn assert_refused(w: &mut World, cases: Vec<(&str, usize, Vec<u8>, Expect)>) {
+    for (what, receiver, commit, expected) in cases {
+        let (epoch, auth) = (w.album(receiver).epoch(), w.album(receiver).epoch_authenticator());
+        let v = Validation { trust: &w.dir.trust, now: NOW };
+        let dev = &mut w.devices[receiver];
+        match dev.album.as_mut().unwrap().process(&dev.provider, &commit, v) {
+            Err(e) => assert!(expected(&e), "{what}: {e}"),
+            Ok(_) => panic!("{what}: accepted"),
+        }
+        assert_untouched(w, receiver, epoch, &auth);
+    }
+}
+
 #[test]
 fn unauthorized_commits_are_refused_by_every_receiver() {
     let mut w = alice_and_bob(33);
@@ -293,18 +307,7 @@ fn unauthorized_commits_are_refused_by_every_receiver() {
         ctx.amk_version = ctx.amk_version.next().unwrap();
         ctx
     };
-    let rotated_ext = openmls::prelude::Extensions::from_vec(vec![
-        openmls::prelude::Extension::RequiredCapabilities(openmls::prelude::RequiredCapabilitiesExtension::new(
-            &[openmls::prelude::ExtensionType::Unknown(ALBUM_EXTENSION_TYPE)],
-            &[openmls::prelude::ProposalType::GroupContextExtensions],
-            &[CredentialType::Other(CREDENTIAL_TYPE)],
-        )),
-        openmls::prelude::Extension::Unknown(
-            ALBUM_EXTENSION_TYPE,
-            openmls::prelude::UnknownExtension(rotated.to_bytes().unwrap()),
-        ),
-    ])
-    .unwrap();
+    let rotated_ext = context_extensions(&rotated);
     let ext = rotated_ext.clone();
     let forged_remove = raw_commit(&w, 1, |g, p, me| stage(g, p, me, vec![], vec![LeafNodeIndex::new(0)], Some(ext)));
     // Alice (an admin) removes Bob without rotating the AMK.
@@ -312,14 +315,7 @@ fn unauthorized_commits_are_refused_by_every_receiver() {
     // Bob bumps the AMK version by two.
     let mut skipped = w.album(1).context().clone();
     skipped.amk_version = skipped.amk_version.next().unwrap().next().unwrap();
-    let skip_ext = openmls::prelude::Extensions::from_vec(vec![
-        rotated_ext.iter().next().unwrap().clone(),
-        openmls::prelude::Extension::Unknown(
-            ALBUM_EXTENSION_TYPE,
-            openmls::prelude::UnknownExtension(skipped.to_bytes().unwrap()),
-        ),
-    ])
-    .unwrap();
+    let skip_ext = context_extensions(&skipped);
     let skip = raw_commit(&w, 1, |g, p, me| stage(g, p, me, vec![], vec![], Some(skip_ext)));
 
     let cases: Vec<(&str, usize, Vec<u8>, Expect)> = vec![
@@ -328,16 +324,7 @@ fn unauthorized_commits_are_refused_by_every_receiver() {
         ("removal without rotation", 1, unrotated_removal, |e| matches!(e, MlsError::Refused(_))),
         ("AMK version skips", 0, skip, |e| matches!(e, MlsError::Refused(_))),
     ];
-    for (what, receiver, commit, expected) in cases {
-        let (epoch, auth) = (w.album(receiver).epoch(), w.album(receiver).epoch_authenticator());
-        let v = Validation { trust: &w.dir.trust, now: NOW };
-        let dev = &mut w.devices[receiver];
-        match dev.album.as_mut().unwrap().process(&dev.provider, &commit, v) {
-            Err(e) => assert!(expected(&e), "{what}: {e}"),
-            Ok(_) => panic!("{what}: accepted"),
-        }
-        assert_untouched(&w, receiver, epoch, &auth);
-    }
+    assert_refused(&mut w, cases);
     assert_untouched(&w, 0, a_epoch, &a_auth);
     // The album goes on normally afterwards.
     let out = w.stage(0, &Change::RotateAmk).unwrap();
@@ -470,16 +457,9 @@ fn an_album_upgrade_is_admin_only_bumps_the_version_and_rides_alone() {
         ("metadata changed without a version bump", 1, without_bump, |e| matches!(e, MlsError::Amk(_))),
         ("upgrade combined with a rotation", 1, with_rotation, |e| matches!(e, MlsError::Refused(_))),
     ];
-    for (what, receiver, commit, expected) in cases {
-        let (epoch, auth) = (w.album(receiver).epoch(), w.album(receiver).epoch_authenticator());
-        let v = Validation { trust: &w.dir.trust, now: NOW };
-        let dev = &mut w.devices[receiver];
-        match dev.album.as_mut().unwrap().process(&dev.provider, &commit, v) {
-            Err(e) => assert!(expected(&e), "{what}: {e}"),
-            Ok(_) => panic!("{what}: accepted"),
-        }
-        assert_untouched(&w, receiver, epoch, &auth);
-        assert_eq!(w.album(receiver).context().metadata, now.metadata, "{what}: metadata unchanged");
+    assert_refused(&mut w, cases);
+    for d in [0, 1] {
+        assert_eq!(w.album(d).context().metadata, now.metadata, "metadata unchanged");
     }
 
     // The ceremony itself: every member applies it.

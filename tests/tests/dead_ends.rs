@@ -196,3 +196,55 @@ fn a_scheduled_rekey_runs_when_due_and_counts_from_when_it_finished() {
     fx.clock.advance(Duration::from_secs(2 * 24 * 3600));
     assert!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow).unwrap().is_some());
 }
+
+/// `001_…`: "New device is now equivalent to Alice's other devices". Under a
+/// capped policy a user's later devices, whoever adds them (the user's own
+/// device, or an admin re-adding after a re-bootstrap), read exactly what the
+/// user's first device reads.
+#[test]
+fn a_users_new_and_readded_devices_read_what_its_first_device_reads() {
+    let mut fx = Fixture::new().unwrap();
+    let alice = fx.enroll(1, 1).unwrap();
+    let phone = fx.enroll(2, 2).unwrap();
+    let last_one = capsule::amk::HistoryPolicy::Capped { last: std::num::NonZeroU32::new(1).unwrap() };
+    alice.create_album(ALBUM, last_one, [user(1)].into()).unwrap();
+    let rotate = |fx: &Fixture| {
+        alice.propose(ALBUM, Change::RotateAmk).unwrap();
+        fx.sync(&alice).unwrap();
+    };
+    rotate(&fx);
+    let before_bob = alice.seal_photo(ALBUM, b"v2").unwrap();
+    rotate(&fx);
+    alice.propose(ALBUM, Change::AddUser { user: user(2), directory: vec![phone.key_package().unwrap()] }).unwrap();
+    fx.sync(&alice).unwrap();
+    fx.join(&phone).unwrap();
+    let at_join = alice.seal_photo(ALBUM, b"v3").unwrap();
+    rotate(&fx);
+    rotate(&fx);
+    phone.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
+    assert_eq!(phone.open_photo(ALBUM, &at_join).unwrap(), b"v3");
+    assert!(phone.open_photo(ALBUM, &before_bob).is_err(), "withheld by the policy when Bob joined");
+
+    // Bob's laptop, added by his phone two rotations later, reads the same.
+    let laptop = fx.enroll(2, 3).unwrap();
+    phone.readd(ALBUM, laptop.member(), laptop.key_package().unwrap()).unwrap();
+    fx.sync(&phone).unwrap();
+    fx.join(&laptop).unwrap();
+    let same = |d: &capsule::Device| {
+        let (ring, reference) = (d.keyring(ALBUM).unwrap(), phone.keyring(ALBUM).unwrap());
+        assert_eq!((ring.first_held(), ring.current()), (reference.first_held(), reference.current()));
+        assert_eq!(d.open_photo(ALBUM, &at_join).unwrap(), b"v3");
+        assert!(d.open_photo(ALBUM, &before_bob).is_err());
+    };
+    same(&laptop);
+
+    // Alice (an admin, not Bob) re-adds the laptop from a fresh KeyPackage (a
+    // re-key straggler's path): still the same.
+    alice.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
+    alice.readd(ALBUM, laptop.member(), laptop.key_package().unwrap()).unwrap();
+    fx.sync(&alice).unwrap();
+    laptop.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
+    fx.join(&laptop).unwrap();
+    phone.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
+    same(&laptop);
+}

@@ -31,24 +31,37 @@ pub struct HistoryBundle {
 }
 
 impl HistoryBundle {
-    /// The bundle `keyring` grants a joiner under `metadata`'s policy.
+    /// The bundle `keyring` grants a device of a user joining now, under
+    /// `metadata`'s policy: [`HistoryPolicy::entitled_from`] the current version.
     ///
     /// Two devices with the same current version produce the same range: the
     /// range comes from the album's policy, never from the caller.
     ///
     /// # Errors
-    /// [`AmkError::InvalidMetadata`] if `metadata` is another album's;
-    /// [`AmkError::NotHeld`] if the policy grants a version this device was itself withheld.
+    /// As [`HistoryBundle::for_user`].
     pub fn for_joiner(keyring: &AmkKeyring, metadata: &AlbumMetadata) -> Result<Self> {
+        let (current, _) = keyring.current();
+        Self::for_user(keyring, metadata, metadata.history_policy().entitled_from(current))
+    }
+
+    /// The bundle for a device of a user whose entitlement starts at `first`:
+    /// fixed when that user joined the album (under the policy of that time), so
+    /// every device of the user, added by whomever in whatever order, receives
+    /// the same range as the user's other devices.
+    ///
+    /// # Errors
+    /// [`AmkError::InvalidMetadata`] if `metadata` is another album's;
+    /// [`AmkError::NotHeld`] if `first` is above the current version or is a
+    /// version this device was itself withheld (a member who holds it must add).
+    pub fn for_user(keyring: &AmkKeyring, metadata: &AlbumMetadata, first: AmkVersion) -> Result<Self> {
         if keyring.album() != metadata.album() {
             return Err(AmkError::InvalidMetadata("metadata of another album"));
         }
         let (current, _) = keyring.current();
-        let from = metadata.history_policy().entitled_from(current);
         let entries =
-            keyring.held().skip_while(|(v, _)| *v < from).map(|(v, amk)| (v, amk.clone())).collect::<Vec<_>>();
-        if entries.first().map(|(v, _)| *v) != Some(from) {
-            return Err(AmkError::NotHeld(from));
+            keyring.held().skip_while(|(v, _)| *v < first).map(|(v, amk)| (v, amk.clone())).collect::<Vec<_>>();
+        if entries.first().map(|(v, _)| *v) != Some(first) {
+            return Err(AmkError::NotHeld(first));
         }
         Ok(Self {
             format: BUNDLE_FORMAT,
@@ -73,8 +86,9 @@ impl HistoryBundle {
 
     /// Checks the bundle against the album's metadata: same album and policy,
     /// versions strictly consecutive, nothing above the ceiling, ending at the
-    /// ceiling and starting exactly where the policy says.
-    fn check(&self, expected: &AlbumMetadata) -> Result<()> {
+    /// ceiling and starting exactly at `first` (the joining user's entitlement;
+    /// `None`: a user joining now, so where the policy says).
+    fn check(&self, expected: &AlbumMetadata, first: Option<AmkVersion>) -> Result<()> {
         let refuse = |why| Err(AmkError::BundleRefused(why));
         if self.album != expected.album() {
             return refuse("bundle of another album");
@@ -82,7 +96,7 @@ impl HistoryBundle {
         if self.policy != expected.history_policy() {
             return refuse("history policy differs from the album's");
         }
-        let Some((first, _)) = self.entries.first() else {
+        let Some((first_held, _)) = self.entries.first() else {
             return refuse("no versions");
         };
         let mut previous: Option<AmkVersion> = None;
@@ -100,8 +114,9 @@ impl HistoryBundle {
         if previous != Some(self.ceiling) {
             return refuse("bundle lacks the current version");
         }
-        if *first != self.policy.entitled_from(self.ceiling) {
-            return refuse("version range disagrees with the history policy");
+        let expected_first = first.unwrap_or_else(|| self.policy.entitled_from(self.ceiling));
+        if *first_held != expected_first {
+            return refuse("version range disagrees with the joiner's entitlement");
         }
         Ok(())
     }
@@ -167,14 +182,29 @@ pub struct SealedBundle {
 }
 
 impl SealedBundle {
-    /// Opens the bundle and builds the joiner's keyring, adopting the bundle's
-    /// ceiling.
+    /// Opens the bundle of a device of a user joining now, and builds its
+    /// keyring, adopting the bundle's ceiling. The range must be exactly what
+    /// the album's policy grants at the bundle's current version.
+    ///
+    /// # Errors
+    /// As [`SealedBundle::open_for_user`].
+    pub fn open(&self, key: &BundleKey, expected: &AlbumMetadata) -> Result<AmkKeyring> {
+        self.open_checked(key, expected, None)
+    }
+
+    /// Opens the bundle of a device of a user entitled from `first` (read from
+    /// the group the device joins), and builds its keyring.
     ///
     /// # Errors
     /// [`AmkError::BundleUnreadable`] if it does not decrypt under `key` for this
     /// album; [`AmkError::BundleRefused`] if its contents disagree with `expected`
-    /// (policy, range, duplicates, ceiling); [`AmkError::Decode`] for malformed contents.
-    pub fn open(&self, key: &BundleKey, expected: &AlbumMetadata) -> Result<AmkKeyring> {
+    /// or `first` (policy, range, duplicates, ceiling); [`AmkError::Decode`] for
+    /// malformed contents.
+    pub fn open_for_user(&self, key: &BundleKey, expected: &AlbumMetadata, first: AmkVersion) -> Result<AmkKeyring> {
+        self.open_checked(key, expected, Some(first))
+    }
+
+    fn open_checked(&self, key: &BundleKey, expected: &AlbumMetadata, first: Option<AmkVersion>) -> Result<AmkKeyring> {
         let cipher = XChaCha20Poly1305::new(key.expose_secret().into());
         let plaintext = Zeroizing::new(
             cipher
@@ -182,7 +212,7 @@ impl SealedBundle {
                 .map_err(|_| AmkError::BundleUnreadable)?,
         );
         let bundle = HistoryBundle::from_bytes(&plaintext)?;
-        bundle.check(expected)?;
+        bundle.check(expected, first)?;
         let first = bundle.entries.first().map(|(v, _)| *v).ok_or(AmkError::BundleRefused("no versions"))?;
         let HistoryBundle { album, ceiling, entries, write_key, .. } = bundle;
         AmkKeyring::from_parts(album, first, entries.into_iter().map(|(_, amk)| amk).collect(), write_key, ceiling)

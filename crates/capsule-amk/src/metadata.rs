@@ -52,7 +52,9 @@ pub enum HistoryPolicy {
 }
 
 impl HistoryPolicy {
-    /// The versions a joiner is entitled to when `current` is the album's current version.
+    /// The first version a user joining when `current` is the album's current
+    /// version is entitled to. It is fixed for that user from then on: the
+    /// user's later devices receive the same range (see `HistoryBundle::for_user`).
     #[must_use]
     pub fn entitled_from(self, current: AmkVersion) -> AmkVersion {
         match self {

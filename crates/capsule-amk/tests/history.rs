@@ -250,13 +250,38 @@ fn forged_bundle_contents_are_refused() {
     check(HistoryPolicy::Full, 3, &[1, 3], "versions not consecutive");
     check(HistoryPolicy::Full, 3, &[1, 2, 3, 4], "version above the ceiling");
     check(HistoryPolicy::Full, 4, &[1, 2, 3], "bundle lacks the current version");
-    check(HistoryPolicy::Full, 3, &[2, 3], "version range disagrees with the history policy");
-    check(capped(2), 5, &[3, 4, 5], "version range disagrees with the history policy");
-    check(capped(2), 5, &[5], "version range disagrees with the history policy");
+    check(HistoryPolicy::Full, 3, &[2, 3], "version range disagrees with the joiner's entitlement");
+    check(capped(2), 5, &[3, 4, 5], "version range disagrees with the joiner's entitlement");
+    check(capped(2), 5, &[5], "version range disagrees with the joiner's entitlement");
     check(HistoryPolicy::Full, 3, &[], "no versions");
     // The well-formed one opens.
     let ok = seal_raw(&HistoryBundleForge { policy: capped(2), ceiling: 5, versions: vec![4, 5] });
     assert_eq!(ok.open(&bundle_key(), &meta(capped(2))).unwrap().first_held(), v(4));
+}
+
+/// A device of a user who joined earlier receives the user's fixed range,
+/// which may reach below the policy's window; it must be exactly that range.
+#[test]
+fn a_bundle_for_an_existing_user_carries_exactly_its_entitlement() {
+    let m = meta(capped(2));
+    let mut ring = AmkKeyring::create(ALBUM, &EpochSecret::from_exporter([1; 32])).unwrap();
+    for n in 2..=5u8 {
+        ring.rotate(v(u32::from(n)), &EpochSecret::from_exporter([n; 32])).unwrap();
+    }
+    let key = bundle_key();
+    let mut rng = ChaCha20Rng::from_seed([5; 32]);
+    let sealed = HistoryBundle::for_user(&ring, &m, v(2)).unwrap().seal(&key, &mut rng).unwrap();
+    let joined = sealed.open_for_user(&key, &m, v(2)).unwrap();
+    assert_eq!((joined.first_held(), joined.current_version()), (v(2), v(5)));
+    assert!(ring.held().skip(1).all(|(ver, amk)| joined.get(ver) == Some(amk)));
+    // Read as a new user's, or as another user's entitlement, it is refused.
+    let refused = AmkError::BundleRefused("version range disagrees with the joiner's entitlement");
+    assert_eq!(sealed.open(&key, &m).unwrap_err(), refused);
+    assert_eq!(sealed.open_for_user(&key, &m, v(3)).unwrap_err(), refused);
+    // A range the sealer was itself withheld, or above the current version, cannot be built.
+    let window = HistoryBundle::for_joiner(&ring, &m).unwrap().seal(&key, &mut rng).unwrap().open(&key, &m).unwrap();
+    assert_eq!(HistoryBundle::for_user(&window, &m, v(2)).unwrap_err(), AmkError::NotHeld(v(2)));
+    assert_eq!(HistoryBundle::for_user(&ring, &m, v(6)).unwrap_err(), AmkError::NotHeld(v(6)));
 }
 
 #[test]

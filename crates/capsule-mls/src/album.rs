@@ -97,7 +97,8 @@ impl Album {
         if !metadata.is_admin(&device.user()) {
             return Err(MlsError::Unauthorized("the creator must be an admin"));
         }
-        let context = AlbumContext { metadata, amk_version: AmkVersion::FIRST, rekey: None };
+        let entitlements = [(device.user(), AmkVersion::FIRST)].into();
+        let context = AlbumContext { metadata, amk_version: AmkVersion::FIRST, rekey: None, entitlements };
         let album = context.metadata.album();
         let group = MlsGroup::builder()
             .with_group_id(GroupId::from_slice(album.as_bytes()))
@@ -160,7 +161,17 @@ impl Album {
             .export_secret(provider.crypto(), EXPORTER_LABEL, album.as_bytes(), 32)
             .during("exporting the joining epoch's secret")?;
         let key = epoch_secret(secret)?.bundle_key(&album)?;
-        let mut keyring = SealedBundle::from_bytes(bundle)?.open(&key, &context.metadata)?;
+        // The bundle must carry exactly the versions the joining device's user is
+        // entitled to, as the group context (not the committer) says.
+        let own = staged.own_leaf_index();
+        let me = staged
+            .members()
+            .find(|m| m.index == own)
+            .ok_or(MlsError::Internal("own leaf missing from the welcome's tree"))
+            .and_then(|m| claimed_identity(&m.credential))?;
+        let first =
+            *context.entitlements.get(&me.user).ok_or(MlsError::Refused("the group grants this user nothing"))?;
+        let mut keyring = SealedBundle::from_bytes(bundle)?.open_for_user(&key, &context.metadata, first)?;
         if keyring.current_version() != context.amk_version {
             return Err(MlsError::Refused("bundle's current version is not the group's"));
         }

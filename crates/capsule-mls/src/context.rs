@@ -1,9 +1,10 @@
 //! The album context: the group-context extension every member agrees on.
 
 use core::fmt;
+use std::collections::BTreeMap;
 
 use capsule_amk::{AlbumMetadata, AmkVersion};
-use capsule_identity::{DecodeError, encoding};
+use capsule_identity::{DecodeError, UserId, encoding};
 use openmls::prelude::{Extension, Extensions, GroupContext, UnknownExtension};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,12 @@ pub struct AlbumContext {
     /// Set while a full re-key is in progress: writes are quiesced, every member
     /// replaces its leaf, and the commit that clears it rotates the AMK.
     pub rekey: Option<RekeyMarker>,
+    /// For every user with a device in the album, the first AMK version the
+    /// user may read. Fixed by the commit that added the user's first device
+    /// (the album's policy at that version) and dropped when the user's last
+    /// device leaves, so every device of a user, added by whomever and in
+    /// whatever order, receives the same versions as the user's other devices.
+    pub entitlements: BTreeMap<UserId, AmkVersion>,
 }
 
 /// Why an album is re-keyed.
@@ -70,7 +77,7 @@ impl AlbumContext {
     /// # Errors
     /// Only on a serializer bug.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        encoding::encode(&(self.metadata.to_bytes()?, self.amk_version, self.rekey))
+        encoding::encode(&(self.metadata.to_bytes()?, self.amk_version, self.rekey, &self.entitlements))
             .map_err(|_| MlsError::Internal("album context encoding"))
     }
 
@@ -79,12 +86,15 @@ impl AlbumContext {
     /// # Errors
     /// [`MlsError::Amk`] for malformed input.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let (metadata, amk_version, rekey): (Vec<u8>, AmkVersion, Option<RekeyMarker>) =
+        type Wire = (Vec<u8>, AmkVersion, Option<RekeyMarker>, BTreeMap<UserId, AmkVersion>);
+        let (metadata, amk_version, rekey, entitlements): Wire =
             encoding::decode_canonical(bytes).map_err(|e| MlsError::Amk(e.into()))?;
-        if AmkVersion::new(amk_version.get()).is_none() {
+        // Versions start at 1, and nobody is entitled to a version not yet made.
+        let valid = |v: &AmkVersion| AmkVersion::new(v.get()).is_some() && *v <= amk_version;
+        if !valid(&amk_version) || !entitlements.values().all(valid) {
             return Err(MlsError::Amk(DecodeError::Malformed.into()));
         }
-        Ok(Self { metadata: AlbumMetadata::from_bytes(&metadata)?, amk_version, rekey })
+        Ok(Self { metadata: AlbumMetadata::from_bytes(&metadata)?, amk_version, rekey, entitlements })
     }
 
     /// The group-context extensions carrying this context.

@@ -7,7 +7,10 @@
 //! applies the decision. A device's own commit passes the same rules on
 //! [`Album::confirm`], so both sides agree on what every commit means.
 
+use std::collections::BTreeSet;
+
 use capsule_amk::{AmkKeyring, AmkVersion};
+use capsule_identity::UserId;
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::{
     LeafNodeIndex, MlsMessageIn, ProcessedMessageContent, Proposal, ProtocolMessage, Sender, StagedCommit,
@@ -113,6 +116,8 @@ impl Album {
     ///   the same device;
     /// - only admins add or remove other users' devices, change the metadata
     ///   (as an allowed upgrade) or start and finish a re-key;
+    /// - entitlements follow the membership change (`check_entitlements`),
+    ///   and a commit adds devices of one user only;
     /// - an AMK rotation raises the version by exactly one; every removal
     ///   rotates, except a device removed and re-added in the same commit;
     ///   finishing a re-key rotates.
@@ -197,6 +202,7 @@ impl Album {
         if self.context.rekey.is_some() && new_context.rekey.is_none() && !rotates {
             return Err(MlsError::Refused("finishing a re-key must rotate the AMK"));
         }
+        self.check_entitlements(&added, &removed, &new_context)?;
         // An album upgrade is a commit of its own: nothing else rides on it, so a
         // policy or admin change can never hide inside a membership change.
         let upgrades = new_context.metadata != self.context.metadata;
@@ -217,6 +223,34 @@ impl Album {
             None
         };
         Ok(Effects { added, removed, new_context, rotation, evicted })
+    }
+
+    /// The entitlements a commit sets must follow its membership change exactly:
+    /// a user's first device fixes the user's entitlement (the album's policy
+    /// now), removing the user's last device drops it, nothing else touches it.
+    /// And a commit adds devices of one user only, since its joiners share one
+    /// history bundle.
+    fn check_entitlements(&self, added: &[Member], removed: &[Member], next: &AlbumContext) -> Result<()> {
+        let added_users: BTreeSet<UserId> = added.iter().map(|m| m.user).collect();
+        if added_users.len() > 1 {
+            return Err(MlsError::Refused("a commit adds devices of one user only"));
+        }
+        let members = self.members();
+        let mut expected = self.context.entitlements.clone();
+        for user in removed.iter().map(|m| m.user).collect::<BTreeSet<_>>() {
+            let stays = members.iter().any(|m| m.user == user && !removed.contains(m));
+            if !stays && !added_users.contains(&user) {
+                expected.remove(&user);
+            }
+        }
+        for user in added_users {
+            let first = self.context.metadata.history_policy().entitled_from(self.context.amk_version);
+            expected.entry(user).or_insert(first);
+        }
+        if expected != next.entitlements {
+            return Err(MlsError::Refused("entitlements disagree with the membership change"));
+        }
+        Ok(())
     }
 
     /// Applies what a merged commit did to the wrapper's own state.

@@ -16,7 +16,7 @@ use openmls_traits::OpenMlsProvider;
 use serde::{Deserialize, Serialize};
 
 use crate::album::{EXPORTER_LABEL, epoch_secret};
-use crate::binding::{DeviceIdentity, Validation, capabilities, verify_leaf};
+use crate::binding::{DeviceIdentity, Validation, capabilities, claimed_identity, verify_leaf};
 use crate::boundary::During as _;
 use crate::inbound::Applied;
 use crate::rng::ProviderRng;
@@ -188,7 +188,16 @@ impl Album {
         match change {
             Change::AddUser { user, directory } => {
                 require_admin("only admins add users")?;
-                Ok(Plan { adds: self.new_devices(provider, *user, directory, validation)?, ..Plan::default() })
+                let adds = self.new_devices(provider, *user, directory, validation)?;
+                // A user's first device fixes the user's entitlement; the user's
+                // later devices receive the same range.
+                let new_context = (!self.context.entitlements.contains_key(user)).then(|| {
+                    let mut next = self.context.clone();
+                    let first = next.metadata.history_policy().entitled_from(next.amk_version);
+                    next.entitlements.insert(*user, first);
+                    next
+                });
+                Ok(Plan { adds, new_context, ..Plan::default() })
             }
             Change::AddDevice { key_package } => {
                 let adds = self.new_devices(provider, me, core::slice::from_ref(key_package), validation)?;
@@ -203,7 +212,9 @@ impl Album {
                 if removes.is_empty() {
                     return Err(MlsError::NotMember("user"));
                 }
-                Ok(Plan { removes, new_context: Some(self.rotated()?), ..Plan::default() })
+                let mut next = self.rotated()?;
+                next.entitlements.remove(user);
+                Ok(Plan { removes, new_context: Some(next), ..Plan::default() })
             }
             Change::RemoveDevice { device: lost } => {
                 if *lost == device.device() {
@@ -312,6 +323,9 @@ impl Album {
         let Plan { adds, removes, new_context, force_self_update } = plan;
         let epoch = self.epoch();
         let has_adds = !adds.is_empty();
+        // The joiners' bundle is built before anything is staged, so a committer
+        // that does not hold the joining user's range refuses with nothing staged.
+        let history = self.history_for(adds.first(), new_context.as_ref())?;
         let mut builder = self.group.commit_builder().force_self_update(force_self_update);
         if force_self_update {
             // The new leaf carries the device's current certificate: a renewed
@@ -338,7 +352,10 @@ impl Album {
             }
             _ => None,
         };
-        let sealed = if has_adds { Some(self.seal_bundle_for_pending(provider)?) } else { None };
+        let sealed = match &history {
+            Some(history) if has_adds => Some(self.seal_bundle_for_pending(provider, history)?),
+            _ => None,
+        };
         let out = Outgoing {
             change: change.clone(),
             epoch,
@@ -352,10 +369,24 @@ impl Album {
         Ok(out)
     }
 
-    /// The history bundle for the joiners of the pending commit, sealed under
-    /// the joining epoch's exporter-derived key. Adds never rotate, so it carries
-    /// the current keyring.
-    fn seal_bundle_for_pending<P: OpenMlsProvider>(&self, provider: &P) -> Result<Vec<u8>> {
+    /// The history the joiners of a commit receive. Every commit that adds
+    /// devices adds devices of one user (they share one Welcome and one bundle),
+    /// and they receive the versions from that user's entitlement on.
+    fn history_for(
+        &self,
+        first_add: Option<&KeyPackage>,
+        new_context: Option<&AlbumContext>,
+    ) -> Result<Option<HistoryBundle>> {
+        let Some(kp) = first_add else { return Ok(None) };
+        let joining = claimed_identity(kp.leaf_node().credential())?;
+        let context = new_context.unwrap_or(&self.context);
+        let first = *context.entitlements.get(&joining.user).ok_or(MlsError::Internal("joining user not entitled"))?;
+        Ok(Some(HistoryBundle::for_user(&self.keyring, &self.context.metadata, first)?))
+    }
+
+    /// `history` sealed under the joining epoch's exporter-derived key. Adds
+    /// never rotate, so it is the current keyring's.
+    fn seal_bundle_for_pending<P: OpenMlsProvider>(&self, provider: &P, history: &HistoryBundle) -> Result<Vec<u8>> {
         let staged = self.group.pending_commit().ok_or(MlsError::Internal("no staged commit"))?;
         let album = self.context.metadata.album();
         let secret = staged
@@ -363,7 +394,7 @@ impl Album {
             .during("exporting the joining epoch's secret")?;
         let key = epoch_secret(secret)?.bundle_key(&album)?;
         let mut rng = ProviderRng(provider.rand());
-        Ok(HistoryBundle::for_joiner(&self.keyring, &self.context.metadata)?.seal(&key, &mut rng)?.to_bytes()?)
+        Ok(history.seal(&key, &mut rng)?.to_bytes()?)
     }
 
     /// The server accepted the pending commit: merge it, and rotate the AMK if

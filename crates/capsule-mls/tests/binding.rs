@@ -8,8 +8,10 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use capsule_amk::{AlbumId, AlbumMetadata, HistoryPolicy};
-use capsule_identity::{DeviceCertificate, DeviceId, DeviceSigningKey, IdentityError, IdentityKeyPair, IdentitySeed};
+use capsule_amk::{AlbumId, AlbumMetadata, AmkVersion, HistoryPolicy};
+use capsule_identity::{
+    DeviceCertificate, DeviceId, DeviceSigningKey, IdentityError, IdentityKeyPair, IdentitySeed, UserId,
+};
 use capsule_mls::*;
 use common::*;
 use openmls::prelude::tls_codec::Serialize as _;
@@ -414,6 +416,55 @@ fn leaf_size_is_reported() {
     // the 1952-byte ML-DSA identity key stays in the trust store.
     assert!(cert > 3309 + 64 && cert < 3309 + 64 + 120, "{cert}");
     assert!(leaf > cert + 1216 && leaf < cert + 1216 + 200, "X-Wing key + certificate + a little: {leaf}");
+}
+
+/// A verified KeyPackage of device `d`, as a modified client would add it.
+fn verified_kp(w: &World, d: usize) -> KeyPackage {
+    use openmls::prelude::tls_codec::Deserialize as _;
+    openmls::prelude::KeyPackageIn::tls_deserialize_exact(w.kp(d).as_slice())
+        .unwrap()
+        .validate(
+            openmls_traits::OpenMlsProvider::crypto(&w.devices[d].provider),
+            openmls::prelude::ProtocolVersion::Mls10,
+        )
+        .unwrap()
+}
+
+#[test]
+fn entitlements_follow_membership_and_nothing_else_changes_them() {
+    let mut w = alice_and_bob(35);
+    let (carol, dave) = (w.user(3), w.user(4));
+    let (c0, d0) = (w.device(carol), w.device(dave));
+    let now = w.album(0).context().clone();
+    let with = |changes: &[(UserId, Option<u32>)], rotate: bool| {
+        let mut ctx = now.clone();
+        if rotate {
+            ctx.amk_version = ctx.amk_version.next().unwrap();
+        }
+        for (user, first) in changes {
+            match first {
+                Some(v) => ctx.entitlements.insert(*user, AmkVersion::new(*v).unwrap()),
+                None => ctx.entitlements.remove(user),
+            };
+        }
+        context_extensions(&ctx)
+    };
+    let (kc, kd) = (verified_kp(&w, c0), verified_kp(&w, d0));
+    let unentitled = raw_commit(&w, 0, |g, p, me| stage(g, p, me, vec![kc.clone()], vec![], None));
+    let ext = with(&[(carol, Some(1)), (dave, Some(1))], false);
+    let two_users = raw_commit(&w, 0, |g, p, me| stage(g, p, me, vec![kc, kd], vec![], Some(ext)));
+    let ext = with(&[(uid(2), Some(2))], true);
+    let moved = raw_commit(&w, 0, |g, p, me| stage(g, p, me, vec![], vec![], Some(ext)));
+    let ext = with(&[], true);
+    let kept = raw_commit(&w, 0, |g, p, me| stage(g, p, me, vec![], vec![LeafNodeIndex::new(1)], Some(ext)));
+    let cases: Vec<(&str, usize, Vec<u8>, Expect)> = vec![
+        ("a new user added without an entitlement", 1, unentitled, |e| matches!(e, MlsError::Refused(_))),
+        ("two users added in one commit", 1, two_users, |e| matches!(e, MlsError::Refused(_))),
+        ("an entitlement moved without a membership change", 1, moved, |e| matches!(e, MlsError::Refused(_))),
+        ("a removed user keeps an entitlement", 1, kept, |e| matches!(e, MlsError::Refused(_))),
+    ];
+    assert_refused(&mut w, cases);
+    assert_eq!(w.album(1).context(), &now);
 }
 
 /// The group-context extensions that carry `ctx`, as a modified client would propose them.

@@ -17,6 +17,7 @@ proptest! {
         admins in proptest::collection::btree_set(any::<[u8; 16]>(), 1..4),
         version in 1u32..,
         rekey in proptest::option::of((any::<u64>(), 0u8..3)),
+        entitled in proptest::collection::btree_map(any::<[u8; 16]>(), 1u32.., 0..4),
     ) {
         let policy = capped.map_or(HistoryPolicy::Full, |n| HistoryPolicy::Capped { last: NonZeroU32::new(n).unwrap() });
         let metadata = AlbumMetadata::new(AlbumId::from_bytes(album), policy, admins.into_iter().map(UserId::from_bytes).collect()).unwrap();
@@ -24,9 +25,21 @@ proptest! {
             id: RekeyId(id),
             reason: [RekeyReason::AdminInitiated, RekeyReason::SuspectedCompromise, RekeyReason::Scheduled][usize::from(r)],
         });
-        let ctx = AlbumContext { metadata, amk_version: AmkVersion::new(version).unwrap(), rekey };
+        // Nobody is entitled from a version not yet made.
+        let entitlements = entitled
+            .into_iter()
+            .map(|(user, first)| (UserId::from_bytes(user), AmkVersion::new(first.min(version)).unwrap()))
+            .collect();
+        let ctx = AlbumContext { metadata, amk_version: AmkVersion::new(version).unwrap(), rekey, entitlements };
         let bytes = ctx.to_bytes().unwrap();
-        prop_assert_eq!(AlbumContext::from_bytes(&bytes).unwrap(), ctx);
+        prop_assert_eq!(AlbumContext::from_bytes(&bytes).unwrap(), ctx.clone());
+
+        // An entitlement above the current version is refused.
+        if let Some(next) = version.checked_add(1) {
+            let mut ahead = ctx;
+            ahead.entitlements.insert(UserId::from_bytes([0xee; 16]), AmkVersion::new(next).unwrap());
+            prop_assert!(AlbumContext::from_bytes(&ahead.to_bytes().unwrap()).is_err());
+        }
     }
 
     #[test]

@@ -109,6 +109,77 @@ fn the_same_user_gets_the_same_range_whoever_adds_and_in_either_order() {
     assert_eq!(ranges[0], (AmkVersion::new(3).unwrap(), AmkVersion::new(4).unwrap()));
 }
 
+/// `001_…`: a new device "is now equivalent to Alice's other devices". Under a
+/// capped policy, a user's later devices (added by the user, by an admin, or
+/// re-added) receive the range fixed when the user joined, not the policy's
+/// window at their own add; a new user still gets the policy's window.
+#[test]
+fn a_users_later_devices_equal_its_first_under_a_capped_policy() {
+    let mut w = World::new(23);
+    let (alice, bob, dave) = (w.user(1), w.user(2), w.user(4));
+    let a0 = w.device(alice);
+    w.create(a0, capped(2), &[alice, dave]);
+    let rotate = |w: &mut World, n| {
+        for _ in 0..n {
+            let out = w.stage(a0, &Change::RotateAmk).unwrap();
+            w.deliver(a0, &out, &[]);
+        }
+    };
+    rotate(&mut w, 3);
+    // Bob joins at v4: entitled from v3.
+    let phone = w.device(bob);
+    let out = w.stage(a0, &Change::AddUser { user: bob, directory: vec![w.kp(phone)] }).unwrap();
+    w.deliver(a0, &out, &[phone]);
+    rotate(&mut w, 2);
+    let v = |n| AmkVersion::new(n).unwrap();
+    let range = |w: &World, d: usize| (w.album(d).keyring().first_held(), w.album(d).keyring().current_version());
+    assert_eq!(range(&w, phone), (v(3), v(6)));
+
+    // Bob adds his laptop himself; Alice adds his tablet with "add user".
+    let laptop = w.device(bob);
+    let out = w.stage(phone, &Change::AddDevice { key_package: w.kp(laptop) }).unwrap();
+    w.deliver(phone, &out, &[laptop]);
+    let tablet = w.device(bob);
+    let out = w.stage(a0, &Change::AddUser { user: bob, directory: vec![w.kp(tablet)] }).unwrap();
+    w.deliver(a0, &out, &[tablet]);
+    // Alice re-adds the laptop (its re-bootstrap).
+    let out = w.stage(a0, &Change::ReAddDevice { key_package: w.kp(laptop) }).unwrap();
+    w.deliver(a0, &out, &[laptop]);
+    w.assert_consistent();
+    for d in [laptop, tablet] {
+        assert_eq!(range(&w, d), range(&w, phone), "device {d} equals Bob's phone");
+        for (version, amk) in w.album(phone).keyring().held() {
+            assert_eq!(w.album(d).keyring().get(version), Some(amk));
+        }
+    }
+
+    // A new user joining now gets the policy's window: v5 and v6.
+    let d0 = w.device(dave);
+    let out = w.stage(a0, &Change::AddUser { user: dave, directory: vec![w.kp(d0)] }).unwrap();
+    w.deliver(a0, &out, &[d0]);
+    assert_eq!(range(&w, d0), (v(5), v(6)));
+    let entitled = &w.album(a0).context().entitlements;
+    assert_eq!((entitled[&alice], entitled[&bob], entitled[&dave]), (v(1), v(3), v(5)));
+
+    // Dave, an admin who never held v3 and v4, cannot add Bob's next device:
+    // refused before anything is staged, and the album is unchanged.
+    let (epoch, auth) = (w.album(d0).epoch(), w.album(d0).epoch_authenticator());
+    let watch = w.device(bob);
+    let kp = w.kp(watch);
+    let refused = w.stage(d0, &Change::AddUser { user: bob, directory: vec![kp.clone()] }).unwrap_err();
+    assert!(matches!(refused, capsule_mls::MlsError::Amk(AmkError::NotHeld(first)) if first == v(3)), "{refused}");
+    assert!(w.album(d0).pending().is_none());
+    assert_eq!((w.album(d0).epoch(), w.album(d0).epoch_authenticator()), (epoch, auth));
+    // Bob's phone, who holds them, can.
+    let out = w.stage(phone, &Change::AddDevice { key_package: kp }).unwrap();
+    w.deliver(phone, &out, &[watch]);
+    assert_eq!(range(&w, watch), range(&w, phone));
+    // Dave's device is still fine: it commits the next change.
+    let out = w.stage(d0, &Change::SelfUpdate).unwrap();
+    w.deliver(d0, &out, &[]);
+    w.assert_consistent();
+}
+
 #[test]
 fn a_joiner_adopts_the_attested_ceiling_and_refuses_manifests_above_it() {
     let (mut w, _) = album_with_history(HistoryPolicy::Full, 3, 22);

@@ -4,6 +4,7 @@
 
 use core::time::Duration;
 
+use capsule_amk::AmkError;
 pub use capsule_mls::Change;
 use capsule_mls::{Applied, CommitHash, Epoch, MlsError, OpenMlsProvider, Outgoing};
 use serde::{Deserialize, Serialize};
@@ -79,6 +80,10 @@ pub enum Refusal {
     /// This device's own certificate is not valid now: renew it (a new
     /// certificate for the same device key), then propose the change again.
     RenewCertificate,
+    /// The device to add belongs to a user entitled to AMK versions this
+    /// device was itself withheld (it joined later under a capped policy):
+    /// a member who holds them (another device of that user) adds it instead.
+    HistoryNotHeld,
 }
 
 impl Refusal {
@@ -92,6 +97,7 @@ impl Refusal {
             | MlsError::BadSignature => Self::BadKeyPackage,
             MlsError::Evicted => Self::Evicted,
             MlsError::OwnCertificate(_) => Self::RenewCertificate,
+            MlsError::Amk(AmkError::NotHeld(_)) => Self::HistoryNotHeld,
             _ => Self::Rule,
         }
     }

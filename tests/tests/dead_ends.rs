@@ -174,7 +174,7 @@ fn a_scheduled_rekey_runs_when_due_and_counts_from_when_it_finished() {
     use std::time::Duration;
     let mut fx = Fixture::new().unwrap();
     let (alice, bob) = fx.alice_and_bob().unwrap();
-    let (mut escrow, budget) = (MemoryEscrow::default(), Duration::from_secs(600));
+    let (mut escrow, budget) = (MemoryEscrow::new([0x0e; 32]), Duration::from_secs(600));
     let monthly = RekeySchedule { every: Duration::from_secs(30 * 24 * 3600) };
     assert_eq!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow).unwrap(), None);
     fx.clock.advance(Duration::from_secs(31 * 24 * 3600));
@@ -247,4 +247,106 @@ fn a_users_new_and_readded_devices_read_what_its_first_device_reads() {
     fx.join(&laptop).unwrap();
     phone.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
     same(&laptop);
+}
+
+/// `device` joins from whichever Welcome in the chain is addressed to it.
+fn join_own_welcome(fx: &Fixture, device: &capsule::Device) {
+    let entries = fx.server.entries(ALBUM.as_bytes());
+    let joined = entries
+        .iter()
+        .rev()
+        .filter_map(|e| Some((e.welcome.clone()?, e.bundle.clone()?)))
+        .any(|(w, b)| device.join(&w, &b, fx.validation()).is_ok());
+    assert!(joined, "no Welcome in the chain for this device");
+}
+
+/// `000_…`: "if a re-keying stalls partway, any current owner-set member
+/// recovers the album's AMK lineage from the OGK escrow and re-drives a fresh,
+/// clean epoch". Dave, an owner who joined late under a capped policy, holds
+/// only the newest version; the escrow gives him back the rest, so the users
+/// he re-adds keep their whole entitlement.
+#[test]
+fn a_stalled_rekey_is_redriven_by_another_owner_from_the_escrow_with_no_version_lost() {
+    use capsule::mls::{RekeyId, RekeyReason};
+    use capsule::resilience::testkit::MemoryEscrow;
+    use std::time::Duration;
+    let (day, week) = (Duration::from_secs(24 * 3600), Duration::from_secs(7 * 24 * 3600));
+    let mut fx = Fixture::new().unwrap();
+    let (alice, bob, dave) = (fx.enroll(1, 1).unwrap(), fx.enroll(2, 2).unwrap(), fx.enroll(4, 4).unwrap());
+    let last_one = capsule::amk::HistoryPolicy::Capped { last: std::num::NonZeroU32::new(1).unwrap() };
+    alice.create_album(ALBUM, last_one, [user(1), user(4)].into()).unwrap();
+    let rotate = |fx: &Fixture, n| {
+        for _ in 0..n {
+            alice.propose(ALBUM, Change::RotateAmk).unwrap();
+            fx.sync(&alice).unwrap();
+        }
+    };
+    let old = alice.seal_photo(ALBUM, b"v1").unwrap();
+    rotate(&fx, 2);
+    alice.propose(ALBUM, Change::AddUser { user: user(2), directory: vec![bob.key_package().unwrap()] }).unwrap();
+    fx.sync(&alice).unwrap();
+    fx.join(&bob).unwrap();
+    let bobs = bob.seal_photo(ALBUM, b"v3").unwrap();
+    rotate(&fx, 2);
+    alice.propose(ALBUM, Change::AddUser { user: user(4), directory: vec![dave.key_package().unwrap()] }).unwrap();
+    fx.sync(&alice).unwrap();
+    fx.join(&dave).unwrap();
+    assert_eq!(dave.keyring(ALBUM).unwrap().first_held().get(), 5, "Dave joined under the cap");
+
+    // Alice starts a re-key, then her phone goes dark; the directory keeps
+    // a KeyPackage of hers. Dave answers; Bob's phone is offline.
+    let alice_kp = alice.key_package().unwrap();
+    let ogk = [0x0e; 32];
+    let mut escrow = MemoryEscrow::new(ogk);
+    alice.rekey_group(ALBUM, RekeyId(1), RekeyReason::AdminInitiated, &fx.clock, day, &mut escrow).unwrap();
+    fx.sync(&alice).unwrap();
+    let lineage = escrow.sealed(ALBUM).unwrap().to_vec();
+    let v1_key = alice.keyring(ALBUM).unwrap().get(capsule::amk::AmkVersion::FIRST).unwrap().expose_secret().to_vec();
+    assert!(!lineage.windows(v1_key.len()).any(|w| w == v1_key.as_slice()), "the escrow holds ciphertext only");
+    dave.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
+    fx.sync(&dave).unwrap();
+    assert_eq!(dave.stalled_rekey(ALBUM, &fx.clock, week).unwrap(), None, "not stalled yet");
+    let refused = dave.recover_stalled_rekey(ALBUM, &fx.clock, week, day, &mut escrow);
+    assert!(matches!(refused, Err(capsule::Error::Resilience(capsule::resilience::ResilienceError::NotStalled))));
+    fx.clock.advance(8 * day);
+    assert_eq!(dave.stalled_rekey(ALBUM, &fx.clock, week).unwrap().map(|m| m.id), Some(RekeyId(1)));
+
+    // Bob (not an owner) cannot; nor can Dave with an escrow that holds nothing.
+    bob.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
+    fx.sync(&bob).unwrap();
+    let dave_before = dave.keyring(ALBUM).unwrap();
+    assert!(bob.recover_stalled_rekey(ALBUM, &fx.clock, Duration::ZERO, day, &mut escrow).is_err());
+    assert!(dave.recover_stalled_rekey(ALBUM, &fx.clock, week, day, &mut MemoryEscrow::new(ogk)).is_err());
+    assert_eq!(dave.keyring(ALBUM).unwrap(), dave_before, "a refusal changes nothing");
+
+    // Dave re-drives it: the lineage comes back, and the re-key runs to the end.
+    dave.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
+    let id = dave.recover_stalled_rekey(ALBUM, &fx.clock, week, day, &mut escrow).unwrap();
+    assert_ne!(id, RekeyId(1));
+    assert_eq!(dave.keyring(ALBUM).unwrap().first_held().get(), 1, "no version lost");
+    // Bob's phone stays offline through this re-key too: both are re-added.
+    dave.provide_rekey_key_package(ALBUM, bob.member(), bob.key_package().unwrap()).unwrap();
+    dave.provide_rekey_key_package(ALBUM, alice.member(), alice_kp).unwrap();
+    fx.sync(&dave).unwrap();
+    fx.clock.advance(2 * day);
+    for _ in 0..3 {
+        fx.sync(&dave).unwrap();
+    }
+    assert_eq!(dave.status(ALBUM).unwrap(), AlbumStatus::InSync);
+    assert_eq!(dave.keyring(ALBUM).unwrap().current_version().get(), 6, "a fresh AMK");
+
+    // Bob and Alice come back, are in the new epoch, and lost nothing.
+    for device in [&bob, &alice] {
+        device.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
+        join_own_welcome(&fx, device);
+        device.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
+        assert_eq!(device.epoch(ALBUM).unwrap(), dave.epoch(ALBUM).unwrap());
+        assert_eq!(device.keyring(ALBUM).unwrap().current(), dave.keyring(ALBUM).unwrap().current());
+    }
+    assert_eq!(bob.open_photo(ALBUM, &bobs).unwrap(), b"v3", "Bob keeps his whole entitlement");
+    assert_eq!(bob.keyring(ALBUM).unwrap().first_held().get(), 3);
+    assert_eq!(alice.open_photo(ALBUM, &old).unwrap(), b"v1");
+    assert_eq!(dave.open_photo(ALBUM, &old).unwrap(), b"v1");
+    let after = dave.seal_photo(ALBUM, b"v6").unwrap();
+    assert_eq!(bob.open_photo(ALBUM, &after).unwrap(), b"v6");
 }

@@ -50,6 +50,10 @@ pub enum AmkError {
     /// The bundle decrypted but disagrees with the album's rules.
     #[error("history bundle refused: {0}")]
     BundleRefused(&'static str),
+    /// An escrowed AMK lineage that cannot extend this keyring: another
+    /// album's, or sharing no version with it to check it against.
+    #[error("AMK lineage refused: {0}")]
+    LineageRefused(&'static str),
     /// Album metadata that breaks its own rules, or an invalid upgrade.
     #[error("album metadata refused: {0}")]
     InvalidMetadata(&'static str),

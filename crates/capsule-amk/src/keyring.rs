@@ -212,6 +212,42 @@ impl AmkKeyring {
         Ok(())
     }
 
+    /// Takes back older versions from `lineage`, an escrowed copy of this
+    /// album's keyring (the owners' recovery path when a re-key stalls): every
+    /// version below [`AmkKeyring::first_held`] that `lineage` holds is added,
+    /// so the recovering device can again give every user its whole
+    /// entitlement. Returns how many versions were added.
+    ///
+    /// The lineage must share at least one version with this keyring, with the
+    /// same key, so a lineage of another history is never spliced in.
+    ///
+    /// # Errors
+    /// [`AmkError::LineageRefused`] for another album's lineage or one sharing
+    /// no version with this keyring; [`AmkError::KeyConflict`] when a version
+    /// both hold has different keys. The keyring is unchanged on every error.
+    pub fn recover_history(&mut self, lineage: &Self) -> Result<usize> {
+        if lineage.album != self.album {
+            return Err(AmkError::LineageRefused("lineage of another album"));
+        }
+        let shared: Vec<_> = lineage.held().filter(|(v, _)| self.get(*v).is_some()).collect();
+        if shared.is_empty() {
+            return Err(AmkError::LineageRefused("lineage shares no version with this keyring"));
+        }
+        if let Some((v, _)) = shared.iter().find(|(v, amk)| self.get(*v) != Some(*amk)) {
+            return Err(AmkError::KeyConflict(*v));
+        }
+        // Held versions are contiguous on both sides and they overlap, so the
+        // lineage's versions below ours join ours without a gap.
+        let below: Vec<Amk> =
+            lineage.held().take_while(|(v, _)| *v < self.first_held).map(|(_, amk)| amk.clone()).collect();
+        let added = below.len();
+        if added > 0 {
+            self.first_held = lineage.first_held;
+            self.older.splice(0..0, below);
+        }
+        Ok(added)
+    }
+
     /// The stored record (holds secrets: store it encrypted at rest).
     ///
     /// # Errors

@@ -311,3 +311,40 @@ fn secrets_are_redacted_in_debug() {
         assert!(!text.contains(&key_hex[..8]) && !text.contains(&bytes[..12]), "{text}");
     }
 }
+
+/// The owners' escrow gives back withheld history: exactly the versions below
+/// those held, checked against the versions both hold, all or nothing.
+#[test]
+fn an_escrowed_lineage_gives_back_withheld_versions_and_nothing_else() {
+    let m = meta(capped(2));
+    let mut full = AmkKeyring::create(ALBUM, &EpochSecret::from_exporter([1; 32])).unwrap();
+    for n in 2..=5u8 {
+        full.rotate(v(u32::from(n)), &EpochSecret::from_exporter([n; 32])).unwrap();
+    }
+    let key = bundle_key();
+    let mut rng = ChaCha20Rng::from_seed([6; 32]);
+    let window = HistoryBundle::for_joiner(&full, &m).unwrap().seal(&key, &mut rng).unwrap().open(&key, &m).unwrap();
+    assert_eq!(window.first_held(), v(4));
+
+    // A lineage of another history (same album, other keys), one sharing no
+    // version, and another album's are refused, and change nothing.
+    let mut other = AmkKeyring::create(ALBUM, &EpochSecret::from_exporter([9; 32])).unwrap();
+    for n in 2..=5u8 {
+        other.rotate(v(u32::from(n)), &EpochSecret::from_exporter([n ^ 0x80; 32])).unwrap();
+    }
+    let early = AmkKeyring::create(ALBUM, &EpochSecret::from_exporter([1; 32])).unwrap();
+    let foreign = AmkKeyring::create(AlbumId::from_bytes([0xaa; 16]), &EpochSecret::from_exporter([1; 32])).unwrap();
+    let mut ring = window.clone();
+    assert_eq!(ring.recover_history(&other).unwrap_err(), AmkError::KeyConflict(v(4)));
+    assert!(matches!(ring.recover_history(&early).unwrap_err(), AmkError::LineageRefused(_)));
+    assert!(matches!(ring.recover_history(&foreign).unwrap_err(), AmkError::LineageRefused(_)));
+    assert_eq!(ring, window, "refusals leave the keyring unchanged");
+
+    // The real lineage: v1..v3 come back, the rest is as it was.
+    assert_eq!(ring.recover_history(&full).unwrap(), 3);
+    assert_eq!(ring.first_held(), v(1));
+    assert!(full.held().all(|(ver, amk)| ring.get(ver) == Some(amk)));
+    assert_eq!((ring.current(), ring.write_key()), (window.current(), window.write_key()));
+    assert_eq!(ring.recover_history(&full).unwrap(), 0, "idempotent");
+    assert_eq!(AmkKeyring::from_bytes(&ring.to_bytes().unwrap()).unwrap(), ring, "still a valid record");
+}

@@ -4,7 +4,11 @@
 //! ([`ResilientAlbum::next_deadline`]), like `quinn-proto`'s connection. The
 //! caller does the I/O, with no store transaction open.
 
-use capsule_mls::{Album, Applied, DeviceIdentity, Epoch, Member, OpenMlsProvider, RekeyId, RekeyReason, Validation};
+use capsule_identity::UserId;
+use capsule_mls::{
+    Album, Applied, DeviceIdentity, Epoch, Member, MlsError, OpenMlsProvider, RekeyId, RekeyMarker, RekeyReason,
+    Validation,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::rekey::{self, AmkEscrow, RekeyJournal, Seen};
@@ -130,8 +134,9 @@ pub struct ResilientAlbum {
     /// When this device last saw a re-key of the album finish (or first saw
     /// the album): what a [`RekeySchedule`] counts from.
     pub(crate) last_rekey: Option<Timestamp>,
-    /// The re-key marker this device last saw in the group context.
-    pub(crate) marker_seen: Option<RekeyId>,
+    /// The re-key marker this device last saw in the group context, and when
+    /// it first saw it (what a stall is counted from).
+    pub(crate) marker_seen: Option<(RekeyId, Timestamp)>,
     pub(crate) answered_rekeys: Vec<RekeyId>,
     /// Answers no honest chain gives, counted for the application.
     pub(crate) server_faults: u64,
@@ -152,14 +157,15 @@ struct ResilienceRecord {
     rekey: Option<RekeyJournal>,
     completed_rekeys: Vec<RekeyId>,
     last_rekey: Option<Timestamp>,
-    marker_seen: Option<RekeyId>,
+    marker_seen: Option<(RekeyId, Timestamp)>,
     answered_rekeys: Vec<RekeyId>,
     server_faults: u64,
 }
 
 /// Format version of [`ResilienceRecord`] (2: wall-clock deadlines, the send
-/// count of a staged intent, the fetch flag).
-const RECORD_FORMAT: u8 = 2;
+/// count of a staged intent, the fetch flag; 3: when a re-key marker was first
+/// seen).
+const RECORD_FORMAT: u8 = 3;
 
 /// Everything a step needs from the device.
 pub struct Context<'a, P> {
@@ -562,6 +568,67 @@ impl ResilientAlbum {
             && self.last_rekey.is_some_and(|last| now >= last.after(schedule.every))
     }
 
+    /// The re-key the group context shows, if it has not finished `stall`
+    /// after this device first saw it (its admin's device lost, or gone
+    /// silent): an owner then runs [`ResilientAlbum::recover_stalled_rekey`].
+    /// A device that never polled since the marker arrived has not seen it yet.
+    #[must_use]
+    pub fn stalled_rekey(&self, now: Timestamp, stall: core::time::Duration) -> Option<RekeyMarker> {
+        let marker = self.album.context().rekey?;
+        match self.marker_seen {
+            Some((id, since)) if id == marker.id && now >= since.after(stall) => Some(marker),
+            _ => None,
+        }
+    }
+
+    /// The owners' way out of a stalled re-key (`000_…`: "any current
+    /// owner-set member recovers the album's AMK lineage from the OGK escrow
+    /// and re-drives a fresh, clean epoch"): takes back from `escrow` every
+    /// AMK version this device was withheld (so no user's entitlement is lost
+    /// when stragglers are re-added), deposits the lineage again, and starts a
+    /// re-key under the new `id` whose marker replaces the stalled one. It
+    /// then runs like any re-key ([`ResilientAlbum::rekey_group`]): members
+    /// answer the new marker, stragglers are re-added after `budget`, and the
+    /// finishing commit rotates the AMK.
+    ///
+    /// # Errors
+    /// [`ResilienceError::NotStalled`] when no re-key has stalled `stall`;
+    /// [`MlsError::Unauthorized`] unless `owner` (this device's user) is an
+    /// admin of the album; [`ResilienceError::Escrow`] when the escrow holds
+    /// nothing for the album or refuses; [`MlsError::Amk`] for a lineage that
+    /// does not extend this device's keyring; [`ResilienceError::Quarantined`].
+    /// Nothing changes on any error.
+    #[allow(clippy::too_many_arguments)] // each is a separate decision of the caller's
+    pub fn recover_stalled_rekey(
+        &mut self,
+        owner: UserId,
+        id: RekeyId,
+        now: Timestamp,
+        stall: core::time::Duration,
+        budget: core::time::Duration,
+        escrow: &mut dyn AmkEscrow,
+    ) -> Result<()> {
+        self.ensure_not_quarantined()?;
+        let stalled = self.stalled_rekey(now, stall).ok_or(ResilienceError::NotStalled)?;
+        if !self.album.context().metadata.is_admin(&owner) {
+            return Err(MlsError::Unauthorized("only owners recover a stalled re-key").into());
+        }
+        let album = self.album.id();
+        let lineage = escrow.recover(album).map_err(ResilienceError::Escrow)?;
+        let lineage = lineage.ok_or_else(|| ResilienceError::Escrow("no lineage deposited for this album".into()))?;
+        let mut keyring = self.album.keyring().clone();
+        let recovered = keyring.recover_history(&lineage).map_err(MlsError::Amk)?;
+        escrow.deposit(album, &keyring).map_err(ResilienceError::Escrow)?;
+        tracing::info!(stalled = stalled.id.0, id = id.0, recovered, "re-driving a stalled re-key");
+        *self.album.keyring_mut() = keyring;
+        // The stalled ceremony, if it was this device's own, is replaced.
+        self.rekey = None;
+        let journal = RekeyJournal::new(id, stalled.reason, self.album.leaf_fingerprints(), now, budget);
+        self.propose(Change::BeginRekey { marker: journal.marker });
+        self.rekey = Some(journal);
+        Ok(())
+    }
+
     /// The application supplies a fresh KeyPackage for a device that may not
     /// answer the re-key in time.
     pub fn provide_rekey_key_package(&mut self, member: Member, key_package: Vec<u8>) {
@@ -593,7 +660,11 @@ impl ResilientAlbum {
         if finished || self.last_rekey.is_none() {
             self.last_rekey = Some(now);
         }
-        self.marker_seen = marker.map(|m| m.id);
+        self.marker_seen = match (marker, self.marker_seen) {
+            (Some(m), Some((seen, since))) if seen == m.id => Some((seen, since)),
+            (Some(m), _) => Some((m.id, now)),
+            (None, _) => None,
+        };
         let own = self.rekey.as_ref().map(|j| j.marker);
         if let Some(m) = marker
             && own != Some(m)

@@ -27,6 +27,10 @@ pub enum ResilienceError {
     /// chain (not quarantined, not removed, chain not pruned): nothing changed.
     #[error("the album is not stuck: reconcile instead of re-bootstrapping")]
     NotStuck,
+    /// Recovery of a stalled re-key was asked while none has stalled:
+    /// nothing changed.
+    #[error("no re-key has stalled")]
+    NotStalled,
     /// No such intent.
     #[error("unknown intent")]
     UnknownIntent,

@@ -53,7 +53,7 @@
 //! | `InSync` | nothing to leave |
 //! | `Syncing` | the caller drives again at [`ResilientAlbum::next_deadline`]; the chain confirms or supersedes |
 //! | `Surfaced` | [`ResilientAlbum::connectivity_restored`], then a drive: the same commit, a fresh budget |
-//! | `Rekeying` | every member drives (self-updates); the admin finishes; a stalled one is restarted by any admin with a new id |
+//! | `Rekeying` | every member drives (self-updates); the admin finishes; once [`ResilientAlbum::stalled_rekey`] reports it stalled, any owner (admin) runs [`ResilientAlbum::recover_stalled_rekey`]: lineage from the [`AmkEscrow`], a new marker, re-driven to the end |
 //! | `Quarantined` | the user chooses [`ResilientAlbum::rebootstrap`] (discard, report what was discarded) → `AwaitingReadd` |
 //! | `NeedsRebootstrap` | [`ResilientAlbum::rebootstrap`] → `AwaitingReadd` |
 //! | `AwaitingReadd` (the store's, after a re-bootstrap) | another device of the user, or an admin, re-adds the device from its fresh KeyPackage; it joins from the Welcome |

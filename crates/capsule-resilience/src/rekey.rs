@@ -16,10 +16,17 @@
 //! records each step under the ceremony's id; every step is decided from the
 //! group state (what the chain made of the album), so a restart at any point
 //! continues where it was. Running the same id again after completion is a
-//! no-op. A stalled re-key can be restarted by any admin with a new id: the new
-//! marker replaces the old one and every member answers again. The album's AMK
-//! lineage is deposited with an [`AmkEscrow`] (the owner-group key recovery
-//! path) before anything changes.
+//! no-op. The album's AMK lineage is deposited with an [`AmkEscrow`] (the
+//! owner-group key recovery path) before anything changes.
+//!
+//! **A stalled re-key** (its admin's device lost or silent, the album quiesced)
+//! is left by any owner: once the marker has stood for the stall time the
+//! application configures (`ResilientAlbum::stalled_rekey`), the owner's
+//! device recovers the lineage from the escrow, takes back every AMK version
+//! it was withheld, and re-drives a re-key under a new id whose marker
+//! replaces the stalled one (`ResilientAlbum::recover_stalled_rekey`); the old
+//! admin's journal yields when it comes back. No AMK version is lost: the
+//! re-driving owner can give every re-added straggler its whole entitlement.
 
 use capsule_amk::{AlbumId, AmkKeyring};
 use capsule_mls::{Member, RekeyId, RekeyMarker, RekeyReason};
@@ -30,7 +37,8 @@ use core::time::Duration;
 use crate::{Change, Intent, IntentState, Timestamp};
 
 /// Where the owner-group key keeps an album's AMK lineage, so a stalled re-key
-/// never loses data. The real one seals to the OGK; the test kit's is in memory.
+/// never loses data. The real one seals to the OGK (which lives outside this
+/// library); the test kit's seals under a key the test owns.
 pub trait AmkEscrow {
     /// Deposits the keyring (every version this device holds).
     ///
@@ -39,7 +47,10 @@ pub trait AmkEscrow {
     fn deposit(&mut self, album: AlbumId, keyring: &AmkKeyring) -> Result<(), String>;
 
     /// The deposited lineage, if any.
-    fn recover(&self, album: AlbumId) -> Option<AmkKeyring>;
+    ///
+    /// # Errors
+    /// A description of why it cannot be recovered (it does not unseal, say).
+    fn recover(&self, album: AlbumId) -> Result<Option<AmkKeyring>, String>;
 }
 
 /// A step of the admin's journal.

@@ -8,6 +8,9 @@ mod memory;
 use std::collections::BTreeMap;
 
 use capsule_amk::{AlbumId, AmkKeyring};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use zeroize::Zeroizing;
 
 use crate::AmkEscrow;
 
@@ -55,26 +58,73 @@ impl Clock for SimClock {
     }
 }
 
-/// An in-memory stand-in for the owner-group-key escrow: keeps the latest
-/// deposit per album, refusing one that would lose a version it already holds.
-#[derive(Debug, Default)]
+/// An in-memory stand-in for the owner-group-key escrow. Like the real one it
+/// holds no key in the clear: every deposit is sealed (XChaCha20-Poly1305,
+/// bound to its album) under the key the test owns, standing in for the OGK.
+/// It keeps the latest deposit per album and refuses one that would lose or
+/// change a version it already holds.
 pub struct MemoryEscrow {
-    deposits: BTreeMap<AlbumId, AmkKeyring>,
+    key: Zeroizing<[u8; 32]>,
+    deposits: BTreeMap<AlbumId, ([u8; 24], Vec<u8>)>,
+    sealed: u64,
+}
+
+impl core::fmt::Debug for MemoryEscrow {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MemoryEscrow").field("albums", &self.deposits.len()).finish_non_exhaustive()
+    }
+}
+
+impl MemoryEscrow {
+    /// An empty escrow sealing under `key` (the test's stand-in for the OGK).
+    #[must_use]
+    pub fn new(key: [u8; 32]) -> Self {
+        Self { key: Zeroizing::new(key), deposits: BTreeMap::new(), sealed: 0 }
+    }
+
+    /// What the escrow stores for `album`: ciphertext only.
+    #[must_use]
+    pub fn sealed(&self, album: AlbumId) -> Option<&[u8]> {
+        self.deposits.get(&album).map(|(_, ct)| ct.as_slice())
+    }
+
+    fn aad(album: AlbumId) -> Vec<u8> {
+        [b"capsule/test-escrow/v1".as_slice(), album.as_bytes()].concat()
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new((&*self.key).into())
+    }
 }
 
 impl AmkEscrow for MemoryEscrow {
     fn deposit(&mut self, album: AlbumId, keyring: &AmkKeyring) -> Result<(), String> {
-        if let Some(held) = self.deposits.get(&album)
+        if let Some(held) = self.recover(album)?
             && held.held().any(|(v, k)| keyring.get(v).is_none_or(|other| other != k))
             && keyring.first_held() <= held.first_held()
         {
             return Err("deposit would lose or change a version".into());
         }
-        self.deposits.insert(album, keyring.clone());
+        // A counter nonce: unique per deposit under this key, no RNG needed.
+        self.sealed += 1;
+        let mut nonce = [0u8; 24];
+        nonce[..8].copy_from_slice(&self.sealed.to_be_bytes());
+        let plaintext = keyring.to_bytes().map_err(|e| e.to_string())?;
+        let ciphertext = self
+            .cipher()
+            .encrypt(&XNonce::from(nonce), Payload { msg: &plaintext, aad: &Self::aad(album) })
+            .map_err(|_| "sealing failed".to_string())?;
+        self.deposits.insert(album, (nonce, ciphertext));
         Ok(())
     }
 
-    fn recover(&self, album: AlbumId) -> Option<AmkKeyring> {
-        self.deposits.get(&album).cloned()
+    fn recover(&self, album: AlbumId) -> Result<Option<AmkKeyring>, String> {
+        let Some((nonce, ciphertext)) = self.deposits.get(&album) else { return Ok(None) };
+        let plaintext = Zeroizing::new(
+            self.cipher()
+                .decrypt(&XNonce::from(*nonce), Payload { msg: ciphertext, aad: &Self::aad(album) })
+                .map_err(|_| "the deposit does not unseal under this key".to_string())?,
+        );
+        AmkKeyring::from_bytes(&plaintext).map(Some).map_err(|e| e.to_string())
     }
 }

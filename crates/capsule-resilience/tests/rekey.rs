@@ -57,7 +57,7 @@ fn rounds(net: &mut Net, n: usize) {
 #[test]
 fn every_leaf_is_replaced_and_the_album_resumes_on_one_fresh_amk() {
     let mut net = album();
-    let mut escrow = MemoryEscrow::default();
+    let mut escrow = MemoryEscrow::new([0x0e; 32]);
     let v_before = net.album(0).album().keyring().current_version();
     let write_before = net.album(0).album().keyring().write_key().1.clone();
     let baseline = net.album(0).album().leaf_fingerprints();
@@ -89,7 +89,7 @@ fn every_leaf_is_replaced_and_the_album_resumes_on_one_fresh_amk() {
         assert_eq!(ring.held().count(), usize::try_from(v_after.get()).unwrap(), "device {d} lost a version");
     }
     // The lineage went to escrow before anything changed.
-    let escrowed = escrow.recover(common::ALBUM).unwrap();
+    let escrowed = escrow.recover(common::ALBUM).unwrap().unwrap();
     assert_eq!(escrowed.current_version(), v_before);
     for (v, k) in escrowed.held() {
         assert_eq!(net.album(0).album().keyring().get(v), Some(k));
@@ -105,7 +105,7 @@ fn every_leaf_is_replaced_and_the_album_resumes_on_one_fresh_amk() {
 #[test]
 fn a_device_that_does_not_answer_is_readded_from_a_fresh_key_package() {
     let mut net = album();
-    let mut escrow = MemoryEscrow::default();
+    let mut escrow = MemoryEscrow::new([0x0e; 32]);
     // Carol's phone is offline for the whole ceremony; her directory has a fresh KeyPackage.
     let carol = 4;
     let fresh = net.nodes[carol].t.key_package().unwrap();
@@ -133,7 +133,7 @@ fn a_device_that_does_not_answer_is_readded_from_a_fresh_key_package() {
 #[test]
 fn a_stalled_rekey_is_restarted_by_another_admin() {
     let mut net = album();
-    let mut escrow = MemoryEscrow::default();
+    let mut escrow = MemoryEscrow::new([0x0e; 32]);
     // Alice's phone quiesces the album, then disappears for good.
     rekey(&mut net, 0, RekeyId(10), &mut escrow);
     net.drive(0).unwrap();
@@ -156,7 +156,7 @@ fn a_stalled_rekey_is_restarted_by_another_admin() {
         assert_eq!(net.album(d).status(), AlbumStatus::InSync, "device {d}");
     }
     // The lineage survived in escrow through both attempts.
-    let escrowed = escrow.recover(common::ALBUM).unwrap();
+    let escrowed = escrow.recover(common::ALBUM).unwrap().unwrap();
     for (v, k) in escrowed.held() {
         assert_eq!(net.album(2).album().keyring().get(v), Some(k));
     }
@@ -169,7 +169,7 @@ fn a_stalled_rekey_is_restarted_by_another_admin() {
 #[test]
 fn a_rekey_replaced_before_its_admin_looked_does_not_block_the_next() {
     let mut net = album();
-    let mut escrow = MemoryEscrow::default();
+    let mut escrow = MemoryEscrow::new([0x0e; 32]);
     rekey(&mut net, 0, RekeyId(10), &mut escrow);
     rekey(&mut net, 2, RekeyId(20), &mut escrow);
     net.drive(0).unwrap();
@@ -191,7 +191,7 @@ fn a_rekey_replaced_before_its_admin_looked_does_not_block_the_next() {
 #[test]
 fn a_rekey_whose_marker_commit_is_refused_does_not_block_the_next() {
     let mut net = album();
-    let mut escrow = MemoryEscrow::default();
+    let mut escrow = MemoryEscrow::new([0x0e; 32]);
     // Carol (not an admin) starts a re-key: her marker commit is refused.
     let carol = 4;
     rekey(&mut net, carol, RekeyId(1), &mut escrow);

@@ -217,7 +217,7 @@ impl World {
             photos: Vec::new(),
             amk_keys: BTreeMap::new(),
             evicted_at: BTreeMap::new(),
-            escrow: MemoryEscrow::default(),
+            escrow: MemoryEscrow::new([0x0e; 32]),
             rekeys: 0,
             rekey_admins: BTreeMap::new(),
             stats: Stats::default(),

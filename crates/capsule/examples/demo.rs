@@ -261,7 +261,7 @@ fn main() {
     took(t);
 
     let t = step("A full re-key (suspected compromise) survives a crash of every device");
-    let mut escrow = MemoryEscrow::default();
+    let mut escrow = MemoryEscrow::new([0x0e; 32]);
     let v_before = w.device("bob-laptop").keyring(ALBUM).unwrap().current_version();
     w.device("alice-laptop")
         .rekey_group(ALBUM, RekeyId(1), RekeyReason::SuspectedCompromise, &clock, Duration::from_secs(600), &mut escrow)
@@ -303,7 +303,7 @@ fn main() {
     let v_after = w.device("bob-laptop").keyring(ALBUM).unwrap().current_version();
     println!(
         "   completed after {rounds} rounds: AMK {v_before} → {v_after}; lineage escrowed up to {}",
-        escrow.recover(ALBUM).unwrap().current_version()
+        escrow.recover(ALBUM).unwrap().unwrap().current_version()
     );
     w.everyone_reconciles();
     let photo3 = w.device("bob-laptop").seal_photo(ALBUM, b"after-rekey.jpg").unwrap();

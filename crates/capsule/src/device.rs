@@ -538,7 +538,7 @@ impl Device {
     /// use capsule::resilience::AlbumStatus;
     /// use capsule::resilience::testkit::MemoryEscrow;
     ///
-    /// let mut escrow = MemoryEscrow::default();
+    /// let mut escrow = MemoryEscrow::new([0x0e; 32]);
     /// let budget = Duration::from_secs(600);
     /// alice.rekey_group(ALBUM, RekeyId(1), RekeyReason::SuspectedCompromise, &fx.clock, budget, &mut escrow)?;
     /// // Every member syncs until the ceremony is done: quiesce, fresh leaves, fresh AMK.
@@ -588,7 +588,7 @@ impl Device {
     /// use capsule::resilience::RekeySchedule;
     /// use capsule::resilience::testkit::MemoryEscrow;
     ///
-    /// let (mut escrow, budget) = (MemoryEscrow::default(), Duration::from_secs(600));
+    /// let (mut escrow, budget) = (MemoryEscrow::new([0x0e; 32]), Duration::from_secs(600));
     /// let monthly = RekeySchedule { every: Duration::from_secs(30 * 24 * 3600) };
     /// assert_eq!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow)?, None);
     /// fx.clock.advance(Duration::from_secs(31 * 24 * 3600));
@@ -619,6 +619,99 @@ impl Device {
         })?)
     }
 
+    /// The re-key the album shows, if it has not finished `stall` after this
+    /// device first saw it (at a sync): its admin's device is lost or silent,
+    /// and writes stay quiesced until an owner re-drives it
+    /// ([`Device::recover_stalled_rekey`]).
+    ///
+    /// # Errors
+    /// Store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use std::time::Duration;
+    /// use capsule::mls::{RekeyId, RekeyReason};
+    /// use capsule::resilience::testkit::MemoryEscrow;
+    ///
+    /// let (mut escrow, day) = (MemoryEscrow::new([0x0e; 32]), Duration::from_secs(24 * 3600));
+    /// alice.rekey_group(ALBUM, RekeyId(1), RekeyReason::Scheduled, &fx.clock, day, &mut escrow)?;
+    /// fx.sync(&alice)?; // the marker is in the chain; Bob's phone stays offline
+    /// assert_eq!(alice.stalled_rekey(ALBUM, &fx.clock, 7 * day)?, None);
+    /// fx.clock.advance(8 * day);
+    /// assert_eq!(alice.stalled_rekey(ALBUM, &fx.clock, 7 * day)?.map(|m| m.id), Some(RekeyId(1)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stalled_rekey(
+        &self,
+        album: AlbumId,
+        clock: &impl Clock,
+        stall: core::time::Duration,
+    ) -> Result<Option<capsule_mls::RekeyMarker>> {
+        let now = clock.now();
+        Ok(self.store.read_resilient(album, self.policy.clone(), |r| r.stalled_rekey(now, stall))?)
+    }
+
+    /// An owner's (an admin's) way out of a stalled re-key: recovers the
+    /// album's AMK lineage from `escrow`, takes back every version this device
+    /// was withheld, and re-drives the re-key under a new id (returned) whose
+    /// marker replaces the stalled one; members answer it, stragglers are
+    /// re-added after `budget` from the KeyPackages supplied with
+    /// [`Device::provide_rekey_key_package`], and the finishing commit rotates
+    /// the AMK. No AMK version is lost.
+    ///
+    /// # Errors
+    /// [`capsule_resilience::ResilienceError::NotStalled`] when no re-key has
+    /// stalled `stall`; [`capsule_mls::MlsError::Unauthorized`] for a device
+    /// of a user who is not an admin;
+    /// [`capsule_resilience::ResilienceError::Escrow`] when the escrow holds
+    /// nothing or refuses; store errors. Nothing changes on any error.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use std::time::Duration;
+    /// use capsule::mls::{RekeyId, RekeyReason};
+    /// use capsule::resilience::{AlbumStatus, testkit::MemoryEscrow};
+    ///
+    /// let (mut escrow, day) = (MemoryEscrow::new([0x0e; 32]), Duration::from_secs(24 * 3600));
+    /// alice.rekey_group(ALBUM, RekeyId(1), RekeyReason::Scheduled, &fx.clock, day, &mut escrow)?;
+    /// fx.sync(&alice)?;
+    /// fx.clock.advance(8 * day); // Bob never answered, and nobody had his KeyPackage
+    /// let id = alice.recover_stalled_rekey(ALBUM, &fx.clock, 7 * day, day, &mut escrow)?;
+    /// alice.provide_rekey_key_package(ALBUM, bob.member(), bob.key_package()?)?;
+    /// fx.sync(&alice)?;
+    /// fx.clock.advance(2 * day);
+    /// fx.sync(&alice)?; // Bob is re-added, the re-key finishes
+    /// fx.sync(&alice)?;
+    /// assert!(alice.status(ALBUM)? == AlbumStatus::InSync && alice.keyring(ALBUM)?.current_version().get() == 2);
+    /// assert_ne!(id, RekeyId(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recover_stalled_rekey(
+        &self,
+        album: AlbumId,
+        clock: &impl Clock,
+        stall: core::time::Duration,
+        budget: core::time::Duration,
+        escrow: &mut dyn AmkEscrow,
+    ) -> Result<RekeyId> {
+        let (now, owner) = (clock.now(), self.user());
+        let lock = self.album_lock(album);
+        let _serial = hold(&lock);
+        Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| {
+            // A fresh id, distinct from the stalled one even within a millisecond.
+            let stalled = r.stalled_rekey(now, stall).map_or(0, |m| m.id.0);
+            let id = RekeyId(now.0.max(stalled.saturating_add(1)));
+            r.recover_stalled_rekey(owner, id, now, stall, budget, escrow)?;
+            Ok(id)
+        })?)
+    }
+
     /// Supplies a fresh KeyPackage (from the device directory) for a member that
     /// may not answer this device's re-key in time: if its budget runs out, the
     /// member is re-added from it. Ignored when this device runs no re-key.
@@ -635,7 +728,7 @@ impl Device {
     /// use capsule::mls::{RekeyId, RekeyReason};
     /// use capsule::resilience::testkit::MemoryEscrow;
     ///
-    /// let mut escrow = MemoryEscrow::default();
+    /// let mut escrow = MemoryEscrow::new([0x0e; 32]);
     /// alice.rekey_group(ALBUM, RekeyId(1), RekeyReason::Scheduled, &fx.clock, Duration::from_secs(600), &mut escrow)?;
     /// // From the directory: used only if Bob does not answer within the budget.
     /// alice.provide_rekey_key_package(ALBUM, bob.member(), bob.key_package()?)?;

@@ -60,7 +60,7 @@ fn rekey(args: &[String]) -> Result<(), String> {
     let mut chain = FileChain::open(&PathBuf::from(chain_dir)).map_err(|x| e(&x))?;
     let clock = SimClock::new();
     let policy = RetryPolicy::default();
-    let mut escrow = MemoryEscrow::default();
+    let mut escrow = MemoryEscrow::new([0x0e; 32]);
     admin_store
         .with_resilient(ALBUM, policy.clone(), |r, _| {
             r.rekey_group(

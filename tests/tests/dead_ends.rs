@@ -350,3 +350,37 @@ fn a_stalled_rekey_is_redriven_by_another_owner_from_the_escrow_with_no_version_
     let after = dave.seal_photo(ALBUM, b"v6").unwrap();
     assert_eq!(bob.open_photo(ALBUM, &after).unwrap(), b"v6");
 }
+
+/// "I cannot verify this yet" is not a divergence: Bob's trust store has not
+/// learned Carol's identity key when Alice adds her. Bob's reconcile says so,
+/// changes nothing, and succeeds once the key is known.
+#[test]
+fn a_commit_naming_an_identity_not_yet_trusted_waits_instead_of_quarantining() {
+    use capsule::identity::IdentityPublicKey;
+    use std::collections::BTreeMap;
+    let mut fx = Fixture::new().unwrap();
+    let (alice, bob) = fx.alice_and_bob().unwrap();
+    let mut partial: BTreeMap<capsule::identity::UserId, IdentityPublicKey> = BTreeMap::new();
+    for n in [1, 2] {
+        partial.insert(user(n), fx.identity(n).unwrap().public_key().clone());
+    }
+    let carol = fx.enroll(3, 3).unwrap();
+    alice.propose(ALBUM, Change::AddUser { user: user(3), directory: vec![carol.key_package().unwrap()] }).unwrap();
+    fx.sync(&alice).unwrap();
+    let before = bob.epoch(ALBUM).unwrap();
+    let not_yet = capsule::mls::Validation { trust: &partial, now: fx.validation().now };
+    let waiting = bob.reconcile_with_server(ALBUM, &mut fx.chain(), not_yet);
+    assert!(
+        matches!(
+            waiting,
+            Err(capsule::Error::Resilience(capsule::resilience::ResilienceError::CannotVerifyYet { user: u, .. }))
+                if u == user(3)
+        ),
+        "{waiting:?}"
+    );
+    assert_eq!(bob.epoch(ALBUM).unwrap(), before, "nothing changed");
+    assert_eq!(bob.status(ALBUM).unwrap(), AlbumStatus::InSync, "not quarantined");
+    let outcome = bob.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
+    assert!(matches!(outcome, capsule::resilience::ReconcileOutcome::Reconciled { .. }), "{outcome:?}");
+    assert_eq!(bob.epoch(ALBUM).unwrap(), alice.epoch(ALBUM).unwrap());
+}

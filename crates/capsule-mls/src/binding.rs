@@ -6,7 +6,9 @@
 //! The identity public key (1984 bytes) does not travel: every verifier looks it
 //! up in its trust store by user, which is also what makes it trusted.
 
-use capsule_identity::{DeviceCertificate, DeviceClaims, DeviceId, DeviceSigningKey, TrustStore, UnixTime, UserId};
+use capsule_identity::{
+    DeviceCertificate, DeviceClaims, DeviceId, DeviceSigningKey, IdentityError, TrustStore, UnixTime, UserId,
+};
 use openmls::prelude::{
     Capabilities, Credential, CredentialType, CredentialWithKey, ExtensionType, LeafNode, ProposalType,
     RequiredCapabilitiesExtension,
@@ -144,7 +146,10 @@ pub(crate) fn verify_credential(
     let cert =
         DeviceCertificate::from_bytes(credential.serialized_content()).map_err(|e| MlsError::Identity(e.into()))?;
     let key: &[u8; 32] = signature_key.try_into().map_err(|_| MlsError::LeafKeyMismatch)?;
-    Ok(cert.verify(key, validation.now, validation.trust)?)
+    cert.verify(key, validation.now, validation.trust).map_err(|e| match e {
+        IdentityError::UntrustedUser => MlsError::UnknownIdentity { user: cert.user() },
+        e => MlsError::Identity(e),
+    })
 }
 
 /// [`verify_credential`] for a leaf node.

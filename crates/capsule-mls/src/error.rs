@@ -25,6 +25,14 @@ pub enum MlsError {
     /// A leaf, KeyPackage or Welcome member whose identity binding does not verify.
     #[error("identity binding refused: {0}")]
     Identity(#[from] IdentityError),
+    /// The trust store holds no identity key for this user yet. Not a verdict
+    /// on the commit, KeyPackage or Welcome: nothing changed, and it is checked
+    /// again once the trust store learns the user's key.
+    #[error("no trusted identity key for user {user:?} yet")]
+    UnknownIdentity {
+        /// The user the certificate names (unverified: it is what failed).
+        user: capsule_identity::UserId,
+    },
     /// A credential that is not a Capsule device certificate.
     #[error("credential is not a Capsule device certificate")]
     ForeignCredential,
@@ -114,6 +122,7 @@ impl MlsError {
             Self::Amk(e) => matches!(e, AmkError::Rng | AmkError::Internal(_)),
             Self::Malformed(_)
             | Self::ForeignCredential
+            | Self::UnknownIdentity { .. }
             | Self::LeafKeyMismatch
             | Self::BadSignature
             | Self::Unauthorized(_)

@@ -106,6 +106,22 @@ impl Album {
         self.finish(effects, hash, superseded)
     }
 
+    /// The member a commit claims as its committer, without verifying anything:
+    /// for reporting a commit this device refused (the claim may be forged
+    /// when the refusal was a bad signature). `None` when the bytes are not a
+    /// commit from a current member's leaf.
+    #[must_use]
+    pub fn claimed_committer(&self, commit: &[u8]) -> Option<Member> {
+        let message = MlsMessageIn::tls_deserialize_exact(commit).ok()?;
+        let ProtocolMessage::PublicMessage(message) = message.try_into_protocol_message().ok()? else {
+            return None;
+        };
+        match message.sender() {
+            Sender::Member(index) => claimed_identity(self.group.member(*index)?).ok(),
+            _ => None,
+        }
+    }
+
     /// Checks a staged commit against Capsule's rules and computes what it does,
     /// without changing anything. `incoming` is `None` for this device's own commit.
     ///

@@ -204,7 +204,8 @@ fn an_incoming_commit_with_an_unverifiable_leaf_is_refused_and_changes_nothing()
     let dev = &mut w.devices[1];
     let result =
         dev.album.as_mut().unwrap().process(&dev.provider, &out.commit, Validation { trust: &partial, now: NOW });
-    assert!(matches!(result, Err(MlsError::Identity(IdentityError::UntrustedUser))), "{result:?}");
+    // "Cannot verify yet", naming the user, not "invalid".
+    assert!(matches!(result, Err(MlsError::UnknownIdentity { user }) if user == carol), "{result:?}");
     assert_untouched(&w, 1, epoch, &auth);
     // A wrong key for the committer's user: the committer's leaf is refused.
     let mut wrong = w.trust.clone();

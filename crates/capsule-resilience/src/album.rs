@@ -88,6 +88,14 @@ pub enum Event {
     },
     /// A commit from the chain was applied.
     Applied(Box<Applied>),
+    /// A commit in the chain was refused as invalid, and the album quarantined:
+    /// what to report (who made it, and why it was refused).
+    InvalidCommit {
+        /// The commit.
+        commit: crate::InvalidCommit,
+        /// The refusal, as the MLS layer worded it.
+        reason: String,
+    },
 }
 
 /// Deployment policy for long-lived albums: a full re-key at least every

@@ -31,6 +31,16 @@ pub enum ResilienceError {
     /// nothing changed.
     #[error("no re-key has stalled")]
     NotStalled,
+    /// A commit in the chain names a user whose identity key the trust store
+    /// does not hold yet: not a verdict on the commit. Nothing changed; once
+    /// the trust store learns the key, reconcile again.
+    #[error("the commit of epoch {epoch:?} cannot be verified yet: no identity key for {user:?}")]
+    CannotVerifyYet {
+        /// The commit's epoch.
+        epoch: capsule_mls::Epoch,
+        /// The user whose key is missing.
+        user: capsule_identity::UserId,
+    },
     /// No such intent.
     #[error("unknown intent")]
     UnknownIntent,

@@ -84,6 +84,10 @@ pub enum Refusal {
     /// device was itself withheld (it joined later under a capped policy):
     /// a member who holds them (another device of that user) adds it instead.
     HistoryNotHeld,
+    /// The trust store does not hold the identity key of the user the
+    /// KeyPackage names yet: learn it (the identity directory), then propose
+    /// the change again.
+    UnknownIdentity,
 }
 
 impl Refusal {
@@ -98,6 +102,7 @@ impl Refusal {
             MlsError::Evicted => Self::Evicted,
             MlsError::OwnCertificate(_) => Self::RenewCertificate,
             MlsError::Amk(AmkError::NotHeld(_)) => Self::HistoryNotHeld,
+            MlsError::UnknownIdentity { .. } => Self::UnknownIdentity,
             _ => Self::Rule,
         }
     }

@@ -35,7 +35,8 @@
 //! | `H < E`: the device holds epochs the chain never saw | `Diverged`, quarantined |
 //! | `L` is not the chain's commit at `E - 1` (a commit the server never persisted, beside the chain) | `Diverged`, quarantined |
 //! | the answer is not one an honest chain gives: entries out of order or missing, a hash that is not its commit's, a commit that does not decode, belongs to another group, or was made in another epoch than its position | no outcome: the error `ChainError::BadAnswer`, counted in `server_faults`, nothing changed by it, no quarantine; the next honest answer reconciles |
-//! | a well-formed chain commit at `E ..` that this device cannot apply (refused identity, authorization, or protocol) | `Diverged`, quarantined |
+//! | a chain commit naming a user (its committer, or a member it adds) whose identity key the trust store does not hold yet | no outcome: the error [`ResilienceError::CannotVerifyYet`] ("I cannot verify this yet"), nothing changed, no quarantine; reconcile again once the trust store learns the key |
+//! | a well-formed chain commit at `E ..` that this device refuses (a certificate that does not verify under the trusted key, an unauthorized change, an AMK step that skips, …) | `Diverged`, quarantined, with the commit and the committer it names in [`Divergence::invalid_commit`] and an [`Event::InvalidCommit`] to report ("this commit is invalid") |
 //! | `H == E` and `L` matches | `UpToDate` |
 //! | `H > E`, `L` matches, every commit `E .. H` applies | `Reconciled`, with their hashes in order |
 //!
@@ -57,6 +58,12 @@
 //! | `Quarantined` | the user chooses [`ResilientAlbum::rebootstrap`] (discard, report what was discarded) → `AwaitingReadd` |
 //! | `NeedsRebootstrap` | [`ResilientAlbum::rebootstrap`] → `AwaitingReadd` |
 //! | `AwaitingReadd` (the store's, after a re-bootstrap) | another device of the user, or an admin, re-adds the device from its fresh KeyPackage; it joins from the Welcome |
+//!
+//! **Known gap.** A commit every honest member refuses as invalid, at the head
+//! of the chain, quarantines all of them, and then no member is left to re-add
+//! the others: the album waits for a way to re-drive it from the last valid
+//! epoch (the chain server refusing invalid commits before ordering them, and
+//! fork resolution). Until then such a commit is reported, never applied.
 //!
 //! An intent refused by the MLS layer ends `Failed` with a typed [`Refusal`]
 //! and the changes after it go on; a pending or failed one can be
@@ -96,5 +103,5 @@ pub use chain::{Action, Answer, BadAnswer, ChainEntry, ChainError, CommitChain, 
 pub use clock::{Clock, SystemClock, Timestamp};
 pub use error::{ResilienceError, Result};
 pub use intents::{Change, Intent, IntentId, IntentState, Refusal, RetryPolicy};
-pub use reconcile::{Divergence, ReconcileOutcome, ReconcileStep};
+pub use reconcile::{Divergence, InvalidCommit, ReconcileOutcome, ReconcileStep};
 pub use rekey::{AmkEscrow, RekeyJournal, RekeyStep};

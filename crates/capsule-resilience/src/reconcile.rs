@@ -1,7 +1,7 @@
 //! `reconcile_with_server`: bring the album to the chain's head, decided from
 //! what one fetch of the chain shows (the outcome table is on the crate root).
 
-use capsule_mls::{CommitHash, Epoch, MlsError, OpenMlsProvider};
+use capsule_mls::{CommitHash, Epoch, Member, MlsError, OpenMlsProvider};
 use serde::{Deserialize, Serialize};
 
 use crate::{Answer, BadAnswer, ChainError, Context, Event, Fetched, ResilienceError, ResilientAlbum, Result};
@@ -36,6 +36,23 @@ pub struct Divergence {
     pub local_epoch: Epoch,
     /// The chain's head.
     pub server_epoch: Epoch,
+    /// The chain's commit this device refused as invalid, when that is what
+    /// quarantined it (rather than local state beside the chain).
+    pub invalid_commit: Option<InvalidCommit>,
+}
+
+/// A well-formed commit in the chain that breaks Capsule's rules (an
+/// unauthorized change from a modified client, a certificate that does not
+/// verify, an AMK step that skips): reported with who made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidCommit {
+    /// The epoch it was committed in.
+    pub epoch: Epoch,
+    /// Its hash.
+    pub commit_hash: CommitHash,
+    /// The member it names as committer (unverified: a forged signature
+    /// could name anyone), if it names one.
+    pub committer: Option<Member>,
 }
 
 /// What reconciling needs: the outcome is known without the network, or the
@@ -61,7 +78,7 @@ impl ResilientAlbum {
 
     /// The outcome when no fetch can change it.
     pub(crate) fn settled_outcome(&self) -> Option<ReconcileOutcome> {
-        if let Some(d) = self.quarantine {
+        if let Some(d) = &self.quarantine {
             return Some(ReconcileOutcome::Diverged { local_epoch: d.local_epoch, server_epoch: d.server_epoch });
         }
         (self.unrecoverable || self.album.is_evicted()).then_some(ReconcileOutcome::Unrecoverable)
@@ -148,12 +165,17 @@ impl ResilientAlbum {
     }
 
     fn diverged(&mut self, local_epoch: Epoch, server_epoch: Epoch) -> ReconcileOutcome {
+        self.quarantined(Divergence { local_epoch, server_epoch, invalid_commit: None })
+    }
+
+    fn quarantined(&mut self, divergence: Divergence) -> ReconcileOutcome {
+        let Divergence { local_epoch, server_epoch, .. } = divergence;
         tracing::warn!(
             local_epoch = local_epoch.0,
             server_epoch = server_epoch.0,
             "album diverged from the chain: quarantined"
         );
-        self.quarantine = Some(Divergence { local_epoch, server_epoch });
+        self.quarantine = Some(divergence);
         ReconcileOutcome::Diverged { local_epoch, server_epoch }
     }
 
@@ -210,12 +232,30 @@ impl ResilientAlbum {
                 Err(MlsError::WrongEpoch { .. } | MlsError::AlreadyApplied) => {
                     return Ok(Err(BadAnswer::WrongPosition));
                 }
-                // The chain holds a well-formed commit this device cannot apply: its
-                // state is not the chain's. Quarantine, and keep everything for
-                // investigation.
+                // Not a verdict: the trust store does not know the committer's (or
+                // an added member's) identity key yet. Nothing is quarantined;
+                // the caller retries once the trust store learns it.
+                Err(MlsError::UnknownIdentity { user }) => {
+                    tracing::info!(epoch = entry.epoch.0, ?user, "chain commit cannot be verified yet");
+                    return Err(ResilienceError::CannotVerifyYet { epoch: entry.epoch, user });
+                }
+                // The chain holds a well-formed commit this device refuses: it is
+                // invalid (or this device's state is not the chain's). Quarantine,
+                // name its committer, and keep everything for investigation.
                 Err(e) => {
-                    tracing::warn!(error = %e, epoch = entry.epoch.0, "chain commit refused");
-                    return Ok(Ok(self.diverged(self.album.epoch(), head)));
+                    let invalid = InvalidCommit {
+                        epoch: entry.epoch,
+                        commit_hash: entry.commit_hash,
+                        committer: self.album.claimed_committer(&entry.commit),
+                    };
+                    tracing::warn!(error = %e, epoch = entry.epoch.0, committer = ?invalid.committer, "chain commit refused");
+                    self.events.push(Event::InvalidCommit { commit: invalid, reason: e.to_string() });
+                    let divergence = Divergence {
+                        local_epoch: self.album.epoch(),
+                        server_epoch: head,
+                        invalid_commit: Some(invalid),
+                    };
+                    return Ok(Ok(self.quarantined(divergence)));
                 }
             }
         }

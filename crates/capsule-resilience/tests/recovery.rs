@@ -8,6 +8,7 @@ use core::time::Duration;
 
 use capsule_amk::HistoryPolicy;
 use capsule_mls::Epoch;
+use capsule_mls::testkit::uid;
 use capsule_resilience::testkit::{self, Fault};
 use capsule_resilience::*;
 use common::*;
@@ -441,4 +442,67 @@ fn a_lost_race_then_silence_follows_the_schedule_instead_of_spinning() {
     assert!(surfaced, "the change reached 'couldn't sync' instead of syncing forever");
     // The conflict answer, one fetch, then one fetch and one re-send per check: no loop.
     assert!(requests <= 2 + 2 * 4, "{requests} requests");
+}
+
+/// "This commit is invalid" is not "I cannot verify this yet": a commit whose
+/// added member is certified by a key that is not the user's trusted one
+/// (Alice's modified client trusts an impostor's key for Carol) quarantines
+/// the honest devices, and the quarantine names the commit and its committer;
+/// a commit naming a user the trust store does not know yet changes nothing
+/// and is applied once the trust store learns the key.
+#[test]
+fn an_invalid_commit_is_reported_with_its_committer_and_an_unknown_identity_waits() {
+    let mut net = album();
+    let carol = net.user(3);
+    let mut impostor = capsule_mls::testkit::Directory::new(99);
+    assert_eq!(impostor.user(3).unwrap(), carol);
+    let fake = impostor.device(carol).unwrap();
+    let mut modified = net.dir.trust.clone();
+    modified.insert(carol, impostor.trust[&carol].clone());
+    net.propose(0, Change::AddUser { user: carol, directory: vec![fake.key_package().unwrap()] });
+    {
+        let validation = capsule_mls::Validation { trust: &modified, now: capsule_mls::testkit::NOW };
+        let n = &mut net.nodes[0];
+        let cx = Context { provider: &n.t.provider, device: &n.t.me, validation };
+        n.album.as_mut().unwrap().drive(cx, &mut n.chain, &net.clock).unwrap();
+    }
+    let alice0 = Member { user: net.nodes[0].t.user, device: net.nodes[0].t.id };
+    let head = net.server.entries(ALBUM.as_bytes()).last().unwrap().clone();
+    for d in [1, 2] {
+        let outcome = net.reconcile(d).unwrap();
+        assert!(matches!(outcome, ReconcileOutcome::Diverged { .. }), "{outcome:?}");
+        let divergence = net.album(d).quarantine().unwrap();
+        let invalid = divergence.invalid_commit.unwrap();
+        assert_eq!(
+            (invalid.epoch, invalid.commit_hash, invalid.committer),
+            (head.epoch, head.commit_hash, Some(alice0))
+        );
+        let events = net.nodes[d].album.as_mut().unwrap().take_events();
+        assert!(events.iter().any(|e| matches!(e, Event::InvalidCommit { commit, .. } if *commit == invalid)));
+    }
+
+    // The real Carol, whose key Bob's trust store has not learned yet.
+    let mut net = album();
+    let (epoch, auth) = (net.album(2).album().epoch(), net.album(2).album().epoch_authenticator());
+    let real = net.add_user(0, 3, 1);
+    assert_eq!(real.len(), 1);
+    let mut partial = net.dir.trust.clone();
+    partial.remove(&uid(3));
+    let waiting = {
+        let validation = capsule_mls::Validation { trust: &partial, now: capsule_mls::testkit::NOW };
+        let n = &mut net.nodes[2];
+        let cx = Context { provider: &n.t.provider, device: &n.t.me, validation };
+        n.album.as_mut().unwrap().reconcile_with_server(cx, &mut n.chain)
+    };
+    assert!(
+        matches!(waiting, Err(ResilienceError::CannotVerifyYet { user, epoch: at }) if user == uid(3) && at == epoch),
+        "{waiting:?}"
+    );
+    assert!(net.album(2).quarantine().is_none(), "not a verdict: no quarantine");
+    assert_eq!(net.album(2).album().epoch(), epoch);
+    assert_eq!(net.album(2).album().epoch_authenticator(), auth);
+    // The trust store learns Carol's key: the same commits apply.
+    assert!(matches!(net.reconcile(2).unwrap(), ReconcileOutcome::Reconciled { .. }));
+    net.sync_all();
+    net.assert_converged();
 }

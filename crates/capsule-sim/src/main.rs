@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     let jobs = arg(&args, "--jobs", parallelism).clamp(1, seeds.max(1));
     let started = std::time::Instant::now();
     let (mut runs, mut ops, mut faults, mut checks, mut violations) = (0u64, 0u64, 0u64, 0u64, Vec::new());
+    let (mut rebootstraps, mut refusals) = (0u64, 0u64);
     // Seeds are independent worlds (own stores, own server): workers take the
     // next seed from a shared counter and report back here, where all output is.
     let next = AtomicU64::new(from);
@@ -44,6 +45,8 @@ fn main() -> ExitCode {
             ops += report.stats.ops;
             faults += report.stats.faults;
             checks += report.stats.checks;
+            rebootstraps += report.stats.rebootstraps;
+            refusals += report.stats.refusals;
             if let Some((msg, trace)) = report.violation {
                 eprintln!("\nseed {}: {msg}\n  shrunk trace ({} ops): {trace:?}", report.seed, trace.len());
                 violations.push(report.seed);
@@ -62,9 +65,15 @@ fn main() -> ExitCode {
     });
     eprintln!();
     violations.sort_unstable();
-    println!("| scenarios run | operations | faults injected | invariant checks | violations | time |");
-    println!("| --- | --- | --- | --- | --- | --- |");
-    println!("| {runs} | {ops} | {faults} | {checks} | {} | {:.0?} |", violations.len(), started.elapsed());
+    println!(
+        "| scenarios run | operations | faults injected | re-bootstraps | refused changes | invariant checks | violations | time |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| {runs} | {ops} | {faults} | {rebootstraps} | {refusals} | {checks} | {} | {:.0?} |",
+        violations.len(),
+        started.elapsed()
+    );
     if violations.is_empty() {
         ExitCode::SUCCESS
     } else {

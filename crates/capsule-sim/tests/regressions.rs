@@ -17,6 +17,15 @@
 //! restarting a re-key whose admin was removed). Seeds 0..=39 almost all failed
 //! once because a removed device reporting `Unrecoverable` counted as a
 //! violation; the fast tier's 200 seeds replay all of them.
+//!
+//! Under [`Mix::Recovery`] (refusals, cancels, divergence, re-bootstrap, a
+//! pruned chain, upgrades), the first runs found a real gap: a device whose
+//! local state a bug moved beside the chain kept submitting commits built on
+//! its local-only epoch, and once the chain reached that epoch number the
+//! server (which does not validate yet) ordered one that every honest device
+//! refuses, quarantining them all. The simulator now makes a diverged device
+//! reconcile before it sends, standing in for the server-side validation the
+//! chain server is to do.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code
 
@@ -48,7 +57,7 @@ fn every_seed_that_ever_failed_passes() {
 
 #[test]
 fn a_trace_replays_exactly_from_its_seed() {
-    for mix in [Mix::Membership, Mix::Full] {
+    for mix in [Mix::Membership, Mix::Full, Mix::Recovery] {
         assert_eq!(capsule_sim::generate(7, 40, mix), capsule_sim::generate(7, 40, mix));
         assert_ne!(capsule_sim::generate(7, 40, mix), capsule_sim::generate(8, 40, mix));
     }
@@ -74,4 +83,37 @@ fn the_full_mix_draws_rekeys_and_lost_devices() {
     }
     let old: Vec<_> = (0..20).flat_map(|seed| capsule_sim::generate(seed, 40, Mix::Membership)).collect();
     assert!(!old.iter().any(|op| matches!(op, capsule_sim::Op::Rekey(_) | capsule_sim::Op::LoseDevice(_))));
+}
+
+#[test]
+fn the_recovery_mix_draws_the_ways_out_of_dead_ends() {
+    let ops: Vec<_> = (0..20).flat_map(|seed| capsule_sim::generate(seed, 40, Mix::Recovery)).collect();
+    for wanted in ["Refused", "Cancel", "Diverge", "Rebootstrap", "Prune", "Upgrade", "Rekey", "LoseDevice"] {
+        assert!(ops.iter().any(|op| format!("{op:?}").starts_with(wanted)), "{wanted} never drawn");
+    }
+}
+
+/// No device stays without a way forward: a device a bug put beside the
+/// chain, and one the server's pruning left behind, are each re-bootstrapped
+/// by their user and re-added by the simulated application, and end in sync
+/// (`settle` fails otherwise).
+#[test]
+fn a_diverged_device_and_a_pruned_one_are_brought_back() {
+    use capsule_sim::Op;
+    let (stats, _) = capsule_sim::run(1, &[Op::Rotate(0), Op::Sync(0), Op::Diverge(3), Op::Sync(3)]).unwrap();
+    assert_eq!(stats.rebootstraps, 1, "Carol's device was re-bootstrapped once");
+    let behind = [
+        Op::Partition(3, true),
+        Op::Rotate(0),
+        Op::Sync(0),
+        Op::Rotate(1),
+        Op::Sync(1),
+        Op::Reconcile(0),
+        Op::Reconcile(2),
+        Op::Prune(3),
+    ];
+    let (stats, _) = capsule_sim::run(2, &behind).unwrap();
+    assert_eq!(stats.rebootstraps, 1, "Carol's device, pruned out, was re-bootstrapped once");
+    let (stats, _) = capsule_sim::run(3, &[Op::Refused(3), Op::Refused(0), Op::Rotate(0)]).unwrap();
+    assert_eq!(stats.refusals, 2);
 }

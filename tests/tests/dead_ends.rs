@@ -384,3 +384,34 @@ fn a_commit_naming_an_identity_not_yet_trusted_waits_instead_of_quarantining() {
     assert!(matches!(outcome, capsule::resilience::ReconcileOutcome::Reconciled { .. }), "{outcome:?}");
     assert_eq!(bob.epoch(ALBUM).unwrap(), alice.epoch(ALBUM).unwrap());
 }
+
+/// `001_…`: "Charlie retains AMK_v1..current": a removed device still opens
+/// every photo it could open before its removal (after a restart too), and
+/// nothing sealed after it.
+#[test]
+fn a_removed_device_keeps_what_it_could_read_and_nothing_after() {
+    let mut fx = Fixture::new().unwrap();
+    let (alice, _bob) = fx.alice_and_bob().unwrap();
+    let charlie = fx.enroll(3, 3).unwrap();
+    let v1 = alice.seal_photo(ALBUM, b"v1").unwrap();
+    alice.propose(ALBUM, Change::AddUser { user: user(3), directory: vec![charlie.key_package().unwrap()] }).unwrap();
+    fx.sync(&alice).unwrap();
+    fx.join(&charlie).unwrap();
+    alice.propose(ALBUM, Change::RotateAmk).unwrap();
+    fx.sync(&alice).unwrap();
+    charlie.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
+    let v2 = charlie.seal_photo(ALBUM, b"v2").unwrap();
+    alice.propose(ALBUM, Change::RemoveUser { user: user(3) }).unwrap();
+    fx.sync(&alice).unwrap();
+    let after = alice.seal_photo(ALBUM, b"v3").unwrap();
+    charlie.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
+    assert_eq!(charlie.status(ALBUM).unwrap(), AlbumStatus::NeedsRebootstrap);
+    let path = fx.path("user3-device3");
+    drop(charlie);
+    let charlie = capsule::Device::open(&path).unwrap();
+    assert_eq!(charlie.open_photo(ALBUM, &v1).unwrap(), b"v1");
+    assert_eq!(charlie.open_photo(ALBUM, &v2).unwrap(), b"v2");
+    assert_eq!(charlie.keyring(ALBUM).unwrap().current_version().get(), 2);
+    assert!(charlie.open_photo(ALBUM, &after).is_err(), "nothing after the removal");
+    assert!(charlie.seal_photo(ALBUM, b"no").is_err(), "a removed device uploads nothing");
+}

@@ -259,15 +259,22 @@ fn forged_bundle_contents_are_refused() {
     assert_eq!(ok.open(&bundle_key(), &meta(capped(2))).unwrap().first_held(), v(4));
 }
 
+/// A keyring of versions 1..=`last`, each epoch secret `[n ^ salt; 32]`
+/// (another salt: another history of the same album).
+fn ring_through(last: u8, salt: u8) -> AmkKeyring {
+    let mut ring = AmkKeyring::create(ALBUM, &EpochSecret::from_exporter([1 ^ salt; 32])).unwrap();
+    for n in 2..=last {
+        ring.rotate(v(u32::from(n)), &EpochSecret::from_exporter([n ^ salt; 32])).unwrap();
+    }
+    ring
+}
+
 /// A device of a user who joined earlier receives the user's fixed range,
 /// which may reach below the policy's window; it must be exactly that range.
 #[test]
 fn a_bundle_for_an_existing_user_carries_exactly_its_entitlement() {
     let m = meta(capped(2));
-    let mut ring = AmkKeyring::create(ALBUM, &EpochSecret::from_exporter([1; 32])).unwrap();
-    for n in 2..=5u8 {
-        ring.rotate(v(u32::from(n)), &EpochSecret::from_exporter([n; 32])).unwrap();
-    }
+    let ring = ring_through(5, 0);
     let key = bundle_key();
     let mut rng = ChaCha20Rng::from_seed([5; 32]);
     let sealed = HistoryBundle::for_user(&ring, &m, v(2)).unwrap().seal(&key, &mut rng).unwrap();
@@ -317,10 +324,7 @@ fn secrets_are_redacted_in_debug() {
 #[test]
 fn an_escrowed_lineage_gives_back_withheld_versions_and_nothing_else() {
     let m = meta(capped(2));
-    let mut full = AmkKeyring::create(ALBUM, &EpochSecret::from_exporter([1; 32])).unwrap();
-    for n in 2..=5u8 {
-        full.rotate(v(u32::from(n)), &EpochSecret::from_exporter([n; 32])).unwrap();
-    }
+    let full = ring_through(5, 0);
     let key = bundle_key();
     let mut rng = ChaCha20Rng::from_seed([6; 32]);
     let window = HistoryBundle::for_joiner(&full, &m).unwrap().seal(&key, &mut rng).unwrap().open(&key, &m).unwrap();
@@ -328,10 +332,7 @@ fn an_escrowed_lineage_gives_back_withheld_versions_and_nothing_else() {
 
     // A lineage of another history (same album, other keys), one sharing no
     // version, and another album's are refused, and change nothing.
-    let mut other = AmkKeyring::create(ALBUM, &EpochSecret::from_exporter([9; 32])).unwrap();
-    for n in 2..=5u8 {
-        other.rotate(v(u32::from(n)), &EpochSecret::from_exporter([n ^ 0x80; 32])).unwrap();
-    }
+    let other = ring_through(5, 0x80);
     let early = AmkKeyring::create(ALBUM, &EpochSecret::from_exporter([1; 32])).unwrap();
     let foreign = AmkKeyring::create(AlbumId::from_bytes([0xaa; 16]), &EpochSecret::from_exporter([1; 32])).unwrap();
     let mut ring = window.clone();

@@ -569,7 +569,13 @@ impl World {
             let store = capsule::store::Store::open(&node.path).map_err(|e| e.to_string())?;
             let me = store.load_device().map_err(|e| e.to_string())?;
             // A device with a commit pending is left alone: its commit may be in the chain.
-            match store.with_album(ALBUM, |a, p| a.stage(p, &me, &Change::RotateAmk, v)) {
+            // (Staging the change already pending would return that very commit,
+            // which may be in the chain: merging it is no divergence.)
+            let staged = store.with_album(ALBUM, |a, p| match a.pending() {
+                Some(_) => Err(capsule_mls::MlsError::PendingCommit),
+                None => a.stage(p, &me, &Change::RotateAmk, v),
+            });
+            match staged {
                 Ok(_) => {
                     store.with_album(ALBUM, |a, p| a.confirm(p)).map_err(|e| e.to_string())?;
                     true

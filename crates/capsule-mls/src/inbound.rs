@@ -251,8 +251,9 @@ impl Album {
         if added_users.len() > 1 {
             return Err(MlsError::Refused("a commit adds devices of one user only"));
         }
-        let members = self.members();
         let mut expected = self.context.entitlements.clone();
+        // Reading every member's credential only matters when something is removed.
+        let members = if removed.is_empty() { Vec::new() } else { self.members() };
         for user in removed.iter().map(|m| m.user).collect::<BTreeSet<_>>() {
             let stays = members.iter().any(|m| m.user == user && !removed.contains(m));
             if !stays && !added_users.contains(&user) {

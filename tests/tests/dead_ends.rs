@@ -176,10 +176,24 @@ fn a_scheduled_rekey_runs_when_due_and_counts_from_when_it_finished() {
     let (alice, bob) = fx.alice_and_bob().unwrap();
     let (mut escrow, budget) = (MemoryEscrow::new([0x0e; 32]), Duration::from_secs(600));
     let monthly = RekeySchedule { every: Duration::from_secs(30 * 24 * 3600) };
-    assert_eq!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow).unwrap(), None);
+    assert_eq!(
+        alice.rekey_if_due(ALBUM, monthly, budget, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow).unwrap(),
+        None
+    );
     fx.clock.advance(Duration::from_secs(31 * 24 * 3600));
-    assert!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow).unwrap().is_some());
-    assert!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow).unwrap().is_none(), "one at a time");
+    assert!(
+        alice
+            .rekey_if_due(ALBUM, monthly, budget, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow)
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        alice
+            .rekey_if_due(ALBUM, monthly, budget, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow)
+            .unwrap()
+            .is_none(),
+        "one at a time"
+    );
     for _ in 0..4 {
         for device in [&alice, &bob] {
             device.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
@@ -190,11 +204,22 @@ fn a_scheduled_rekey_runs_when_due_and_counts_from_when_it_finished() {
     assert_eq!(alice.keyring(ALBUM).unwrap().current_version().get(), 2, "a fresh AMK");
     assert_eq!(bob.keyring(ALBUM).unwrap().current(), alice.keyring(ALBUM).unwrap().current());
     // The next one counts from when this one finished.
-    assert_eq!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow).unwrap(), None);
+    assert_eq!(
+        alice.rekey_if_due(ALBUM, monthly, budget, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow).unwrap(),
+        None
+    );
     fx.clock.advance(Duration::from_secs(29 * 24 * 3600));
-    assert_eq!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow).unwrap(), None);
+    assert_eq!(
+        alice.rekey_if_due(ALBUM, monthly, budget, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow).unwrap(),
+        None
+    );
     fx.clock.advance(Duration::from_secs(2 * 24 * 3600));
-    assert!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow).unwrap().is_some());
+    assert!(
+        alice
+            .rekey_if_due(ALBUM, monthly, budget, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow)
+            .unwrap()
+            .is_some()
+    );
 }
 
 /// `001_…`: "New device is now equivalent to Alice's other devices". Under a
@@ -298,7 +323,18 @@ fn a_stalled_rekey_is_redriven_by_another_owner_from_the_escrow_with_no_version_
     let alice_kp = alice.key_package().unwrap();
     let ogk = [0x0e; 32];
     let mut escrow = MemoryEscrow::new(ogk);
-    alice.rekey_group(ALBUM, RekeyId(1), RekeyReason::AdminInitiated, &fx.clock, day, &mut escrow).unwrap();
+    alice
+        .rekey_group(
+            ALBUM,
+            RekeyId(1),
+            RekeyReason::AdminInitiated,
+            day,
+            &mut fx.chain(),
+            fx.validation(),
+            &fx.clock,
+            &mut escrow,
+        )
+        .unwrap();
     fx.sync(&alice).unwrap();
     let lineage = escrow.sealed(ALBUM).unwrap().to_vec();
     let v1_key = alice.keyring(ALBUM).unwrap().get(capsule::amk::AmkVersion::FIRST).unwrap().expose_secret().to_vec();
@@ -306,7 +342,8 @@ fn a_stalled_rekey_is_redriven_by_another_owner_from_the_escrow_with_no_version_
     dave.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
     fx.sync(&dave).unwrap();
     assert_eq!(dave.stalled_rekey(ALBUM, &fx.clock, week).unwrap(), None, "not stalled yet");
-    let refused = dave.recover_stalled_rekey(ALBUM, &fx.clock, week, day, &mut escrow);
+    let refused =
+        dave.recover_stalled_rekey(ALBUM, week, day, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow);
     assert!(matches!(refused, Err(capsule::Error::Resilience(capsule::resilience::ResilienceError::NotStalled))));
     fx.clock.advance(8 * day);
     assert_eq!(dave.stalled_rekey(ALBUM, &fx.clock, week).unwrap().map(|m| m.id), Some(RekeyId(1)));
@@ -315,13 +352,28 @@ fn a_stalled_rekey_is_redriven_by_another_owner_from_the_escrow_with_no_version_
     bob.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
     fx.sync(&bob).unwrap();
     let dave_before = dave.keyring(ALBUM).unwrap();
-    assert!(bob.recover_stalled_rekey(ALBUM, &fx.clock, Duration::ZERO, day, &mut escrow).is_err());
-    assert!(dave.recover_stalled_rekey(ALBUM, &fx.clock, week, day, &mut MemoryEscrow::new(ogk)).is_err());
+    assert!(
+        bob.recover_stalled_rekey(ALBUM, Duration::ZERO, day, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow)
+            .is_err()
+    );
+    assert!(
+        dave.recover_stalled_rekey(
+            ALBUM,
+            week,
+            day,
+            &mut fx.chain(),
+            fx.validation(),
+            &fx.clock,
+            &mut MemoryEscrow::new(ogk)
+        )
+        .is_err()
+    );
     assert_eq!(dave.keyring(ALBUM).unwrap(), dave_before, "a refusal changes nothing");
 
     // Dave re-drives it: the lineage comes back, and the re-key runs to the end.
     dave.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
-    let id = dave.recover_stalled_rekey(ALBUM, &fx.clock, week, day, &mut escrow).unwrap();
+    let id =
+        dave.recover_stalled_rekey(ALBUM, week, day, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow).unwrap();
     assert_ne!(id, RekeyId(1));
     assert_eq!(dave.keyring(ALBUM).unwrap().first_held().get(), 1, "no version lost");
     // Bob's phone stays offline through this re-key too: both are re-added.
@@ -414,4 +466,49 @@ fn a_removed_device_keeps_what_it_could_read_and_nothing_after() {
     assert_eq!(charlie.keyring(ALBUM).unwrap().current_version().get(), 2);
     assert!(charlie.open_photo(ALBUM, &after).is_err(), "nothing after the removal");
     assert!(charlie.seal_photo(ALBUM, b"no").is_err(), "a removed device uploads nothing");
+}
+
+/// An escrow holds only what the chain confirmed. An admin whose state a bug
+/// moved beside the chain (a rotation merged locally, never sent) starts a
+/// re-key: it reconciles first, is quarantined, and its local-only AMK version
+/// never reaches the escrow, where it would conflict with every honest owner's
+/// later deposit and leave a stalled re-key with no way to restart.
+#[test]
+fn a_diverged_admin_is_quarantined_before_its_keys_reach_the_escrow() {
+    use capsule::mls::{RekeyId, RekeyReason};
+    use capsule::resilience::{ResilienceError, testkit::MemoryEscrow};
+    use std::time::Duration;
+
+    let mut fx = Fixture::new().unwrap();
+    let (alice, bob) = fx.alice_and_bob().unwrap();
+    let mut escrow = MemoryEscrow::new([0x0e; 32]);
+    let budget = Duration::from_secs(600);
+    let path = fx.path("user1-device1");
+    drop(alice);
+    {
+        let store = capsule::store::Store::open(&path).unwrap();
+        let me = store.load_device().unwrap();
+        store.with_album(ALBUM, |a, p| a.stage(p, &me, &Change::RotateAmk, fx.validation())).unwrap();
+        store.with_album(ALBUM, |a, p| a.confirm(p)).unwrap();
+    }
+    let alice = capsule::Device::open(&path).unwrap();
+    let local_only = alice.keyring(ALBUM).unwrap();
+    assert_eq!(local_only.current_version().get(), 2);
+
+    let refused = alice.rekey_group(
+        ALBUM,
+        RekeyId(1),
+        RekeyReason::SuspectedCompromise,
+        budget,
+        &mut fx.chain(),
+        fx.validation(),
+        &fx.clock,
+        &mut escrow,
+    );
+    assert!(matches!(refused, Err(capsule::Error::Resilience(ResilienceError::Quarantined { .. }))), "{refused:?}");
+    assert!(escrow.sealed(ALBUM).is_none(), "nothing deposited");
+    assert!(matches!(alice.status(ALBUM).unwrap(), AlbumStatus::Quarantined { .. }));
+    assert_eq!(alice.keyring(ALBUM).unwrap(), local_only, "the refusal changed nothing else");
+    // Bob, in step with the chain, holds version 1 only: the chain never saw a rotation.
+    assert_eq!(bob.keyring(ALBUM).unwrap().current_version().get(), 1);
 }

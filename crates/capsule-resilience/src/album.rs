@@ -4,6 +4,7 @@
 //! ([`ResilientAlbum::next_deadline`]), like `quinn-proto`'s connection. The
 //! caller does the I/O, with no store transaction open.
 
+use capsule_amk::AmkKeyring;
 use capsule_identity::UserId;
 use capsule_mls::{
     Album, Applied, DeviceIdentity, Epoch, Member, MlsError, OpenMlsProvider, RekeyId, RekeyMarker, RekeyReason,
@@ -547,20 +548,32 @@ impl ResilientAlbum {
         budget: core::time::Duration,
         escrow: &mut dyn AmkEscrow,
     ) -> Result<()> {
-        self.ensure_not_quarantined()?;
-        if self.completed_rekeys.contains(&id) {
-            return Ok(());
-        }
-        match &self.rekey {
-            Some(j) if j.marker.id == id => return Ok(()),
-            Some(j) => return Err(ResilienceError::RekeyInProgress(j.marker.id)),
-            None => {}
-        }
-        escrow.deposit(self.album.id(), self.album.keyring()).map_err(ResilienceError::Escrow)?;
+        let Some(lineage) = self.rekey_deposit(id)? else { return Ok(()) };
+        escrow.deposit(self.album.id(), lineage).map_err(ResilienceError::Escrow)?;
         let journal = RekeyJournal::new(id, reason, self.album.leaf_fingerprints(), now, budget);
         self.propose(Change::BeginRekey { marker: journal.marker });
         self.rekey = Some(journal);
         Ok(())
+    }
+
+    /// What [`ResilientAlbum::rekey_group`] would deposit for `id`: this
+    /// device's keyring, or `None` when `id` runs or finished already. A
+    /// durable caller deposits it with no store transaction open (a real
+    /// escrow is a network call), after reconciling with the chain, so only a
+    /// lineage the chain confirmed reaches the escrow.
+    ///
+    /// # Errors
+    /// As [`ResilientAlbum::rekey_group`], with nothing changed.
+    pub fn rekey_deposit(&self, id: RekeyId) -> Result<Option<&AmkKeyring>> {
+        self.ensure_not_quarantined()?;
+        if self.completed_rekeys.contains(&id) {
+            return Ok(None);
+        }
+        match &self.rekey {
+            Some(j) if j.marker.id == id => Ok(None),
+            Some(j) => Err(ResilienceError::RekeyInProgress(j.marker.id)),
+            None => Ok(Some(self.album.keyring())),
+        }
     }
 
     /// Whether `schedule` calls for a re-key now: the album's last re-key (as
@@ -616,11 +629,7 @@ impl ResilientAlbum {
         budget: core::time::Duration,
         escrow: &mut dyn AmkEscrow,
     ) -> Result<()> {
-        self.ensure_not_quarantined()?;
-        let stalled = self.stalled_rekey(now, stall).ok_or(ResilienceError::NotStalled)?;
-        if !self.album.context().metadata.is_admin(&owner) {
-            return Err(MlsError::Unauthorized("only owners recover a stalled re-key").into());
-        }
+        let stalled = self.stalled_rekey_recoverable(owner, now, stall)?;
         let album = self.album.id();
         let lineage = escrow.recover(album).map_err(ResilienceError::Escrow)?;
         let lineage = lineage.ok_or_else(|| ResilienceError::Escrow("no lineage deposited for this album".into()))?;
@@ -635,6 +644,26 @@ impl ResilientAlbum {
         self.propose(Change::BeginRekey { marker: journal.marker });
         self.rekey = Some(journal);
         Ok(())
+    }
+
+    /// The stalled re-key `owner` may re-drive with
+    /// [`ResilientAlbum::recover_stalled_rekey`]; checked before anything
+    /// reaches the escrow.
+    ///
+    /// # Errors
+    /// As [`ResilientAlbum::recover_stalled_rekey`], with nothing changed.
+    pub fn stalled_rekey_recoverable(
+        &self,
+        owner: UserId,
+        now: Timestamp,
+        stall: core::time::Duration,
+    ) -> Result<RekeyMarker> {
+        self.ensure_not_quarantined()?;
+        let stalled = self.stalled_rekey(now, stall).ok_or(ResilienceError::NotStalled)?;
+        if !self.album.context().metadata.is_admin(&owner) {
+            return Err(MlsError::Unauthorized("only owners recover a stalled re-key").into());
+        }
+        Ok(stalled)
     }
 
     /// The application supplies a fresh KeyPackage for a device that may not

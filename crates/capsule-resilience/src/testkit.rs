@@ -61,8 +61,9 @@ impl Clock for SimClock {
 /// An in-memory stand-in for the owner-group-key escrow. Like the real one it
 /// holds no key in the clear: every deposit is sealed (XChaCha20-Poly1305,
 /// bound to its album) under the key the test owns, standing in for the OGK.
-/// It keeps the latest deposit per album and refuses one that would lose or
-/// change a version it already holds.
+/// It keeps one lineage per album: a deposit extends it (versions the
+/// depositor was withheld are kept), and one that would change a version it
+/// holds, or leave a gap, is refused.
 pub struct MemoryEscrow {
     key: Zeroizing<[u8; 32]>,
     deposits: BTreeMap<AlbumId, ([u8; 24], Vec<u8>)>,
@@ -99,11 +100,11 @@ impl MemoryEscrow {
 
 impl AmkEscrow for MemoryEscrow {
     fn deposit(&mut self, album: AlbumId, keyring: &AmkKeyring) -> Result<(), String> {
-        if let Some(held) = self.recover(album)?
-            && held.held().any(|(v, k)| keyring.get(v).is_none_or(|other| other != k))
-            && keyring.first_held() <= held.first_held()
-        {
-            return Err("deposit would lose or change a version".into());
+        // What it holds already stays: older versions the depositor was
+        // withheld are kept, and a version it holds differently is refused.
+        let mut keyring = keyring.clone();
+        if let Some(held) = self.recover(album)? {
+            keyring.recover_history(&held).map_err(|e| format!("deposit would lose or change a version: {e}"))?;
         }
         // A counter nonce: unique per deposit under this key, no RNG needed.
         self.sealed += 1;

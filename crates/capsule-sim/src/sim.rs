@@ -388,22 +388,23 @@ impl World {
         }
         self.rekeys += 1;
         let id = RekeyId(self.rekeys);
-        let dev = self.nodes.get(d).and_then(|n| n.device.as_ref()).ok_or("device")?;
-        let started = dev.rekey_group(
-            ALBUM,
-            id,
-            RekeyReason::SuspectedCompromise,
-            &self.clock,
-            Duration::from_secs(600),
-            &mut self.escrow,
-        );
+        let v = Validation { trust: &self.trust, now: NOW };
+        let node = self.nodes.get_mut(d).ok_or("node")?;
+        let dev = node.device.as_ref().ok_or("device")?;
+        let budget = Duration::from_secs(600);
+        let reason = RekeyReason::SuspectedCompromise;
+        let started = dev.rekey_group(ALBUM, id, reason, budget, &mut node.chain, v, &self.clock, &mut self.escrow);
         match started {
             Ok(()) => {
                 self.rekey_admins.insert(id, d);
             }
-            // Another re-key of this device runs, or the escrow refuses a deposit
-            // that would lose versions (this admin is behind): refusals, not violations.
-            Err(capsule::Error::Resilience(ResilienceError::RekeyInProgress(_) | ResilienceError::Escrow(_))) => {
+            // Another re-key of this device runs, the escrow refuses a deposit
+            // that would lose versions (this admin is behind), or the chain it
+            // starts from does not answer: refusals, not violations.
+            Err(
+                capsule::Error::Resilience(ResilienceError::RekeyInProgress(_) | ResilienceError::Escrow(_))
+                | capsule::Error::Chain(_),
+            ) => {
                 return Ok(());
             }
             Err(capsule::Error::Resilience(ResilienceError::Quarantined { .. })) if self.diverged.contains(&d) => {

@@ -27,7 +27,12 @@
 //! reconcile before it sends, standing in for the server-side validation the
 //! chain server is to do. Seeds 1628 and 2528 failed for the simulator's own
 //! reason: its "diverge" step re-staged a change already pending, whose commit
-//! was in the chain, and merged it behind the resilience layer's back.
+//! was in the chain, and merged it behind the resilience layer's back. Seed
+//! 1727 found a real bug: a diverged admin that started a re-key before it
+//! reconciled deposited its local-only AMK version in the escrow, which then
+//! refused every honest owner's deposit, so the orphaned re-key could never
+//! be restarted. A re-key now starts from the chain's head (the device
+//! reconciles first, and a diverged one is quarantined before it deposits).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code
 
@@ -47,6 +52,7 @@ const SEEDS: &[(u64, Mix)] = &[
     (92, Mix::Full),
     (1628, Mix::Recovery),
     (2528, Mix::Recovery),
+    (1727, Mix::Recovery),
 ];
 
 #[test]

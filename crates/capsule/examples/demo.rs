@@ -263,9 +263,14 @@ fn main() {
     let t = step("A full re-key (suspected compromise) survives a crash of every device");
     let mut escrow = MemoryEscrow::new([0x0e; 32]);
     let v_before = w.device("bob-laptop").keyring(ALBUM).unwrap().current_version();
-    w.device("alice-laptop")
-        .rekey_group(ALBUM, RekeyId(1), RekeyReason::SuspectedCompromise, &clock, Duration::from_secs(600), &mut escrow)
-        .unwrap();
+    {
+        let v = Validation { trust: &w.trust, now: NOW };
+        let i = w.idx("alice-laptop");
+        let alice = &mut w.phones[i];
+        let budget = Duration::from_secs(600);
+        let (id, reason) = (RekeyId(1), RekeyReason::SuspectedCompromise);
+        alice.device.rekey_group(ALBUM, id, reason, budget, &mut alice.chain, v, &clock, &mut escrow).unwrap();
+    }
     println!("   alice-laptop quiesces the album: {}", summarize(&w.sync("alice-laptop")));
     w.reconcile("bob-phone");
     println!(

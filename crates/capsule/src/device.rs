@@ -9,7 +9,7 @@ use capsule_identity::{DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair
 use capsule_mls::{DeviceIdentity, Epoch, Member, RekeyId, Validation, key_package};
 use capsule_resilience::{
     AlbumStatus, AmkEscrow, Change, Clock, CommitChain, Discarded, Event, IntentId, IntentState, ReconcileOutcome,
-    RekeyReason, RekeySchedule, ResilientAlbum, RetryPolicy, Timestamp,
+    RekeyReason, RekeySchedule, ResilienceError, ResilientAlbum, RetryPolicy, Timestamp,
 };
 use capsule_store::{Store, StoreError};
 use getrandom::SysRng;
@@ -24,6 +24,29 @@ pub struct Rebootstrap {
     pub discarded: Discarded,
     /// The fresh KeyPackage another device re-adds this one from.
     pub key_package: Vec<u8>,
+}
+
+/// The escrow as a store transaction sees it: the escrow was called before the
+/// transaction opened, so no escrow call (a network call for a real OGK
+/// escrow) runs inside one. Asked to deposit anything but what went out, it
+/// refuses: the album changed in between, and the caller tries again.
+struct Deposited {
+    recovered: Option<AmkKeyring>,
+    lineage: AmkKeyring,
+}
+
+impl AmkEscrow for Deposited {
+    fn deposit(&mut self, _: AlbumId, keyring: &AmkKeyring) -> core::result::Result<(), String> {
+        if *keyring == self.lineage {
+            Ok(())
+        } else {
+            Err("the album's keys changed after the deposit; try again".into())
+        }
+    }
+
+    fn recover(&self, _: AlbumId) -> core::result::Result<Option<AmkKeyring>, String> {
+        Ok(self.recovered.clone())
+    }
 }
 
 /// One enrolled device. Its state lives in its store; every call is one or more
@@ -523,10 +546,15 @@ impl Device {
     /// Starts (or resumes; a completed id is a no-op) the full re-key ceremony:
     /// quiesce → every member replaces its leaf → resume on a fresh AMK. It
     /// progresses with [`Device::sync`] on every member; the album's AMK lineage
-    /// goes to `escrow` first.
+    /// goes to `escrow` first. It starts from the chain's head: the device
+    /// reconciles first, so only a lineage the chain confirmed is deposited
+    /// (a device that diverged is quarantined instead), and the escrow is
+    /// called with no store transaction open.
     ///
     /// # Errors
-    /// Another re-key in progress, an escrow refusal, quarantine, store errors.
+    /// Another re-key in progress, an escrow refusal, quarantine (found now or
+    /// before), the chain not answering, store errors. Nothing is deposited
+    /// or started on any error.
     ///
     /// # Examples
     /// ```
@@ -540,7 +568,7 @@ impl Device {
     ///
     /// let mut escrow = MemoryEscrow::new([0x0e; 32]);
     /// let budget = Duration::from_secs(600);
-    /// alice.rekey_group(ALBUM, RekeyId(1), RekeyReason::SuspectedCompromise, &fx.clock, budget, &mut escrow)?;
+    /// alice.rekey_group(ALBUM, RekeyId(1), RekeyReason::SuspectedCompromise, budget, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow)?;
     /// // Every member syncs until the ceremony is done: quiesce, fresh leaves, fresh AMK.
     /// for _ in 0..4 {
     ///     for device in [&alice, &bob] {
@@ -553,21 +581,50 @@ impl Device {
     /// assert_eq!(alice.keyring(ALBUM)?.current_version().get(), 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[allow(clippy::too_many_arguments)] // each is a separate decision of the caller's
     pub fn rekey_group(
         &self,
         album: AlbumId,
         id: RekeyId,
         reason: RekeyReason,
-        clock: &impl Clock,
         budget: core::time::Duration,
+        chain: &mut impl CommitChain,
+        validation: Validation<'_>,
+        clock: &impl Clock,
         escrow: &mut dyn AmkEscrow,
     ) -> Result<()> {
-        let now = clock.now();
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
-        Ok(self
-            .store
-            .with_resilient(album, self.policy.clone(), |r, _| r.rekey_group(id, reason, now, budget, escrow))?)
+        self.start_rekey(album, id, reason, budget, chain, validation, clock, escrow)
+    }
+
+    /// [`Device::rekey_group`] with the album lock held. The re-key starts from
+    /// the chain's head: a device that merged something the chain never saw
+    /// (a bug) finds out here and is quarantined before its keys reach the
+    /// escrow, where they would conflict with every honest owner's deposit.
+    /// The escrow is called with no store transaction open.
+    #[allow(clippy::too_many_arguments)]
+    fn start_rekey(
+        &self,
+        album: AlbumId,
+        id: RekeyId,
+        reason: RekeyReason,
+        budget: core::time::Duration,
+        chain: &mut impl CommitChain,
+        validation: Validation<'_>,
+        clock: &impl Clock,
+        escrow: &mut dyn AmkEscrow,
+    ) -> Result<()> {
+        self.store.reconcile_album(album, &self.policy, &self.me, validation, chain)?;
+        let lineage =
+            self.store.read_resilient(album, self.policy.clone(), |r| r.rekey_deposit(id).map(|l| l.cloned()))??;
+        let Some(lineage) = lineage else { return Ok(()) };
+        escrow.deposit(album, &lineage).map_err(ResilienceError::Escrow)?;
+        let now = clock.now();
+        let mut deposited = Deposited { recovered: None, lineage };
+        Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| {
+            r.rekey_group(id, reason, now, budget, &mut deposited)
+        })?)
     }
 
     /// Starts a scheduled re-key when `schedule` calls for one (the album went
@@ -590,33 +647,38 @@ impl Device {
     ///
     /// let (mut escrow, budget) = (MemoryEscrow::new([0x0e; 32]), Duration::from_secs(600));
     /// let monthly = RekeySchedule { every: Duration::from_secs(30 * 24 * 3600) };
-    /// assert_eq!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow)?, None);
+    /// assert_eq!(alice.rekey_if_due(ALBUM, monthly, budget, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow)?, None);
     /// fx.clock.advance(Duration::from_secs(31 * 24 * 3600));
-    /// assert!(alice.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow)?.is_some());
+    /// assert!(alice.rekey_if_due(ALBUM, monthly, budget, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow)?.is_some());
     /// // Bob is not an admin: his device never starts one.
-    /// assert_eq!(bob.rekey_if_due(ALBUM, monthly, &fx.clock, budget, &mut escrow)?, None);
+    /// assert_eq!(bob.rekey_if_due(ALBUM, monthly, budget, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow)?, None);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[allow(clippy::too_many_arguments)] // each is a separate decision of the caller's
     pub fn rekey_if_due(
         &self,
         album: AlbumId,
         schedule: RekeySchedule,
-        clock: &impl Clock,
         budget: core::time::Duration,
+        chain: &mut impl CommitChain,
+        validation: Validation<'_>,
+        clock: &impl Clock,
         escrow: &mut dyn AmkEscrow,
     ) -> Result<Option<RekeyId>> {
         let (now, user) = (clock.now(), self.user());
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
-        Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| {
-            if !r.album().context().metadata.is_admin(&user) || !r.scheduled_rekey_due(&schedule, now) {
-                return Ok(None);
-            }
-            // Unique enough per album: another admin's concurrent one takes over.
-            let id = RekeyId(now.0);
-            r.rekey_group(id, RekeyReason::Scheduled, now, budget, escrow)?;
-            Ok(Some(id))
-        })?)
+        let due =
+            |r: &ResilientAlbum| r.album().context().metadata.is_admin(&user) && r.scheduled_rekey_due(&schedule, now);
+        // Decided from the local view first, so a device with nothing due
+        // makes no call to the chain.
+        if !self.store.read_resilient(album, self.policy.clone(), due)? {
+            return Ok(None);
+        }
+        // Unique enough per album: another admin's concurrent one takes over.
+        let id = RekeyId(now.0);
+        self.start_rekey(album, id, RekeyReason::Scheduled, budget, chain, validation, clock, escrow)?;
+        Ok(Some(id))
     }
 
     /// The re-key the album shows, if it has not finished `stall` after this
@@ -637,7 +699,7 @@ impl Device {
     /// use capsule::resilience::testkit::MemoryEscrow;
     ///
     /// let (mut escrow, day) = (MemoryEscrow::new([0x0e; 32]), Duration::from_secs(24 * 3600));
-    /// alice.rekey_group(ALBUM, RekeyId(1), RekeyReason::Scheduled, &fx.clock, day, &mut escrow)?;
+    /// alice.rekey_group(ALBUM, RekeyId(1), RekeyReason::Scheduled, day, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow)?;
     /// fx.sync(&alice)?; // the marker is in the chain; Bob's phone stays offline
     /// assert_eq!(alice.stalled_rekey(ALBUM, &fx.clock, 7 * day)?, None);
     /// fx.clock.advance(8 * day);
@@ -679,10 +741,10 @@ impl Device {
     /// use capsule::resilience::{AlbumStatus, testkit::MemoryEscrow};
     ///
     /// let (mut escrow, day) = (MemoryEscrow::new([0x0e; 32]), Duration::from_secs(24 * 3600));
-    /// alice.rekey_group(ALBUM, RekeyId(1), RekeyReason::Scheduled, &fx.clock, day, &mut escrow)?;
+    /// alice.rekey_group(ALBUM, RekeyId(1), RekeyReason::Scheduled, day, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow)?;
     /// fx.sync(&alice)?;
     /// fx.clock.advance(8 * day); // Bob never answered, and nobody had his KeyPackage
-    /// let id = alice.recover_stalled_rekey(ALBUM, &fx.clock, 7 * day, day, &mut escrow)?;
+    /// let id = alice.recover_stalled_rekey(ALBUM, 7 * day, day, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow)?;
     /// alice.provide_rekey_key_package(ALBUM, bob.member(), bob.key_package()?)?;
     /// fx.sync(&alice)?;
     /// fx.clock.advance(2 * day);
@@ -692,24 +754,39 @@ impl Device {
     /// assert_ne!(id, RekeyId(1));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[allow(clippy::too_many_arguments)] // each is a separate decision of the caller's
     pub fn recover_stalled_rekey(
         &self,
         album: AlbumId,
-        clock: &impl Clock,
         stall: core::time::Duration,
         budget: core::time::Duration,
+        chain: &mut impl CommitChain,
+        validation: Validation<'_>,
+        clock: &impl Clock,
         escrow: &mut dyn AmkEscrow,
     ) -> Result<RekeyId> {
         let (now, owner) = (clock.now(), self.user());
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
-        Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| {
-            // A fresh id, distinct from the stalled one even within a millisecond.
-            let stalled = r.stalled_rekey(now, stall).map_or(0, |m| m.id.0);
-            let id = RekeyId(now.0.max(stalled.saturating_add(1)));
-            r.recover_stalled_rekey(owner, id, now, stall, budget, escrow)?;
-            Ok(id)
-        })?)
+        // As for a new re-key: from the chain's head, and the escrow (a network
+        // call for the real one) with no store transaction open.
+        self.store.reconcile_album(album, &self.policy, &self.me, validation, chain)?;
+        let (stalled, keyring) = self.store.read_resilient(album, self.policy.clone(), |r| {
+            r.stalled_rekey_recoverable(owner, now, stall).map(|m| (m, r.album().keyring().clone()))
+        })??;
+        let recovered = escrow.recover(album).map_err(ResilienceError::Escrow)?;
+        let lineage =
+            recovered.clone().ok_or_else(|| ResilienceError::Escrow("no lineage deposited for this album".into()))?;
+        let mut merged = keyring;
+        merged.recover_history(&lineage)?;
+        escrow.deposit(album, &merged).map_err(ResilienceError::Escrow)?;
+        // A fresh id, distinct from the stalled one even within a millisecond.
+        let id = RekeyId(now.0.max(stalled.id.0.saturating_add(1)));
+        let mut deposited = Deposited { recovered, lineage: merged };
+        self.store.with_resilient(album, self.policy.clone(), |r, _| {
+            r.recover_stalled_rekey(owner, id, now, stall, budget, &mut deposited)
+        })?;
+        Ok(id)
     }
 
     /// Supplies a fresh KeyPackage (from the device directory) for a member that
@@ -729,7 +806,7 @@ impl Device {
     /// use capsule::resilience::testkit::MemoryEscrow;
     ///
     /// let mut escrow = MemoryEscrow::new([0x0e; 32]);
-    /// alice.rekey_group(ALBUM, RekeyId(1), RekeyReason::Scheduled, &fx.clock, Duration::from_secs(600), &mut escrow)?;
+    /// alice.rekey_group(ALBUM, RekeyId(1), RekeyReason::Scheduled, Duration::from_secs(600), &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow)?;
     /// // From the directory: used only if Bob does not answer within the budget.
     /// alice.provide_rekey_key_package(ALBUM, bob.member(), bob.key_package()?)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -11,6 +11,7 @@ use capsule::Device;
 use capsule::resilience::testkit::{Fault, FaultyChain, MemoryChain};
 use capsule::resilience::{
     AlbumStatus, ChainEntry, ChainError, Change, CommitChain, Epoch, Event, Submission, SubmitAnswer, Timestamp,
+    WelcomeBlobs,
 };
 use capsule::testkit::{ALBUM, Fixture};
 
@@ -45,6 +46,10 @@ impl CommitChain for LockProbe {
     fn head(&mut self) -> Result<Epoch, ChainError> {
         self.take_write_lock();
         self.inner.head()
+    }
+    fn welcome(&mut self, epoch: Epoch) -> Result<Option<WelcomeBlobs>, ChainError> {
+        self.take_write_lock();
+        self.inner.welcome(epoch)
     }
 }
 

@@ -42,6 +42,7 @@ mod boundary;
 mod change;
 mod context;
 mod error;
+mod framing;
 mod ids;
 mod inbound;
 mod outgoing;
@@ -55,6 +56,7 @@ pub use binding::{ALBUM_EXTENSION_TYPE, CREDENTIAL_TYPE, DeviceIdentity, Validat
 pub use change::Change;
 pub use context::{AlbumContext, RekeyId, RekeyMarker, RekeyReason};
 pub use error::{MlsError, Result};
+pub use framing::{Framing, framing};
 pub use ids::{Epoch, Member};
 pub use inbound::Applied;
 /// The provider bound of every operation: higher layers name it through this

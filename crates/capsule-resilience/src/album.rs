@@ -439,7 +439,8 @@ impl ResilientAlbum {
         match answer {
             Answer::Submitted { commit_hash, result } => {
                 let failure = match &result {
-                    Err(ChainError::Unavailable) | Ok(_) => None,
+                    // A refusal ends the change (`Refusal::ChainRefused`): its event says so.
+                    Err(ChainError::Unavailable | ChainError::Refused(_)) | Ok(_) => None,
                     Err(e) => Some(e.clone()),
                 };
                 self.handle_submitted(cx, commit_hash, result, now)?;

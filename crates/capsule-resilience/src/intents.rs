@@ -88,6 +88,10 @@ pub enum Refusal {
     /// KeyPackage names yet: learn it (the identity directory), then propose
     /// the change again.
     UnknownIdentity,
+    /// The chain refused the commit before ordering it (see
+    /// [`crate::Refused`]): it was dropped and nothing was merged. An honest
+    /// device's commit never is; report it.
+    ChainRefused,
 }
 
 impl Refusal {
@@ -283,6 +287,13 @@ impl ResilientAlbum {
             }
             // Lost the race (or the server moved on): catch up; the change is re-proposed.
             Ok(SubmitAnswer::Accepted { .. } | SubmitAnswer::Conflict { .. }) => self.fetch_due = true,
+            // Refused before ordering: it will never be in the chain, so the
+            // pending commit goes and the change ends, with the reason.
+            Err(ChainError::Refused(refused)) => {
+                self.album.reject(cx.provider)?;
+                let reason = format!("the chain refused the commit: {refused}");
+                self.set_state(id, IntentState::Failed { refusal: Refusal::ChainRefused, reason }, now);
+            }
             // No answer (or none usable): the detection timeout decides.
             Err(_) => {}
         }

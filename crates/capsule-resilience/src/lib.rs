@@ -98,8 +98,11 @@ pub mod rekey;
 pub mod testkit;
 
 pub use album::{AlbumStatus, Context, Discarded, Event, RekeySchedule, ResilientAlbum};
+pub use capsule_chain::{
+    BadAnswer, ChainEntry, ChainError, CommitChain, Fetched, Refused, Submission, SubmitAnswer, WelcomeBlobs,
+};
 pub use capsule_mls::{Epoch, Member, RekeyId, RekeyMarker, RekeyReason};
-pub use chain::{Action, Answer, BadAnswer, ChainEntry, ChainError, CommitChain, Fetched, Submission, SubmitAnswer};
+pub use chain::{Action, Answer};
 pub use clock::{Clock, SystemClock, Timestamp};
 pub use error::{ResilienceError, Result};
 pub use intents::{Change, Intent, IntentId, IntentState, Refusal, RetryPolicy};

@@ -324,6 +324,9 @@ impl CommitChain for Liar<'_> {
     fn head(&mut self) -> core::result::Result<Epoch, ChainError> {
         self.inner.head()
     }
+    fn welcome(&mut self, epoch: Epoch) -> core::result::Result<Option<WelcomeBlobs>, ChainError> {
+        self.inner.welcome(epoch)
+    }
 }
 
 fn rehash(e: &mut ChainEntry) {
@@ -407,6 +410,10 @@ impl CommitChain for AnswersThenSilence<'_> {
         Err(ChainError::Unavailable)
     }
     fn head(&mut self) -> core::result::Result<Epoch, ChainError> {
+        self.requests += 1;
+        Err(ChainError::Unavailable)
+    }
+    fn welcome(&mut self, _: Epoch) -> core::result::Result<Option<WelcomeBlobs>, ChainError> {
         self.requests += 1;
         Err(ChainError::Unavailable)
     }
@@ -505,4 +512,51 @@ fn an_invalid_commit_is_reported_with_its_committer_and_an_unknown_identity_wait
     assert!(matches!(net.reconcile(2).unwrap(), ReconcileOutcome::Reconciled { .. }));
     net.sync_all();
     net.assert_converged();
+}
+
+/// A chain that refuses every submission before ordering it.
+struct Refuses<'a> {
+    inner: &'a mut testkit::FaultyChain<testkit::MemoryChain>,
+}
+
+impl CommitChain for Refuses<'_> {
+    fn submit(&mut self, _: &Submission) -> core::result::Result<SubmitAnswer, ChainError> {
+        Err(ChainError::Refused(Refused::WrongAlbum))
+    }
+    fn fetch(&mut self, from: Epoch) -> core::result::Result<Vec<ChainEntry>, ChainError> {
+        self.inner.fetch(from)
+    }
+    fn head(&mut self) -> core::result::Result<Epoch, ChainError> {
+        self.inner.head()
+    }
+    fn welcome(&mut self, epoch: Epoch) -> core::result::Result<Option<WelcomeBlobs>, ChainError> {
+        self.inner.welcome(epoch)
+    }
+}
+
+/// A commit the chain refuses before ordering will never be in it: the change
+/// fails with the chain's reason, the pending commit goes, nothing is merged,
+/// and the next change goes through.
+#[test]
+fn a_commit_the_chain_refuses_fails_its_change_and_merges_nothing() {
+    let mut net = album();
+    let before = (net.album(0).album().epoch(), net.album(0).album().keyring().current_version());
+    let id = net.propose(0, Change::RotateAmk);
+    {
+        let validation = capsule_mls::Validation { trust: &net.dir.trust, now: capsule_mls::testkit::NOW };
+        let node = &mut net.nodes[0];
+        let cx = Context { provider: &node.t.provider, device: &node.t.me, validation };
+        let mut chain = Refuses { inner: &mut node.chain };
+        let events = node.album.as_mut().unwrap().drive(cx, &mut chain, &net.clock).unwrap();
+        assert!(events.iter().any(|e| matches!(e, Event::Failed { refusal: Refusal::ChainRefused, .. })), "{events:?}");
+    }
+    let album = net.album(0);
+    assert!(matches!(album.intent(id).unwrap().state, IntentState::Failed { refusal: Refusal::ChainRefused, .. }));
+    assert!(album.album().pending().is_none(), "the refused commit is dropped");
+    assert_eq!((album.album().epoch(), album.album().keyring().current_version()), before, "nothing merged");
+    assert_eq!(album.status(), AlbumStatus::InSync);
+    // The queue moves on: the next change reaches the chain.
+    let next = net.propose(0, Change::RotateAmk);
+    net.drive(0).unwrap();
+    assert!(matches!(net.album(0).intent(next).unwrap().state, IntentState::Confirmed { .. }));
 }

@@ -143,7 +143,7 @@ fn rekey_scenario(name: &str) -> (Scenario, std::path::PathBuf) {
     use capsule_resilience::{Change, RetryPolicy};
     let s = Scenario::new(name);
     let chain_dir = s.root.join("chain");
-    let mut chain = FileChain::open(&chain_dir).unwrap();
+    let mut chain = FileChain::open(&chain_dir, ALBUM.as_bytes()).unwrap();
     let clock = SimClock::new();
     for (name, user) in [("bob", 2), ("carol", 3)] {
         let joiner = s.open(name);

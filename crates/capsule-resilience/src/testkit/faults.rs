@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use core::time::Duration;
 
 use super::SimClock;
-use crate::{ChainEntry, ChainError, Clock, CommitChain, Epoch, Submission, SubmitAnswer, Timestamp};
+use crate::{ChainEntry, ChainError, Clock, CommitChain, Epoch, Submission, SubmitAnswer, Timestamp, WelcomeBlobs};
 
 /// One fault, applied to the next request it matches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,6 +128,14 @@ impl<C: CommitChain> CommitChain for FaultyChain<C> {
             return Err(ChainError::Unavailable);
         }
         self.inner.head()
+    }
+
+    fn welcome(&mut self, epoch: Epoch) -> Result<Option<WelcomeBlobs>, ChainError> {
+        self.release_due();
+        if self.blocked() {
+            return Err(ChainError::Unavailable);
+        }
+        self.inner.welcome(epoch)
     }
 }
 

@@ -1,11 +1,13 @@
-//! A chain kept in a folder, with the same rules as [`super::MemoryChain`], for
-//! crash tests whose server must outlive the processes that talk to it.
+//! A chain kept in a folder, for crash tests whose server must outlive the
+//! processes that talk to it: files for storage, `capsule-chain`'s rules for
+//! every decision.
 
 use std::path::{Path, PathBuf};
 
+use capsule_chain::rules::{self, Decision, Limits};
 use capsule_mls::{CommitHash, Epoch};
 
-use crate::{ChainEntry, ChainError, CommitChain, Submission, SubmitAnswer};
+use crate::{ChainEntry, ChainError, CommitChain, Submission, SubmitAnswer, WelcomeBlobs};
 
 /// One album's chain in `folder`: `NNNNNNNNNNNN.commit` (+ `.welcome`, `.bundle`).
 /// An entry becomes visible when its commit file is renamed into place, so a
@@ -13,16 +15,18 @@ use crate::{ChainEntry, ChainError, CommitChain, Submission, SubmitAnswer};
 #[derive(Clone, Debug)]
 pub struct FileChain {
     folder: PathBuf,
+    album: Vec<u8>,
 }
 
 impl FileChain {
-    /// The chain in `folder` (created if missing).
+    /// The chain of `album` (a new group, from epoch 0) in `folder` (created
+    /// if missing).
     ///
     /// # Errors
     /// [`ChainError::Unavailable`] if the folder cannot be created.
-    pub fn open(folder: &Path) -> Result<Self, ChainError> {
+    pub fn open(folder: &Path, album: &[u8]) -> Result<Self, ChainError> {
         std::fs::create_dir_all(folder).map_err(|_| ChainError::Unavailable)?;
-        Ok(Self { folder: folder.to_path_buf() })
+        Ok(Self { folder: folder.to_path_buf(), album: album.to_vec() })
     }
 
     fn path(&self, epoch: Epoch, ext: &str) -> PathBuf {
@@ -55,30 +59,38 @@ impl FileChain {
 
 impl CommitChain for FileChain {
     fn submit(&mut self, s: &Submission) -> Result<SubmitAnswer, ChainError> {
+        rules::check_submission(&self.album, s, &Limits::default()).map_err(ChainError::Refused)?;
         let hash = CommitHash::of(&s.commit);
         let entries = self.entries();
-        if let Some(held) = entries.iter().find(|e| e.commit_hash == hash) {
-            return Ok(SubmitAnswer::Accepted { epoch: held.epoch });
-        }
+        let held_at = entries.iter().find(|e| e.commit_hash == hash).map(|e| e.epoch);
         let head = Epoch(u64::try_from(entries.len()).map_err(|_| ChainError::Unavailable)?);
-        if s.epoch != head {
-            return Ok(SubmitAnswer::Conflict { head });
+        let decision = rules::decide(held_at, head, s.epoch);
+        if decision == Decision::Append {
+            if let Some(w) = &s.welcome {
+                self.write_atomically(&self.path(head, "welcome"), w)?;
+            }
+            if let Some(b) = &s.bundle {
+                self.write_atomically(&self.path(head, "bundle"), b)?;
+            }
+            self.write_atomically(&self.path(head, "commit"), &s.commit)?;
         }
-        if let Some(w) = &s.welcome {
-            self.write_atomically(&self.path(head, "welcome"), w)?;
-        }
-        if let Some(b) = &s.bundle {
-            self.write_atomically(&self.path(head, "bundle"), b)?;
-        }
-        self.write_atomically(&self.path(head, "commit"), &s.commit)?;
-        Ok(SubmitAnswer::Accepted { epoch: head })
+        Ok(decision.answer(s.epoch))
     }
 
     fn fetch(&mut self, from_epoch: Epoch) -> Result<Vec<ChainEntry>, ChainError> {
-        Ok(self.entries().into_iter().skip_while(|e| e.epoch < from_epoch).collect())
+        Ok(self
+            .entries()
+            .into_iter()
+            .skip_while(|e| e.epoch < from_epoch)
+            .map(|e| ChainEntry { welcome: None, bundle: None, ..e })
+            .collect())
     }
 
     fn head(&mut self) -> Result<Epoch, ChainError> {
         u64::try_from(self.entries().len()).map(Epoch).map_err(|_| ChainError::Unavailable)
+    }
+
+    fn welcome(&mut self, epoch: Epoch) -> Result<Option<WelcomeBlobs>, ChainError> {
+        Ok(self.read(epoch).map(|e| WelcomeBlobs { welcome: e.welcome, bundle: e.bundle }))
     }
 }

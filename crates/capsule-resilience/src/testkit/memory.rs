@@ -1,26 +1,20 @@
-//! An in-memory server holding each album's chain, with exactly the rules the
-//! real server keeps: one commit per epoch, first come first served, idempotent.
+//! An in-memory server holding each album's chain: a thin shell over
+//! `capsule-chain`'s [`ChainLog`], so it keeps exactly the server's rules (one
+//! commit per epoch, first come first served, idempotent, framing checked).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use capsule_mls::{CommitHash, Epoch};
+use capsule_chain::rules::{ChainLog, Limits};
+use capsule_mls::Epoch;
 
-use crate::{ChainEntry, ChainError, CommitChain, Submission, SubmitAnswer};
+use crate::{ChainEntry, ChainError, CommitChain, Submission, SubmitAnswer, WelcomeBlobs};
 
 #[derive(Debug, Default)]
 struct Chain {
-    /// The epoch of the first entry (after pruning).
-    base: Epoch,
-    entries: Vec<ChainEntry>,
+    log: ChainLog,
     /// Submissions received, including duplicates and refused ones.
     submissions: u64,
-}
-
-impl Chain {
-    fn head(&self) -> Epoch {
-        Epoch(self.base.0 + u64::try_from(self.entries.len()).unwrap_or(u64::MAX))
-    }
 }
 
 /// The server: one chain per album, shared by every device's [`MemoryChain`]
@@ -39,7 +33,14 @@ impl MemoryServer {
 
     /// Registers an album whose group starts at `epoch` (0 for a new MLS group).
     pub fn create_album(&self, album: &[u8], epoch: Epoch) {
-        self.chains().entry(album.to_vec()).or_insert(Chain { base: epoch, ..Chain::default() });
+        self.create_album_retaining(album, epoch, None);
+    }
+
+    /// Registers an album that keeps only its last `keep` epochs (`None`: all).
+    pub fn create_album_retaining(&self, album: &[u8], epoch: Epoch, keep: Option<u64>) {
+        self.chains()
+            .entry(album.to_vec())
+            .or_insert_with(|| Chain { log: ChainLog::new(epoch).retaining(keep), submissions: 0 });
     }
 
     // A panic elsewhere while holding the lock leaves the chains as they were:
@@ -54,10 +55,10 @@ impl MemoryServer {
         MemoryChain { server: self.clone(), album: album.to_vec() }
     }
 
-    /// Every entry of an album's chain (for assertions).
+    /// Every entry of an album's chain, Welcomes included (for assertions).
     #[must_use]
     pub fn entries(&self, album: &[u8]) -> Vec<ChainEntry> {
-        self.chains().get(album).map(|c| c.entries.clone()).unwrap_or_default()
+        self.chains().get(album).map(|c| c.log.entries().to_vec()).unwrap_or_default()
     }
 
     /// How many submissions the server received for an album.
@@ -69,10 +70,7 @@ impl MemoryServer {
     /// Forgets entries before `epoch`, as a server with limited history would.
     pub fn prune_before(&self, album: &[u8], epoch: Epoch) {
         if let Some(chain) = self.chains().get_mut(album) {
-            while chain.base < epoch && !chain.entries.is_empty() {
-                chain.entries.remove(0);
-                chain.base.0 += 1;
-            }
+            chain.log.prune_before(epoch);
         }
     }
 
@@ -90,38 +88,22 @@ pub struct MemoryChain {
 
 impl CommitChain for MemoryChain {
     fn submit(&mut self, s: &Submission) -> Result<SubmitAnswer, ChainError> {
-        let hash = CommitHash::of(&s.commit);
+        let album = self.album.clone();
         self.server.with(&self.album, |chain| {
             chain.submissions += 1;
-            // Idempotent: the same commit answers with its position.
-            if let Some(held) = chain.entries.iter().find(|e| e.commit_hash == hash) {
-                return SubmitAnswer::Accepted { epoch: held.epoch };
-            }
-            if s.epoch != chain.head() {
-                return SubmitAnswer::Conflict { head: chain.head() };
-            }
-            chain.entries.push(ChainEntry {
-                epoch: s.epoch,
-                commit: s.commit.clone(),
-                commit_hash: hash,
-                welcome: s.welcome.clone(),
-                bundle: s.bundle.clone(),
-            });
-            SubmitAnswer::Accepted { epoch: s.epoch }
-        })
-    }
-
-    fn fetch(&mut self, from_epoch: Epoch) -> Result<Vec<ChainEntry>, ChainError> {
-        self.server.with(&self.album, |chain| {
-            if from_epoch < chain.base {
-                return Err(ChainError::Pruned(chain.base));
-            }
-            let skip = from_epoch.since(chain.base).and_then(|n| usize::try_from(n).ok()).unwrap_or(usize::MAX);
-            Ok(chain.entries.iter().skip(skip).cloned().collect())
+            chain.log.submit(&album, s, &Limits::default()).map_err(ChainError::Refused)
         })?
     }
 
+    fn fetch(&mut self, from_epoch: Epoch) -> Result<Vec<ChainEntry>, ChainError> {
+        self.server.with(&self.album, |chain| chain.log.fetch(from_epoch, u64::MAX))?
+    }
+
     fn head(&mut self) -> Result<Epoch, ChainError> {
-        self.server.with(&self.album, |chain| chain.head())
+        self.server.with(&self.album, |chain| chain.log.head())
+    }
+
+    fn welcome(&mut self, epoch: Epoch) -> Result<Option<WelcomeBlobs>, ChainError> {
+        self.server.with(&self.album, |chain| chain.log.welcome(epoch))?
     }
 }

@@ -57,7 +57,7 @@ fn rekey(args: &[String]) -> Result<(), String> {
     for m in members {
         stores.push(Store::open(&PathBuf::from(m)).map_err(|x| e(&x))?);
     }
-    let mut chain = FileChain::open(&PathBuf::from(chain_dir)).map_err(|x| e(&x))?;
+    let mut chain = FileChain::open(&PathBuf::from(chain_dir), ALBUM.as_bytes()).map_err(|x| e(&x))?;
     let clock = SimClock::new();
     let policy = RetryPolicy::default();
     let mut escrow = MemoryEscrow::new([0x0e; 32]);

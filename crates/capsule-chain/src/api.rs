@@ -1,0 +1,207 @@
+//! The chain's contract as a client sees it: what is submitted and fetched,
+//! the answers, and [`CommitChain`], which every chain implements (the
+//! in-memory double, the HTTP client of the server).
+
+use capsule_mls::{CommitHash, Epoch};
+use serde::{Deserialize, Serialize};
+
+/// What a device submits: one commit made in `epoch`, with the Welcome and
+/// sealed history bundle the joiners need, kept together by the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    /// The epoch the commit was made in (the chain position it claims).
+    pub epoch: Epoch,
+    /// The serialized commit.
+    pub commit: Vec<u8>,
+    /// The serialized Welcome, if any.
+    pub welcome: Option<Vec<u8>>,
+    /// The sealed history bundle, if any.
+    pub bundle: Option<Vec<u8>>,
+}
+
+/// The Welcome and sealed history bundle stored with one commit: what a
+/// device added by it needs to join. Fetched on their own, so catching up
+/// never downloads other devices' Welcomes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WelcomeBlobs {
+    /// The serialized Welcome, if the commit made one.
+    pub welcome: Option<Vec<u8>>,
+    /// The sealed history bundle, if the commit made one.
+    pub bundle: Option<Vec<u8>>,
+}
+
+/// One position of the chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainEntry {
+    /// The epoch the commit was made in; applying it moves the group to `epoch + 1`.
+    pub epoch: Epoch,
+    /// The serialized commit.
+    pub commit: Vec<u8>,
+    /// Its hash.
+    pub commit_hash: CommitHash,
+    /// The Welcome stored with it: empty in what [`CommitChain::fetch`]
+    /// returns ([`CommitChain::welcome`] fetches it).
+    pub welcome: Option<Vec<u8>>,
+    /// The sealed history bundle stored with it: empty in what
+    /// [`CommitChain::fetch`] returns.
+    pub bundle: Option<Vec<u8>>,
+}
+
+/// The server's answer to a submission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubmitAnswer {
+    /// Stored at `epoch` (also the answer when the same commit was already there).
+    Accepted {
+        /// Its position.
+        epoch: Epoch,
+    },
+    /// Another commit holds that epoch, or the epoch is not the head.
+    Conflict {
+        /// The current head (the epoch the next commit must be made in).
+        head: Epoch,
+    },
+}
+
+/// Why the chain could not answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// No answer (network failure, timeout, partition): the request may or may
+    /// not have reached the server.
+    #[error("chain unreachable")]
+    Unavailable,
+    /// The chain no longer holds entries that far back.
+    #[error("chain pruned before epoch {0}")]
+    Pruned(Epoch),
+    /// The chain knows no such album.
+    #[error("unknown album")]
+    UnknownAlbum,
+    /// The chain refused the submission: it does not belong where it was
+    /// submitted (see [`Refused`]). Nothing was stored.
+    #[error("submission refused: {0}")]
+    Refused(Refused),
+    /// The server answered with something no honest chain holds: the server
+    /// misbehaved. Nothing was changed by it; the next honest answer brings
+    /// the device to the head.
+    #[error("the chain answered badly: {0}")]
+    BadAnswer(BadAnswer),
+}
+
+/// Why a chain refused a submission. An honest client's commit is never
+/// refused for these: each is a bug or a forgery, and it changes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refused {
+    /// The commit is not one MLS message.
+    #[error("the commit does not decode as an MLS message")]
+    Undecodable,
+    /// The message is not a commit sent as a PublicMessage (album handshakes
+    /// are public so the chain can read their framing).
+    #[error("not a commit in a PublicMessage")]
+    NotACommit,
+    /// The commit's group is not the album it was submitted to.
+    #[error("the commit belongs to another album")]
+    WrongAlbum,
+    /// The commit was made in another epoch than the position it claims.
+    #[error("the commit was made in epoch {framed}, not {claimed}")]
+    WrongEpoch {
+        /// The position the submission claims.
+        claimed: Epoch,
+        /// The epoch in the commit's framing.
+        framed: Epoch,
+    },
+    /// A part of the submission is over the chain's size limit.
+    #[error("a part of the submission is over the size limit of {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+}
+
+/// What was wrong with an answer no honest chain would give.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BadAnswer {
+    /// Entries that do not run one per epoch from the one asked for, or a head
+    /// below them.
+    #[error("entries out of order or missing")]
+    OutOfOrder,
+    /// An entry whose hash is not the hash of its commit.
+    #[error("entry hash does not match its commit")]
+    HashMismatch,
+    /// An entry whose commit does not decode as an MLS handshake.
+    #[error("entry does not decode")]
+    Undecodable,
+    /// An entry whose commit belongs to another group, or whose sender the
+    /// group does not know.
+    #[error("entry belongs to another album")]
+    NotOurs,
+    /// An entry whose commit was made in another epoch than its position.
+    #[error("entry sits at the wrong position")]
+    WrongPosition,
+}
+
+/// What the chain holds from an epoch on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fetched {
+    /// The head: the epoch the next commit must be made in.
+    pub head: Epoch,
+    /// The entries from the requested epoch on, in order.
+    pub entries: Vec<ChainEntry>,
+}
+
+impl Fetched {
+    /// Checks the answer's shape against the request: one entry per epoch from
+    /// `from` on, each hash the hash of its commit, the head not below them.
+    ///
+    /// # Errors
+    /// The first thing wrong with it.
+    pub fn check(&self, from: Epoch) -> Result<(), BadAnswer> {
+        let mut expected = from;
+        for entry in &self.entries {
+            if entry.epoch != expected {
+                return Err(BadAnswer::OutOfOrder);
+            }
+            if entry.commit_hash != CommitHash::of(&entry.commit) {
+                return Err(BadAnswer::HashMismatch);
+            }
+            expected = expected.saturating_add(1);
+        }
+        if self.head < expected {
+            return Err(BadAnswer::OutOfOrder);
+        }
+        Ok(())
+    }
+}
+
+/// The server's API as a client sees it. Implementations do the I/O (or, in
+/// tests, stand in for the server); the resilience logic only calls these.
+pub trait CommitChain {
+    /// Submits a commit for `submission.epoch`.
+    ///
+    /// # Errors
+    /// [`ChainError::Unavailable`] when no answer arrived.
+    fn submit(&mut self, submission: &Submission) -> Result<SubmitAnswer, ChainError>;
+
+    /// Entries from `epoch` on, in order, up to the head (without Welcomes
+    /// and bundles).
+    ///
+    /// # Errors
+    /// [`ChainError::Unavailable`], or [`ChainError::Pruned`] when the chain no
+    /// longer reaches `epoch`.
+    fn fetch(&mut self, from_epoch: Epoch) -> Result<Vec<ChainEntry>, ChainError>;
+
+    /// The head: the epoch the next commit must be made in.
+    ///
+    /// # Errors
+    /// [`ChainError::Unavailable`].
+    fn head(&mut self) -> Result<Epoch, ChainError>;
+
+    /// The Welcome and bundle stored with the commit of `epoch`; `None` when
+    /// the chain holds no commit there.
+    ///
+    /// # Errors
+    /// [`ChainError::Unavailable`], or [`ChainError::Pruned`] when the chain
+    /// no longer reaches `epoch`.
+    fn welcome(&mut self, epoch: Epoch) -> Result<Option<WelcomeBlobs>, ChainError>;
+}

@@ -1,0 +1,213 @@
+//! The chain server's wire format: every HTTP body is one version byte, then
+//! the value in postcard. A decoder refuses an unknown version, a body over
+//! its limit, and trailing bytes, with a typed error; it never panics.
+//!
+//! The HTTP API (`/v1`): `PUT /v1/albums/{album}` with [`CreateAlbum`];
+//! `POST /v1/albums/{album}/commits` with a [`crate::Submission`];
+//! `GET /v1/albums/{album}/commits?from={epoch}&limit={n}` for a [`Page`];
+//! `GET /v1/albums/{album}/head`; `GET /v1/albums/{album}/welcomes/{epoch}`.
+//! `{album}` is the album id in lowercase hex. Every answer is a [`Reply`].
+
+use capsule_mls::Epoch;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{Refused, SubmitAnswer, WelcomeBlobs};
+
+/// The wire version this build speaks.
+pub const VERSION: u8 = 1;
+
+/// Why bytes did not decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// No bytes at all.
+    #[error("empty body")]
+    Empty,
+    /// A version this build does not know (a newer peer, or garbage).
+    #[error("unsupported wire version {0}")]
+    Version(u8),
+    /// More bytes than the decoder accepts.
+    #[error("body over the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// The value does not decode.
+    #[error("malformed body")]
+    Malformed,
+    /// Bytes after the value.
+    #[error("trailing bytes after the body")]
+    Trailing,
+}
+
+/// Encodes `value` as a body of this version.
+///
+/// # Errors
+/// [`WireError::Malformed`] only on a serializer bug.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
+    let mut out = vec![VERSION];
+    out.extend(postcard::to_allocvec(value).map_err(|_| WireError::Malformed)?);
+    Ok(out)
+}
+
+/// Decodes a body of at most `limit` bytes.
+///
+/// # Errors
+/// See [`WireError`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: u64) -> Result<T, WireError> {
+    if u64::try_from(bytes.len()).map_or(true, |n| n > limit) {
+        return Err(WireError::TooLarge { limit });
+    }
+    let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
+    if version != VERSION {
+        return Err(WireError::Version(version));
+    }
+    let (value, rest) = postcard::take_from_bytes(body).map_err(|_| WireError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(WireError::Trailing);
+    }
+    Ok(value)
+}
+
+/// Registers an album whose MLS group starts at `base` (0 for a new group).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateAlbum {
+    /// The epoch of the first commit to come.
+    pub base: Epoch,
+}
+
+/// One entry of a [`Page`]: the commit only; its Welcome, if any, is fetched
+/// on its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageEntry {
+    /// The epoch the commit was made in.
+    pub epoch: Epoch,
+    /// The serialized commit.
+    pub commit: Vec<u8>,
+    /// Whether a Welcome or bundle is stored with it.
+    pub has_welcome: bool,
+}
+
+/// Entries from an epoch on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    /// The head when the page was read.
+    pub head: Epoch,
+    /// Consecutive entries from the epoch asked for.
+    pub entries: Vec<PageEntry>,
+    /// Where the next page starts, when this one stopped before the head.
+    pub next: Option<Epoch>,
+}
+
+/// Why the server did not do what was asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// No such album.
+    #[error("unknown album")]
+    UnknownAlbum,
+    /// The album exists, starting at another epoch.
+    #[error("the album exists, starting at epoch {base}")]
+    AlbumExists {
+        /// Its first epoch.
+        base: Epoch,
+    },
+    /// History before `base` is no longer kept.
+    #[error("pruned before epoch {base}")]
+    Pruned {
+        /// The oldest epoch kept.
+        base: Epoch,
+    },
+    /// The submission was refused before ordering.
+    #[error("refused: {0}")]
+    Refused(Refused),
+    /// The request itself is wrong (body, path or query).
+    #[error("bad request: {0}")]
+    BadRequest(WireError),
+    /// The server failed (its database): try again later.
+    #[error("the server failed; try again")]
+    Unavailable,
+}
+
+/// Every answer the server gives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The album is registered (or was already, with the same base).
+    Created {
+        /// Its first epoch.
+        base: Epoch,
+    },
+    /// The answer to a submission.
+    Submitted(SubmitAnswer),
+    /// Entries.
+    Page(Page),
+    /// The head.
+    Head(Epoch),
+    /// A commit's Welcome and bundle (`None`: no commit held there).
+    Welcome(Option<WelcomeBlobs>),
+    /// A refusal.
+    Error(ServerError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Submission;
+    use proptest::prelude::*;
+
+    fn submission() -> impl Strategy<Value = Submission> {
+        let blob = proptest::collection::vec(any::<u8>(), 0..64);
+        (any::<u64>(), blob.clone(), proptest::option::of(blob.clone()), proptest::option::of(blob))
+            .prop_map(|(epoch, commit, welcome, bundle)| Submission { epoch: Epoch(epoch), commit, welcome, bundle })
+    }
+
+    fn reply() -> impl Strategy<Value = Reply> {
+        let entry = (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..32), any::<bool>())
+            .prop_map(|(e, commit, has_welcome)| PageEntry { epoch: Epoch(e), commit, has_welcome });
+        prop_oneof![
+            any::<u64>().prop_map(|b| Reply::Created { base: Epoch(b) }),
+            any::<u64>().prop_map(|e| Reply::Submitted(SubmitAnswer::Accepted { epoch: Epoch(e) })),
+            any::<u64>().prop_map(|e| Reply::Submitted(SubmitAnswer::Conflict { head: Epoch(e) })),
+            (any::<u64>(), proptest::collection::vec(entry, 0..4), proptest::option::of(any::<u64>()))
+                .prop_map(|(h, entries, next)| Reply::Page(Page { head: Epoch(h), entries, next: next.map(Epoch) })),
+            any::<u64>().prop_map(|e| Reply::Head(Epoch(e))),
+            Just(Reply::Welcome(None)),
+            Just(Reply::Error(ServerError::Refused(Refused::WrongEpoch { claimed: Epoch(3), framed: Epoch(2) }))),
+            Just(Reply::Error(ServerError::BadRequest(WireError::Version(9)))),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_submission_round_trips(s in submission()) {
+            let bytes = encode(&s).unwrap_or_default();
+            prop_assert_eq!(decode::<Submission>(&bytes, u64::MAX), Ok(s));
+        }
+
+        #[test]
+        fn a_reply_round_trips(r in reply()) {
+            let bytes = encode(&r).unwrap_or_default();
+            prop_assert_eq!(decode::<Reply>(&bytes, u64::MAX), Ok(r));
+        }
+
+        #[test]
+        fn arbitrary_bytes_decode_or_are_refused_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            // Whatever decodes re-encodes to the same bytes: no two readings of one body.
+            if let Ok(r) = decode::<Reply>(&bytes, 1 << 20) {
+                prop_assert_eq!(encode(&r).unwrap_or_default(), bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn a_body_is_refused_for_its_version_size_and_trailing_bytes() {
+        let body = encode(&CreateAlbum { base: Epoch(0) }).unwrap_or_default();
+        assert_eq!(decode::<CreateAlbum>(&body, 64), Ok(CreateAlbum { base: Epoch(0) }));
+        assert_eq!(decode::<CreateAlbum>(&[], 64), Err(WireError::Empty));
+        assert_eq!(decode::<CreateAlbum>(&[2, 0], 64), Err(WireError::Version(2)));
+        assert_eq!(decode::<CreateAlbum>(&body, 1), Err(WireError::TooLarge { limit: 1 }));
+        assert_eq!(decode::<CreateAlbum>(&[body.as_slice(), &[0]].concat(), 64), Err(WireError::Trailing));
+        assert_eq!(decode::<Submission>(&[1, 0xff], 64), Err(WireError::Malformed));
+    }
+}

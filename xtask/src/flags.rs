@@ -8,6 +8,9 @@ xflags::xflags! {
         cmd test-matrix {
             /// Also run the slow tier (long property runs, crash sweeps, simulator seeds).
             optional --slow
+            /// Skip the PostgreSQL tests (otherwise a throwaway cluster is started,
+            /// installing Debian's postgresql package if it must).
+            optional --no-postgres
             /// Only this crate (repeatable).
             repeated -p, --package package: String
         }

@@ -7,6 +7,7 @@
 
 mod flags;
 mod metadata;
+mod postgres;
 #[cfg(test)]
 mod tidy;
 
@@ -20,7 +21,7 @@ fn main() -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(project_root());
     match flags.subcommand {
-        flags::XtaskCmd::TestMatrix(f) => test_matrix(&sh, f.slow, &f.package),
+        flags::XtaskCmd::TestMatrix(f) => test_matrix(&sh, f.slow, f.no_postgres, &f.package),
         flags::XtaskCmd::Deny(f) => deny(&sh, f.advisories),
         flags::XtaskCmd::Fuzz(f) => fuzz(&sh, f.target.as_deref(), f.seconds.unwrap_or(30)),
         flags::XtaskCmd::Bench(f) => bench(&sh, f.package.as_deref()),
@@ -34,16 +35,23 @@ pub(crate) fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-fn section(title: &str) {
+pub(crate) fn section(title: &str) {
     eprintln!("\n==> {title}");
 }
 
-fn test_matrix(sh: &Shell, slow: bool, only: &[String]) -> Result<()> {
+fn test_matrix(sh: &Shell, slow: bool, no_postgres: bool, only: &[String]) -> Result<()> {
     let started = std::time::Instant::now();
     let packages = metadata::workspace_packages(sh)?;
     section("rustfmt");
     cmd!(sh, "cargo fmt --all --check").run()?;
     cmd!(sh, "cargo fmt --manifest-path fuzz/Cargo.toml --check").run()?;
+    // The server's tests run on a real PostgreSQL: one cluster for the whole
+    // matrix, stopped when it ends (or fails).
+    let cluster = if no_postgres { None } else { Some(postgres::start(sh)?) };
+    let _postgres = match &cluster {
+        Some(c) => sh.push_env("CAPSULE_TEST_POSTGRES", c.url()),
+        None => sh.push_env("CAPSULE_NO_POSTGRES", "1"),
+    };
 
     let mut ran = 0usize;
     for package in packages.iter().filter(|p| only.is_empty() || only.contains(&p.name)) {

@@ -107,12 +107,6 @@ pub enum ServerError {
     /// No such album.
     #[error("unknown album")]
     UnknownAlbum,
-    /// The album exists, starting at another epoch.
-    #[error("the album exists, starting at epoch {base}")]
-    AlbumExists {
-        /// Its first epoch.
-        base: Epoch,
-    },
     /// History before `base` is no longer kept.
     #[error("pruned before epoch {base}")]
     Pruned {
@@ -133,7 +127,8 @@ pub enum ServerError {
 /// Every answer the server gives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
-    /// The album is registered (or was already, with the same base).
+    /// The album is registered (or was already: its first registration's
+    /// base is kept).
     Created {
         /// Its first epoch.
         base: Epoch,

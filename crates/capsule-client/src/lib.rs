@@ -1,0 +1,137 @@
+//! The commit chain over HTTP: [`HttpChain`] implements [`CommitChain`]
+//! against `capsule-server`, blocking, so the facade stays usable from a
+//! plain thread.
+//!
+//! Answers map one to one: the server's [`Reply`] becomes
+//! `Accepted`/`Conflict`, [`ChainError::Pruned`], [`ChainError::UnknownAlbum`]
+//! or [`ChainError::Refused`]; a timeout, a connection failure or a server
+//! failure (5xx) is [`ChainError::Unavailable`] (the request may or may not
+//! have been carried out, which the resilience core is built for); a reply
+//! that does not decode is [`ChainError::BadAnswer`]. Fetches follow the
+//! server's pages to the head.
+//!
+//! Plain HTTP: in a deployment a TLS terminator sits in front of the server
+//! (commits are public framing plus MLS ciphertext, but metadata is not).
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use capsule_chain::wire::{self, CreateAlbum, Reply, ServerError};
+use capsule_chain::{
+    BadAnswer, ChainEntry, ChainError, CommitChain, CommitHash, Epoch, Submission, SubmitAnswer, WelcomeBlobs,
+};
+
+/// The largest reply read: a page of entries at the server's size limits.
+const REPLY_LIMIT: u64 = 256 << 20;
+
+/// One album's chain on a `capsule-server`.
+#[derive(Debug, Clone)]
+pub struct HttpChain {
+    agent: ureq::Agent,
+    album_url: String,
+}
+
+impl HttpChain {
+    /// The chain of `album` on the server at `base_url` (like
+    /// `http://127.0.0.1:7070`); every request gives up after `timeout`.
+    #[must_use]
+    pub fn new(base_url: &str, album: &[u8], timeout: Duration) -> Self {
+        let agent =
+            ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().new_agent();
+        let hex: String = album.iter().map(|b| format!("{b:02x}")).collect();
+        Self { agent, album_url: format!("{}/v1/albums/{hex}", base_url.trim_end_matches('/')) }
+    }
+
+    /// Registers the album, whose MLS group starts at `base` (0 for a new
+    /// group). Returns the base the chain holds: `base`, or, for an album
+    /// registered before, the first registration's.
+    ///
+    /// # Errors
+    /// [`ChainError::Unavailable`] when the server does not answer.
+    pub fn create_album(&mut self, base: Epoch) -> Result<Epoch, ChainError> {
+        let body = wire::encode(&CreateAlbum { base }).map_err(|_| ChainError::Unavailable)?;
+        match self.call(self.agent.put(&self.album_url).send(&body[..]))? {
+            Reply::Created { base } => Ok(base),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn call(&self, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Reply, ChainError> {
+        let mut response = response.map_err(|e| {
+            tracing::debug!(error = %e, "chain request failed");
+            ChainError::Unavailable
+        })?;
+        let status = response.status();
+        let body = response.body_mut().with_config().limit(REPLY_LIMIT).read_to_vec();
+        let reply = body.ok().and_then(|b| wire::decode::<Reply>(&b, REPLY_LIMIT).ok());
+        match reply {
+            Some(Reply::Error(ServerError::Unavailable)) => Err(ChainError::Unavailable),
+            Some(Reply::Error(ServerError::UnknownAlbum)) => Err(ChainError::UnknownAlbum),
+            Some(Reply::Error(ServerError::Pruned { base })) => Err(ChainError::Pruned(base)),
+            Some(Reply::Error(ServerError::Refused(refused))) => Err(ChainError::Refused(refused)),
+            Some(reply) => Ok(reply),
+            // A proxy's or a crashed server's page: nothing the chain said.
+            None if status.is_server_error() => Err(ChainError::Unavailable),
+            None => Err(ChainError::BadAnswer(BadAnswer::Undecodable)),
+        }
+    }
+}
+
+/// A reply that does not answer the request made.
+fn unexpected(reply: Reply) -> ChainError {
+    tracing::warn!(?reply, "the chain server answered another question");
+    ChainError::BadAnswer(BadAnswer::Undecodable)
+}
+
+impl CommitChain for HttpChain {
+    fn submit(&mut self, submission: &Submission) -> Result<SubmitAnswer, ChainError> {
+        let body = wire::encode(submission).map_err(|_| ChainError::Unavailable)?;
+        let url = format!("{}/commits", self.album_url);
+        match self.call(self.agent.post(&url).send(&body[..]))? {
+            Reply::Submitted(answer) => Ok(answer),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn fetch(&mut self, from_epoch: Epoch) -> Result<Vec<ChainEntry>, ChainError> {
+        let mut entries = Vec::new();
+        let mut from = from_epoch;
+        loop {
+            let url = format!("{}/commits?from={}", self.album_url, from.0);
+            let page = match self.call(self.agent.get(&url).call())? {
+                Reply::Page(page) => page,
+                other => return Err(unexpected(other)),
+            };
+            let got = page.entries.len();
+            entries.extend(page.entries.into_iter().map(|e| ChainEntry {
+                epoch: e.epoch,
+                commit_hash: CommitHash::of(&e.commit),
+                commit: e.commit,
+                welcome: None,
+                bundle: None,
+            }));
+            match page.next {
+                // A next page that does not move on would loop forever: a lie.
+                Some(next) if got > 0 && next > from => from = next,
+                Some(_) => return Err(ChainError::BadAnswer(BadAnswer::OutOfOrder)),
+                None => return Ok(entries),
+            }
+        }
+    }
+
+    fn head(&mut self) -> Result<Epoch, ChainError> {
+        let url = format!("{}/head", self.album_url);
+        match self.call(self.agent.get(&url).call())? {
+            Reply::Head(head) => Ok(head),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn welcome(&mut self, epoch: Epoch) -> Result<Option<WelcomeBlobs>, ChainError> {
+        let url = format!("{}/welcomes/{}", self.album_url, epoch.0);
+        match self.call(self.agent.get(&url).call())? {
+            Reply::Welcome(blobs) => Ok(blobs),
+            other => Err(unexpected(other)),
+        }
+    }
+}

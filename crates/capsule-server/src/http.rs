@@ -1,0 +1,260 @@
+//! The HTTP API (see `capsule_chain::wire` for paths and bodies). Every
+//! request is checked before it reaches the database: bodies against size
+//! limits and the wire format, submissions against the ordering rules'
+//! framing checks. Every answer is a `Reply`, with a status that says the
+//! same for proxies and logs.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use capsule_chain::rules::{self, Limits};
+use capsule_chain::wire::{self, CreateAlbum, Reply, ServerError, WireError};
+use capsule_chain::{Epoch, Submission, SubmitAnswer};
+use sha2::{Digest, Sha256};
+
+use crate::metrics::{Metrics, Outcome};
+use crate::storage::{Storage, StorageError};
+
+/// What a server enforces, beside its storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Size limits on submissions.
+    pub limits: Limits,
+    /// Epochs kept per album (`None`: all); older fetches answer `Pruned`.
+    pub keep: Option<u64>,
+    /// Entries per page at most.
+    pub page_limit: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { limits: Limits::default(), keep: None, page_limit: 256 }
+    }
+}
+
+struct App<S> {
+    storage: S,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+}
+
+/// The routes over `storage`; `metrics` counts what they answer.
+pub fn router<S: Storage>(storage: S, settings: Settings, metrics: Arc<Metrics>) -> Router {
+    let app = Arc::new(App { storage, settings, metrics });
+    Router::new()
+        .route("/v1/albums/{album}", put(create::<S>))
+        .route("/v1/albums/{album}/commits", get(fetch::<S>).post(submit::<S>))
+        .route("/v1/albums/{album}/head", get(head::<S>))
+        .route("/v1/albums/{album}/welcomes/{epoch}", get(welcome::<S>))
+        .route("/metrics", get(render_metrics::<S>))
+        .fallback(|| async {
+            reply(StatusCode::NOT_FOUND, &Reply::Error(ServerError::BadRequest(WireError::Malformed)))
+        })
+        .with_state(app)
+}
+
+fn reply(status: StatusCode, r: &Reply) -> Response {
+    match wire::encode(r) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, "application/octet-stream")], body).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+fn error(e: ServerError) -> Response {
+    let status = match e {
+        ServerError::UnknownAlbum => StatusCode::NOT_FOUND,
+        ServerError::Pruned { .. } => StatusCode::GONE,
+        ServerError::Refused(capsule_chain::Refused::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+        ServerError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ServerError::BadRequest(WireError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+        ServerError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    reply(status, &Reply::Error(e))
+}
+
+/// Identifiers in logs are hashed: an operator sees which album, never its id.
+fn tag(album: &[u8]) -> String {
+    let digest = Sha256::new_with_prefix(b"capsule-server log tag v1").chain_update(album).finalize();
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+fn storage_error(album: &[u8], e: StorageError) -> ServerError {
+    match e {
+        StorageError::UnknownAlbum => ServerError::UnknownAlbum,
+        StorageError::Pruned(base) => ServerError::Pruned { base },
+        StorageError::EpochOutOfRange => ServerError::BadRequest(WireError::Malformed),
+        e => {
+            tracing::error!(album = %tag(album), error = %e, "storage failed");
+            ServerError::Unavailable
+        }
+    }
+}
+
+/// An album id from its path segment: lowercase or uppercase hex, 1 to 64 bytes.
+fn album_id(hex: &str) -> Result<Vec<u8>, ServerError> {
+    let bad = ServerError::BadRequest(WireError::Malformed);
+    if hex.is_empty() || hex.len() > 128 || !hex.len().is_multiple_of(2) {
+        return Err(bad);
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()).ok_or(bad))
+        .collect()
+}
+
+async fn body(body: Body, limit: u64) -> Result<Vec<u8>, ServerError> {
+    let max = usize::try_from(limit).unwrap_or(usize::MAX);
+    axum::body::to_bytes(body, max)
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|_| ServerError::BadRequest(WireError::TooLarge { limit }))
+}
+
+async fn create<S: Storage>(State(app): State<Arc<App<S>>>, Path(album): Path<String>, raw: Body) -> Response {
+    let run = async {
+        let album = album_id(&album)?;
+        let bytes = body(raw, 64).await?;
+        let CreateAlbum { base } = wire::decode(&bytes, 64).map_err(ServerError::BadRequest)?;
+        let base = app.storage.create_album(album.clone(), base).await.map_err(|e| storage_error(&album, e))?;
+        tracing::info!(album = %tag(&album), base = base.0, "album registered");
+        Ok(base)
+    };
+    match run.await {
+        Ok(base) => reply(StatusCode::CREATED, &Reply::Created { base }),
+        Err(e) => error(e),
+    }
+}
+
+async fn submit<S: Storage>(State(app): State<Arc<App<S>>>, Path(album): Path<String>, raw: Body) -> Response {
+    let limits = app.settings.limits;
+    let run = async {
+        let album = album_id(&album)?;
+        let bytes = body(raw, limits.body()).await?;
+        let submission: Submission = wire::decode(&bytes, limits.body()).map_err(ServerError::BadRequest)?;
+        rules::check_submission(&album, &submission, &limits).map_err(|refused| {
+            tracing::warn!(album = %tag(&album), epoch = submission.epoch.0, %refused, "submission refused");
+            ServerError::Refused(refused)
+        })?;
+        let epoch = submission.epoch;
+        let answer = app
+            .storage
+            .submit(album.clone(), submission, app.settings.keep)
+            .await
+            .map_err(|e| storage_error(&album, e))?;
+        tracing::info!(album = %tag(&album), epoch = epoch.0, ?answer, "submission ordered");
+        Ok(answer)
+    };
+    let (status, outcome, response) = match run.await {
+        Ok(answer @ SubmitAnswer::Accepted { .. }) => (StatusCode::OK, Outcome::Accepted, Reply::Submitted(answer)),
+        Ok(answer @ SubmitAnswer::Conflict { .. }) => {
+            (StatusCode::CONFLICT, Outcome::Conflict, Reply::Submitted(answer))
+        }
+        Err(e @ ServerError::Refused(_)) => {
+            app.metrics.count(Outcome::Refused);
+            return error(e);
+        }
+        Err(e @ ServerError::Unavailable) => {
+            app.metrics.count(Outcome::Failed);
+            return error(e);
+        }
+        Err(e) => {
+            app.metrics.count(Outcome::BadRequest);
+            return error(e);
+        }
+    };
+    app.metrics.count(outcome);
+    reply(status, &response)
+}
+
+/// `from` (required) and `limit` (optional) from a query string.
+fn page_query(query: Option<&str>, max: u64) -> Result<(Epoch, u64), ServerError> {
+    let bad = ServerError::BadRequest(WireError::Malformed);
+    let (mut from, mut limit) = (None, max);
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').ok_or(bad)?;
+        let value: u64 = value.parse().map_err(|_| bad)?;
+        match key {
+            "from" => from = Some(Epoch(value)),
+            "limit" => limit = value.clamp(1, max),
+            _ => return Err(bad),
+        }
+    }
+    Ok((from.ok_or(bad)?, limit))
+}
+
+async fn fetch<S: Storage>(
+    State(app): State<Arc<App<S>>>,
+    Path(album): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let run = async {
+        let album = album_id(&album)?;
+        let (from, limit) = page_query(q.as_deref(), app.settings.page_limit.max(1))?;
+        app.storage.page(album.clone(), from, limit).await.map_err(|e| storage_error(&album, e))
+    };
+    match run.await {
+        Ok(page) => reply(StatusCode::OK, &Reply::Page(page)),
+        Err(e) => error(e),
+    }
+}
+
+async fn head<S: Storage>(State(app): State<Arc<App<S>>>, Path(album): Path<String>) -> Response {
+    let run = async {
+        let album = album_id(&album)?;
+        app.storage.head(album.clone()).await.map_err(|e| storage_error(&album, e))
+    };
+    match run.await {
+        Ok(head) => reply(StatusCode::OK, &Reply::Head(head)),
+        Err(e) => error(e),
+    }
+}
+
+async fn welcome<S: Storage>(State(app): State<Arc<App<S>>>, Path((album, epoch)): Path<(String, String)>) -> Response {
+    let run = async {
+        let album = album_id(&album)?;
+        let epoch = epoch.parse().map(Epoch).map_err(|_| ServerError::BadRequest(WireError::Malformed))?;
+        app.storage.welcome(album.clone(), epoch).await.map_err(|e| storage_error(&album, e))
+    };
+    match run.await {
+        Ok(blobs) => reply(StatusCode::OK, &Reply::Welcome(blobs)),
+        Err(e) => error(e),
+    }
+}
+
+async fn render_metrics<S: Storage>(State(app): State<Arc<App<S>>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn album_ids_and_queries_parse_or_are_refused() {
+        assert_eq!(album_id("51ab"), Ok(vec![0x51, 0xab]));
+        assert_eq!(album_id("51AB"), Ok(vec![0x51, 0xab]));
+        for bad in ["", "5", "zz", "5g", "é1", &"00".repeat(65)] {
+            assert!(album_id(bad).is_err(), "{bad}");
+        }
+        assert_eq!(page_query(Some("from=3"), 10), Ok((Epoch(3), 10)));
+        assert_eq!(page_query(Some("from=3&limit=500"), 10), Ok((Epoch(3), 10)));
+        assert_eq!(page_query(Some("limit=0&from=1"), 10), Ok((Epoch(1), 1)));
+        for bad in [None, Some(""), Some("from=-1"), Some("from=1&x=2"), Some("from"), Some("limit=3")] {
+            assert!(page_query(bad, 10).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_log_tag_names_an_album_without_its_id() {
+        let album = [0x51; 16];
+        assert_eq!(tag(&album), tag(&album));
+        assert_ne!(tag(&album), tag(&[0x52; 16]));
+        assert!(!tag(&album).contains("5151"));
+    }
+}

@@ -1,0 +1,203 @@
+//! Capsule's commit-chain server: per album, one commit per epoch, first
+//! come first served, idempotent (the rule in `capsule-chain`), kept in a
+//! database that enforces it.
+//!
+//! - **SQLite** is the embedded default: `capsule-server --db ./chain.sqlite`.
+//! - **PostgreSQL** is for more than one machine: any number of stateless
+//!   server processes in front of one database
+//!   (`capsule-server --postgres postgres://…`); each submission is one
+//!   transaction that locks its album's row, and the `(album, epoch)`
+//!   primary key backs it, so two replicas never both accept an epoch.
+//!
+//! Before anything reaches the database, a submission is checked without
+//! group secrets (`capsule_chain::rules::check_submission`: sizes, and that
+//! the commit is a PublicMessage commit of the album's group made in the
+//! epoch it claims); a refusal is typed and changes nothing. Logs name albums
+//! by a hash; `/metrics` counts accepted, conflicting and refused
+//! submissions. Both schemas are versioned migrations run at start.
+#![forbid(unsafe_code)]
+
+mod http;
+mod metrics;
+pub mod postgres;
+pub mod sqlite;
+pub mod storage;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use http::{Settings, router};
+pub use metrics::{Metrics, Outcome};
+
+use capsule_chain::wire::Page;
+use capsule_chain::{Epoch, Submission, SubmitAnswer, WelcomeBlobs};
+use storage::{Storage, StorageError};
+
+/// Which database a server keeps its chains in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file (created if missing).
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection string, with the pool size per process.
+    Postgres {
+        /// libpq connection string or URL.
+        url: String,
+        /// Pooled connections.
+        connections: usize,
+    },
+}
+
+/// A connected backend, either kind.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// SQLite.
+    Sqlite(sqlite::SqliteStorage),
+    /// PostgreSQL.
+    Postgres(postgres::PostgresStorage),
+}
+
+impl Backend {
+    /// Opens (and migrates) `database`.
+    ///
+    /// # Errors
+    /// As the backend's own opening.
+    pub async fn open(database: &Database) -> Result<Self, StorageError> {
+        Ok(match database {
+            Database::Sqlite(path) => Self::Sqlite(sqlite::SqliteStorage::open(path)?),
+            Database::Postgres { url, connections } => {
+                Self::Postgres(postgres::PostgresStorage::connect(url, *connections).await?)
+            }
+        })
+    }
+}
+
+impl Storage for Backend {
+    async fn create_album(&self, album: Vec<u8>, base: Epoch) -> Result<Epoch, StorageError> {
+        match self {
+            Self::Sqlite(s) => s.create_album(album, base).await,
+            Self::Postgres(s) => s.create_album(album, base).await,
+        }
+    }
+
+    async fn submit(&self, album: Vec<u8>, s: Submission, keep: Option<u64>) -> Result<SubmitAnswer, StorageError> {
+        match self {
+            Self::Sqlite(b) => b.submit(album, s, keep).await,
+            Self::Postgres(b) => b.submit(album, s, keep).await,
+        }
+    }
+
+    async fn page(&self, album: Vec<u8>, from: Epoch, limit: u64) -> Result<Page, StorageError> {
+        match self {
+            Self::Sqlite(s) => s.page(album, from, limit).await,
+            Self::Postgres(s) => s.page(album, from, limit).await,
+        }
+    }
+
+    async fn head(&self, album: Vec<u8>) -> Result<Epoch, StorageError> {
+        match self {
+            Self::Sqlite(s) => s.head(album).await,
+            Self::Postgres(s) => s.head(album).await,
+        }
+    }
+
+    async fn welcome(&self, album: Vec<u8>, epoch: Epoch) -> Result<Option<WelcomeBlobs>, StorageError> {
+        match self {
+            Self::Sqlite(s) => s.welcome(album, epoch).await,
+            Self::Postgres(s) => s.welcome(album, epoch).await,
+        }
+    }
+}
+
+/// Why a server did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Database(#[from] StorageError),
+    /// The address could not be bound, or the runtime not started.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves `backend` on `listener` until `shutdown` completes.
+///
+/// # Errors
+/// An I/O error of the listener.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    backend: Backend,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: impl core::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(backend, settings, metrics)).with_graceful_shutdown(shutdown).await
+}
+
+/// A server running on its own thread and runtime: for tests, the demo, and
+/// applications that embed one. Dropping it stops the server.
+#[derive(Debug)]
+pub struct Running {
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts a server on `database`, listening on `listen` (port 0: any free one).
+    ///
+    /// # Errors
+    /// The database or the address failing.
+    pub fn start(database: &Database, listen: SocketAddr, settings: Settings) -> Result<Self, StartError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let (backend, listener) = runtime.block_on(async {
+            let backend = Backend::open(database).await?;
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            Ok::<_, StartError>((backend, listener))
+        })?;
+        let addr = listener.local_addr()?;
+        let metrics = Arc::new(Metrics::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let served = Arc::clone(&metrics);
+        let thread = std::thread::spawn(move || {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) = runtime.block_on(serve(listener, backend, settings, served, shutdown)) {
+                tracing::error!(error = %e, "the server stopped");
+            }
+        });
+        Ok(Self { addr, metrics, stop: Some(stop), thread: Some(thread) })
+    }
+
+    /// Where it listens.
+    #[must_use]
+    pub const fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its base URL (`http://addr`).
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Its counters.
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

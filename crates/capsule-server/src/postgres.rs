@@ -1,0 +1,220 @@
+//! The backend for more than one machine: any number of stateless server
+//! processes in front of one PostgreSQL. Each submission is one transaction
+//! that locks its album's row (`SELECT … FOR UPDATE`) before reading the
+//! head, and the `(album, epoch)` primary key backs it: two replicas can
+//! never both store a commit for one epoch.
+
+use capsule_chain::rules::{self, Decision};
+use capsule_chain::wire::{Page, PageEntry};
+use capsule_chain::{CommitHash, Epoch, Submission, SubmitAnswer, WelcomeBlobs};
+use deadpool_postgres::GenericClient;
+use deadpool_postgres::{Manager, Pool};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+use crate::storage::{Storage, StorageError, decide, from_db, to_db};
+
+/// Versioned migrations, as for SQLite: entry `i` takes the schema from
+/// version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE albums (
+        album BYTEA PRIMARY KEY,
+        base BIGINT NOT NULL CHECK (base >= 0),
+        head BIGINT NOT NULL CHECK (head >= base)
+    );
+    CREATE TABLE entries (
+        album BYTEA NOT NULL REFERENCES albums (album),
+        epoch BIGINT NOT NULL CHECK (epoch >= 0),
+        commit_hash BYTEA NOT NULL,
+        commit_bytes BYTEA NOT NULL,
+        welcome BYTEA,
+        bundle BYTEA,
+        PRIMARY KEY (album, epoch)
+    );
+    CREATE UNIQUE INDEX entries_by_hash ON entries (album, commit_hash);
+"];
+
+/// Any lock id, the same in every replica: migrations run one at a time.
+const MIGRATION_LOCK: i64 = 0x6361_7073_756c_6531;
+
+fn db(e: impl core::fmt::Display) -> StorageError {
+    StorageError::Database(e.to_string())
+}
+
+/// The chain in a PostgreSQL database.
+#[derive(Clone, Debug)]
+pub struct PostgresStorage {
+    pool: Pool,
+}
+
+impl PostgresStorage {
+    /// Connects to `url` (a libpq connection string or URL) with up to
+    /// `connections` pooled connections, and migrates the schema.
+    ///
+    /// # Errors
+    /// [`StorageError::Database`] when PostgreSQL cannot be reached or
+    /// migrated; [`StorageError::Corrupt`] for a database from a newer server.
+    pub async fn connect(url: &str, connections: usize) -> Result<Self, StorageError> {
+        let config: tokio_postgres::Config = url.parse().map_err(db)?;
+        let pool = Pool::builder(Manager::new(config, NoTls)).max_size(connections.max(1)).build().map_err(db)?;
+        let this = Self { pool };
+        this.migrate().await?;
+        Ok(this)
+    }
+
+    async fn migrate(&self) -> Result<(), StorageError> {
+        let mut client = self.pool.get().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(db)?;
+        // Two replicas starting together: the second waits, then finds it done.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db)?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS capsule_schema (version BIGINT PRIMARY KEY)").await.map_err(db)?;
+        let current: i64 = tx
+            .query_one("SELECT coalesce(max(version), 0) FROM capsule_schema", &[])
+            .await
+            .map_err(db)?
+            .try_get(0)
+            .map_err(db)?;
+        let current = usize::try_from(current).map_err(|_| StorageError::Corrupt("a negative schema version"))?;
+        if current > MIGRATIONS.len() {
+            return Err(StorageError::Corrupt("the database is from a newer server"));
+        }
+        for (version, migration) in MIGRATIONS.iter().enumerate().skip(current) {
+            tx.batch_execute(migration).await.map_err(db)?;
+            let version = i64::try_from(version + 1).map_err(|_| StorageError::Corrupt("schema version"))?;
+            tx.execute("INSERT INTO capsule_schema (version) VALUES ($1)", &[&version]).await.map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+}
+
+async fn album_row(client: &impl GenericClient, album: &[u8], lock: bool) -> Result<(Epoch, Epoch), StorageError> {
+    let sql = if lock {
+        "SELECT base, head FROM albums WHERE album = $1 FOR UPDATE"
+    } else {
+        "SELECT base, head FROM albums WHERE album = $1"
+    };
+    let row = client.query_opt(sql, &[&album]).await.map_err(db)?.ok_or(StorageError::UnknownAlbum)?;
+    Ok((from_db(row.try_get(0).map_err(db)?)?, from_db(row.try_get(1).map_err(db)?)?))
+}
+
+/// One attempt at ordering a submission, in one transaction.
+async fn submit_once(
+    pool: &Pool,
+    album: &[u8],
+    s: &Submission,
+    keep: Option<u64>,
+) -> Result<SubmitAnswer, StorageError> {
+    let mut client = pool.get().await.map_err(db)?;
+    let tx = client.transaction().await.map_err(db)?;
+    let (base, head) = album_row(&tx, album, true).await?;
+    let hash = CommitHash::of(&s.commit);
+    let held_at = tx
+        .query_opt("SELECT epoch FROM entries WHERE album = $1 AND commit_hash = $2", &[&album, &hash.0.as_slice()])
+        .await
+        .map_err(db)?
+        .map(|r| r.try_get(0).map_err(db).and_then(from_db))
+        .transpose()?;
+    let decision = rules::decide(held_at, head, s.epoch);
+    if decision == Decision::Append {
+        tx.execute(
+            "INSERT INTO entries (album, epoch, commit_hash, commit_bytes, welcome, bundle) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&album, &to_db(s.epoch)?, &hash.0.as_slice(), &s.commit, &s.welcome, &s.bundle],
+        )
+        .await
+        .map_err(|e| if e.code() == Some(&SqlState::UNIQUE_VIOLATION) { StorageError::Database("raced".into()) } else { db(e) })?;
+        let new_head = s.epoch.saturating_add(1);
+        let new_base = rules::retained_base(base, new_head, keep);
+        tx.execute("DELETE FROM entries WHERE album = $1 AND epoch < $2", &[&album, &to_db(new_base)?])
+            .await
+            .map_err(db)?;
+        tx.execute(
+            "UPDATE albums SET head = $2, base = $3 WHERE album = $1",
+            &[&album, &to_db(new_head)?, &to_db(new_base)?],
+        )
+        .await
+        .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(decision.answer(s.epoch))
+}
+
+impl Storage for PostgresStorage {
+    async fn create_album(&self, album: Vec<u8>, base: Epoch) -> Result<Epoch, StorageError> {
+        let client = self.pool.get().await.map_err(db)?;
+        client
+            .execute(
+                "INSERT INTO albums (album, base, head) VALUES ($1, $2, $2) ON CONFLICT (album) DO NOTHING",
+                &[&album, &to_db(base)?],
+            )
+            .await
+            .map_err(db)?;
+        album_row(&client, &album, false).await.map(|(base, _)| base)
+    }
+
+    async fn submit(&self, album: Vec<u8>, s: Submission, keep: Option<u64>) -> Result<SubmitAnswer, StorageError> {
+        submit_once(&self.pool, &album, &s, keep).await
+    }
+
+    async fn page(&self, album: Vec<u8>, from: Epoch, limit: u64) -> Result<Page, StorageError> {
+        let mut client = self.pool.get().await.map_err(db)?;
+        // One snapshot for the head and the rows.
+        let tx = client
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .await
+            .map_err(db)?;
+        let (base, head) = album_row(&tx, &album, false).await?;
+        let range = decide::range(base, head, from, limit)?;
+        if range.0 == range.1 {
+            return decide::page(head, range, Vec::new());
+        }
+        let rows = tx
+            .query(
+                "SELECT epoch, commit_bytes, welcome IS NOT NULL OR bundle IS NOT NULL FROM entries
+                 WHERE album = $1 AND epoch >= $2 AND epoch < $3 ORDER BY epoch",
+                &[&album, &to_db(range.0)?, &to_db(range.1)?],
+            )
+            .await
+            .map_err(db)?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in rows {
+            entries.push(PageEntry {
+                epoch: from_db(row.try_get(0).map_err(db)?)?,
+                commit: row.try_get(1).map_err(db)?,
+                has_welcome: row.try_get(2).map_err(db)?,
+            });
+        }
+        tx.commit().await.map_err(db)?;
+        decide::page(head, range, entries)
+    }
+
+    async fn head(&self, album: Vec<u8>) -> Result<Epoch, StorageError> {
+        let client = self.pool.get().await.map_err(db)?;
+        album_row(&client, &album, false).await.map(|(_, head)| head)
+    }
+
+    async fn welcome(&self, album: Vec<u8>, epoch: Epoch) -> Result<Option<WelcomeBlobs>, StorageError> {
+        let mut client = self.pool.get().await.map_err(db)?;
+        let tx = client
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .await
+            .map_err(db)?;
+        let (base, _) = album_row(&tx, &album, false).await?;
+        if epoch < base {
+            return Err(StorageError::Pruned(base));
+        }
+        let Ok(at) = to_db(epoch) else { return Ok(None) };
+        let row = tx
+            .query_opt("SELECT welcome, bundle FROM entries WHERE album = $1 AND epoch = $2", &[&album, &at])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        row.map(|r| Ok(WelcomeBlobs { welcome: r.try_get(0).map_err(db)?, bundle: r.try_get(1).map_err(db)? }))
+            .transpose()
+    }
+}

@@ -1,0 +1,212 @@
+//! The embedded backend: one SQLite file, written through one connection
+//! (SQLite has one writer anyway), in WAL mode with full synchronous commits
+//! so an accepted entry survives a crash of the process or the machine.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use capsule_chain::rules::{self, Decision};
+use capsule_chain::wire::{Page, PageEntry};
+use capsule_chain::{CommitHash, Epoch, Submission, SubmitAnswer, WelcomeBlobs};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::storage::{Storage, StorageError, decide, from_db, to_db};
+
+/// Versioned migrations: entry `i` takes the schema from version `i` to `i + 1`.
+/// Released ones never change; a new version appends one.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE albums (
+        album BLOB PRIMARY KEY,
+        base INTEGER NOT NULL CHECK (base >= 0),
+        head INTEGER NOT NULL CHECK (head >= base)
+    ) STRICT;
+    CREATE TABLE entries (
+        album BLOB NOT NULL REFERENCES albums (album),
+        epoch INTEGER NOT NULL CHECK (epoch >= 0),
+        commit_hash BLOB NOT NULL,
+        commit_bytes BLOB NOT NULL,
+        welcome BLOB,
+        bundle BLOB,
+        PRIMARY KEY (album, epoch)
+    ) STRICT;
+    CREATE UNIQUE INDEX entries_by_hash ON entries (album, commit_hash);
+"];
+
+fn db(e: rusqlite::Error) -> StorageError {
+    StorageError::Database(e.to_string())
+}
+
+/// The chain in one SQLite file.
+#[derive(Clone, Debug)]
+pub struct SqliteStorage {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStorage {
+    /// Opens (creating it if missing) and migrates the database at `path`.
+    ///
+    /// # Errors
+    /// [`StorageError::Database`] when the file cannot be opened or migrated;
+    /// [`StorageError::Corrupt`] for a database from a newer server.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let mut conn = Connection::open(path).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db)?;
+        migrate(&mut conn)?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Runs `f` on the connection off the async threads.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock happened outside a committed
+            // transaction: SQLite rolled it back, the connection is sound.
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StorageError::Database(e.to_string()))?
+    }
+}
+
+/// The schema version a database is at, then every migration after it, each
+/// in its own transaction with its version number.
+fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS capsule_schema (version INTEGER PRIMARY KEY) STRICT").map_err(db)?;
+    let current: i64 =
+        conn.query_row("SELECT coalesce(max(version), 0) FROM capsule_schema", [], |r| r.get(0)).map_err(db)?;
+    let current = usize::try_from(current).map_err(|_| StorageError::Corrupt("a negative schema version"))?;
+    if current > MIGRATIONS.len() {
+        return Err(StorageError::Corrupt("the database is from a newer server"));
+    }
+    for (version, migration) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction().map_err(db)?;
+        tx.execute_batch(migration).map_err(db)?;
+        let version = i64::try_from(version + 1).map_err(|_| StorageError::Corrupt("schema version"))?;
+        tx.execute("INSERT INTO capsule_schema (version) VALUES (?1)", [version]).map_err(db)?;
+        tx.commit().map_err(db)?;
+    }
+    Ok(())
+}
+
+fn album_row(conn: &Connection, album: &[u8]) -> Result<(Epoch, Epoch), StorageError> {
+    let row: Option<(i64, i64)> = conn
+        .query_row("SELECT base, head FROM albums WHERE album = ?1", [album], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(db)?;
+    let (base, head) = row.ok_or(StorageError::UnknownAlbum)?;
+    Ok((from_db(base)?, from_db(head)?))
+}
+
+impl Storage for SqliteStorage {
+    async fn create_album(&self, album: Vec<u8>, base: Epoch) -> Result<Epoch, StorageError> {
+        let base = to_db(base)?;
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            tx.execute("INSERT OR IGNORE INTO albums (album, base, head) VALUES (?1, ?2, ?2)", params![album, base])
+                .map_err(db)?;
+            let (base, _) = album_row(&tx, &album)?;
+            tx.commit().map_err(db)?;
+            Ok(base)
+        })
+        .await
+    }
+
+    async fn submit(&self, album: Vec<u8>, s: Submission, keep: Option<u64>) -> Result<SubmitAnswer, StorageError> {
+        self.with(move |conn| {
+            // IMMEDIATE: the write lock is taken before the facts are read, so
+            // nothing can change between reading the head and appending.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let (base, head) = album_row(&tx, &album)?;
+            let hash = CommitHash::of(&s.commit);
+            let held_at: Option<i64> = tx
+                .query_row(
+                    "SELECT epoch FROM entries WHERE album = ?1 AND commit_hash = ?2",
+                    params![album, hash.0.as_slice()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            let decision = rules::decide(held_at.map(from_db).transpose()?, head, s.epoch);
+            if decision == Decision::Append {
+                let epoch = to_db(s.epoch)?;
+                tx.execute(
+                    "INSERT INTO entries (album, epoch, commit_hash, commit_bytes, welcome, bundle)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![album, epoch, hash.0.as_slice(), s.commit, s.welcome, s.bundle],
+                )
+                .map_err(db)?;
+                let new_head = s.epoch.saturating_add(1);
+                let new_base = rules::retained_base(base, new_head, keep);
+                tx.execute("DELETE FROM entries WHERE album = ?1 AND epoch < ?2", params![album, to_db(new_base)?])
+                    .map_err(db)?;
+                tx.execute(
+                    "UPDATE albums SET head = ?2, base = ?3 WHERE album = ?1",
+                    params![album, to_db(new_head)?, to_db(new_base)?],
+                )
+                .map_err(db)?;
+            }
+            tx.commit().map_err(db)?;
+            Ok(decision.answer(s.epoch))
+        })
+        .await
+    }
+
+    async fn page(&self, album: Vec<u8>, from: Epoch, limit: u64) -> Result<Page, StorageError> {
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(db)?;
+            let (base, head) = album_row(&tx, &album)?;
+            let range = decide::range(base, head, from, limit)?;
+            if range.0 == range.1 {
+                return decide::page(head, range, Vec::new());
+            }
+            let mut stmt = tx
+                .prepare(
+                    "SELECT epoch, commit_bytes, welcome IS NOT NULL OR bundle IS NOT NULL FROM entries
+                     WHERE album = ?1 AND epoch >= ?2 AND epoch < ?3 ORDER BY epoch",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![album, to_db(range.0)?, to_db(range.1)?], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, bool>(2)?))
+                })
+                .map_err(db)?;
+            let mut entries = Vec::new();
+            for row in rows {
+                let (epoch, commit, has_welcome) = row.map_err(db)?;
+                entries.push(PageEntry { epoch: from_db(epoch)?, commit, has_welcome });
+            }
+            decide::page(head, range, entries)
+        })
+        .await
+    }
+
+    async fn head(&self, album: Vec<u8>) -> Result<Epoch, StorageError> {
+        self.with(move |conn| album_row(conn, &album).map(|(_, head)| head)).await
+    }
+
+    async fn welcome(&self, album: Vec<u8>, epoch: Epoch) -> Result<Option<WelcomeBlobs>, StorageError> {
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(db)?;
+            let (base, _) = album_row(&tx, &album)?;
+            if epoch < base {
+                return Err(StorageError::Pruned(base));
+            }
+            let Ok(at) = to_db(epoch) else { return Ok(None) };
+            tx.query_row(
+                "SELECT welcome, bundle FROM entries WHERE album = ?1 AND epoch = ?2",
+                params![album, at],
+                |r| Ok(WelcomeBlobs { welcome: r.get(0)?, bundle: r.get(1)? }),
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+}

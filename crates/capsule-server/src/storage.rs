@@ -1,0 +1,105 @@
+//! Where the chain is kept. Each backend reads the facts inside one database
+//! transaction and lets `capsule-chain`'s rules decide; the database's own
+//! unique `(album, epoch)` key backs the decision, so no two writers (threads,
+//! or server processes on one PostgreSQL) ever store two commits for an epoch.
+
+use core::future::Future;
+
+use capsule_chain::wire::Page;
+use capsule_chain::{Epoch, Submission, SubmitAnswer, WelcomeBlobs};
+
+/// Why a storage operation did not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// No such album.
+    #[error("unknown album")]
+    UnknownAlbum,
+    /// History before `base` is no longer kept.
+    #[error("pruned before epoch {0}")]
+    Pruned(Epoch),
+    /// An epoch past what the database stores (`i64::MAX`).
+    #[error("epoch out of range")]
+    EpochOutOfRange,
+    /// The database failed; nothing was changed.
+    #[error("database: {0}")]
+    Database(String),
+    /// The database holds something this server never writes.
+    #[error("corrupt database: {0}")]
+    Corrupt(&'static str),
+}
+
+/// One storage backend for every album's chain.
+pub trait Storage: Clone + Send + Sync + 'static {
+    /// Registers `album`, whose group starts at `base`; for an album
+    /// registered before, its first registration's base.
+    fn create_album(&self, album: Vec<u8>, base: Epoch) -> impl Future<Output = Result<Epoch, StorageError>> + Send;
+
+    /// Orders a submission already checked with
+    /// `capsule_chain::rules::check_submission`, in one transaction, keeping
+    /// the last `keep` epochs.
+    fn submit(
+        &self,
+        album: Vec<u8>,
+        submission: Submission,
+        keep: Option<u64>,
+    ) -> impl Future<Output = Result<SubmitAnswer, StorageError>> + Send;
+
+    /// At most `limit` entries from `from` on.
+    fn page(&self, album: Vec<u8>, from: Epoch, limit: u64) -> impl Future<Output = Result<Page, StorageError>> + Send;
+
+    /// The head.
+    fn head(&self, album: Vec<u8>) -> impl Future<Output = Result<Epoch, StorageError>> + Send;
+
+    /// The Welcome and bundle stored with the commit of `epoch`.
+    fn welcome(
+        &self,
+        album: Vec<u8>,
+        epoch: Epoch,
+    ) -> impl Future<Output = Result<Option<WelcomeBlobs>, StorageError>> + Send;
+}
+
+/// An epoch as the databases store it (a signed 64-bit integer).
+pub(crate) fn to_db(epoch: Epoch) -> Result<i64, StorageError> {
+    i64::try_from(epoch.0).map_err(|_| StorageError::EpochOutOfRange)
+}
+
+/// An epoch read back from the database.
+pub(crate) fn from_db(value: i64) -> Result<Epoch, StorageError> {
+    u64::try_from(value).map(Epoch).map_err(|_| StorageError::Corrupt("a negative epoch"))
+}
+
+/// The pruning and paging decisions shared by both backends, on what one
+/// transaction read.
+pub(crate) mod decide {
+    use capsule_chain::rules;
+    use capsule_chain::wire::{Page, PageEntry};
+    use capsule_chain::{ChainError, Epoch};
+
+    use super::StorageError;
+
+    /// The epochs a page covers, or why there is none.
+    pub(crate) fn range(base: Epoch, head: Epoch, from: Epoch, limit: u64) -> Result<(Epoch, Epoch), StorageError> {
+        match rules::page(base, head, from, limit) {
+            Ok(r) => Ok((Epoch(r.start), Epoch(r.end))),
+            Err(ChainError::Pruned(base)) => Err(StorageError::Pruned(base)),
+            Err(_) => Err(StorageError::Corrupt("a page the rules cannot cut")),
+        }
+    }
+
+    /// A page from the rows read for `range`, checked to be the rows asked for.
+    pub(crate) fn page(head: Epoch, range: (Epoch, Epoch), rows: Vec<PageEntry>) -> Result<Page, StorageError> {
+        let mut expected = range.0;
+        for row in &rows {
+            if row.epoch != expected {
+                return Err(StorageError::Corrupt("a gap in the chain"));
+            }
+            expected = expected.saturating_add(1);
+        }
+        if expected != range.1 {
+            return Err(StorageError::Corrupt("a gap in the chain"));
+        }
+        let next = (range.1 < head).then_some(range.1);
+        Ok(Page { head, entries: rows, next })
+    }
+}

@@ -8,7 +8,9 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    clippy::as_conversions,
+    clippy::cast_possible_truncation
 )] // test code
 
 use std::collections::BTreeMap;
@@ -90,5 +92,147 @@ impl<F: FnMut(Option<u64>) -> Database> Harness for Http<F> {
 
     fn limits(&self) -> Limits {
         Limits::default()
+    }
+}
+
+/// A `capsule-server` process, killed when dropped.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl ServerProcess {
+    /// Starts the server binary with `args` (a listen address among them) and
+    /// waits for the line saying where it listens.
+    pub fn spawn(args: &[String]) -> Self {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_capsule-server"))
+            .args(args)
+            .env("CAPSULE_LOG", "warn")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("capsule-server listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let url = rx.recv_timeout(Duration::from_secs(60)).expect("the server starts");
+        Self { child, url }
+    }
+
+    /// SIGKILL, and wait for it to be gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port (bound, then released for a server to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(LOOPBACK).unwrap().local_addr().unwrap().port()
+}
+
+/// Device `d`'s commit for every epoch `0..epochs` of album `album`: each
+/// device is its own one-member group under the album's id, so all of them
+/// race for the same positions (the server reads only the framing).
+pub fn racing_commits(album: [u8; 16], devices: usize, epochs: u64) -> Vec<Vec<capsule_chain::Submission>> {
+    (0..devices)
+        .map(|_| {
+            let mut src = capsule_chain::conformance::CommitSource::new(album).unwrap();
+            (0..epochs)
+                .map(|_| {
+                    let s = src.stage().unwrap();
+                    src.accepted().unwrap();
+                    s
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// What one racing device saw: the commits the chain told it were accepted,
+/// and every epoch it tried.
+#[derive(Debug, Default)]
+pub struct Race {
+    pub accepted: Vec<(Epoch, capsule_chain::CommitHash)>,
+    pub tried: std::collections::BTreeSet<Epoch>,
+    pub unavailable: u64,
+}
+
+/// A device submitting its commit for the head until the chain reaches
+/// `epochs`, through `chains` in turn (replicas), retrying when no answer
+/// comes (a server being killed).
+pub fn race(commits: &[capsule_chain::Submission], chains: &mut [HttpChain], epochs: u64) -> Race {
+    use capsule_chain::{ChainError, CommitChain as _, SubmitAnswer};
+    let mut race = Race::default();
+    let mut turn = 0usize;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "the race did not finish");
+        turn += 1;
+        let n = chains.len();
+        let chain = &mut chains[turn % n];
+        let head = match chain.head() {
+            Ok(h) => h,
+            Err(ChainError::Unavailable) => {
+                race.unavailable += 1;
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            Err(e) => panic!("head: {e}"),
+        };
+        if head.0 >= epochs {
+            return race;
+        }
+        let Some(s) = usize::try_from(head.0).ok().and_then(|i| commits.get(i)) else { return race };
+        race.tried.insert(head);
+        match chain.submit(s) {
+            Ok(SubmitAnswer::Accepted { epoch }) => {
+                assert_eq!(epoch, head, "a commit made in {head} accepted at {epoch}");
+                race.accepted.push((epoch, capsule_chain::CommitHash::of(&s.commit)));
+            }
+            Ok(SubmitAnswer::Conflict { .. }) => {}
+            Err(ChainError::Unavailable) => race.unavailable += 1,
+            Err(e) => panic!("submit: {e}"),
+        }
+    }
+}
+
+/// The chain after a race: exactly one entry per epoch, each the commit its
+/// device was told was accepted, none lost, none twice, and every epoch any
+/// device tried is settled (confirmed for one, superseded for the others).
+pub fn check_race(chain: &mut HttpChain, epochs: u64, races: &[Race]) {
+    use capsule_chain::CommitChain as _;
+    let entries = chain.fetch(Epoch::ZERO).unwrap();
+    assert_eq!(entries.len() as u64, epochs, "one entry per epoch");
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(e.epoch, Epoch(i as u64));
+    }
+    let hashes: std::collections::BTreeSet<_> = entries.iter().map(|e| e.commit_hash).collect();
+    assert_eq!(hashes.len(), entries.len(), "no commit twice");
+    let mut winners = BTreeMap::new();
+    for race in races {
+        for (epoch, hash) in &race.accepted {
+            assert!(epoch.0 < epochs, "accepted past the end");
+            let entry = &entries[epoch.0 as usize];
+            assert_eq!(entry.commit_hash, *hash, "an accepted commit is the chain's entry at its epoch");
+            assert!(winners.insert(*epoch, *hash).is_none_or(|h| h == *hash), "two commits accepted for {epoch}");
+        }
+        for epoch in &race.tried {
+            assert!(epoch.0 < epochs, "every intent is settled: confirmed or superseded");
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The album story end to end with real crypto: `cargo xtask demo`.
 //!
-//! Every device has its own SQLite store; the server is the in-memory chain
-//! with the real ordering rules (and a fault layer); time is simulated.
+//! Every device has its own SQLite store; the server is a real
+//! `capsule-server` on SQLite, started by the demo on loopback, reached over
+//! HTTP through a fault layer (to lose a request on purpose); time is
+//! simulated.
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)] // a demo
 
@@ -12,9 +14,12 @@ use capsule::Device;
 use capsule::amk::{AlbumId, HistoryPolicy};
 use capsule::identity::{DeviceId, IdentityKeyPair, IdentityPublicKey, UnixTime, UserId, Validity};
 use capsule::mls::{Epoch, RekeyId, Validation};
-use capsule::resilience::testkit::{Fault, FaultyChain, MemoryChain, MemoryEscrow, MemoryServer, SimClock};
+use capsule::resilience::testkit::{Fault, FaultyChain, MemoryEscrow, SimClock};
 use capsule::resilience::{AmkEscrow, RekeyReason};
 use capsule::resilience::{Change, Clock, Event, ReconcileOutcome};
+use capsule::resilience::{CommitChain, WelcomeBlobs};
+use capsule_client::HttpChain;
+use capsule_server::{Database, Outcome, Running, Settings};
 
 const ALBUM: AlbumId = AlbumId::from_bytes([0xCA; 16]);
 const NOW: UnixTime = UnixTime(1_800_000_000);
@@ -23,11 +28,11 @@ struct Phone {
     name: &'static str,
     path: std::path::PathBuf,
     device: Device,
-    chain: FaultyChain<MemoryChain>,
+    chain: FaultyChain<HttpChain>,
 }
 
 struct World {
-    server: MemoryServer,
+    server: Running,
     clock: SimClock,
     trust: BTreeMap<UserId, IdentityPublicKey>,
     phones: Vec<Phone>,
@@ -52,11 +57,34 @@ impl World {
         p.device.reconcile_with_server(ALBUM, &mut p.chain, v).unwrap()
     }
 
+    fn chain(&self) -> HttpChain {
+        HttpChain::new(&self.server.url(), ALBUM.as_bytes(), Duration::from_secs(10))
+    }
+
+    /// The newest commit that made a Welcome: its epoch, and the Welcome and bundle.
+    fn latest_welcome(&self) -> (Epoch, WelcomeBlobs) {
+        let mut chain = self.chain();
+        let head = chain.head().unwrap();
+        (0..head.0)
+            .rev()
+            .find_map(|e| chain.welcome(Epoch(e)).unwrap().filter(|b| b.welcome.is_some()).map(|b| (Epoch(e), b)))
+            .unwrap()
+    }
+
     fn join(&mut self, name: &str) {
-        let entry = self.server.entries(ALBUM.as_bytes()).into_iter().rev().find(|e| e.welcome.is_some()).unwrap();
+        let (_, blobs) = self.latest_welcome();
         let i = self.idx(name);
         let v = Validation { trust: &self.trust, now: NOW };
-        self.phones[i].device.join(entry.welcome.as_deref().unwrap(), entry.bundle.as_deref().unwrap(), v).unwrap();
+        self.phones[i].device.join(blobs.welcome.as_deref().unwrap(), blobs.bundle.as_deref().unwrap(), v).unwrap();
+    }
+
+    fn entries(&self) -> u64 {
+        self.chain().head().unwrap().0
+    }
+
+    fn submissions(&self) -> u64 {
+        let m = self.server.metrics();
+        [Outcome::Accepted, Outcome::Conflict, Outcome::Refused].iter().map(|o| m.get(*o)).sum()
     }
 
     fn device(&self, name: &str) -> &Device {
@@ -108,14 +136,17 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("capsule-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let server = MemoryServer::new();
-    server.create_album(ALBUM.as_bytes(), Epoch::ZERO);
+    let chain_db = dir.join("chain.sqlite");
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = Running::start(&Database::Sqlite(chain_db.clone()), loopback, Settings::default()).unwrap();
     let clock = SimClock::new();
-    let mut w = World { server: server.clone(), clock: clock.clone(), trust: BTreeMap::new(), phones: Vec::new() };
+    let mut w = World { server, clock: clock.clone(), trust: BTreeMap::new(), phones: Vec::new() };
+    w.chain().create_album(Epoch::ZERO).unwrap();
     println!(
         "Capsule demo — suite MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519 (libcrux), stores in {}",
         dir.display()
     );
+    println!("   chain server: capsule-server at {} on SQLite, database {}", w.server.url(), chain_db.display());
 
     let t =
         step("Enroll Alice (phone, laptop), Bob (phone, laptop) and Charlie: hybrid Ed25519 + ML-DSA-65 identities");
@@ -133,7 +164,7 @@ fn main() {
             n += 1;
             let path = dir.join(format!("{name}.db"));
             let device = Device::enroll(&path, &identity, user, DeviceId::from_bytes([n; 16]), forever).unwrap();
-            let chain = FaultyChain::new(server.connect(ALBUM.as_bytes()), clock.clone());
+            let chain = FaultyChain::new(w.chain(), clock.clone());
             w.phones.push(Phone { name, path, device, chain });
         }
         println!(
@@ -158,12 +189,13 @@ fn main() {
     w.sync("alice-phone");
     w.join("bob-phone");
     w.join("bob-laptop");
-    let last = server.entries(ALBUM.as_bytes()).pop().unwrap();
+    let (epoch, blobs) = w.latest_welcome();
+    let commit = w.chain().fetch(epoch).unwrap().into_iter().next().unwrap().commit;
     println!(
         "   add-user commit {} B, Welcome {} B, sealed history bundle {} B",
-        last.commit.len(),
-        last.welcome.as_ref().map_or(0, Vec::len),
-        last.bundle.as_ref().map_or(0, Vec::len)
+        commit.len(),
+        blobs.welcome.as_ref().map_or(0, Vec::len),
+        blobs.bundle.as_ref().map_or(0, Vec::len)
     );
     w.everyone_reconciles();
     took(t);
@@ -222,18 +254,14 @@ fn main() {
     took(t);
 
     let t = step("A commit is lost in transit: retried on the backoff, no duplicate epoch");
-    let before = server.entries(ALBUM.as_bytes()).len();
+    let before = w.entries();
     let i = w.idx("bob-laptop");
     w.phones[i].chain.on_next_submit(Fault::DropRequest);
     w.device("bob-laptop").propose(ALBUM, Change::RotateAmk).unwrap();
     println!("   t={:>3}s {}", clock.now().0 / 1000, summarize(&w.sync("bob-laptop")));
     clock.advance(Duration::from_secs(30));
     println!("   t={:>3}s {}", clock.now().0 / 1000, summarize(&w.sync("bob-laptop")));
-    println!(
-        "   chain grew by {} entry (server saw {} submissions in all)",
-        server.entries(ALBUM.as_bytes()).len() - before,
-        server.submissions(ALBUM.as_bytes())
-    );
+    println!("   chain grew by {} entry (server saw {} submissions in all)", w.entries() - before, w.submissions());
     w.everyone_reconciles();
     took(t);
 
@@ -323,8 +351,17 @@ fn main() {
     );
     took(t);
 
-    let _ = std::fs::remove_dir_all(&dir);
-    println!("\nDone: {} chain entries, every device in the album agrees.", server.entries(ALBUM.as_bytes()).len());
+    let entries = w.entries();
+    drop(w);
+    // The devices' stores hold their keys: they go. The chain holds only
+    // public framing and MLS ciphertext: it stays for inspection.
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("chain.sqlite") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    println!("\nDone: {entries} chain entries, every device in the album agrees.");
+    println!("The server's database is kept at {} (open it with sqlite3).", chain_db.display());
 }
 
 fn describe(r: capsule::Result<Vec<u8>>) -> String {

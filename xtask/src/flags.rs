@@ -35,6 +35,18 @@ xflags::xflags! {
             /// The first seed (default 0).
             optional --from from: u64
         }
+        /// The chain server under load over loopback (SQLite, and PostgreSQL on a
+        /// throwaway cluster): commits/s and latency beside direct inserts.
+        cmd load {
+            /// Skip PostgreSQL.
+            optional --no-postgres
+            /// Albums (default 8).
+            optional --albums albums: u32
+            /// Devices per album (default 4).
+            optional --devices devices: u32
+            /// Epochs per album (default 50).
+            optional --epochs epochs: u32
+        }
         /// Run every criterion benchmark; each prints its ratio against a baseline.
         cmd bench {
             /// Only this crate.

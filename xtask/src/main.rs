@@ -27,6 +27,7 @@ fn main() -> Result<()> {
         flags::XtaskCmd::Bench(f) => bench(&sh, f.package.as_deref()),
         flags::XtaskCmd::Sim(f) => sim(&sh, f.seeds.unwrap_or(200), f.from.unwrap_or(0)),
         flags::XtaskCmd::Demo(_) => demo(&sh),
+        flags::XtaskCmd::Load(f) => load(&sh, &f),
     }
 }
 
@@ -142,6 +143,20 @@ fn demo(sh: &Shell) -> Result<()> {
     section("building the demo (the first build takes a few minutes)");
     cmd!(sh, "cargo build --locked --package capsule --example demo").run()?;
     cmd!(sh, "cargo run --locked --quiet --package capsule --example demo").run()?;
+    Ok(())
+}
+
+/// Bounded: a few thousand commits over loopback, seconds per database.
+fn load(sh: &Shell, f: &flags::Load) -> Result<()> {
+    let albums = f.albums.unwrap_or(8).to_string();
+    let devices = f.devices.unwrap_or(4).to_string();
+    let epochs = f.epochs.unwrap_or(50).to_string();
+    section("building the load generator (release)");
+    cmd!(sh, "cargo build --release --locked -p capsule-server --example load").run()?;
+    let cluster = if f.no_postgres { None } else { Some(postgres::start(sh)?) };
+    let pg: Vec<String> = cluster.as_ref().map(|c| vec!["--postgres".to_owned(), c.url()]).unwrap_or_default();
+    section("load");
+    cmd!(sh, "target/release/examples/load --albums {albums} --devices {devices} --epochs {epochs} {pg...}").run()?;
     Ok(())
 }
 

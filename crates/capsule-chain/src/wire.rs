@@ -1,6 +1,8 @@
 //! The chain server's wire format: every HTTP body is one version byte, then
 //! the value in postcard. A decoder refuses an unknown version, a body over
-//! its limit, and trailing bytes, with a typed error; it never panics.
+//! its limit, trailing bytes and a non-canonical encoding (postcard alone
+//! reads `0x80 0x00` as 0), with a typed error, so every value has exactly
+//! one body (what a signature over a request body needs); it never panics.
 //!
 //! The HTTP API (`/v1`): `PUT /v1/albums/{album}` with [`CreateAlbum`];
 //! `POST /v1/albums/{album}/commits` with a [`crate::Submission`];
@@ -39,6 +41,9 @@ pub enum WireError {
     /// Bytes after the value.
     #[error("trailing bytes after the body")]
     Trailing,
+    /// The value decodes, but is not encoded the one way this format allows.
+    #[error("non-canonical encoding")]
+    NonCanonical,
 }
 
 /// Encodes `value` as a body of this version.
@@ -55,7 +60,7 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
 ///
 /// # Errors
 /// See [`WireError`].
-pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: u64) -> Result<T, WireError> {
+pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8], limit: u64) -> Result<T, WireError> {
     if u64::try_from(bytes.len()).map_or(true, |n| n > limit) {
         return Err(WireError::TooLarge { limit });
     }
@@ -66,6 +71,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: u64) -> Result<T, WireEr
     let (value, rest) = postcard::take_from_bytes(body).map_err(|_| WireError::Malformed)?;
     if !rest.is_empty() {
         return Err(WireError::Trailing);
+    }
+    // One body per value: re-encoding must give the same bytes back.
+    if postcard::to_allocvec(&value).map_err(|_| WireError::Malformed)?.as_slice() != body {
+        return Err(WireError::NonCanonical);
     }
     Ok(value)
 }
@@ -204,5 +213,8 @@ mod tests {
         assert_eq!(decode::<CreateAlbum>(&body, 1), Err(WireError::TooLarge { limit: 1 }));
         assert_eq!(decode::<CreateAlbum>(&[body.as_slice(), &[0]].concat(), 64), Err(WireError::Trailing));
         assert_eq!(decode::<Submission>(&[1, 0xff], 64), Err(WireError::Malformed));
+        // Postcard alone reads an over-long varint; this format refuses it.
+        assert_eq!(decode::<CreateAlbum>(&[1, 0x80, 0x00], 64), Err(WireError::NonCanonical));
+        assert_eq!(decode::<Reply>(&[1, 0x83, 0, 0], 64), Err(WireError::NonCanonical));
     }
 }

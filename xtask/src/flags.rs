@@ -34,6 +34,9 @@ xflags::xflags! {
             optional --seeds seeds: u64
             /// The first seed (default 0).
             optional --from from: u64
+            /// `memory` (the in-memory double, default) or `sqlite` (a real
+            /// chain server on SQLite over loopback).
+            optional --chain chain: String
         }
         /// The chain server under load over loopback (SQLite, and PostgreSQL on a
         /// throwaway cluster): commits/s and latency beside direct inserts.

@@ -25,7 +25,9 @@ fn main() -> Result<()> {
         flags::XtaskCmd::Deny(f) => deny(&sh, f.advisories),
         flags::XtaskCmd::Fuzz(f) => fuzz(&sh, f.target.as_deref(), f.seconds.unwrap_or(30)),
         flags::XtaskCmd::Bench(f) => bench(&sh, f.package.as_deref()),
-        flags::XtaskCmd::Sim(f) => sim(&sh, f.seeds.unwrap_or(200), f.from.unwrap_or(0)),
+        flags::XtaskCmd::Sim(f) => {
+            sim(&sh, f.seeds.unwrap_or(200), f.from.unwrap_or(0), f.chain.as_deref().unwrap_or("memory"))
+        }
         flags::XtaskCmd::Demo(_) => demo(&sh),
         flags::XtaskCmd::Load(f) => load(&sh, &f),
     }
@@ -74,7 +76,14 @@ fn test_matrix(sh: &Shell, slow: bool, no_postgres: bool, only: &[String]) -> Re
     if only.is_empty() {
         // The simulator needs optimised code to run thousands of seeds in minutes.
         section(&format!("simulator: {} seeds", if slow { 5000 } else { 200 }));
-        sim(sh, if slow { 5000 } else { 200 }, 0)?;
+        sim(sh, if slow { 5000 } else { 200 }, 0, "memory")?;
+        // The same core against the real server: its fast tier, and the
+        // resilience tests, through the fault layer over loopback HTTP.
+        section("simulator against the chain server on SQLite: 40 seeds");
+        sim(sh, 40, 10_000, "sqlite")?;
+        section("capsule-resilience tests against the chain server on SQLite");
+        let _chain = sh.push_env("CAPSULE_TEST_CHAIN", "sqlite");
+        cmd!(sh, "cargo test -p capsule-resilience --features testkit --tests --locked").run()?;
         section("fuzz targets build (stable, no instrumentation)");
         cmd!(sh, "cargo check --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-check --bins").run()?;
         deny(sh, false)?;
@@ -200,8 +209,12 @@ fn feature_args(features: &[String]) -> Vec<String> {
     if features.is_empty() { vec![] } else { vec!["--features".into(), features.join(",")] }
 }
 
-fn sim(sh: &Shell, seeds: u64, from: u64) -> Result<()> {
+fn sim(sh: &Shell, seeds: u64, from: u64, chain: &str) -> Result<()> {
     let (seeds, from) = (seeds.to_string(), from.to_string());
-    cmd!(sh, "cargo run --release --locked --quiet --package capsule-sim -- --seeds {seeds} --from {from}").run()?;
+    cmd!(
+        sh,
+        "cargo run --release --locked --quiet --package capsule-sim -- --seeds {seeds} --from {from} --chain {chain}"
+    )
+    .run()?;
     Ok(())
 }

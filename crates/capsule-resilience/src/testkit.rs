@@ -4,6 +4,8 @@
 mod faults;
 mod file;
 mod memory;
+#[cfg(feature = "server")]
+mod server;
 
 use std::collections::BTreeMap;
 
@@ -17,6 +19,8 @@ use crate::AmkEscrow;
 pub use faults::{Fault, FaultyChain};
 pub use file::FileChain;
 pub use memory::{MemoryChain, MemoryServer};
+#[cfg(feature = "server")]
+pub use server::{TestChain, TestServer};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -308,7 +308,7 @@ type Lie = fn(&mut Vec<ChainEntry>);
 
 /// A server that answers fetches with `lie` applied to the honest entries.
 struct Liar<'a> {
-    inner: &'a mut testkit::FaultyChain<testkit::MemoryChain>,
+    inner: &'a mut testkit::FaultyChain<testkit::TestChain>,
     lie: Lie,
 }
 
@@ -396,7 +396,7 @@ fn a_bad_answer_from_the_server_is_counted_not_a_divergence() {
 
 /// A server that takes submissions (and answers them) and then goes silent.
 struct AnswersThenSilence<'a> {
-    inner: &'a mut testkit::FaultyChain<testkit::MemoryChain>,
+    inner: &'a mut testkit::FaultyChain<testkit::TestChain>,
     requests: u32,
 }
 
@@ -516,7 +516,7 @@ fn an_invalid_commit_is_reported_with_its_committer_and_an_unknown_identity_wait
 
 /// A chain that refuses every submission before ordering it.
 struct Refuses<'a> {
-    inner: &'a mut testkit::FaultyChain<testkit::MemoryChain>,
+    inner: &'a mut testkit::FaultyChain<testkit::TestChain>,
 }
 
 impl CommitChain for Refuses<'_> {

@@ -101,6 +101,13 @@ impl Storage for Backend {
         }
     }
 
+    async fn prune_before(&self, album: Vec<u8>, epoch: Epoch) -> Result<Epoch, StorageError> {
+        match self {
+            Self::Sqlite(s) => s.prune_before(album, epoch).await,
+            Self::Postgres(s) => s.prune_before(album, epoch).await,
+        }
+    }
+
     async fn welcome(&self, album: Vec<u8>, epoch: Epoch) -> Result<Option<WelcomeBlobs>, StorageError> {
         match self {
             Self::Sqlite(s) => s.welcome(album, epoch).await,
@@ -141,6 +148,8 @@ pub async fn serve(
 pub struct Running {
     addr: SocketAddr,
     metrics: Arc<Metrics>,
+    backend: Backend,
+    runtime: tokio::runtime::Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -159,6 +168,7 @@ impl Running {
         })?;
         let addr = listener.local_addr()?;
         let metrics = Arc::new(Metrics::default());
+        let (handle, kept) = (runtime.handle().clone(), backend.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let served = Arc::clone(&metrics);
         let thread = std::thread::spawn(move || {
@@ -169,7 +179,7 @@ impl Running {
                 tracing::error!(error = %e, "the server stopped");
             }
         });
-        Ok(Self { addr, metrics, stop: Some(stop), thread: Some(thread) })
+        Ok(Self { addr, metrics, backend: kept, runtime: handle, stop: Some(stop), thread: Some(thread) })
     }
 
     /// Where it listens.
@@ -188,6 +198,14 @@ impl Running {
     #[must_use]
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The operator's retention: forgets `album`'s entries before `epoch`.
+    ///
+    /// # Errors
+    /// As [`Storage::prune_before`].
+    pub fn prune_before(&self, album: &[u8], epoch: Epoch) -> Result<Epoch, StorageError> {
+        self.runtime.block_on(self.backend.prune_before(album.to_vec(), epoch))
     }
 }
 

@@ -190,6 +190,19 @@ impl Storage for PostgresStorage {
         decide::page(head, range, entries)
     }
 
+    async fn prune_before(&self, album: Vec<u8>, epoch: Epoch) -> Result<Epoch, StorageError> {
+        let mut client = self.pool.get().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(db)?;
+        let (base, head) = album_row(&tx, &album, true).await?;
+        let new_base = epoch.clamp(base, head);
+        tx.execute("DELETE FROM entries WHERE album = $1 AND epoch < $2", &[&album, &to_db(new_base)?])
+            .await
+            .map_err(db)?;
+        tx.execute("UPDATE albums SET base = $2 WHERE album = $1", &[&album, &to_db(new_base)?]).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(new_base)
+    }
+
     async fn head(&self, album: Vec<u8>) -> Result<Epoch, StorageError> {
         let client = self.pool.get().await.map_err(db)?;
         album_row(&client, &album, false).await.map(|(_, head)| head)

@@ -187,6 +187,20 @@ impl Storage for SqliteStorage {
         .await
     }
 
+    async fn prune_before(&self, album: Vec<u8>, epoch: Epoch) -> Result<Epoch, StorageError> {
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let (base, head) = album_row(&tx, &album)?;
+            let new_base = epoch.clamp(base, head);
+            tx.execute("DELETE FROM entries WHERE album = ?1 AND epoch < ?2", params![album, to_db(new_base)?])
+                .map_err(db)?;
+            tx.execute("UPDATE albums SET base = ?2 WHERE album = ?1", params![album, to_db(new_base)?]).map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(new_base)
+        })
+        .await
+    }
+
     async fn head(&self, album: Vec<u8>) -> Result<Epoch, StorageError> {
         self.with(move |conn| album_row(conn, &album).map(|(_, head)| head)).await
     }

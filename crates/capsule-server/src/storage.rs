@@ -51,6 +51,11 @@ pub trait Storage: Clone + Send + Sync + 'static {
     /// The head.
     fn head(&self, album: Vec<u8>) -> impl Future<Output = Result<Epoch, StorageError>> + Send;
 
+    /// Forgets entries before `epoch` (an operator's retention, beside the
+    /// automatic one); the first epoch kept is never moved past the head nor
+    /// back. Returns it.
+    fn prune_before(&self, album: Vec<u8>, epoch: Epoch) -> impl Future<Output = Result<Epoch, StorageError>> + Send;
+
     /// The Welcome and bundle stored with the commit of `epoch`.
     fn welcome(
         &self,

@@ -30,4 +30,6 @@
 
 mod sim;
 
-pub use sim::{Mix, Op, Report, Stats, check_seed, check_seed_with, generate, run, shrink};
+pub use sim::{
+    Chain, Mix, Op, Report, Stats, check_seed, check_seed_on, check_seed_with, generate, run, run_on, shrink, shrink_on,
+};

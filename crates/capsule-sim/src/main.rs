@@ -1,6 +1,8 @@
-//! `capsule-sim --seeds N [--from S] [--jobs J]`: runs the simulator over many
-//! seeds (J at a time, the machine's parallelism by default) with a progress bar
-//! and ends with a table; exits non-zero on any violation.
+//! `capsule-sim --seeds N [--from S] [--jobs J] [--chain sqlite]`: runs the
+//! simulator over many seeds (J at a time, the machine's parallelism by
+//! default) with a progress bar and ends with a table; exits non-zero on any
+//! violation. `--chain sqlite` runs every seed against a real chain server on
+//! SQLite over loopback instead of the in-memory double.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool
 
@@ -19,6 +21,14 @@ fn main() -> ExitCode {
     let from = arg(&args, "--from", 0);
     let parallelism = std::thread::available_parallelism().map_or(1, |n| u64::try_from(n.get()).unwrap_or(1));
     let jobs = arg(&args, "--jobs", parallelism).clamp(1, seeds.max(1));
+    let chain = match args.iter().position(|a| a == "--chain").and_then(|i| args.get(i + 1)).map(String::as_str) {
+        None | Some("memory") => capsule_sim::Chain::Memory,
+        Some("sqlite") => capsule_sim::Chain::SqliteServer,
+        Some(other) => {
+            eprintln!("capsule-sim: --chain {other}: expected memory or sqlite");
+            return ExitCode::from(2);
+        }
+    };
     let started = std::time::Instant::now();
     let (mut runs, mut ops, mut faults, mut checks, mut violations) = (0u64, 0u64, 0u64, 0u64, Vec::new());
     let (mut rebootstraps, mut refusals) = (0u64, 0u64);
@@ -33,7 +43,9 @@ fn main() -> ExitCode {
             scope.spawn(move || {
                 loop {
                     let seed = next.fetch_add(1, Ordering::Relaxed);
-                    if seed >= from + seeds || tx.send(capsule_sim::check_seed(seed)).is_err() {
+                    if seed >= from + seeds
+                        || tx.send(capsule_sim::check_seed_on(seed, capsule_sim::Mix::Recovery, chain)).is_err()
+                    {
                         break;
                     }
                 }

@@ -11,7 +11,7 @@ use std::num::NonZeroU32;
 use capsule_amk::{AlbumId, AlbumUpgrade, AmkVersion, HistoryPolicy};
 use capsule_identity::{DeviceId, IdentityKeyPair, IdentityPublicKey, IdentitySeed, UnixTime, UserId, Validity};
 use capsule_mls::{Epoch, Member, RekeyId, RekeyReason, Validation};
-use capsule_resilience::testkit::{Fault, FaultyChain, MemoryChain, MemoryEscrow, MemoryServer, SimClock};
+use capsule_resilience::testkit::{Fault, FaultyChain, MemoryEscrow, MemoryServer, SimClock, TestChain, TestServer};
 use capsule_resilience::{AlbumStatus, Change, IntentId, IntentState, ReconcileOutcome, ResilienceError};
 use chacha20::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -169,12 +169,12 @@ pub fn generate(seed: u64, len: usize, mix: Mix) -> Vec<Op> {
 struct Node {
     path: PathBuf,
     device: Option<Device>,
-    chain: FaultyChain<MemoryChain>,
+    chain: FaultyChain<TestChain>,
 }
 
 struct World {
     root: PathBuf,
-    server: MemoryServer,
+    server: TestServer,
     clock: SimClock,
     trust: BTreeMap<UserId, IdentityPublicKey>,
     nodes: Vec<Node>,
@@ -228,13 +228,26 @@ fn fail<T>(msg: impl Into<String>) -> Result<T, String> {
     Err(msg.into())
 }
 
+/// Which chain server a run talks to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Chain {
+    /// The in-memory double (the default: thousands of seeds in minutes).
+    #[default]
+    Memory,
+    /// A real `capsule-server` on SQLite, over loopback HTTP.
+    SqliteServer,
+}
+
 impl World {
-    fn new(seed: u64) -> Result<Self, String> {
+    fn new(seed: u64, chain: Chain) -> Result<Self, String> {
         let root = std::env::temp_dir().join(format!("capsule-sim-{}-{seed}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
-        let server = MemoryServer::new();
-        server.create_album(ALBUM.as_bytes(), Epoch::ZERO);
+        let server = match chain {
+            Chain::Memory => TestServer::Memory(MemoryServer::new()),
+            Chain::SqliteServer => TestServer::sqlite(&root.join("chain.sqlite"))?,
+        };
+        server.create_album(ALBUM.as_bytes(), Epoch::ZERO).map_err(|e| e.to_string())?;
         let clock = SimClock::new();
         let mut identities = BTreeMap::new();
         let mut trust = BTreeMap::new();
@@ -412,7 +425,11 @@ impl World {
             }
             Err(e) => return fail(format!("device {d} rekey: {e}")),
         }
-        for other in (0..DEVICES).filter(|o| *o != d && self.active(*o)) {
+        // Every device the group lists, joined or not: one added whose Welcome
+        // was pruned before it joined never answers, and only a re-add from a
+        // fresh KeyPackage (the directory's) lets the re-key finish.
+        let listed = self.dev(d)?.members(ALBUM).map_err(|e| e.to_string())?;
+        for other in (0..DEVICES).filter(|o| *o != d && listed.contains(&member_id(*o))) {
             let kp = self.dev(other)?.key_package().map_err(|e| e.to_string())?;
             self.dev(d)?.provide_rekey_key_package(ALBUM, member_id(other), kp).map_err(|e| e.to_string())?;
         }
@@ -836,8 +853,16 @@ impl Drop for World {
 /// # Errors
 /// The first violated invariant, with the index of the op after which it broke.
 pub fn run(seed: u64, ops: &[Op]) -> Result<(Stats, Vec<String>), (usize, String)> {
+    run_on(seed, ops, Chain::Memory)
+}
+
+/// [`run`] against `chain`.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_on(seed: u64, ops: &[Op], chain: Chain) -> Result<(Stats, Vec<String>), (usize, String)> {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut w = World::new(seed).map_err(|e| (0, format!("setup: {e}")))?;
+        let mut w = World::new(seed, chain).map_err(|e| (0, format!("setup: {e}")))?;
         w.check().map_err(|e| (0, e))?;
         for (i, op) in ops.iter().enumerate() {
             w.apply(op).map_err(|e| (i, e))?;
@@ -862,6 +887,13 @@ pub fn run(seed: u64, ops: &[Op]) -> Result<(Stats, Vec<String>), (usize, String
 /// without every single op whose removal keeps it failing.
 #[must_use]
 pub fn shrink(seed: u64, ops: &[Op], failed_at: usize) -> Vec<Op> {
+    shrink_on(seed, ops, failed_at, Chain::Memory)
+}
+
+/// [`shrink`] against `chain`.
+#[must_use]
+pub fn shrink_on(seed: u64, ops: &[Op], failed_at: usize, chain: Chain) -> Vec<Op> {
+    let run = |seed, ops: &[Op]| run_on(seed, ops, chain);
     let mut best = ops.get(..=failed_at.min(ops.len().saturating_sub(1))).unwrap_or(ops).to_vec();
     for len in 0..best.len() {
         let prefix = best.get(..len).unwrap_or_default().to_vec();
@@ -891,11 +923,17 @@ pub fn check_seed(seed: u64) -> Report {
 /// [`check_seed`] with the operations drawn from `mix`.
 #[must_use]
 pub fn check_seed_with(seed: u64, mix: Mix) -> Report {
+    check_seed_on(seed, mix, Chain::Memory)
+}
+
+/// [`check_seed_with`] against `chain`.
+#[must_use]
+pub fn check_seed_on(seed: u64, mix: Mix, chain: Chain) -> Report {
     let ops = generate(seed, 40, mix);
-    match run(seed, &ops) {
+    match run_on(seed, &ops, chain) {
         Ok((stats, observed)) => Report { seed, stats, violation: None, observed },
         Err((at, msg)) => {
-            let trace = shrink(seed, &ops, at);
+            let trace = shrink_on(seed, &ops, at, chain);
             Report { seed, stats: Stats::default(), violation: Some((msg, trace)), observed: Vec::new() }
         }
     }

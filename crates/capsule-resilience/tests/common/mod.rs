@@ -15,7 +15,7 @@ use capsule_amk::{AlbumId, AlbumMetadata, HistoryPolicy};
 use capsule_identity::UserId;
 use capsule_mls::testkit::{Directory, TestDevice};
 use capsule_mls::{Album, Validation};
-use capsule_resilience::testkit::{FaultyChain, MemoryChain, MemoryServer, SimClock};
+use capsule_resilience::testkit::{FaultyChain, SimClock, TestChain, TestServer};
 use capsule_resilience::*;
 
 pub const ALBUM: AlbumId = AlbumId::from_bytes([0xB2; 16]);
@@ -23,21 +23,25 @@ pub const ALBUM: AlbumId = AlbumId::from_bytes([0xB2; 16]);
 pub struct Node {
     pub t: TestDevice,
     pub album: Option<ResilientAlbum>,
-    pub chain: FaultyChain<MemoryChain>,
+    pub chain: FaultyChain<TestChain>,
 }
 
 pub struct Net {
     pub dir: Directory,
-    pub server: MemoryServer,
+    /// The in-memory double, or a real server on SQLite when
+    /// `CAPSULE_TEST_CHAIN=sqlite` (the test matrix runs these tests both ways).
+    pub server: TestServer,
+    pub dir_guard: std::sync::Arc<tempfile::TempDir>,
     pub clock: SimClock,
     pub nodes: Vec<Node>,
 }
 
 impl Net {
     pub fn new(seed: u8) -> Self {
-        let server = MemoryServer::new();
-        server.create_album(ALBUM.as_bytes(), Epoch::ZERO);
-        Self { dir: Directory::new(seed), server, clock: SimClock::new(), nodes: Vec::new() }
+        let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        let server = TestServer::from_env(dir.path()).unwrap();
+        server.create_album(ALBUM.as_bytes(), Epoch::ZERO).unwrap();
+        Self { dir: Directory::new(seed), server, clock: SimClock::new(), nodes: Vec::new(), dir_guard: dir }
     }
 
     pub fn user(&mut self, n: u8) -> UserId {

@@ -116,6 +116,9 @@ pub enum Refused {
         /// The limit.
         limit: u64,
     },
+    /// An epoch past what any chain stores ([`crate::rules::MAX_EPOCH`]).
+    #[error("epoch out of range")]
+    EpochOutOfRange,
 }
 
 /// What was wrong with an answer no honest chain would give.

@@ -37,6 +37,10 @@ impl Default for Limits {
     }
 }
 
+/// The last epoch a chain stores (what a signed 64-bit database column holds):
+/// one number for every chain, so the double and the databases agree.
+pub const MAX_EPOCH: Epoch = Epoch(i64::MAX.unsigned_abs());
+
 /// Checks what can be checked of a submission without group secrets: sizes,
 /// that the commit is one PublicMessage commit of `album`'s group, and that
 /// it was made in the epoch it claims.
@@ -66,6 +70,9 @@ pub fn check_submission(album: &[u8], submission: &Submission, limits: &Limits) 
     }
     if framing.epoch != submission.epoch {
         return Err(Refused::WrongEpoch { claimed: submission.epoch, framed: framing.epoch });
+    }
+    if submission.epoch >= MAX_EPOCH {
+        return Err(Refused::EpochOutOfRange);
     }
     Ok(())
 }
@@ -124,10 +131,20 @@ pub fn page(base: Epoch, head: Epoch, from: Epoch, limit: u64) -> Result<core::o
 }
 
 /// The first epoch kept once the head is `head`, for a chain that keeps the
-/// last `keep` epochs (`None`: everything). Never moves back.
+/// last `keep` epochs (`None`: everything). Never moves back, and always
+/// keeps the last entry: a device at the head reads from the epoch before its
+/// own to check its last commit, so a chain holding nothing would cut every
+/// device off.
 #[must_use]
 pub fn retained_base(base: Epoch, head: Epoch, keep: Option<u64>) -> Epoch {
-    keep.map_or(base, |keep| Epoch(head.0.saturating_sub(keep)).max(base))
+    keep.map_or(base, |keep| Epoch(head.0.saturating_sub(keep.max(1))).max(base))
+}
+
+/// The first epoch kept when an operator prunes before `epoch`: never past
+/// the last entry, never back.
+#[must_use]
+pub fn pruned_base(base: Epoch, head: Epoch, epoch: Epoch) -> Epoch {
+    epoch.min(head.previous().unwrap_or(head)).max(base)
 }
 
 /// One album's chain held in memory, following the rules above: the
@@ -229,8 +246,10 @@ impl ChainLog {
             .map(|e| crate::WelcomeBlobs { welcome: e.welcome.clone(), bundle: e.bundle.clone() }))
     }
 
-    /// Forgets entries before `epoch`, as a server with limited history does.
+    /// Forgets entries before `epoch` (never the last one), as a server with
+    /// limited history does.
     pub fn prune_before(&mut self, epoch: Epoch) {
+        let epoch = pruned_base(self.base, self.head(), epoch);
         let n = usize::try_from(epoch.0.saturating_sub(self.base.0)).unwrap_or(usize::MAX).min(self.entries.len());
         self.entries.drain(..n);
         self.base = self.base.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
@@ -267,5 +286,10 @@ mod tests {
         assert_eq!(retained_base(Epoch(8), Epoch(10), Some(3)), Epoch(8));
         assert_eq!(retained_base(Epoch(0), Epoch(2), Some(3)), Epoch(0));
         assert_eq!(retained_base(Epoch(0), Epoch(10), None), Epoch(0));
+        // Keeping nothing would cut off every device: the last entry stays.
+        assert_eq!(retained_base(Epoch(0), Epoch(10), Some(0)), Epoch(9));
+        assert_eq!(pruned_base(Epoch(2), Epoch(10), Epoch(10)), Epoch(9));
+        assert_eq!(pruned_base(Epoch(2), Epoch(10), Epoch(1)), Epoch(2));
+        assert_eq!(pruned_base(Epoch(0), Epoch(0), Epoch(5)), Epoch(0));
     }
 }

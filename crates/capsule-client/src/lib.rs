@@ -16,13 +16,18 @@
 
 use std::time::Duration;
 
-use capsule_chain::wire::{self, CreateAlbum, Reply, ServerError};
+use capsule_chain::wire::{self, CreateAlbum, Reply, ServerError, WireError};
 use capsule_chain::{
-    BadAnswer, ChainEntry, ChainError, CommitChain, CommitHash, Epoch, Submission, SubmitAnswer, WelcomeBlobs,
+    BadAnswer, ChainEntry, ChainError, CommitChain, CommitHash, Epoch, Refused, Submission, SubmitAnswer, WelcomeBlobs,
 };
 
-/// The largest reply read: a page of entries at the server's size limits.
-const REPLY_LIMIT: u64 = 256 << 20;
+/// The largest reply read: the server cuts pages at 16 MiB of commits, plus
+/// one commit at its own limit.
+const REPLY_LIMIT: u64 = 64 << 20;
+
+/// The most one fetch gathers before returning what it has (the caller
+/// fetches again from there): a lying server cannot make it grow forever.
+const FETCH_LIMIT: u64 = 256 << 20;
 
 /// One album's chain on a `capsule-server`.
 #[derive(Debug, Clone)]
@@ -69,7 +74,13 @@ impl HttpChain {
             Some(Reply::Error(ServerError::UnknownAlbum)) => Err(ChainError::UnknownAlbum),
             Some(Reply::Error(ServerError::Pruned { base })) => Err(ChainError::Pruned(base)),
             Some(Reply::Error(ServerError::Refused(refused))) => Err(ChainError::Refused(refused)),
+            // The whole request was over the server's limit: as refused as a part over it.
+            Some(Reply::Error(ServerError::BadRequest(WireError::TooLarge { limit }))) => {
+                Err(ChainError::Refused(Refused::TooLarge { limit }))
+            }
             Some(reply) => Ok(reply),
+            // A proxy in front refusing the size, in its own words.
+            None if status.as_u16() == 413 => Err(ChainError::Refused(Refused::TooLarge { limit: 0 })),
             // A proxy's or a crashed server's page: nothing the chain said.
             None if status.is_server_error() => Err(ChainError::Unavailable),
             None => Err(ChainError::BadAnswer(BadAnswer::Undecodable)),
@@ -79,7 +90,16 @@ impl HttpChain {
 
 /// A reply that does not answer the request made.
 fn unexpected(reply: Reply) -> ChainError {
-    tracing::warn!(?reply, "the chain server answered another question");
+    // Which kind only: a reply can carry Welcomes and pages of commits.
+    let kind = match reply {
+        Reply::Created { .. } => "created",
+        Reply::Submitted(_) => "submitted",
+        Reply::Page(_) => "page",
+        Reply::Head(_) => "head",
+        Reply::Welcome(_) => "welcome",
+        Reply::Error(_) => "error",
+    };
+    tracing::warn!(kind, "the chain server answered another question");
     ChainError::BadAnswer(BadAnswer::Undecodable)
 }
 
@@ -94,7 +114,7 @@ impl CommitChain for HttpChain {
     }
 
     fn fetch(&mut self, from_epoch: Epoch) -> Result<Vec<ChainEntry>, ChainError> {
-        let mut entries = Vec::new();
+        let (mut entries, mut bytes) = (Vec::new(), 0u64);
         let mut from = from_epoch;
         loop {
             let url = format!("{}/commits?from={}", self.album_url, from.0);
@@ -102,17 +122,27 @@ impl CommitChain for HttpChain {
                 Reply::Page(page) => page,
                 other => return Err(unexpected(other)),
             };
-            let got = page.entries.len();
-            entries.extend(page.entries.into_iter().map(|e| ChainEntry {
-                epoch: e.epoch,
-                commit_hash: CommitHash::of(&e.commit),
-                commit: e.commit,
-                welcome: None,
-                bundle: None,
-            }));
+            let got = u64::try_from(page.entries.len()).unwrap_or(u64::MAX);
+            for e in page.entries {
+                bytes = bytes.saturating_add(u64::try_from(e.commit.len()).unwrap_or(u64::MAX));
+                entries.push(ChainEntry {
+                    epoch: e.epoch,
+                    commit_hash: CommitHash::of(&e.commit),
+                    commit: e.commit,
+                    welcome: None,
+                    bundle: None,
+                });
+            }
             match page.next {
-                // A next page that does not move on would loop forever: a lie.
-                Some(next) if got > 0 && next > from => from = next,
+                // The next page starts right after this one and before the
+                // head; anything else is a lie that could loop forever.
+                Some(next) if got > 0 && next == from.saturating_add(got) && next < page.head => {
+                    if bytes >= FETCH_LIMIT {
+                        // Enough for now: the device applies these and asks again.
+                        return Ok(entries);
+                    }
+                    from = next;
+                }
                 Some(_) => return Err(ChainError::BadAnswer(BadAnswer::OutOfOrder)),
                 None => return Ok(entries),
             }

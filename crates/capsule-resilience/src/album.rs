@@ -540,7 +540,8 @@ impl ResilientAlbum {
     /// # Errors
     /// [`ResilienceError::RekeyInProgress`] while another re-key of this device
     /// runs; [`ResilienceError::Escrow`] if the lineage cannot be deposited;
-    /// [`ResilienceError::Quarantined`].
+    /// [`ResilienceError::Quarantined`]; [`ResilienceError::NeedsRebootstrap`]
+    /// for a device removed from the album or left behind a pruned chain.
     pub fn rekey_group(
         &mut self,
         id: RekeyId,
@@ -567,6 +568,10 @@ impl ResilientAlbum {
     /// As [`ResilientAlbum::rekey_group`], with nothing changed.
     pub fn rekey_deposit(&self, id: RekeyId) -> Result<Option<&AmkKeyring>> {
         self.ensure_not_quarantined()?;
+        // A removed device's keyring is not the album's lineage any more.
+        if self.settled_outcome().is_some() {
+            return Err(ResilienceError::NeedsRebootstrap);
+        }
         if self.completed_rekeys.contains(&id) {
             return Ok(None);
         }

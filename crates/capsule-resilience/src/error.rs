@@ -27,6 +27,10 @@ pub enum ResilienceError {
     /// chain (not quarantined, not removed, chain not pruned): nothing changed.
     #[error("the album is not stuck: reconcile instead of re-bootstrapping")]
     NotStuck,
+    /// The album needs a re-bootstrap (this device was removed, or the chain
+    /// was pruned past it): nothing else can be done on it. Nothing changed.
+    #[error("the album needs a re-bootstrap")]
+    NeedsRebootstrap,
     /// Recovery of a stalled re-key was asked while none has stalled:
     /// nothing changed.
     #[error("no re-key has stalled")]

@@ -29,11 +29,26 @@ pub struct Settings {
     pub keep: Option<u64>,
     /// Entries per page at most.
     pub page_limit: u64,
+    /// Bytes of commits per page at most (a page holds at least one entry).
+    pub page_bytes: u64,
+    /// Submissions handled at once; more wait (each may buffer a body of up
+    /// to `limits.body()`).
+    pub concurrent_submissions: usize,
+    /// How long one database operation may take before the request answers
+    /// "unavailable" (the client retries; the rule makes that safe).
+    pub timeout: core::time::Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { limits: Limits::default(), keep: None, page_limit: 256 }
+        Self {
+            limits: Limits::default(),
+            keep: None,
+            page_limit: 256,
+            page_bytes: 16 << 20,
+            concurrent_submissions: 64,
+            timeout: core::time::Duration::from_secs(30),
+        }
     }
 }
 
@@ -41,11 +56,30 @@ struct App<S> {
     storage: S,
     settings: Settings,
     metrics: Arc<Metrics>,
+    submissions: tokio::sync::Semaphore,
+}
+
+impl<S: Storage> App<S> {
+    /// A storage operation under the settings' time limit.
+    async fn run<T>(
+        &self,
+        album: &[u8],
+        op: impl core::future::Future<Output = Result<T, StorageError>>,
+    ) -> Result<T, ServerError> {
+        match tokio::time::timeout(self.settings.timeout, op).await {
+            Ok(result) => result.map_err(|e| storage_error(album, e)),
+            Err(_) => {
+                tracing::error!(album = %tag(album), "storage timed out");
+                Err(ServerError::Unavailable)
+            }
+        }
+    }
 }
 
 /// The routes over `storage`; `metrics` counts what they answer.
 pub fn router<S: Storage>(storage: S, settings: Settings, metrics: Arc<Metrics>) -> Router {
-    let app = Arc::new(App { storage, settings, metrics });
+    let submissions = tokio::sync::Semaphore::new(settings.concurrent_submissions.max(1));
+    let app = Arc::new(App { storage, settings, metrics, submissions });
     Router::new()
         .route("/v1/albums/{album}", put(create::<S>))
         .route("/v1/albums/{album}/commits", get(fetch::<S>).post(submit::<S>))
@@ -78,7 +112,8 @@ fn error(e: ServerError) -> Response {
     reply(status, &Reply::Error(e))
 }
 
-/// Identifiers in logs are hashed: an operator sees which album, never its id.
+/// Identifiers in logs are hashed (a fixed-prefix SHA-256, 48 bits shown):
+/// an operator can tell albums apart without seeing their ids.
 fn tag(album: &[u8]) -> String {
     let digest = Sha256::new_with_prefix(b"capsule-server log tag v1").chain_update(album).finalize();
     digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
@@ -99,7 +134,9 @@ fn storage_error(album: &[u8], e: StorageError) -> ServerError {
 /// An album id from its path segment: lowercase or uppercase hex, 1 to 64 bytes.
 fn album_id(hex: &str) -> Result<Vec<u8>, ServerError> {
     let bad = ServerError::BadRequest(WireError::Malformed);
-    if hex.is_empty() || hex.len() > 128 || !hex.len().is_multiple_of(2) {
+    // Digits only: `from_str_radix` alone also takes a sign ("+f").
+    if hex.is_empty() || hex.len() > 128 || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return Err(bad);
     }
     (0..hex.len())
@@ -110,10 +147,14 @@ fn album_id(hex: &str) -> Result<Vec<u8>, ServerError> {
 
 async fn body(body: Body, limit: u64) -> Result<Vec<u8>, ServerError> {
     let max = usize::try_from(limit).unwrap_or(usize::MAX);
-    axum::body::to_bytes(body, max)
-        .await
-        .map(|b| b.to_vec())
-        .map_err(|_| ServerError::BadRequest(WireError::TooLarge { limit }))
+    axum::body::to_bytes(body, max).await.map(|b| b.to_vec()).map_err(|e| {
+        // Over the limit, or the body itself failed (a client gone mid-way).
+        if e.into_inner().is::<http_body_util::LengthLimitError>() {
+            ServerError::BadRequest(WireError::TooLarge { limit })
+        } else {
+            ServerError::BadRequest(WireError::Malformed)
+        }
+    })
 }
 
 async fn create<S: Storage>(State(app): State<Arc<App<S>>>, Path(album): Path<String>, raw: Body) -> Response {
@@ -121,7 +162,7 @@ async fn create<S: Storage>(State(app): State<Arc<App<S>>>, Path(album): Path<St
         let album = album_id(&album)?;
         let bytes = body(raw, 64).await?;
         let CreateAlbum { base } = wire::decode(&bytes, 64).map_err(ServerError::BadRequest)?;
-        let base = app.storage.create_album(album.clone(), base).await.map_err(|e| storage_error(&album, e))?;
+        let base = app.run(&album, app.storage.create_album(album.clone(), base)).await?;
         tracing::info!(album = %tag(&album), base = base.0, "album registered");
         Ok(base)
     };
@@ -135,18 +176,22 @@ async fn submit<S: Storage>(State(app): State<Arc<App<S>>>, Path(album): Path<St
     let limits = app.settings.limits;
     let run = async {
         let album = album_id(&album)?;
+        // Bounded: at most so many bodies buffered at once.
+        let _permit = app.submissions.acquire().await.map_err(|_| ServerError::Unavailable)?;
         let bytes = body(raw, limits.body()).await?;
         let submission: Submission = wire::decode(&bytes, limits.body()).map_err(ServerError::BadRequest)?;
-        rules::check_submission(&album, &submission, &limits).map_err(|refused| {
+        if let Err(refused) = rules::check_submission(&album, &submission, &limits) {
+            // Idempotent first: a commit the chain holds (sent again after a
+            // lost answer, under limits since lowered) answers its position.
+            let hash = capsule_chain::CommitHash::of(&submission.commit);
+            if let Ok(Some(epoch)) = app.run(&album, app.storage.held_at(album.clone(), hash)).await {
+                return Ok(SubmitAnswer::Accepted { epoch });
+            }
             tracing::warn!(album = %tag(&album), epoch = submission.epoch.0, %refused, "submission refused");
-            ServerError::Refused(refused)
-        })?;
+            return Err(ServerError::Refused(refused));
+        }
         let epoch = submission.epoch;
-        let answer = app
-            .storage
-            .submit(album.clone(), submission, app.settings.keep)
-            .await
-            .map_err(|e| storage_error(&album, e))?;
+        let answer = app.run(&album, app.storage.submit(album.clone(), submission, app.settings.keep)).await?;
         tracing::info!(album = %tag(&album), epoch = epoch.0, ?answer, "submission ordered");
         Ok(answer)
     };
@@ -196,7 +241,7 @@ async fn fetch<S: Storage>(
     let run = async {
         let album = album_id(&album)?;
         let (from, limit) = page_query(q.as_deref(), app.settings.page_limit.max(1))?;
-        app.storage.page(album.clone(), from, limit).await.map_err(|e| storage_error(&album, e))
+        app.run(&album, app.storage.page(album.clone(), from, limit, app.settings.page_bytes)).await
     };
     match run.await {
         Ok(page) => reply(StatusCode::OK, &Reply::Page(page)),
@@ -207,7 +252,7 @@ async fn fetch<S: Storage>(
 async fn head<S: Storage>(State(app): State<Arc<App<S>>>, Path(album): Path<String>) -> Response {
     let run = async {
         let album = album_id(&album)?;
-        app.storage.head(album.clone()).await.map_err(|e| storage_error(&album, e))
+        app.run(&album, app.storage.head(album.clone())).await
     };
     match run.await {
         Ok(head) => reply(StatusCode::OK, &Reply::Head(head)),
@@ -219,7 +264,7 @@ async fn welcome<S: Storage>(State(app): State<Arc<App<S>>>, Path((album, epoch)
     let run = async {
         let album = album_id(&album)?;
         let epoch = epoch.parse().map(Epoch).map_err(|_| ServerError::BadRequest(WireError::Malformed))?;
-        app.storage.welcome(album.clone(), epoch).await.map_err(|e| storage_error(&album, e))
+        app.run(&album, app.storage.welcome(album.clone(), epoch)).await
     };
     match run.await {
         Ok(blobs) => reply(StatusCode::OK, &Reply::Welcome(blobs)),
@@ -239,7 +284,7 @@ mod tests {
     fn album_ids_and_queries_parse_or_are_refused() {
         assert_eq!(album_id("51ab"), Ok(vec![0x51, 0xab]));
         assert_eq!(album_id("51AB"), Ok(vec![0x51, 0xab]));
-        for bad in ["", "5", "zz", "5g", "é1", &"00".repeat(65)] {
+        for bad in ["", "5", "zz", "5g", "é1", "+f+f", "-0", &"00".repeat(65)] {
             assert!(album_id(bad).is_err(), "{bad}");
         }
         assert_eq!(page_query(Some("from=3"), 10), Ok((Epoch(3), 10)));

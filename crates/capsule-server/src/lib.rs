@@ -31,11 +31,12 @@ pub use http::{Settings, router};
 pub use metrics::{Metrics, Outcome};
 
 use capsule_chain::wire::Page;
-use capsule_chain::{Epoch, Submission, SubmitAnswer, WelcomeBlobs};
+use capsule_chain::{CommitHash, Epoch, Submission, SubmitAnswer, WelcomeBlobs};
 use storage::{Storage, StorageError};
 
-/// Which database a server keeps its chains in.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Which database a server keeps its chains in. Its `Debug` never shows a
+/// PostgreSQL connection string (it may carry a password).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Database {
     /// A SQLite file (created if missing).
     Sqlite(PathBuf),
@@ -46,6 +47,17 @@ pub enum Database {
         /// Pooled connections.
         connections: usize,
     },
+}
+
+impl core::fmt::Debug for Database {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Self::Postgres { connections, .. } => {
+                f.debug_struct("Postgres").field("url", &"<redacted>").field("connections", connections).finish()
+            }
+        }
+    }
 }
 
 /// A connected backend, either kind.
@@ -87,10 +99,17 @@ impl Storage for Backend {
         }
     }
 
-    async fn page(&self, album: Vec<u8>, from: Epoch, limit: u64) -> Result<Page, StorageError> {
+    async fn page(&self, album: Vec<u8>, from: Epoch, limit: u64, max_bytes: u64) -> Result<Page, StorageError> {
         match self {
-            Self::Sqlite(s) => s.page(album, from, limit).await,
-            Self::Postgres(s) => s.page(album, from, limit).await,
+            Self::Sqlite(s) => s.page(album, from, limit, max_bytes).await,
+            Self::Postgres(s) => s.page(album, from, limit, max_bytes).await,
+        }
+    }
+
+    async fn held_at(&self, album: Vec<u8>, hash: CommitHash) -> Result<Option<Epoch>, StorageError> {
+        match self {
+            Self::Sqlite(s) => s.held_at(album, hash).await,
+            Self::Postgres(s) => s.held_at(album, hash).await,
         }
     }
 
@@ -205,7 +224,13 @@ impl Running {
     /// # Errors
     /// As [`Storage::prune_before`].
     pub fn prune_before(&self, album: &[u8], epoch: Epoch) -> Result<Epoch, StorageError> {
-        self.runtime.block_on(self.backend.prune_before(album.to_vec(), epoch))
+        // On a thread of its own: blocking on the server's runtime from inside
+        // another runtime (a caller's) would panic.
+        std::thread::scope(|s| {
+            s.spawn(|| self.runtime.block_on(self.backend.prune_before(album.to_vec(), epoch)))
+                .join()
+                .unwrap_or_else(|_| Err(StorageError::Database("pruning panicked".into())))
+        })
     }
 }
 

@@ -29,7 +29,9 @@ mod flags {
             optional --connections connections: usize
             /// Address to listen on (default 127.0.0.1:7070).
             optional --listen listen: SocketAddr
-            /// Epochs kept per album; older fetches answer "pruned" (default: all).
+            /// Epochs kept per album, at least 1; older fetches answer "pruned"
+            /// (default: all). Devices further behind must re-bootstrap: keep
+            /// more than a device is ever expected to fall behind.
             optional --keep keep: u64
             /// Entries per page at most (default 256).
             optional --page page: u64
@@ -49,6 +51,11 @@ fn main() -> ExitCode {
         (Some(url), None) => Database::Postgres { url, connections: flags.connections.unwrap_or(16) },
         (None, db) => Database::Sqlite(db.unwrap_or_else(|| PathBuf::from("chain.sqlite"))),
     };
+    if flags.keep == Some(0) {
+        // A device reads from the epoch before its own: keeping no entry would cut every device off.
+        eprintln!("capsule-server: --keep must be at least 1");
+        return ExitCode::from(2);
+    }
     let listen = flags.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7070)));
     let settings = Settings {
         keep: flags.keep,

@@ -56,7 +56,14 @@ impl PostgresStorage {
     /// migrated; [`StorageError::Corrupt`] for a database from a newer server.
     pub async fn connect(url: &str, connections: usize) -> Result<Self, StorageError> {
         let config: tokio_postgres::Config = url.parse().map_err(db)?;
-        let pool = Pool::builder(Manager::new(config, NoTls)).max_size(connections.max(1)).build().map_err(db)?;
+        let pool = Pool::builder(Manager::new(config, NoTls))
+            .max_size(connections.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            // A request waits this long for a connection, then fails as unavailable.
+            .wait_timeout(Some(std::time::Duration::from_secs(10)))
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .map_err(db)?;
         let this = Self { pool };
         this.migrate().await?;
         Ok(this)
@@ -97,6 +104,14 @@ async fn album_row(client: &impl GenericClient, album: &[u8], lock: bool) -> Res
     Ok((from_db(row.try_get(0).map_err(db)?)?, from_db(row.try_get(1).map_err(db)?)?))
 }
 
+/// Whether a failed transaction may simply be run again: a serialization
+/// failure or a deadlock (possible when the database's default isolation is
+/// stricter than the READ COMMITTED asked for, or under lock contention).
+fn retryable(e: &StorageError) -> bool {
+    let codes = [SqlState::T_R_SERIALIZATION_FAILURE.code(), SqlState::T_R_DEADLOCK_DETECTED.code()];
+    matches!(e, StorageError::Database(m) if codes.iter().any(|c| m.contains(c)))
+}
+
 /// One attempt at ordering a submission, in one transaction.
 async fn submit_once(
     pool: &Pool,
@@ -105,7 +120,13 @@ async fn submit_once(
     keep: Option<u64>,
 ) -> Result<SubmitAnswer, StorageError> {
     let mut client = pool.get().await.map_err(db)?;
-    let tx = client.transaction().await.map_err(db)?;
+    // READ COMMITTED, named: the row lock below is what orders submitters.
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+        .start()
+        .await
+        .map_err(db)?;
     let (base, head) = album_row(&tx, album, true).await?;
     let hash = CommitHash::of(&s.commit);
     let held_at = tx
@@ -121,7 +142,7 @@ async fn submit_once(
             &[&album, &to_db(s.epoch)?, &hash.0.as_slice(), &s.commit, &s.welcome, &s.bundle],
         )
         .await
-        .map_err(|e| if e.code() == Some(&SqlState::UNIQUE_VIOLATION) { StorageError::Database("raced".into()) } else { db(e) })?;
+        .map_err(db)?;
         let new_head = s.epoch.saturating_add(1);
         let new_base = rules::retained_base(base, new_head, keep);
         tx.execute("DELETE FROM entries WHERE album = $1 AND epoch < $2", &[&album, &to_db(new_base)?])
@@ -152,10 +173,17 @@ impl Storage for PostgresStorage {
     }
 
     async fn submit(&self, album: Vec<u8>, s: Submission, keep: Option<u64>) -> Result<SubmitAnswer, StorageError> {
-        submit_once(&self.pool, &album, &s, keep).await
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match submit_once(&self.pool, &album, &s, keep).await {
+                Err(e) if attempts < 3 && retryable(&e) => tracing::debug!(error = %e, "submission retried"),
+                other => return other,
+            }
+        }
     }
 
-    async fn page(&self, album: Vec<u8>, from: Epoch, limit: u64) -> Result<Page, StorageError> {
+    async fn page(&self, album: Vec<u8>, from: Epoch, limit: u64, max_bytes: u64) -> Result<Page, StorageError> {
         let mut client = self.pool.get().await.map_err(db)?;
         // One snapshot for the head and the rows.
         let tx = client
@@ -168,7 +196,7 @@ impl Storage for PostgresStorage {
         let (base, head) = album_row(&tx, &album, false).await?;
         let range = decide::range(base, head, from, limit)?;
         if range.0 == range.1 {
-            return decide::page(head, range, Vec::new());
+            return decide::page(head, range, Vec::new(), max_bytes);
         }
         let rows = tx
             .query(
@@ -187,20 +215,31 @@ impl Storage for PostgresStorage {
             });
         }
         tx.commit().await.map_err(db)?;
-        decide::page(head, range, entries)
+        decide::page(head, range, entries, max_bytes)
     }
 
     async fn prune_before(&self, album: Vec<u8>, epoch: Epoch) -> Result<Epoch, StorageError> {
         let mut client = self.pool.get().await.map_err(db)?;
         let tx = client.transaction().await.map_err(db)?;
         let (base, head) = album_row(&tx, &album, true).await?;
-        let new_base = epoch.clamp(base, head);
+        let new_base = rules::pruned_base(base, head, epoch);
         tx.execute("DELETE FROM entries WHERE album = $1 AND epoch < $2", &[&album, &to_db(new_base)?])
             .await
             .map_err(db)?;
         tx.execute("UPDATE albums SET base = $2 WHERE album = $1", &[&album, &to_db(new_base)?]).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(new_base)
+    }
+
+    async fn held_at(&self, album: Vec<u8>, hash: CommitHash) -> Result<Option<Epoch>, StorageError> {
+        let client = self.pool.get().await.map_err(db)?;
+        album_row(&client, &album, false).await?;
+        client
+            .query_opt("SELECT epoch FROM entries WHERE album = $1 AND commit_hash = $2", &[&album, &hash.0.as_slice()])
+            .await
+            .map_err(db)?
+            .map(|r| r.try_get(0).map_err(db).and_then(from_db))
+            .transpose()
     }
 
     async fn head(&self, album: Vec<u8>) -> Result<Epoch, StorageError> {

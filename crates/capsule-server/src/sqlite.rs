@@ -158,13 +158,13 @@ impl Storage for SqliteStorage {
         .await
     }
 
-    async fn page(&self, album: Vec<u8>, from: Epoch, limit: u64) -> Result<Page, StorageError> {
+    async fn page(&self, album: Vec<u8>, from: Epoch, limit: u64, max_bytes: u64) -> Result<Page, StorageError> {
         self.with(move |conn| {
             let tx = conn.transaction().map_err(db)?;
             let (base, head) = album_row(&tx, &album)?;
             let range = decide::range(base, head, from, limit)?;
             if range.0 == range.1 {
-                return decide::page(head, range, Vec::new());
+                return decide::page(head, range, Vec::new(), max_bytes);
             }
             let mut stmt = tx
                 .prepare(
@@ -182,7 +182,7 @@ impl Storage for SqliteStorage {
                 let (epoch, commit, has_welcome) = row.map_err(db)?;
                 entries.push(PageEntry { epoch: from_db(epoch)?, commit, has_welcome });
             }
-            decide::page(head, range, entries)
+            decide::page(head, range, entries, max_bytes)
         })
         .await
     }
@@ -191,12 +191,28 @@ impl Storage for SqliteStorage {
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
             let (base, head) = album_row(&tx, &album)?;
-            let new_base = epoch.clamp(base, head);
+            let new_base = rules::pruned_base(base, head, epoch);
             tx.execute("DELETE FROM entries WHERE album = ?1 AND epoch < ?2", params![album, to_db(new_base)?])
                 .map_err(db)?;
             tx.execute("UPDATE albums SET base = ?2 WHERE album = ?1", params![album, to_db(new_base)?]).map_err(db)?;
             tx.commit().map_err(db)?;
             Ok(new_base)
+        })
+        .await
+    }
+
+    async fn held_at(&self, album: Vec<u8>, hash: CommitHash) -> Result<Option<Epoch>, StorageError> {
+        self.with(move |conn| {
+            album_row(conn, &album)?;
+            let at: Option<i64> = conn
+                .query_row(
+                    "SELECT epoch FROM entries WHERE album = ?1 AND commit_hash = ?2",
+                    params![album, hash.0.as_slice()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            at.map(from_db).transpose()
         })
         .await
     }

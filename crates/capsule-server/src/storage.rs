@@ -6,7 +6,7 @@
 use core::future::Future;
 
 use capsule_chain::wire::Page;
-use capsule_chain::{Epoch, Submission, SubmitAnswer, WelcomeBlobs};
+use capsule_chain::{CommitHash, Epoch, Submission, SubmitAnswer, WelcomeBlobs};
 
 /// Why a storage operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +45,22 @@ pub trait Storage: Clone + Send + Sync + 'static {
         keep: Option<u64>,
     ) -> impl Future<Output = Result<SubmitAnswer, StorageError>> + Send;
 
-    /// At most `limit` entries from `from` on.
-    fn page(&self, album: Vec<u8>, from: Epoch, limit: u64) -> impl Future<Output = Result<Page, StorageError>> + Send;
+    /// At most `limit` entries from `from` on, and no more than `max_bytes`
+    /// of commits (but always at least one entry when there is one).
+    fn page(
+        &self,
+        album: Vec<u8>,
+        from: Epoch,
+        limit: u64,
+        max_bytes: u64,
+    ) -> impl Future<Output = Result<Page, StorageError>> + Send;
+
+    /// Where the chain holds the commit with this hash, if it still does.
+    fn held_at(
+        &self,
+        album: Vec<u8>,
+        hash: CommitHash,
+    ) -> impl Future<Output = Result<Option<Epoch>, StorageError>> + Send;
 
     /// The head.
     fn head(&self, album: Vec<u8>) -> impl Future<Output = Result<Epoch, StorageError>> + Send;
@@ -92,8 +106,15 @@ pub(crate) mod decide {
         }
     }
 
-    /// A page from the rows read for `range`, checked to be the rows asked for.
-    pub(crate) fn page(head: Epoch, range: (Epoch, Epoch), rows: Vec<PageEntry>) -> Result<Page, StorageError> {
+    /// A page from the rows read for `range`, checked to be the rows asked
+    /// for, cut after `max_bytes` of commits (at least one entry), so a page
+    /// always fits a client's read limit.
+    pub(crate) fn page(
+        head: Epoch,
+        range: (Epoch, Epoch),
+        rows: Vec<PageEntry>,
+        max_bytes: u64,
+    ) -> Result<Page, StorageError> {
         let mut expected = range.0;
         for row in &rows {
             if row.epoch != expected {
@@ -104,7 +125,16 @@ pub(crate) mod decide {
         if expected != range.1 {
             return Err(StorageError::Corrupt("a gap in the chain"));
         }
-        let next = (range.1 < head).then_some(range.1);
-        Ok(Page { head, entries: rows, next })
+        let (mut bytes, mut entries) = (0u64, Vec::with_capacity(rows.len()));
+        for row in rows {
+            bytes = bytes.saturating_add(u64::try_from(row.commit.len()).unwrap_or(u64::MAX));
+            if bytes > max_bytes && !entries.is_empty() {
+                break;
+            }
+            entries.push(row);
+        }
+        let end = range.0.saturating_add(u64::try_from(entries.len()).unwrap_or(u64::MAX));
+        let next = (end < head).then_some(end);
+        Ok(Page { head, entries, next })
     }
 }

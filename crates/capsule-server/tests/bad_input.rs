@@ -114,3 +114,30 @@ fn every_bad_request_is_refused_with_a_type_and_changes_nothing() {
     // And the honest commit still goes in.
     assert_eq!(chain.submit(&next), Ok(capsule_chain::SubmitAnswer::Accepted { epoch: Epoch(1) }));
 }
+
+/// Idempotent before refusing: a commit the chain holds, sent again after its
+/// answer was lost to a server since restarted with lower limits, answers its
+/// position instead of a refusal that would make the device drop it.
+#[test]
+fn a_held_commit_sent_again_answers_its_position_even_over_new_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::Sqlite(dir.path().join("chain.sqlite"));
+    let mut src = CommitSource::new(ALBUM).unwrap();
+    let first = src.stage().unwrap();
+    {
+        let server = Running::start(&db, LOOPBACK, Settings::default()).unwrap();
+        let mut chain = HttpChain::new(&server.url(), &ALBUM, Duration::from_secs(10));
+        chain.create_album(Epoch::ZERO).unwrap();
+        assert_eq!(chain.submit(&first), Ok(capsule_chain::SubmitAnswer::Accepted { epoch: Epoch(0) }));
+    }
+    // The commit limit lowered under the commit's size (the body limit still reads it).
+    let tiny = Limits { commit: 16, welcome: 1 << 20, bundle: 16 };
+    let server = Running::start(&db, LOOPBACK, Settings { limits: tiny, ..Settings::default() }).unwrap();
+    let mut chain = HttpChain::new(&server.url(), &ALBUM, Duration::from_secs(10));
+    assert_eq!(chain.submit(&first), Ok(capsule_chain::SubmitAnswer::Accepted { epoch: Epoch(0) }));
+    // A commit the chain does not hold is refused under the new limits.
+    src.accepted().unwrap();
+    let next = src.stage().unwrap();
+    assert_eq!(chain.submit(&next), Err(capsule_chain::ChainError::Refused(Refused::TooLarge { limit: 16 })));
+    assert_eq!(chain.head(), Ok(Epoch(1)));
+}

@@ -12,16 +12,22 @@ use std::time::Duration;
 
 use capsule_chain::Epoch;
 use capsule_client::HttpChain;
-use common::{ServerProcess, check_race, free_port, fresh_postgres_db, postgres_url, race, racing_commits};
+use common::{ServerProcess, check_race, fresh_postgres_db, postgres_url, race, racing_commits};
 
 const DEVICES: usize = 4;
 const EPOCHS: u64 = 100;
 
 /// Kills and restarts the server every few tens of milliseconds (a seeded
 /// schedule) until the devices are done; returns how many times it killed.
-fn run(album: [u8; 16], args: Vec<String>, seed: u64) -> u64 {
+fn run(album: [u8; 16], mut args: Vec<String>, seed: u64) -> u64 {
     let commits = racing_commits(album, DEVICES, EPOCHS);
+    args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
     let server = ServerProcess::spawn(&args);
+    // Restarts take the port the first start was given, so clients keep their address.
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    if let Some(listen) = args.last_mut() {
+        *listen = format!("127.0.0.1:{port}");
+    }
     let url = server.url.clone();
     let connect = || HttpChain::new(&url, &album, Duration::from_secs(10));
     assert_eq!(connect().create_album(Epoch::ZERO), Ok(Epoch::ZERO));
@@ -65,8 +71,7 @@ fn run(album: [u8; 16], args: Vec<String>, seed: u64) -> u64 {
 fn a_killed_sqlite_server_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("chain.sqlite").display().to_string();
-    let port = free_port();
-    let args = vec!["--db".into(), db, "--listen".into(), format!("127.0.0.1:{port}")];
+    let args = vec!["--db".into(), db];
     assert!(run([0xE1; 16], args, 0x5eed_0001) >= 1);
 }
 
@@ -74,14 +79,6 @@ fn a_killed_sqlite_server_loses_and_duplicates_nothing() {
 fn a_killed_postgres_server_loses_and_duplicates_nothing() {
     let Some(url) = postgres_url() else { return };
     let db = fresh_postgres_db(&url, "crash");
-    let port = free_port();
-    let args = vec![
-        "--postgres".into(),
-        db,
-        "--connections".into(),
-        "4".into(),
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
-    ];
+    let args = vec!["--postgres".into(), db, "--connections".into(), "4".into()];
     assert!(run([0xE2; 16], args, 0x5eed_0002) >= 1);
 }

@@ -57,6 +57,22 @@ fn two_replicas_on_one_postgres_never_both_accept_an_epoch() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     check_race(&mut connect(&replicas[1].url), EPOCHS, &races);
+    // The winning commit of the last epoch, sent again through both replicas
+    // at once: both answer its position, and the chain does not grow.
+    let last = races.iter().flat_map(|r| r.accepted.iter()).find(|(e, _)| e.0 == EPOCHS - 1).map(|(_, h)| *h).unwrap();
+    let winner =
+        commits.iter().flat_map(|c| c.iter()).find(|s| capsule_chain::CommitHash::of(&s.commit) == last).unwrap();
+    let answers: Vec<_> = std::thread::scope(|s| {
+        let sent: Vec<_> = (0..4)
+            .map(|i| {
+                let url = replicas[i % 2].url.clone();
+                s.spawn(move || connect(&url).submit(winner))
+            })
+            .collect();
+        sent.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(answers.iter().all(|a| *a == Ok(SubmitAnswer::Accepted { epoch: Epoch(EPOCHS - 1) })), "{answers:?}");
+    assert_eq!(connect(&replicas[0].url).head(), Ok(Epoch(EPOCHS)));
     let wins: usize = races.iter().map(|r| r.accepted.len()).sum();
     assert_eq!(wins as u64, EPOCHS - 1, "exactly one device won each raced epoch");
 }

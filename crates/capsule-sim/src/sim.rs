@@ -415,7 +415,11 @@ impl World {
             // that would lose versions (this admin is behind), or the chain it
             // starts from does not answer: refusals, not violations.
             Err(
-                capsule::Error::Resilience(ResilienceError::RekeyInProgress(_) | ResilienceError::Escrow(_))
+                capsule::Error::Resilience(
+                    ResilienceError::RekeyInProgress(_)
+                    | ResilienceError::Escrow(_)
+                    | ResilienceError::NeedsRebootstrap,
+                )
                 | capsule::Error::Chain(_),
             ) => {
                 return Ok(());

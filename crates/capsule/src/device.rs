@@ -595,27 +595,25 @@ impl Device {
     ) -> Result<()> {
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
-        self.start_rekey(album, id, reason, budget, chain, validation, clock, escrow)
+        self.store.reconcile_album(album, &self.policy, &self.me, validation, chain)?;
+        self.start_rekey(album, id, reason, budget, clock, escrow)
     }
 
-    /// [`Device::rekey_group`] with the album lock held. The re-key starts from
-    /// the chain's head: a device that merged something the chain never saw
-    /// (a bug) finds out here and is quarantined before its keys reach the
-    /// escrow, where they would conflict with every honest owner's deposit.
-    /// The escrow is called with no store transaction open.
-    #[allow(clippy::too_many_arguments)]
+    /// [`Device::rekey_group`] with the album lock held, once the album was
+    /// reconciled with the chain: the re-key starts from the chain's head, so
+    /// a device that merged something the chain never saw (a bug) was
+    /// quarantined before its keys could reach the escrow, where they would
+    /// conflict with every honest owner's deposit. The escrow is called with
+    /// no store transaction open.
     fn start_rekey(
         &self,
         album: AlbumId,
         id: RekeyId,
         reason: RekeyReason,
         budget: core::time::Duration,
-        chain: &mut impl CommitChain,
-        validation: Validation<'_>,
         clock: &impl Clock,
         escrow: &mut dyn AmkEscrow,
     ) -> Result<()> {
-        self.store.reconcile_album(album, &self.policy, &self.me, validation, chain)?;
         let lineage =
             self.store.read_resilient(album, self.policy.clone(), |r| r.rekey_deposit(id).map(|l| l.cloned()))??;
         let Some(lineage) = lineage else { return Ok(()) };
@@ -671,13 +669,18 @@ impl Device {
         let due =
             |r: &ResilientAlbum| r.album().context().metadata.is_admin(&user) && r.scheduled_rekey_due(&schedule, now);
         // Decided from the local view first, so a device with nothing due
-        // makes no call to the chain.
+        // makes no call to the chain; then again at the chain's head, where
+        // another admin's re-key may have started or finished.
+        if !self.store.read_resilient(album, self.policy.clone(), due)? {
+            return Ok(None);
+        }
+        self.store.reconcile_album(album, &self.policy, &self.me, validation, chain)?;
         if !self.store.read_resilient(album, self.policy.clone(), due)? {
             return Ok(None);
         }
         // Unique enough per album: another admin's concurrent one takes over.
         let id = RekeyId(now.0);
-        self.start_rekey(album, id, RekeyReason::Scheduled, budget, chain, validation, clock, escrow)?;
+        self.start_rekey(album, id, RekeyReason::Scheduled, budget, clock, escrow)?;
         Ok(Some(id))
     }
 

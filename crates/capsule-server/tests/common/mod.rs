@@ -140,11 +140,6 @@ impl Drop for ServerProcess {
     }
 }
 
-/// A free loopback port (bound, then released for a server to take).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind(LOOPBACK).unwrap().local_addr().unwrap().port()
-}
-
 /// Device `d`'s commit for every epoch `0..epochs` of album `album`: each
 /// device is its own one-member group under the album's id, so all of them
 /// race for the same positions (the server reads only the framing).
@@ -212,8 +207,8 @@ pub fn race(commits: &[capsule_chain::Submission], chains: &mut [HttpChain], epo
 }
 
 /// The chain after a race: exactly one entry per epoch, each the commit its
-/// device was told was accepted, none lost, none twice, and every epoch any
-/// device tried is settled (confirmed for one, superseded for the others).
+/// device was told was accepted, none lost, none twice. (Every attempt is
+/// settled: a device stops only once the chain holds every epoch it tried.)
 pub fn check_race(chain: &mut HttpChain, epochs: u64, races: &[Race]) {
     use capsule_chain::CommitChain as _;
     let entries = chain.fetch(Epoch::ZERO).unwrap();
@@ -230,9 +225,6 @@ pub fn check_race(chain: &mut HttpChain, epochs: u64, races: &[Race]) {
             let entry = &entries[epoch.0 as usize];
             assert_eq!(entry.commit_hash, *hash, "an accepted commit is the chain's entry at its epoch");
             assert!(winners.insert(*epoch, *hash).is_none_or(|h| h == *hash), "two commits accepted for {epoch}");
-        }
-        for epoch in &race.tried {
-            assert!(epoch.0 < epochs, "every intent is settled: confirmed or superseded");
         }
     }
 }

@@ -85,6 +85,27 @@ impl CommitSource {
     }
 }
 
+/// Commits of `devices` separate one-device groups that all carry album id
+/// `album`, each for every epoch `0..epochs`: rivals for the same positions
+/// (a chain reads only their framing), for races and load.
+///
+/// # Errors
+/// MLS errors (none expected).
+pub fn racing_commits(album: [u8; 16], devices: usize, epochs: u64) -> Result<Vec<Vec<Submission>>, MlsError> {
+    (0..devices)
+        .map(|_| {
+            let mut src = CommitSource::new(album)?;
+            (0..epochs)
+                .map(|_| {
+                    let s = src.stage()?;
+                    src.accepted()?;
+                    Ok(s)
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// How the suite reaches the chain under test.
 pub trait Harness {
     /// A connection to one album's chain.

@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capsule_chain::conformance::CommitSource;
+use capsule_chain::conformance::racing_commits;
 use capsule_chain::{ChainError, CommitChain, Epoch, Submission, SubmitAnswer};
 use capsule_client::HttpChain;
 use capsule_server::storage::Storage;
@@ -40,18 +40,7 @@ fn commits(albums: usize, devices: usize, epochs: u64) -> Vec<Vec<Vec<Submission
         .map(|a| {
             let mut id = [0x10; 16];
             id[..8].copy_from_slice(&(a as u64).to_be_bytes());
-            (0..devices)
-                .map(|_| {
-                    let mut src = CommitSource::new(id).unwrap();
-                    (0..epochs)
-                        .map(|_| {
-                            let s = src.stage().unwrap();
-                            src.accepted().unwrap();
-                            s
-                        })
-                        .collect()
-                })
-                .collect()
+            racing_commits(id, devices, epochs).unwrap()
         })
         .collect()
 }

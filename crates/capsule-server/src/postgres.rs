@@ -159,6 +159,18 @@ async fn submit_once(
     Ok(decision.answer(s.epoch))
 }
 
+/// A read-only transaction seeing one snapshot: the head and the rows read
+/// in it agree.
+async fn snapshot(client: &mut deadpool_postgres::Object) -> Result<deadpool_postgres::Transaction<'_>, StorageError> {
+    client
+        .build_transaction()
+        .read_only(true)
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .map_err(db)
+}
+
 impl Storage for PostgresStorage {
     async fn create_album(&self, album: Vec<u8>, base: Epoch) -> Result<Epoch, StorageError> {
         let client = self.pool.get().await.map_err(db)?;
@@ -186,13 +198,7 @@ impl Storage for PostgresStorage {
     async fn page(&self, album: Vec<u8>, from: Epoch, limit: u64, max_bytes: u64) -> Result<Page, StorageError> {
         let mut client = self.pool.get().await.map_err(db)?;
         // One snapshot for the head and the rows.
-        let tx = client
-            .build_transaction()
-            .read_only(true)
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .start()
-            .await
-            .map_err(db)?;
+        let tx = snapshot(&mut client).await?;
         let (base, head) = album_row(&tx, &album, false).await?;
         let range = decide::range(base, head, from, limit)?;
         if range.0 == range.1 {
@@ -249,13 +255,7 @@ impl Storage for PostgresStorage {
 
     async fn welcome(&self, album: Vec<u8>, epoch: Epoch) -> Result<Option<WelcomeBlobs>, StorageError> {
         let mut client = self.pool.get().await.map_err(db)?;
-        let tx = client
-            .build_transaction()
-            .read_only(true)
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .start()
-            .await
-            .map_err(db)?;
+        let tx = snapshot(&mut client).await?;
         let (base, _) = album_row(&tx, &album, false).await?;
         if epoch < base {
             return Err(StorageError::Pruned(base));

@@ -104,6 +104,19 @@ fn album_row(conn: &Connection, album: &[u8]) -> Result<(Epoch, Epoch), StorageE
     Ok((from_db(base)?, from_db(head)?))
 }
 
+/// Where the album's chain holds the commit with `hash`, if it does.
+fn held_at(conn: &Connection, album: &[u8], hash: CommitHash) -> Result<Option<Epoch>, StorageError> {
+    let at: Option<i64> = conn
+        .query_row(
+            "SELECT epoch FROM entries WHERE album = ?1 AND commit_hash = ?2",
+            params![album, hash.0.as_slice()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?;
+    at.map(from_db).transpose()
+}
+
 impl Storage for SqliteStorage {
     async fn create_album(&self, album: Vec<u8>, base: Epoch) -> Result<Epoch, StorageError> {
         let base = to_db(base)?;
@@ -125,15 +138,7 @@ impl Storage for SqliteStorage {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
             let (base, head) = album_row(&tx, &album)?;
             let hash = CommitHash::of(&s.commit);
-            let held_at: Option<i64> = tx
-                .query_row(
-                    "SELECT epoch FROM entries WHERE album = ?1 AND commit_hash = ?2",
-                    params![album, hash.0.as_slice()],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(db)?;
-            let decision = rules::decide(held_at.map(from_db).transpose()?, head, s.epoch);
+            let decision = rules::decide(held_at(&tx, &album, hash)?, head, s.epoch);
             if decision == Decision::Append {
                 let epoch = to_db(s.epoch)?;
                 tx.execute(
@@ -204,15 +209,7 @@ impl Storage for SqliteStorage {
     async fn held_at(&self, album: Vec<u8>, hash: CommitHash) -> Result<Option<Epoch>, StorageError> {
         self.with(move |conn| {
             album_row(conn, &album)?;
-            let at: Option<i64> = conn
-                .query_row(
-                    "SELECT epoch FROM entries WHERE album = ?1 AND commit_hash = ?2",
-                    params![album, hash.0.as_slice()],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(db)?;
-            at.map(from_db).transpose()
+            held_at(conn, &album, hash)
         })
         .await
     }

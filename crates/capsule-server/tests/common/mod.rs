@@ -140,22 +140,9 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Device `d`'s commit for every epoch `0..epochs` of album `album`: each
-/// device is its own one-member group under the album's id, so all of them
-/// race for the same positions (the server reads only the framing).
+/// Rival commits for every epoch (see `capsule_chain::conformance::racing_commits`).
 pub fn racing_commits(album: [u8; 16], devices: usize, epochs: u64) -> Vec<Vec<capsule_chain::Submission>> {
-    (0..devices)
-        .map(|_| {
-            let mut src = capsule_chain::conformance::CommitSource::new(album).unwrap();
-            (0..epochs)
-                .map(|_| {
-                    let s = src.stage().unwrap();
-                    src.accepted().unwrap();
-                    s
-                })
-                .collect()
-        })
-        .collect()
+    capsule_chain::conformance::racing_commits(album, devices, epochs).unwrap()
 }
 
 /// What one racing device saw: the commits the chain told it were accepted,

@@ -86,11 +86,16 @@ pub fn router<S: Storage>(storage: S, settings: Settings, metrics: Arc<Metrics>)
         .route("/v1/albums/{album}/head", get(head::<S>))
         .route("/v1/albums/{album}/welcomes/{epoch}", get(welcome::<S>))
         .route("/metrics", get(render_metrics::<S>))
-        .fallback(|| async {
-            reply(StatusCode::NOT_FOUND, &Reply::Error(ServerError::BadRequest(WireError::Malformed)))
-        })
+        .fallback(|| async { reply(StatusCode::NOT_FOUND, &Reply::Error(MALFORMED)) })
+        .method_not_allowed_fallback(|| async { reply(StatusCode::METHOD_NOT_ALLOWED, &Reply::Error(MALFORMED)) })
         .with_state(app)
 }
+
+/// A path's segments, or axum's reason they did not decode (bad percent-encoding):
+/// taken as a `Result`, so even that answer is a typed `Reply`.
+type Segments<T> = Result<Path<T>, axum::extract::rejection::PathRejection>;
+
+const MALFORMED: ServerError = ServerError::BadRequest(WireError::Malformed);
 
 fn reply(status: StatusCode, r: &Reply) -> Response {
     match wire::encode(r) {
@@ -157,9 +162,9 @@ async fn body(body: Body, limit: u64) -> Result<Vec<u8>, ServerError> {
     })
 }
 
-async fn create<S: Storage>(State(app): State<Arc<App<S>>>, Path(album): Path<String>, raw: Body) -> Response {
+async fn create<S: Storage>(State(app): State<Arc<App<S>>>, album: Segments<String>, raw: Body) -> Response {
     let run = async {
-        let album = album_id(&album)?;
+        let album = album_id(&album.map_err(|_| MALFORMED)?.0)?;
         let bytes = body(raw, 64).await?;
         let CreateAlbum { base } = wire::decode(&bytes, 64).map_err(ServerError::BadRequest)?;
         let base = app.run(&album, app.storage.create_album(album.clone(), base)).await?;
@@ -172,10 +177,10 @@ async fn create<S: Storage>(State(app): State<Arc<App<S>>>, Path(album): Path<St
     }
 }
 
-async fn submit<S: Storage>(State(app): State<Arc<App<S>>>, Path(album): Path<String>, raw: Body) -> Response {
+async fn submit<S: Storage>(State(app): State<Arc<App<S>>>, album: Segments<String>, raw: Body) -> Response {
     let limits = app.settings.limits;
     let run = async {
-        let album = album_id(&album)?;
+        let album = album_id(&album.map_err(|_| MALFORMED)?.0)?;
         // Bounded: at most so many bodies buffered at once.
         let _permit = app.submissions.acquire().await.map_err(|_| ServerError::Unavailable)?;
         let bytes = body(raw, limits.body()).await?;
@@ -233,13 +238,9 @@ fn page_query(query: Option<&str>, max: u64) -> Result<(Epoch, u64), ServerError
     Ok((from.ok_or(bad)?, limit))
 }
 
-async fn fetch<S: Storage>(
-    State(app): State<Arc<App<S>>>,
-    Path(album): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Response {
+async fn fetch<S: Storage>(State(app): State<Arc<App<S>>>, album: Segments<String>, RawQuery(q): RawQuery) -> Response {
     let run = async {
-        let album = album_id(&album)?;
+        let album = album_id(&album.map_err(|_| MALFORMED)?.0)?;
         let (from, limit) = page_query(q.as_deref(), app.settings.page_limit.max(1))?;
         app.run(&album, app.storage.page(album.clone(), from, limit, app.settings.page_bytes)).await
     };
@@ -249,9 +250,9 @@ async fn fetch<S: Storage>(
     }
 }
 
-async fn head<S: Storage>(State(app): State<Arc<App<S>>>, Path(album): Path<String>) -> Response {
+async fn head<S: Storage>(State(app): State<Arc<App<S>>>, album: Segments<String>) -> Response {
     let run = async {
-        let album = album_id(&album)?;
+        let album = album_id(&album.map_err(|_| MALFORMED)?.0)?;
         app.run(&album, app.storage.head(album.clone())).await
     };
     match run.await {
@@ -260,8 +261,9 @@ async fn head<S: Storage>(State(app): State<Arc<App<S>>>, Path(album): Path<Stri
     }
 }
 
-async fn welcome<S: Storage>(State(app): State<Arc<App<S>>>, Path((album, epoch)): Path<(String, String)>) -> Response {
+async fn welcome<S: Storage>(State(app): State<Arc<App<S>>>, path: Segments<(String, String)>) -> Response {
     let run = async {
+        let Path((album, epoch)) = path.map_err(|_| MALFORMED)?;
         let album = album_id(&album)?;
         let epoch = epoch.parse().map(Epoch).map_err(|_| ServerError::BadRequest(WireError::Malformed))?;
         app.run(&album, app.storage.welcome(album.clone(), epoch)).await

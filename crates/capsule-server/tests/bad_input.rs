@@ -107,6 +107,10 @@ fn every_bad_request_is_refused_with_a_type_and_changes_nothing() {
     for (url, status) in gets {
         assert_eq!(get(&agent, &url), (status, malformed.clone()), "{url}");
     }
+    // A path that does not percent-decode, and a method no route has: typed too.
+    assert_eq!(get(&agent, &format!("{album_url}/welcomes/%ff")), (400, malformed.clone()));
+    assert_eq!(get(&agent, &format!("{}/v1/albums/%ff%fe/head", server.url())), (400, malformed.clone()));
+    assert_eq!(post(&agent, &format!("{album_url}/head"), b""), (405, malformed.clone()));
     // Nothing counted as ordered; every refusal counted.
     assert_eq!(server.metrics().get(capsule_server::Outcome::Accepted), 1);
     assert_eq!(server.metrics().get(capsule_server::Outcome::Refused), 3);

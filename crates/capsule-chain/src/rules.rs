@@ -226,7 +226,14 @@ impl ChainLog {
             .iter()
             .skip(skip)
             .take(take)
-            .map(|e| ChainEntry { welcome: None, bundle: None, ..e.clone() })
+            // The commit only: Welcomes can be large, and are fetched on their own.
+            .map(|e| ChainEntry {
+                epoch: e.epoch,
+                commit: e.commit.clone(),
+                commit_hash: e.commit_hash,
+                welcome: None,
+                bundle: None,
+            })
             .collect())
     }
 

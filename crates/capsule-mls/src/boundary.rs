@@ -24,10 +24,11 @@ use openmls::framing::errors::{MessageDecryptionError, SecretTreeError};
 use openmls::messages::GroupSecretsError;
 use openmls::messages::group_info::GroupInfoError;
 use openmls::prelude::{
-    ApplyUpdatePathError, CommitBuilderStageError, CreateCommitError, CreationFromExternalError, ExportSecretError,
+    ApplyUpdatePathError, CommitBuilderStageError, ExportGroupInfoError, CreateCommitError, CreationFromExternalError, ExportSecretError,
     ExternalCommitValidationError, GroupContextExtensionsProposalValidationError, InvalidExtensionError,
     KeyPackageNewError, KeyPackageVerifyError, LibraryError, MergeCommitError, MergePendingCommitError,
-    MlsGroupStateError, NewGroupError, ProcessMessageError, ProposalValidationError, PublicTreeError, SignatureError,
+    MlsGroupStateError, NewGroupError, ProcessMessageError, ProposalValidationError, PublicProcessMessageError,
+    PublicTreeError, SignatureError,
     StageCommitError, ValidationError, WelcomeError,
 };
 use openmls::schedule::errors::{KeyScheduleError, PskError};
@@ -170,6 +171,17 @@ impl Classify for MlsGroupStateError {
             Self::NoPendingCommit => MlsError::NoPendingCommit,
             // Capsule never stores proposals.
             Self::PendingProposal | Self::PendingProposalNotFound => bug(during, self),
+        }
+    }
+}
+
+impl Classify for ExportGroupInfoError {
+    fn classify(self, during: &'static str) -> MlsError {
+        match self {
+            Self::LibraryError(e) => e.classify(during),
+            Self::GroupStateError(e) => e.classify(during),
+            // Only the group's own extensions go in.
+            Self::InvalidExtensionError(e) => e.classify(during),
         }
     }
 }
@@ -505,6 +517,19 @@ pub(crate) fn processing<S: Error>(error: ProcessMessageError<S>, epochs: Epochs
         ProcessMessageError::UnauthorizedExternalApplicationMessage
         | ProcessMessageError::UnauthorizedExternalCommitMessage => EXTERNAL,
         ProcessMessageError::UnsupportedProposalType => MlsError::Refused("proposal type not used by Capsule"),
+    }
+}
+
+/// [`processing`] for the server's public group (no storage, no decryption).
+pub(crate) fn public_processing(error: PublicProcessMessageError, epochs: Epochs) -> MlsError {
+    match error {
+        PublicProcessMessageError::LibraryError(e) => e.classify(PROCESSING),
+        PublicProcessMessageError::ValidationError(e) => validation(e, epochs),
+        PublicProcessMessageError::InvalidCommit(e) => staging(e, epochs),
+        PublicProcessMessageError::IncompatibleWireFormat => NOT_PUBLIC,
+        PublicProcessMessageError::UnauthorizedExternalApplicationMessage
+        | PublicProcessMessageError::UnauthorizedExternalCommitMessage => EXTERNAL,
+        PublicProcessMessageError::UnsupportedProposalType => MlsError::Refused("proposal type not used by Capsule"),
     }
 }
 

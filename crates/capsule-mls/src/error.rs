@@ -51,6 +51,10 @@ pub enum MlsError {
     /// A change, commit or Welcome whose content breaks Capsule's or MLS's rules.
     #[error("refused: {0}")]
     Refused(&'static str),
+    /// A commit that breaks one of Capsule's commit rules (the ones a server
+    /// checks too: see [`crate::rules`]).
+    #[error("commit refused: {0}")]
+    Rule(crate::rules::Violation),
     /// A re-key ceremony step that does not fit the album's re-key state.
     #[error("re-key: {0}")]
     RekeyState(&'static str),
@@ -127,6 +131,7 @@ impl MlsError {
             | Self::BadSignature
             | Self::Unauthorized(_)
             | Self::Refused(_)
+            | Self::Rule(_)
             | Self::RekeyState(_)
             | Self::AlreadyMember(..)
             | Self::NotMember(_)

@@ -47,7 +47,9 @@ mod ids;
 mod inbound;
 mod outgoing;
 mod provider;
+mod public;
 mod rng;
+pub mod rules;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -64,3 +66,4 @@ pub use inbound::Applied;
 pub use openmls_traits::OpenMlsProvider;
 pub use outgoing::{Outgoing, key_package};
 pub use provider::{CIPHERSUITE, CapsuleProvider, MemoryProvider};
+pub use public::{Genesis, PublicAlbum, PublicApplied, PublicCommit};

@@ -12,6 +12,7 @@ use capsule_amk::{AlbumId, AlbumMetadata, AmkVersion, HistoryPolicy};
 use capsule_identity::{
     DeviceCertificate, DeviceId, DeviceSigningKey, IdentityError, IdentityKeyPair, IdentitySeed, UserId,
 };
+use capsule_mls::rules::Violation;
 use capsule_mls::*;
 use common::*;
 use openmls::prelude::tls_codec::Serialize as _;
@@ -262,9 +263,14 @@ fn stage(
         .unwrap()
 }
 
-/// Each receiver refuses its forged commit as expected, and nothing changes.
+/// Each receiver refuses its forged commit as expected, and nothing changes;
+/// the server, running the same rules on public data, refuses it the same way.
 fn assert_refused(w: &mut World, cases: Vec<(&str, usize, Vec<u8>, Expect)>) {
     for (what, receiver, commit, expected) in cases {
+        match w.server_checks(&commit) {
+            Err(e) => assert!(expected(&e), "{what}, at the server: {e}"),
+            Ok(_) => panic!("{what}: the server accepted it"),
+        }
         let (epoch, auth) = (w.album(receiver).epoch(), w.album(receiver).epoch_authenticator());
         let v = Validation { trust: &w.dir.trust, now: NOW };
         let dev = &mut w.devices[receiver];
@@ -322,10 +328,14 @@ fn unauthorized_commits_are_refused_by_every_receiver() {
     let skip = raw_commit(&w, 1, |g, p, me| stage(g, p, me, vec![], vec![], Some(skip_ext)));
 
     let cases: Vec<(&str, usize, Vec<u8>, Expect)> = vec![
-        ("non-admin adds another user", 0, forged_add, |e| matches!(e, MlsError::Unauthorized(_))),
-        ("non-admin removes another user's device", 0, forged_remove, |e| matches!(e, MlsError::Unauthorized(_))),
-        ("removal without rotation", 1, unrotated_removal, |e| matches!(e, MlsError::Refused(_))),
-        ("AMK version skips", 0, skip, |e| matches!(e, MlsError::Refused(_))),
+        ("non-admin adds another user", 0, forged_add, |e| matches!(e, MlsError::Rule(Violation::NotAdmin))),
+        ("non-admin removes another user's device", 0, forged_remove, |e| {
+            matches!(e, MlsError::Rule(Violation::NotAdmin))
+        }),
+        ("removal without rotation", 1, unrotated_removal, |e| {
+            matches!(e, MlsError::Rule(Violation::RemovalWithoutRotation))
+        }),
+        ("AMK version skips", 0, skip, |e| matches!(e, MlsError::Rule(Violation::RotationStep))),
     ];
     assert_refused(&mut w, cases);
     assert_untouched(&w, 0, a_epoch, &a_auth);
@@ -369,6 +379,14 @@ fn tampered_foreign_forked_and_lost_commits_are_typed_refusals_not_faults() {
         ("not a message", 1, vec![0, 1, 2], |e| matches!(e, MlsError::Malformed(_))),
     ];
     for (what, receiver, commit, expected) in cases {
+        // The server holds no membership key, so a tampered membership tag
+        // alone passes it (members refuse it); the signature covers the rest.
+        if what != "a byte flipped in the membership tag" {
+            match w.server_checks(&commit) {
+                Err(e) => assert!(expected(&e) && !e.is_internal(), "{what}, at the server: {e:?}"),
+                Ok(_) => panic!("{what}: the server accepted it"),
+            }
+        }
         let (epoch, auth) = (w.album(receiver).epoch(), w.album(receiver).epoch_authenticator());
         let v = Validation { trust: &w.dir.trust, now: NOW };
         let dev = &mut w.devices[receiver];
@@ -459,10 +477,14 @@ fn entitlements_follow_membership_and_nothing_else_changes_them() {
     let ext = with(&[], true);
     let kept = raw_commit(&w, 0, |g, p, me| stage(g, p, me, vec![], vec![LeafNodeIndex::new(1)], Some(ext)));
     let cases: Vec<(&str, usize, Vec<u8>, Expect)> = vec![
-        ("a new user added without an entitlement", 1, unentitled, |e| matches!(e, MlsError::Refused(_))),
-        ("two users added in one commit", 1, two_users, |e| matches!(e, MlsError::Refused(_))),
-        ("an entitlement moved without a membership change", 1, moved, |e| matches!(e, MlsError::Refused(_))),
-        ("a removed user keeps an entitlement", 1, kept, |e| matches!(e, MlsError::Refused(_))),
+        ("a new user added without an entitlement", 1, unentitled, |e| {
+            matches!(e, MlsError::Rule(Violation::Entitlements))
+        }),
+        ("two users added in one commit", 1, two_users, |e| matches!(e, MlsError::Rule(Violation::AddsSeveralUsers))),
+        ("an entitlement moved without a membership change", 1, moved, |e| {
+            matches!(e, MlsError::Rule(Violation::Entitlements))
+        }),
+        ("a removed user keeps an entitlement", 1, kept, |e| matches!(e, MlsError::Rule(Violation::Entitlements))),
     ];
     assert_refused(&mut w, cases);
     assert_eq!(w.album(1).context(), &now);
@@ -505,9 +527,13 @@ fn an_album_upgrade_is_admin_only_bumps_the_version_and_rides_alone() {
     let ext = context_extensions(&rotating);
     let with_rotation = raw_commit(&w, 0, |g, p, me| stage(g, p, me, vec![], vec![], Some(ext)));
     let cases: Vec<(&str, usize, Vec<u8>, Expect)> = vec![
-        ("non-admin upgrade", 0, by_bob, |e| matches!(e, MlsError::Unauthorized(_))),
-        ("metadata changed without a version bump", 1, without_bump, |e| matches!(e, MlsError::Amk(_))),
-        ("upgrade combined with a rotation", 1, with_rotation, |e| matches!(e, MlsError::Refused(_))),
+        ("non-admin upgrade", 0, by_bob, |e| matches!(e, MlsError::Rule(Violation::MetadataByNonAdmin))),
+        ("metadata changed without a version bump", 1, without_bump, |e| {
+            matches!(e, MlsError::Rule(Violation::IllegalUpgrade))
+        }),
+        ("upgrade combined with a rotation", 1, with_rotation, |e| {
+            matches!(e, MlsError::Rule(Violation::UpgradeNotAlone))
+        }),
     ];
     assert_refused(&mut w, cases);
     for d in [0, 1] {

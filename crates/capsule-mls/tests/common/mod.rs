@@ -23,6 +23,9 @@ pub struct Device {
 pub struct World {
     pub dir: Directory,
     pub devices: Vec<Device>,
+    /// The server's view: the album's public state, kept as bytes between
+    /// commits as a server keeps it. Every delivered commit must pass it.
+    pub server: Option<Vec<u8>>,
 }
 
 impl Deref for World {
@@ -40,7 +43,7 @@ impl DerefMut for World {
 
 impl World {
     pub fn new(seed: u8) -> Self {
-        Self { dir: Directory::new(seed), devices: Vec::new() }
+        Self { dir: Directory::new(seed), devices: Vec::new(), server: None }
     }
 
     pub fn user(&mut self, n: u8) -> UserId {
@@ -72,7 +75,31 @@ impl World {
     pub fn create(&mut self, d: usize, policy: HistoryPolicy, admins: &[UserId]) {
         let meta = AlbumMetadata::new(ALBUM, policy, admins.iter().copied().collect()).unwrap();
         let dev = &mut self.devices[d];
-        dev.album = Some(Album::create(&dev.provider, &dev.me, meta).unwrap());
+        let album = Album::create(&dev.provider, &dev.me, meta).unwrap();
+        let genesis = album.genesis(&dev.provider, &dev.me).unwrap();
+        dev.album = Some(album);
+        let validation = Validation { trust: &self.dir.trust, now: NOW };
+        let public = PublicAlbum::from_genesis(ALBUM, &genesis, validation).unwrap();
+        self.server = Some(public.to_bytes().unwrap());
+    }
+
+    /// The server's public state of the album.
+    pub fn public(&self) -> PublicAlbum {
+        PublicAlbum::from_bytes(self.server.as_ref().unwrap()).unwrap()
+    }
+
+    /// What the server says of `commit`: refused (and its state unchanged),
+    /// or applied to its state.
+    pub fn server_checks(&mut self, commit: &[u8]) -> Result<PublicApplied> {
+        let Some(before) = self.server.clone() else { return Err(MlsError::NotMember("no server state")) };
+        let mut public = PublicAlbum::from_bytes(&before).unwrap();
+        let validation = Validation { trust: &self.dir.trust, now: NOW };
+        let result = public.stage(commit).and_then(|c| public.apply(c, validation));
+        match &result {
+            Ok(_) => self.server = Some(public.to_bytes().unwrap()),
+            Err(_) => assert_eq!(public.to_bytes().unwrap(), before, "a refusal changed the server's state"),
+        }
+        result
     }
 
     pub fn album(&self, d: usize) -> &Album {
@@ -94,6 +121,9 @@ impl World {
     /// The ordering stand-in accepted `out` from device `from`: it confirms, every
     /// other member processes the commit, joiners join. Returns each member's result.
     pub fn deliver(&mut self, from: usize, out: &Outgoing, joiners: &[usize]) -> Vec<Applied> {
+        if self.server.is_some() {
+            self.server_checks(&out.commit).unwrap_or_else(|e| panic!("the server refused an honest commit: {e}"));
+        }
         let mut applied = Vec::new();
         let validation = Validation { trust: &self.dir.trust, now: NOW };
         for d in self.members() {
@@ -130,6 +160,12 @@ impl World {
             assert_eq!(a.context(), first.context(), "device {d} album context");
         }
         assert_eq!(first.members().len(), members.len(), "member list matches the devices that are in");
+        if self.server.is_some() {
+            let public = self.public();
+            assert_eq!(public.epoch(), first.epoch(), "server epoch");
+            assert_eq!(public.members(), first.members(), "server members");
+            assert_eq!(public.context(), first.context(), "server album context");
+        }
     }
 
     pub fn amk_version(&self, d: usize) -> AmkVersion {

@@ -2,7 +2,8 @@
 //! the answers, and [`CommitChain`], which every chain implements (the
 //! in-memory double, the HTTP client of the server).
 
-use capsule_mls::{CommitHash, Epoch};
+use capsule_mls::rules::Violation;
+use capsule_mls::{CommitHash, Epoch, MlsError};
 use serde::{Deserialize, Serialize};
 
 /// What a device submits: one commit made in `epoch`, with the Welcome and
@@ -119,6 +120,58 @@ pub enum Refused {
     /// An epoch past what any chain stores ([`crate::rules::MAX_EPOCH`]).
     #[error("epoch out of range")]
     EpochOutOfRange,
+    /// The commit is one honest members would refuse: the server validated it
+    /// against the album's public state (see [`capsule_mls::PublicAlbum`]).
+    #[error("the commit is invalid: {0}")]
+    Invalid(Invalid),
+}
+
+/// Why a server's validation refused a commit, as members would refuse it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum Invalid {
+    /// It does not decode as a commit of this album.
+    #[error("malformed")]
+    Malformed,
+    /// A signature does not verify (tampered, forged, or from another fork).
+    #[error("a signature does not verify")]
+    Signature,
+    /// Its sender, or a leaf it names, is not a member.
+    #[error("not from a member")]
+    NotMember,
+    /// A leaf's device certificate does not verify against the directory
+    /// (expired, not yet valid, a bad signature, another key).
+    #[error("a device certificate does not verify")]
+    Certificate,
+    /// A certificate names a user the directory holds no identity key for.
+    #[error("a user the directory does not know")]
+    UnknownIdentity,
+    /// One of Capsule's commit rules is broken.
+    #[error("{0}")]
+    Rule(Violation),
+    /// MLS's own rules refuse it (proposals, the tree, the framing).
+    #[error("refused by MLS's rules")]
+    Protocol,
+}
+
+impl Invalid {
+    /// The reason for a validation error; `None` for a fault (the server
+    /// failed, the commit may be fine).
+    #[must_use]
+    pub const fn of(error: &MlsError) -> Option<Self> {
+        if error.is_internal() {
+            return None;
+        }
+        Some(match error {
+            MlsError::Malformed(_) => Self::Malformed,
+            MlsError::BadSignature => Self::Signature,
+            MlsError::NotMember(_) | MlsError::Evicted => Self::NotMember,
+            MlsError::Identity(_) | MlsError::ForeignCredential | MlsError::LeafKeyMismatch => Self::Certificate,
+            MlsError::UnknownIdentity { .. } => Self::UnknownIdentity,
+            MlsError::Rule(v) => Self::Rule(*v),
+            _ => Self::Protocol,
+        })
+    }
 }
 
 /// What was wrong with an answer no honest chain would give.

@@ -8,9 +8,12 @@
 //! `POST /v1/albums/{album}/commits` with a [`crate::Submission`];
 //! `GET /v1/albums/{album}/commits?from={epoch}&limit={n}` for a [`Page`];
 //! `GET /v1/albums/{album}/head`; `GET /v1/albums/{album}/welcomes/{epoch}`.
-//! `{album}` is the album id in lowercase hex. Every answer is a [`Reply`].
+//! The directory: `PUT /v1/users/{user}` with [`RegisterUser`];
+//! `PUT /v1/users/{user}/devices` with a device certificate;
+//! `GET /v1/users/{user}` for a [`DirectoryEntry`].
+//! `{album}` and `{user}` are ids in lowercase hex. Every answer is a [`Reply`].
 
-use capsule_mls::Epoch;
+use capsule_mls::{Epoch, Genesis};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -80,10 +83,35 @@ pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8], limit: u64) -> Resu
 }
 
 /// Registers an album whose MLS group starts at `base` (0 for a new group).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateAlbum {
     /// The epoch of the first commit to come.
     pub base: Epoch,
+    /// The group's public state at `base`, signed by a member: the server
+    /// validates every commit against it. A validating server refuses an
+    /// album without one.
+    pub genesis: Option<Genesis>,
+}
+
+/// Registers a user's identity key in the server's directory, with a first
+/// device certificate that verifies under it (the proof the registrant holds
+/// the key). A user's key is registered once; registering it again is
+/// accepted, another key for the same user is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterUser {
+    /// `IdentityPublicKey::to_bytes`.
+    pub identity_key: Vec<u8>,
+    /// `DeviceCertificate::to_bytes` of one device of the user.
+    pub certificate: Vec<u8>,
+}
+
+/// What the directory holds for one user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryEntry {
+    /// `IdentityPublicKey::to_bytes`.
+    pub identity_key: Vec<u8>,
+    /// The newest certificate of each registered device.
+    pub certificates: Vec<Vec<u8>>,
 }
 
 /// One entry of a [`Page`]: the commit only; its Welcome, if any, is fetched
@@ -131,6 +159,31 @@ pub enum ServerError {
     /// The server failed (its database): try again later.
     #[error("the server failed; try again")]
     Unavailable,
+    /// The directory refused a registration, or knows no such user.
+    #[error("directory: {0}")]
+    Directory(DirectoryRefusal),
+}
+
+/// Why the directory refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirectoryRefusal {
+    /// No such user is registered.
+    #[error("unknown user")]
+    UnknownUser,
+    /// The user is registered with another identity key.
+    #[error("the user has another identity key")]
+    KeyTaken,
+    /// A key or certificate that does not decode.
+    #[error("malformed key or certificate")]
+    Malformed,
+    /// A certificate that does not verify under the user's identity key now
+    /// (or names another user).
+    #[error("the certificate does not verify")]
+    BadCertificate,
+    /// A certificate older than the one registered for that device.
+    #[error("a newer certificate is registered for the device")]
+    Stale,
 }
 
 /// Every answer the server gives.
@@ -152,6 +205,10 @@ pub enum Reply {
     Welcome(Option<WelcomeBlobs>),
     /// A refusal.
     Error(ServerError),
+    /// A directory registration was stored (or was there already).
+    Registered,
+    /// A user's directory entry.
+    Directory(DirectoryEntry),
 }
 
 #[cfg(test)]
@@ -179,6 +236,19 @@ mod tests {
             Just(Reply::Welcome(None)),
             Just(Reply::Error(ServerError::Refused(Refused::WrongEpoch { claimed: Epoch(3), framed: Epoch(2) }))),
             Just(Reply::Error(ServerError::BadRequest(WireError::Version(9)))),
+            Just(Reply::Error(ServerError::Refused(Refused::Invalid(crate::Invalid::Rule(
+                capsule_mls::rules::Violation::NotAdmin
+            ))))),
+            Just(Reply::Error(ServerError::Directory(DirectoryRefusal::KeyTaken))),
+            Just(Reply::Registered),
+            (
+                proptest::collection::vec(any::<u8>(), 0..8),
+                proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..8), 0..3)
+            )
+                .prop_map(|(identity_key, certificates)| Reply::Directory(DirectoryEntry {
+                    identity_key,
+                    certificates
+                })),
         ]
     }
 
@@ -206,15 +276,15 @@ mod tests {
 
     #[test]
     fn a_body_is_refused_for_its_version_size_and_trailing_bytes() {
-        let body = encode(&CreateAlbum { base: Epoch(0) }).unwrap_or_default();
-        assert_eq!(decode::<CreateAlbum>(&body, 64), Ok(CreateAlbum { base: Epoch(0) }));
+        let body = encode(&CreateAlbum { base: Epoch(0), genesis: None }).unwrap_or_default();
+        assert_eq!(decode::<CreateAlbum>(&body, 64), Ok(CreateAlbum { base: Epoch(0), genesis: None }));
         assert_eq!(decode::<CreateAlbum>(&[], 64), Err(WireError::Empty));
         assert_eq!(decode::<CreateAlbum>(&[2, 0], 64), Err(WireError::Version(2)));
         assert_eq!(decode::<CreateAlbum>(&body, 1), Err(WireError::TooLarge { limit: 1 }));
         assert_eq!(decode::<CreateAlbum>(&[body.as_slice(), &[0]].concat(), 64), Err(WireError::Trailing));
         assert_eq!(decode::<Submission>(&[1, 0xff], 64), Err(WireError::Malformed));
         // Postcard alone reads an over-long varint; this format refuses it.
-        assert_eq!(decode::<CreateAlbum>(&[1, 0x80, 0x00], 64), Err(WireError::NonCanonical));
+        assert_eq!(decode::<CreateAlbum>(&[1, 0x80, 0x00, 0], 64), Err(WireError::NonCanonical));
         assert_eq!(decode::<Reply>(&[1, 0x83, 0, 0], 64), Err(WireError::NonCanonical));
     }
 }

@@ -16,10 +16,12 @@
 
 use std::time::Duration;
 
-use capsule_chain::wire::{self, CreateAlbum, Reply, ServerError, WireError};
+use capsule_chain::wire::{self, CreateAlbum, DirectoryRefusal, RegisterUser, Reply, ServerError, WireError};
 use capsule_chain::{
     BadAnswer, ChainEntry, ChainError, CommitChain, CommitHash, Epoch, Refused, Submission, SubmitAnswer, WelcomeBlobs,
 };
+use capsule_identity::{DeviceCertificate, IdentityPublicKey, UserId};
+use capsule_mls::Genesis;
 
 /// The largest reply read: the server cuts pages at 16 MiB of commits, plus
 /// one commit at its own limit.
@@ -48,13 +50,17 @@ impl HttpChain {
     }
 
     /// Registers the album, whose MLS group starts at `base` (0 for a new
-    /// group). Returns the base the chain holds: `base`, or, for an album
+    /// group) with the public state `genesis` (`Album::genesis` of its
+    /// creator; a server that validates commits refuses an album without
+    /// one). Returns the base the chain holds: `base`, or, for an album
     /// registered before, the first registration's.
     ///
     /// # Errors
-    /// [`ChainError::Unavailable`] when the server does not answer.
-    pub fn create_album(&mut self, base: Epoch) -> Result<Epoch, ChainError> {
-        let body = wire::encode(&CreateAlbum { base }).map_err(|_| ChainError::Unavailable)?;
+    /// [`ChainError::Unavailable`] when the server does not answer;
+    /// [`ChainError::Refused`] for a genesis the server refuses.
+    pub fn create_album(&mut self, base: Epoch, genesis: Option<&Genesis>) -> Result<Epoch, ChainError> {
+        let body =
+            wire::encode(&CreateAlbum { base, genesis: genesis.cloned() }).map_err(|_| ChainError::Unavailable)?;
         match self.call(self.agent.put(&self.album_url).send(&body[..]))? {
             Reply::Created { base } => Ok(base),
             other => Err(unexpected(other)),
@@ -98,6 +104,8 @@ fn unexpected(reply: Reply) -> ChainError {
         Reply::Head(_) => "head",
         Reply::Welcome(_) => "welcome",
         Reply::Error(_) => "error",
+        Reply::Registered => "registered",
+        Reply::Directory(_) => "directory",
     };
     tracing::warn!(kind, "the chain server answered another question");
     ChainError::BadAnswer(BadAnswer::Undecodable)
@@ -163,5 +171,124 @@ impl CommitChain for HttpChain {
             Reply::Welcome(blobs) => Ok(blobs),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+/// Why the directory did not answer as asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirectoryError {
+    /// No answer (the request may or may not have been carried out).
+    #[error("directory unreachable")]
+    Unavailable,
+    /// The directory refused.
+    #[error("directory refused: {0}")]
+    Refused(DirectoryRefusal),
+    /// An answer no honest directory gives (a key or certificate that does
+    /// not decode, or that does not verify under the user's key).
+    #[error("the directory answered badly")]
+    BadAnswer,
+}
+
+/// A user as the directory lists it, decoded (not yet trusted: the caller
+/// decides whether to trust the key, typically on first use).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// The user's identity key.
+    pub identity_key: IdentityPublicKey,
+    /// Certificates of the user's devices that verify under that key at the
+    /// time given to [`HttpDirectory::lookup`].
+    pub certificates: Vec<DeviceCertificate>,
+}
+
+/// The server's identity directory: users' identity keys and their devices'
+/// certificates.
+#[derive(Debug, Clone)]
+pub struct HttpDirectory {
+    agent: ureq::Agent,
+    users_url: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl HttpDirectory {
+    /// The directory of the server at `base_url`.
+    #[must_use]
+    pub fn new(base_url: &str, timeout: Duration) -> Self {
+        let agent =
+            ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().new_agent();
+        Self { agent, users_url: format!("{}/v1/users", base_url.trim_end_matches('/')) }
+    }
+
+    fn call(&self, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Reply, DirectoryError> {
+        let mut response = response.map_err(|_| DirectoryError::Unavailable)?;
+        let body = response.body_mut().with_config().limit(REPLY_LIMIT).read_to_vec();
+        match body.ok().and_then(|b| wire::decode::<Reply>(&b, REPLY_LIMIT).ok()) {
+            Some(Reply::Error(ServerError::Directory(r))) => Err(DirectoryError::Refused(r)),
+            Some(Reply::Error(_)) | None => Err(DirectoryError::Unavailable),
+            Some(reply) => Ok(reply),
+        }
+    }
+
+    /// Registers a user's identity key with one device certificate it signed.
+    ///
+    /// # Errors
+    /// [`DirectoryError::Refused`] (`KeyTaken`: the user has another key;
+    /// `BadCertificate`); [`DirectoryError::Unavailable`].
+    pub fn register_user(
+        &self,
+        key: &IdentityPublicKey,
+        certificate: &DeviceCertificate,
+    ) -> Result<(), DirectoryError> {
+        let r = RegisterUser {
+            identity_key: key.to_bytes().map_err(|_| DirectoryError::BadAnswer)?,
+            certificate: certificate.to_bytes().map_err(|_| DirectoryError::BadAnswer)?,
+        };
+        let body = wire::encode(&r).map_err(|_| DirectoryError::Unavailable)?;
+        let url = format!("{}/{}", self.users_url, hex(certificate.user().as_bytes()));
+        match self.call(self.agent.put(&url).send(&body[..]))? {
+            Reply::Registered => Ok(()),
+            _ => Err(DirectoryError::BadAnswer),
+        }
+    }
+
+    /// Files a device certificate (a new device, or a renewal).
+    ///
+    /// # Errors
+    /// [`DirectoryError::Refused`] (`UnknownUser`, `BadCertificate`, `Stale`);
+    /// [`DirectoryError::Unavailable`].
+    pub fn register_device(&self, certificate: &DeviceCertificate) -> Result<(), DirectoryError> {
+        let bytes = certificate.to_bytes().map_err(|_| DirectoryError::BadAnswer)?;
+        let body = wire::encode(&bytes).map_err(|_| DirectoryError::Unavailable)?;
+        let url = format!("{}/{}/devices", self.users_url, hex(certificate.user().as_bytes()));
+        match self.call(self.agent.put(&url).send(&body[..]))? {
+            Reply::Registered => Ok(()),
+            _ => Err(DirectoryError::BadAnswer),
+        }
+    }
+
+    /// What the directory lists for `user`: its key, and the certificates
+    /// that verify under it at `now` (others are left out).
+    ///
+    /// # Errors
+    /// [`DirectoryError::Refused`] with `UnknownUser`;
+    /// [`DirectoryError::BadAnswer`] for a key that does not decode;
+    /// [`DirectoryError::Unavailable`].
+    pub fn lookup(&self, user: UserId, now: capsule_identity::UnixTime) -> Result<Listed, DirectoryError> {
+        let url = format!("{}/{}", self.users_url, hex(user.as_bytes()));
+        let Reply::Directory(entry) = self.call(self.agent.get(&url).call())? else {
+            return Err(DirectoryError::BadAnswer);
+        };
+        let identity_key = IdentityPublicKey::from_bytes(&entry.identity_key).map_err(|_| DirectoryError::BadAnswer)?;
+        let trust = std::collections::BTreeMap::from([(user, identity_key.clone())]);
+        let certificates = entry
+            .certificates
+            .iter()
+            .filter_map(|c| DeviceCertificate::from_bytes(c).ok())
+            .filter(|c| c.user() == user && c.verify(c.device_key(), now, &trust).is_ok())
+            .collect();
+        Ok(Listed { identity_key, certificates })
     }
 }

@@ -24,12 +24,11 @@ use openmls::framing::errors::{MessageDecryptionError, SecretTreeError};
 use openmls::messages::GroupSecretsError;
 use openmls::messages::group_info::GroupInfoError;
 use openmls::prelude::{
-    ApplyUpdatePathError, CommitBuilderStageError, ExportGroupInfoError, CreateCommitError, CreationFromExternalError, ExportSecretError,
-    ExternalCommitValidationError, GroupContextExtensionsProposalValidationError, InvalidExtensionError,
-    KeyPackageNewError, KeyPackageVerifyError, LibraryError, MergeCommitError, MergePendingCommitError,
-    MlsGroupStateError, NewGroupError, ProcessMessageError, ProposalValidationError, PublicProcessMessageError,
-    PublicTreeError, SignatureError,
-    StageCommitError, ValidationError, WelcomeError,
+    ApplyUpdatePathError, CommitBuilderStageError, CreateCommitError, CreationFromExternalError, ExportGroupInfoError,
+    ExportSecretError, ExternalCommitValidationError, GroupContextExtensionsProposalValidationError,
+    InvalidExtensionError, KeyPackageNewError, KeyPackageVerifyError, LibraryError, MergeCommitError,
+    MergePendingCommitError, MlsGroupStateError, NewGroupError, ProcessMessageError, ProposalValidationError,
+    PublicProcessMessageError, PublicTreeError, SignatureError, StageCommitError, ValidationError, WelcomeError,
 };
 use openmls::schedule::errors::{KeyScheduleError, PskError};
 use openmls::treesync::errors::{LeafNodeValidationError, TreeSyncAddLeaf, TreeSyncFromNodesError, UpdatePathError};

@@ -8,9 +8,7 @@
 
 use capsule_amk::{AmkKeyring, AmkVersion};
 use openmls::prelude::tls_codec::Deserialize as _;
-use openmls::prelude::{
-    LeafNodeIndex, MlsMessageIn, ProcessedMessageContent, ProtocolMessage, Sender, StagedCommit,
-};
+use openmls::prelude::{LeafNodeIndex, MlsMessageIn, ProcessedMessageContent, ProtocolMessage, Sender, StagedCommit};
 use openmls_traits::OpenMlsProvider;
 
 use crate::album::{EXPORTER_LABEL, epoch_secret};

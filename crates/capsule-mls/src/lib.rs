@@ -66,4 +66,4 @@ pub use inbound::Applied;
 pub use openmls_traits::OpenMlsProvider;
 pub use outgoing::{Outgoing, key_package};
 pub use provider::{CIPHERSUITE, CapsuleProvider, MemoryProvider};
-pub use public::{Genesis, PublicAlbum, PublicApplied, PublicCommit};
+pub use public::{Genesis, OpenedGenesis, PublicAlbum, PublicApplied, PublicCommit};

@@ -105,6 +105,34 @@ impl PublicCommit {
     }
 }
 
+/// A [`Genesis`] OpenMLS accepted, whose members' identities are not checked yet.
+#[derive(Debug)]
+pub struct OpenedGenesis(PublicAlbum);
+
+impl OpenedGenesis {
+    /// The users whose identity keys [`OpenedGenesis::check`] needs.
+    #[must_use]
+    pub fn named_users(&self) -> BTreeSet<UserId> {
+        self.0.members().into_iter().map(|m| m.user).collect()
+    }
+
+    /// Checks every member's identity binding, and that each member's user
+    /// holds an entitlement.
+    ///
+    /// # Errors
+    /// Identity errors for a leaf; [`MlsError::Rule`] for a member without
+    /// an entitlement.
+    pub fn check(self, validation: Validation<'_>) -> Result<PublicAlbum> {
+        for member in self.0.group.members() {
+            let claims = verify_credential(&member.credential, &member.signature_key, validation)?;
+            if !self.0.context.entitlements.contains_key(&claims.user) {
+                return Err(Violation::Entitlements.into());
+            }
+        }
+        Ok(self.0)
+    }
+}
+
 /// One album's public state: what a server tracks to validate commits.
 pub struct PublicAlbum {
     group: PublicGroup,
@@ -135,16 +163,25 @@ fn crypto() -> Result<openmls_libcrux_crypto::CryptoProvider> {
 }
 
 impl PublicAlbum {
-    /// Starts tracking `album` from a [`Genesis`]: the GroupInfo must verify
-    /// under its signer's leaf and match the tree, the group must be `album`'s
-    /// on Capsule's suite with an album context, and every leaf's identity
-    /// binding must verify.
+    /// Starts tracking `album` from a [`Genesis`]: [`PublicAlbum::open`],
+    /// then [`OpenedGenesis::check`].
+    ///
+    /// # Errors
+    /// As those two.
+    pub fn from_genesis(album: AlbumId, genesis: &Genesis, validation: Validation<'_>) -> Result<Self> {
+        Self::open(album, genesis)?.check(validation)
+    }
+
+    /// Reads a [`Genesis`] for `album` and runs OpenMLS's checks on it: the
+    /// GroupInfo must verify under its signer's leaf and match the tree, and
+    /// the group must be `album`'s on Capsule's suite with an album context.
+    /// The members' identity bindings are checked next ([`OpenedGenesis::check`]).
     ///
     /// # Errors
     /// [`MlsError::Malformed`] for bytes that do not decode; [`MlsError::BadSignature`]
     /// or [`MlsError::Refused`] for a GroupInfo that does not verify or fit;
-    /// [`MlsError::NotMember`] for another album's; identity errors for a leaf.
-    pub fn from_genesis(album: AlbumId, genesis: &Genesis, validation: Validation<'_>) -> Result<Self> {
+    /// [`MlsError::NotMember`] for another album's.
+    pub fn open(album: AlbumId, genesis: &Genesis) -> Result<OpenedGenesis> {
         let message =
             MlsMessageIn::tls_deserialize_exact(&genesis.group_info).map_err(|_| MlsError::Malformed("group info"))?;
         let MlsMessageBodyIn::GroupInfo(info) = message.extract() else {
@@ -156,8 +193,8 @@ impl PublicAlbum {
         if info.group_id().as_slice() != album.as_bytes() {
             return Err(MlsError::NotMember("the group info is another album's"));
         }
-        let tree =
-            RatchetTreeIn::tls_deserialize_exact(&genesis.ratchet_tree).map_err(|_| MlsError::Malformed("ratchet tree"))?;
+        let tree = RatchetTreeIn::tls_deserialize_exact(&genesis.ratchet_tree)
+            .map_err(|_| MlsError::Malformed("ratchet tree"))?;
         let storage = MemoryStorage::default();
         let (group, _) = PublicGroup::from_external(&crypto()?, &storage, tree, info, ProposalStore::new())
             .during("reading the group info")?;
@@ -165,13 +202,7 @@ impl PublicAlbum {
         if context.metadata.album() != album {
             return Err(MlsError::Refused("the album context names another album"));
         }
-        for member in group.members() {
-            let claims = verify_credential(&member.credential, &member.signature_key, validation)?;
-            if !context.entitlements.contains_key(&claims.user) {
-                return Err(Violation::Entitlements.into());
-            }
-        }
-        Ok(Self { group, context, storage })
+        Ok(OpenedGenesis(Self { group, context, storage }))
     }
 
     /// The current epoch (the one the next commit is made in).
@@ -274,11 +305,7 @@ impl PublicAlbum {
             return Err(MlsError::Malformed("public album state format"));
         }
         let storage = MemoryStorage::default();
-        storage
-            .values
-            .write()
-            .map_err(|_| MlsError::Internal("public state lock"))?
-            .extend(record.values);
+        storage.values.write().map_err(|_| MlsError::Internal("public state lock"))?.extend(record.values);
         let group = PublicGroup::load(&storage, &GroupId::from_slice(&record.album))
             .map_err(|e| MlsError::storage("loading the public state", e))?
             .ok_or(MlsError::Malformed("public album state without a group"))?;

@@ -95,12 +95,21 @@ impl Directory {
     /// # Errors
     /// [`crate::MlsError::NotMember`] for an unknown user.
     pub fn certify(&mut self, user: UserId, device: DeviceId, key: &DeviceSigningKey) -> Result<DeviceCertificate> {
-        let claims = DeviceClaims {
-            user,
-            device,
-            device_key: key.public_key(),
-            validity: Validity::new(UnixTime(0), UnixTime(u64::MAX))?,
-        };
+        self.certify_for(user, device, key, Validity::new(UnixTime(0), UnixTime(u64::MAX))?)
+    }
+
+    /// A certificate from `user`'s identity key for `key`, valid for `validity`.
+    ///
+    /// # Errors
+    /// [`crate::MlsError::NotMember`] for an unknown user.
+    pub fn certify_for(
+        &mut self,
+        user: UserId,
+        device: DeviceId,
+        key: &DeviceSigningKey,
+        validity: Validity,
+    ) -> Result<DeviceCertificate> {
+        let claims = DeviceClaims { user, device, device_key: key.public_key(), validity };
         let identity = self.identities.get(&user).ok_or(crate::MlsError::NotMember("unknown test user"))?;
         Ok(identity.certify_device_with(&claims, &mut self.rng)?)
     }
@@ -110,12 +119,81 @@ impl Directory {
     /// # Errors
     /// As [`Directory::certify`].
     pub fn device(&mut self, user: UserId) -> Result<TestDevice> {
+        self.device_for(user, Validity::new(UnixTime(0), UnixTime(u64::MAX))?)
+    }
+
+    /// A new device of `user` whose certificate is valid for `validity`.
+    ///
+    /// # Errors
+    /// As [`Directory::certify`].
+    pub fn device_for(&mut self, user: UserId, validity: Validity) -> Result<TestDevice> {
         self.devices += 1;
         let mut id = [0u8; 16];
         id[..4].copy_from_slice(&self.devices.to_be_bytes());
         let id = DeviceId::from_bytes(id);
         let key = DeviceSigningKey::generate_with(&mut self.rng)?;
-        let cert = self.certify(user, id, &key)?;
+        let cert = self.certify_for(user, id, &key, validity)?;
         Ok(TestDevice { user, id, me: DeviceIdentity::new(key, cert)?, provider: MemoryProvider::in_memory()? })
     }
+}
+
+/// A commit made with OpenMLS directly from `device`'s stored group of
+/// `album`, bypassing every check of Capsule's own: what a modified client
+/// can send. It adds the KeyPackages `adds`, removes the members `removes`
+/// and, with `context`, proposes that album context. The device's stored
+/// group is left as it was (the commit is built, then cleared).
+///
+/// # Errors
+/// [`crate::MlsError::NotMember`] for a group the device does not store or a
+/// member it does not have; [`crate::MlsError::Malformed`] for a KeyPackage
+/// that does not decode; OpenMLS refusing to build it.
+pub fn forged_commit(
+    device: &TestDevice,
+    album: capsule_amk::AlbumId,
+    adds: &[Vec<u8>],
+    removes: &[crate::Member],
+    context: Option<&crate::AlbumContext>,
+) -> Result<Vec<u8>> {
+    use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
+    use openmls::prelude::{GroupId, KeyPackageIn, MlsGroup, ProtocolVersion};
+    use openmls_traits::OpenMlsProvider as _;
+
+    use crate::MlsError;
+    use crate::boundary::During as _;
+
+    let provider = &device.provider;
+    let mut group = MlsGroup::load(provider.storage(), &GroupId::from_slice(album.as_bytes()))
+        .map_err(|e| MlsError::storage("loading the group", e))?
+        .ok_or(MlsError::NotMember("no stored group"))?;
+    let mut key_packages = Vec::new();
+    for kp in adds {
+        let kp = KeyPackageIn::tls_deserialize_exact(kp.as_slice()).map_err(|_| MlsError::Malformed("key package"))?;
+        key_packages.push(kp.validate(provider.crypto(), ProtocolVersion::Mls10).during("validating a key package")?);
+    }
+    let mut leaves = Vec::new();
+    for member in removes {
+        let leaf = group
+            .members()
+            .find(|m| crate::binding::claimed_identity(&m.credential).ok() == Some(*member))
+            .ok_or(MlsError::NotMember("no such member"))?;
+        leaves.push(leaf.index);
+    }
+    let mut builder = group.commit_builder().propose_adds(key_packages).propose_removals(leaves);
+    if let Some(context) = context {
+        builder = builder
+            .propose_group_context_extensions(context.extensions()?)
+            .map_err(|_| MlsError::Refused("group context extensions"))?;
+    }
+    let commit = builder
+        .load_psks(provider.storage())
+        .during("loading pre-shared keys")?
+        .build(provider.rand(), provider.crypto(), &device.me, |_| true)
+        .during("building a forged commit")?
+        .stage_commit(provider)
+        .during("staging a forged commit")?
+        .commit()
+        .tls_serialize_detached()
+        .map_err(|_| MlsError::Internal("commit encoding"))?;
+    group.clear_pending_commit(provider.storage()).map_err(|e| MlsError::storage("clearing the forged commit", e))?;
+    Ok(commit)
 }

@@ -27,7 +27,7 @@ use capsule_chain::conformance::racing_commits;
 use capsule_chain::{ChainError, CommitChain, Epoch, Submission, SubmitAnswer};
 use capsule_client::HttpChain;
 use capsule_server::storage::Storage;
-use capsule_server::{Backend, Database, Running, Settings};
+use capsule_server::{Backend, Checks, Database, Running, Settings};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
@@ -73,7 +73,7 @@ impl Run {
 /// run, over HTTP).
 fn through_server(url: &str, all: &[Vec<Vec<Submission>>], epochs: u64, race: bool) -> Run {
     for album in all {
-        HttpChain::new(url, &album_of(&album[0][0]), Duration::from_secs(30)).create_album(Epoch::ZERO).unwrap();
+        HttpChain::new(url, &album_of(&album[0][0]), Duration::from_secs(30)).create_album(Epoch::ZERO, None).unwrap();
     }
     let started = Instant::now();
     let devices = if race { usize::MAX } else { 1 };
@@ -121,7 +121,7 @@ fn direct(database: &Database, all: &[Vec<Vec<Submission>>]) -> Run {
     runtime.block_on(async {
         let backend = Arc::new(Backend::open(database).await.unwrap());
         for album in all {
-            backend.create_album(album_of(&album[0][0]), Epoch::ZERO).await.unwrap();
+            backend.create_album(album_of(&album[0][0]), Epoch::ZERO, None).await.unwrap();
         }
         let started = Instant::now();
         let tasks: Vec<_> = all
@@ -132,7 +132,7 @@ fn direct(database: &Database, all: &[Vec<Vec<Submission>>]) -> Run {
                     let mut latencies = Vec::new();
                     for s in mine {
                         let t = Instant::now();
-                        let answer = backend.submit(album_of(&s), s, None).await.unwrap();
+                        let answer = backend.submit(album_of(&s), s, None, None).await.unwrap();
                         assert!(matches!(answer, SubmitAnswer::Accepted { .. }));
                         latencies.push(t.elapsed());
                     }
@@ -170,7 +170,9 @@ fn measure(name: &str, db: &dyn Fn(&str) -> Database, all: &[Vec<Vec<Submission>
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let direct_run = direct(&db("direct"), all);
     let over_http = |label: &str, race: bool| {
-        let server = Running::start(&db(label), loopback, Settings::default()).unwrap();
+        let server =
+            Running::start(&db(label), loopback, Settings { checks: Checks::OrderingOnly, ..Settings::default() })
+                .unwrap();
         through_server(&server.url(), all, epochs, race)
     };
     let single = over_http("single", false);

@@ -13,12 +13,16 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use capsule_chain::rules::{self, Limits};
-use capsule_chain::wire::{self, CreateAlbum, Reply, ServerError, WireError};
-use capsule_chain::{Epoch, Submission, SubmitAnswer};
+use capsule_chain::wire::{
+    self, CreateAlbum, DirectoryEntry, DirectoryRefusal, RegisterUser, Reply, ServerError, WireError,
+};
+use capsule_chain::{Epoch, Invalid, Refused, Submission, SubmitAnswer};
+use capsule_identity::UserId;
 use sha2::{Digest, Sha256};
 
 use crate::metrics::{Metrics, Outcome};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{AlbumState, Registration, Storage, StorageError};
+use crate::validate;
 
 /// What a server enforces, beside its storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +41,22 @@ pub struct Settings {
     /// How long one database operation may take before the request answers
     /// "unavailable" (the client retries; the rule makes that safe).
     pub timeout: core::time::Duration,
+    /// What the server checks beside ordering.
+    pub checks: Checks,
+}
+
+/// What a server checks beside ordering.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Checks {
+    /// Every album is registered with its public state, and every commit is
+    /// validated against it before it is ordered (see `validate.rs`).
+    #[default]
+    Full,
+    /// Ordering alone: albums may be registered without a public state, and
+    /// their commits are checked only for framing. For tests of the ordering
+    /// rules with made-up albums (the binary's `--ordering-only`); never a
+    /// deployment: anyone could then write any commit into a chain.
+    OrderingOnly,
 }
 
 impl Default for Settings {
@@ -48,6 +68,7 @@ impl Default for Settings {
             page_bytes: 16 << 20,
             concurrent_submissions: 64,
             timeout: core::time::Duration::from_secs(30),
+            checks: Checks::Full,
         }
     }
 }
@@ -85,6 +106,8 @@ pub fn router<S: Storage>(storage: S, settings: Settings, metrics: Arc<Metrics>)
         .route("/v1/albums/{album}/commits", get(fetch::<S>).post(submit::<S>))
         .route("/v1/albums/{album}/head", get(head::<S>))
         .route("/v1/albums/{album}/welcomes/{epoch}", get(welcome::<S>))
+        .route("/v1/users/{user}", put(register_user::<S>).get(directory::<S>))
+        .route("/v1/users/{user}/devices", put(register_device::<S>))
         .route("/metrics", get(render_metrics::<S>))
         .fallback(|| async { reply(StatusCode::NOT_FOUND, &Reply::Error(MALFORMED)) })
         .method_not_allowed_fallback(|| async { reply(StatusCode::METHOD_NOT_ALLOWED, &Reply::Error(MALFORMED)) })
@@ -112,6 +135,9 @@ fn error(e: ServerError) -> Response {
         ServerError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
         ServerError::BadRequest(WireError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
         ServerError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        ServerError::Directory(DirectoryRefusal::UnknownUser) => StatusCode::NOT_FOUND,
+        ServerError::Directory(DirectoryRefusal::KeyTaken | DirectoryRefusal::Stale) => StatusCode::CONFLICT,
+        ServerError::Directory(_) => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     reply(status, &Reply::Error(e))
@@ -165,9 +191,15 @@ async fn body(body: Body, limit: u64) -> Result<Vec<u8>, ServerError> {
 async fn create<S: Storage>(State(app): State<Arc<App<S>>>, album: Segments<String>, raw: Body) -> Response {
     let run = async {
         let album = album_id(&album.map_err(|_| MALFORMED)?.0)?;
-        let bytes = body(raw, 64).await?;
-        let CreateAlbum { base } = wire::decode(&bytes, 64).map_err(ServerError::BadRequest)?;
-        let base = app.run(&album, app.storage.create_album(album.clone(), base)).await?;
+        let limit = app.settings.limits.body();
+        let bytes = body(raw, limit).await?;
+        let CreateAlbum { base, genesis } = wire::decode(&bytes, limit).map_err(ServerError::BadRequest)?;
+        let state = match (genesis, app.settings.checks) {
+            (Some(genesis), _) => Some(validate::genesis(&app.storage, &album, base, genesis).await?),
+            (None, Checks::OrderingOnly) => None,
+            (None, Checks::Full) => return Err(ServerError::Refused(Refused::Invalid(Invalid::Malformed))),
+        };
+        let base = app.run(&album, app.storage.create_album(album.clone(), base, state)).await?;
         tracing::info!(album = %tag(&album), base = base.0, "album registered");
         Ok(base)
     };
@@ -195,8 +227,26 @@ async fn submit<S: Storage>(State(app): State<Arc<App<S>>>, album: Segments<Stri
             tracing::warn!(album = %tag(&album), epoch = submission.epoch.0, %refused, "submission refused");
             return Err(ServerError::Refused(refused));
         }
+        // Validated against the public state at the head, when it claims the
+        // head; a submission for any other epoch is answered by the ordering
+        // rule alone (held: its position; otherwise a conflict), and the
+        // storage never appends a commit of a validated album unvalidated.
+        let AlbumState { head, state } = app.run(&album, app.storage.album_state(album.clone())).await?;
+        let validated = match state {
+            Some(state) if submission.epoch == head => {
+                match validate::commit(&app.storage, state, submission.commit.clone()).await {
+                    Ok(next) => Some(next),
+                    Err(e) => {
+                        tracing::warn!(album = %tag(&album), epoch = head.0, error = %e, "invalid commit refused");
+                        return Err(e);
+                    }
+                }
+            }
+            _ => None,
+        };
         let epoch = submission.epoch;
-        let answer = app.run(&album, app.storage.submit(album.clone(), submission, app.settings.keep)).await?;
+        let answer =
+            app.run(&album, app.storage.submit(album.clone(), submission, app.settings.keep, validated)).await?;
         tracing::info!(album = %tag(&album), epoch = epoch.0, ?answer, "submission ordered");
         Ok(answer)
     };
@@ -272,6 +322,67 @@ async fn welcome<S: Storage>(State(app): State<Arc<App<S>>>, path: Segments<(Str
         Ok(blobs) => reply(StatusCode::OK, &Reply::Welcome(blobs)),
         Err(e) => error(e),
     }
+}
+
+async fn register_user<S: Storage>(State(app): State<Arc<App<S>>>, user: Segments<String>, raw: Body) -> Response {
+    let run = async {
+        let user = user_id(&user.map_err(|_| MALFORMED)?.0)?;
+        let limit = app.settings.limits.body();
+        let r: RegisterUser = wire::decode(&body(raw, limit).await?, limit).map_err(ServerError::BadRequest)?;
+        let (key, first) = validate::registration(user, &r)?;
+        let id = *user.as_bytes();
+        registered(app.run(&id, app.storage.register_user(id, key, first)).await?)
+    };
+    match run.await {
+        Ok(()) => reply(StatusCode::OK, &Reply::Registered),
+        Err(e) => error(e),
+    }
+}
+
+async fn register_device<S: Storage>(State(app): State<Arc<App<S>>>, user: Segments<String>, raw: Body) -> Response {
+    let run = async {
+        let user = user_id(&user.map_err(|_| MALFORMED)?.0)?;
+        let limit = app.settings.limits.body();
+        let certificate: Vec<u8> = wire::decode(&body(raw, limit).await?, limit).map_err(ServerError::BadRequest)?;
+        let device = validate::device(&app.storage, user, &certificate).await?;
+        let id = *user.as_bytes();
+        registered(app.run(&id, app.storage.register_device(id, device)).await?)
+    };
+    match run.await {
+        Ok(()) => reply(StatusCode::OK, &Reply::Registered),
+        Err(e) => error(e),
+    }
+}
+
+fn registered(r: Registration) -> Result<(), ServerError> {
+    match r {
+        Registration::Stored => Ok(()),
+        Registration::KeyTaken => Err(ServerError::Directory(DirectoryRefusal::KeyTaken)),
+        Registration::UnknownUser => Err(ServerError::Directory(DirectoryRefusal::UnknownUser)),
+        Registration::Stale => Err(ServerError::Directory(DirectoryRefusal::Stale)),
+    }
+}
+
+async fn directory<S: Storage>(State(app): State<Arc<App<S>>>, user: Segments<String>) -> Response {
+    let run = async {
+        let user = user_id(&user.map_err(|_| MALFORMED)?.0)?;
+        let id = *user.as_bytes();
+        let (identity_key, devices) = app
+            .run(&id, app.storage.directory(id))
+            .await?
+            .ok_or(ServerError::Directory(DirectoryRefusal::UnknownUser))?;
+        Ok(DirectoryEntry { identity_key, certificates: devices.into_iter().map(|d| d.certificate).collect() })
+    };
+    match run.await {
+        Ok(entry) => reply(StatusCode::OK, &Reply::Directory(entry)),
+        Err(e) => error(e),
+    }
+}
+
+/// A user id from its path segment: 16 bytes in hex.
+fn user_id(hex: &str) -> Result<UserId, ServerError> {
+    let bytes: [u8; 16] = album_id(hex)?.try_into().map_err(|_| MALFORMED)?;
+    Ok(UserId::from_bytes(bytes))
 }
 
 async fn render_metrics<S: Storage>(State(app): State<Arc<App<S>>>) -> Response {

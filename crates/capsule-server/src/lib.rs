@@ -22,17 +22,18 @@ mod metrics;
 pub mod postgres;
 pub mod sqlite;
 pub mod storage;
+mod validate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use http::{Settings, router};
+pub use http::{Checks, Settings, router};
 pub use metrics::{Metrics, Outcome};
 
 use capsule_chain::wire::Page;
 use capsule_chain::{CommitHash, Epoch, Submission, SubmitAnswer, WelcomeBlobs};
-use storage::{Storage, StorageError};
+use storage::{AlbumState, Certified, Registration, Storage, StorageError};
 
 /// Which database a server keeps its chains in. Its `Debug` never shows a
 /// PostgreSQL connection string (it may carry a password).
@@ -85,17 +86,63 @@ impl Backend {
 }
 
 impl Storage for Backend {
-    async fn create_album(&self, album: Vec<u8>, base: Epoch) -> Result<Epoch, StorageError> {
+    async fn create_album(&self, album: Vec<u8>, base: Epoch, state: Option<Vec<u8>>) -> Result<Epoch, StorageError> {
         match self {
-            Self::Sqlite(s) => s.create_album(album, base).await,
-            Self::Postgres(s) => s.create_album(album, base).await,
+            Self::Sqlite(s) => s.create_album(album, base, state).await,
+            Self::Postgres(s) => s.create_album(album, base, state).await,
         }
     }
 
-    async fn submit(&self, album: Vec<u8>, s: Submission, keep: Option<u64>) -> Result<SubmitAnswer, StorageError> {
+    async fn album_state(&self, album: Vec<u8>) -> Result<AlbumState, StorageError> {
         match self {
-            Self::Sqlite(b) => b.submit(album, s, keep).await,
-            Self::Postgres(b) => b.submit(album, s, keep).await,
+            Self::Sqlite(s) => s.album_state(album).await,
+            Self::Postgres(s) => s.album_state(album).await,
+        }
+    }
+
+    async fn submit(
+        &self,
+        album: Vec<u8>,
+        s: Submission,
+        keep: Option<u64>,
+        validated: Option<Vec<u8>>,
+    ) -> Result<SubmitAnswer, StorageError> {
+        match self {
+            Self::Sqlite(b) => b.submit(album, s, keep, validated).await,
+            Self::Postgres(b) => b.submit(album, s, keep, validated).await,
+        }
+    }
+
+    async fn register_user(
+        &self,
+        user: [u8; 16],
+        identity_key: Vec<u8>,
+        first: Certified,
+    ) -> Result<Registration, StorageError> {
+        match self {
+            Self::Sqlite(s) => s.register_user(user, identity_key, first).await,
+            Self::Postgres(s) => s.register_user(user, identity_key, first).await,
+        }
+    }
+
+    async fn register_device(&self, user: [u8; 16], device: Certified) -> Result<Registration, StorageError> {
+        match self {
+            Self::Sqlite(s) => s.register_device(user, device).await,
+            Self::Postgres(s) => s.register_device(user, device).await,
+        }
+    }
+
+    async fn identity_keys(&self, users: Vec<[u8; 16]>) -> Result<Vec<([u8; 16], Vec<u8>)>, StorageError> {
+        match self {
+            Self::Sqlite(s) => s.identity_keys(users).await,
+            Self::Postgres(s) => s.identity_keys(users).await,
+        }
+    }
+
+    async fn directory(&self, user: [u8; 16]) -> Result<Option<(Vec<u8>, Vec<Certified>)>, StorageError> {
+        match self {
+            Self::Sqlite(s) => s.directory(user).await,
+            Self::Postgres(s) => s.directory(user).await,
         }
     }
 

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use capsule_server::{Backend, Database, Metrics, Settings};
+use capsule_server::{Backend, Checks, Database, Metrics, Settings};
 
 mod flags {
     use std::net::SocketAddr;
@@ -35,6 +35,11 @@ mod flags {
             optional --keep keep: u64
             /// Entries per page at most (default 256).
             optional --page page: u64
+            /// Order commits without validating them, and register albums
+            /// without their public state: for the ordering tests' made-up
+            /// albums only, never a deployment (anyone could then write any
+            /// commit into the chain).
+            optional --ordering-only
         }
     }
 }
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
     let settings = Settings {
         keep: flags.keep,
         page_limit: flags.page.unwrap_or(Settings::default().page_limit),
+        checks: if flags.ordering_only { Checks::OrderingOnly } else { Checks::Full },
         ..Settings::default()
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -12,11 +12,12 @@ use deadpool_postgres::{Manager, Pool};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-use crate::storage::{Storage, StorageError, decide, from_db, to_db};
+use crate::storage::{AlbumState, Certified, Registration, Storage, StorageError, decide, from_db, to_db};
 
 /// Versioned migrations, as for SQLite: entry `i` takes the schema from
 /// version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE albums (
         album BYTEA PRIMARY KEY,
         base BIGINT NOT NULL CHECK (base >= 0),
@@ -32,7 +33,22 @@ const MIGRATIONS: &[&str] = &["
         PRIMARY KEY (album, epoch)
     );
     CREATE UNIQUE INDEX entries_by_hash ON entries (album, commit_hash);
-"];
+",
+    "
+    ALTER TABLE albums ADD COLUMN state BYTEA;
+    CREATE TABLE users (
+        user_id BYTEA PRIMARY KEY,
+        identity_key BYTEA NOT NULL
+    );
+    CREATE TABLE devices (
+        user_id BYTEA NOT NULL REFERENCES users (user_id),
+        device BYTEA NOT NULL,
+        not_after BYTEA NOT NULL,
+        certificate BYTEA NOT NULL,
+        PRIMARY KEY (user_id, device)
+    );
+",
+];
 
 /// Any lock id, the same in every replica: migrations run one at a time.
 const MIGRATION_LOCK: i64 = 0x6361_7073_756c_6531;
@@ -112,12 +128,39 @@ fn retryable(e: &StorageError) -> bool {
     matches!(e, StorageError::Database(m) if codes.iter().any(|c| m.contains(c)))
 }
 
+/// Files `device` for `user` unless a certificate ending later is filed
+/// (the caller holds the user's row lock).
+async fn file_device(tx: &impl GenericClient, user: &[u8], device: &Certified) -> Result<Registration, StorageError> {
+    let end = device.not_after.to_be_bytes().to_vec();
+    let filed = tx
+        .query_opt(
+            "SELECT not_after FROM devices WHERE user_id = $1 AND device = $2",
+            &[&user, &device.device.as_slice()],
+        )
+        .await
+        .map_err(db)?
+        .map(|r| r.try_get::<_, Vec<u8>>(0).map_err(db))
+        .transpose()?;
+    if filed.is_some_and(|f| f > end) {
+        return Ok(Registration::Stale);
+    }
+    tx.execute(
+        "INSERT INTO devices (user_id, device, not_after, certificate) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (user_id, device) DO UPDATE SET not_after = excluded.not_after, certificate = excluded.certificate",
+        &[&user, &device.device.as_slice(), &end, &device.certificate],
+    )
+    .await
+    .map_err(db)?;
+    Ok(Registration::Stored)
+}
+
 /// One attempt at ordering a submission, in one transaction.
 async fn submit_once(
     pool: &Pool,
     album: &[u8],
     s: &Submission,
     keep: Option<u64>,
+    validated: Option<&Vec<u8>>,
 ) -> Result<SubmitAnswer, StorageError> {
     let mut client = pool.get().await.map_err(db)?;
     // READ COMMITTED, named: the row lock below is what orders submitters.
@@ -136,7 +179,19 @@ async fn submit_once(
         .map(|r| r.try_get(0).map_err(db).and_then(from_db))
         .transpose()?;
     let decision = rules::decide(held_at, head, s.epoch);
+    let checked: bool = tx
+        .query_one("SELECT state IS NOT NULL FROM albums WHERE album = $1", &[&album])
+        .await
+        .map_err(db)?
+        .try_get(0)
+        .map_err(db)?;
+    if decision == Decision::Append && checked && validated.is_none() {
+        return Ok(SubmitAnswer::Conflict { head });
+    }
     if decision == Decision::Append {
+        if checked {
+            tx.execute("UPDATE albums SET state = $2 WHERE album = $1", &[&album, &validated]).await.map_err(db)?;
+        }
         tx.execute(
             "INSERT INTO entries (album, epoch, commit_hash, commit_bytes, welcome, bundle) VALUES ($1, $2, $3, $4, $5, $6)",
             &[&album, &to_db(s.epoch)?, &hash.0.as_slice(), &s.commit, &s.welcome, &s.bundle],
@@ -172,23 +227,39 @@ async fn snapshot(client: &mut deadpool_postgres::Object) -> Result<deadpool_pos
 }
 
 impl Storage for PostgresStorage {
-    async fn create_album(&self, album: Vec<u8>, base: Epoch) -> Result<Epoch, StorageError> {
+    async fn create_album(&self, album: Vec<u8>, base: Epoch, state: Option<Vec<u8>>) -> Result<Epoch, StorageError> {
         let client = self.pool.get().await.map_err(db)?;
         client
             .execute(
-                "INSERT INTO albums (album, base, head) VALUES ($1, $2, $2) ON CONFLICT (album) DO NOTHING",
-                &[&album, &to_db(base)?],
+                "INSERT INTO albums (album, base, head, state) VALUES ($1, $2, $2, $3) ON CONFLICT (album) DO NOTHING",
+                &[&album, &to_db(base)?, &state],
             )
             .await
             .map_err(db)?;
         album_row(&client, &album, false).await.map(|(base, _)| base)
     }
 
-    async fn submit(&self, album: Vec<u8>, s: Submission, keep: Option<u64>) -> Result<SubmitAnswer, StorageError> {
+    async fn album_state(&self, album: Vec<u8>) -> Result<AlbumState, StorageError> {
+        let client = self.pool.get().await.map_err(db)?;
+        let row = client
+            .query_opt("SELECT head, state FROM albums WHERE album = $1", &[&album])
+            .await
+            .map_err(db)?
+            .ok_or(StorageError::UnknownAlbum)?;
+        Ok(AlbumState { head: from_db(row.try_get(0).map_err(db)?)?, state: row.try_get(1).map_err(db)? })
+    }
+
+    async fn submit(
+        &self,
+        album: Vec<u8>,
+        s: Submission,
+        keep: Option<u64>,
+        validated: Option<Vec<u8>>,
+    ) -> Result<SubmitAnswer, StorageError> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match submit_once(&self.pool, &album, &s, keep).await {
+            match submit_once(&self.pool, &album, &s, keep, validated.as_ref()).await {
                 Err(e) if attempts < 3 && retryable(&e) => tracing::debug!(error = %e, "submission retried"),
                 other => return other,
             }
@@ -251,6 +322,98 @@ impl Storage for PostgresStorage {
     async fn head(&self, album: Vec<u8>) -> Result<Epoch, StorageError> {
         let client = self.pool.get().await.map_err(db)?;
         album_row(&client, &album, false).await.map(|(_, head)| head)
+    }
+
+    async fn register_user(
+        &self,
+        user: [u8; 16],
+        identity_key: Vec<u8>,
+        first: Certified,
+    ) -> Result<Registration, StorageError> {
+        let mut client = self.pool.get().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.execute(
+            "INSERT INTO users (user_id, identity_key) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
+            &[&user.as_slice(), &identity_key],
+        )
+        .await
+        .map_err(db)?;
+        // Locked: a concurrent registration of the same device waits.
+        let filed: Vec<u8> = tx
+            .query_one("SELECT identity_key FROM users WHERE user_id = $1 FOR UPDATE", &[&user.as_slice()])
+            .await
+            .map_err(db)?
+            .try_get(0)
+            .map_err(db)?;
+        if filed != identity_key {
+            return Ok(Registration::KeyTaken);
+        }
+        let outcome = file_device(&tx, &user, &first).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(outcome)
+    }
+
+    async fn register_device(&self, user: [u8; 16], device: Certified) -> Result<Registration, StorageError> {
+        let mut client = self.pool.get().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(db)?;
+        let known = tx
+            .query_opt("SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE", &[&user.as_slice()])
+            .await
+            .map_err(db)?
+            .is_some();
+        if !known {
+            return Ok(Registration::UnknownUser);
+        }
+        let outcome = file_device(&tx, &user, &device).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(outcome)
+    }
+
+    async fn identity_keys(&self, users: Vec<[u8; 16]>) -> Result<Vec<([u8; 16], Vec<u8>)>, StorageError> {
+        let client = self.pool.get().await.map_err(db)?;
+        let ids: Vec<&[u8]> = users.iter().map(<[u8; 16]>::as_slice).collect();
+        let rows = client
+            .query("SELECT user_id, identity_key FROM users WHERE user_id = ANY($1)", &[&ids])
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let user: Vec<u8> = r.try_get(0).map_err(db)?;
+                let user = user.try_into().map_err(|_| StorageError::Corrupt("a user id"))?;
+                Ok((user, r.try_get(1).map_err(db)?))
+            })
+            .collect()
+    }
+
+    async fn directory(&self, user: [u8; 16]) -> Result<Option<(Vec<u8>, Vec<Certified>)>, StorageError> {
+        let mut client = self.pool.get().await.map_err(db)?;
+        let tx = snapshot(&mut client).await?;
+        let Some(row) =
+            tx.query_opt("SELECT identity_key FROM users WHERE user_id = $1", &[&user.as_slice()]).await.map_err(db)?
+        else {
+            return Ok(None);
+        };
+        let key: Vec<u8> = row.try_get(0).map_err(db)?;
+        let rows = tx
+            .query(
+                "SELECT device, not_after, certificate FROM devices WHERE user_id = $1 ORDER BY device",
+                &[&user.as_slice()],
+            )
+            .await
+            .map_err(db)?;
+        let mut devices = Vec::with_capacity(rows.len());
+        for r in rows {
+            let device: Vec<u8> = r.try_get(0).map_err(db)?;
+            let end: Vec<u8> = r.try_get(1).map_err(db)?;
+            let end: [u8; 8] = end.try_into().map_err(|_| StorageError::Corrupt("a certificate's end"))?;
+            devices.push(Certified {
+                device: device.try_into().map_err(|_| StorageError::Corrupt("a device id"))?,
+                not_after: u64::from_be_bytes(end),
+                certificate: r.try_get(2).map_err(db)?,
+            });
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(Some((key, devices)))
     }
 
     async fn welcome(&self, album: Vec<u8>, epoch: Epoch) -> Result<Option<WelcomeBlobs>, StorageError> {

@@ -10,11 +10,12 @@ use capsule_chain::wire::{Page, PageEntry};
 use capsule_chain::{CommitHash, Epoch, Submission, SubmitAnswer, WelcomeBlobs};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::storage::{Storage, StorageError, decide, from_db, to_db};
+use crate::storage::{AlbumState, Certified, Registration, Storage, StorageError, decide, from_db, to_db};
 
 /// Versioned migrations: entry `i` takes the schema from version `i` to `i + 1`.
 /// Released ones never change; a new version appends one.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE albums (
         album BLOB PRIMARY KEY,
         base INTEGER NOT NULL CHECK (base >= 0),
@@ -30,7 +31,22 @@ const MIGRATIONS: &[&str] = &["
         PRIMARY KEY (album, epoch)
     ) STRICT;
     CREATE UNIQUE INDEX entries_by_hash ON entries (album, commit_hash);
-"];
+",
+    "
+    ALTER TABLE albums ADD COLUMN state BLOB;
+    CREATE TABLE users (
+        user_id BLOB PRIMARY KEY,
+        identity_key BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE devices (
+        user_id BLOB NOT NULL REFERENCES users (user_id),
+        device BLOB NOT NULL,
+        not_after BLOB NOT NULL,
+        certificate BLOB NOT NULL,
+        PRIMARY KEY (user_id, device)
+    ) STRICT;
+",
+];
 
 fn db(e: rusqlite::Error) -> StorageError {
     StorageError::Database(e.to_string())
@@ -117,13 +133,43 @@ fn held_at(conn: &Connection, album: &[u8], hash: CommitHash) -> Result<Option<E
     at.map(from_db).transpose()
 }
 
+/// Files `device` for `user` unless a certificate ending later is filed.
+fn file_device(tx: &Connection, user: &[u8], device: &Certified) -> Result<Registration, StorageError> {
+    let filed: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT not_after FROM devices WHERE user_id = ?1 AND device = ?2",
+            params![user, device.device.as_slice()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?;
+    if filed.is_some_and(|f| f.as_slice() > device.not_after.to_be_bytes().as_slice()) {
+        return Ok(Registration::Stale);
+    }
+    tx.execute(
+        "INSERT INTO devices (user_id, device, not_after, certificate) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (user_id, device) DO UPDATE SET not_after = excluded.not_after, certificate = excluded.certificate",
+        params![user, device.device.as_slice(), device.not_after.to_be_bytes().as_slice(), device.certificate],
+    )
+    .map_err(db)?;
+    Ok(Registration::Stored)
+}
+
+fn not_after(bytes: &[u8]) -> Result<u64, StorageError> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| StorageError::Corrupt("a certificate's end"))?;
+    Ok(u64::from_be_bytes(array))
+}
+
 impl Storage for SqliteStorage {
-    async fn create_album(&self, album: Vec<u8>, base: Epoch) -> Result<Epoch, StorageError> {
+    async fn create_album(&self, album: Vec<u8>, base: Epoch, state: Option<Vec<u8>>) -> Result<Epoch, StorageError> {
         let base = to_db(base)?;
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-            tx.execute("INSERT OR IGNORE INTO albums (album, base, head) VALUES (?1, ?2, ?2)", params![album, base])
-                .map_err(db)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO albums (album, base, head, state) VALUES (?1, ?2, ?2, ?3)",
+                params![album, base, state],
+            )
+            .map_err(db)?;
             let (base, _) = album_row(&tx, &album)?;
             tx.commit().map_err(db)?;
             Ok(base)
@@ -131,7 +177,24 @@ impl Storage for SqliteStorage {
         .await
     }
 
-    async fn submit(&self, album: Vec<u8>, s: Submission, keep: Option<u64>) -> Result<SubmitAnswer, StorageError> {
+    async fn album_state(&self, album: Vec<u8>) -> Result<AlbumState, StorageError> {
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(db)?;
+            let (_, head) = album_row(&tx, &album)?;
+            let state =
+                tx.query_row("SELECT state FROM albums WHERE album = ?1", [&album], |r| r.get(0)).map_err(db)?;
+            Ok(AlbumState { head, state })
+        })
+        .await
+    }
+
+    async fn submit(
+        &self,
+        album: Vec<u8>,
+        s: Submission,
+        keep: Option<u64>,
+        validated: Option<Vec<u8>>,
+    ) -> Result<SubmitAnswer, StorageError> {
         self.with(move |conn| {
             // IMMEDIATE: the write lock is taken before the facts are read, so
             // nothing can change between reading the head and appending.
@@ -139,7 +202,17 @@ impl Storage for SqliteStorage {
             let (base, head) = album_row(&tx, &album)?;
             let hash = CommitHash::of(&s.commit);
             let decision = rules::decide(held_at(&tx, &album, hash)?, head, s.epoch);
+            let checked: bool = tx
+                .query_row("SELECT state IS NOT NULL FROM albums WHERE album = ?1", [&album], |r| r.get(0))
+                .map_err(db)?;
+            if decision == Decision::Append && checked && validated.is_none() {
+                return Ok(SubmitAnswer::Conflict { head });
+            }
             if decision == Decision::Append {
+                if checked {
+                    tx.execute("UPDATE albums SET state = ?2 WHERE album = ?1", params![album, validated])
+                        .map_err(db)?;
+                }
                 let epoch = to_db(s.epoch)?;
                 tx.execute(
                     "INSERT INTO entries (album, epoch, commit_hash, commit_bytes, welcome, bundle)
@@ -216,6 +289,90 @@ impl Storage for SqliteStorage {
 
     async fn head(&self, album: Vec<u8>) -> Result<Epoch, StorageError> {
         self.with(move |conn| album_row(conn, &album).map(|(_, head)| head)).await
+    }
+
+    async fn register_user(
+        &self,
+        user: [u8; 16],
+        identity_key: Vec<u8>,
+        first: Certified,
+    ) -> Result<Registration, StorageError> {
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let filed: Option<Vec<u8>> = tx
+                .query_row("SELECT identity_key FROM users WHERE user_id = ?1", [user.as_slice()], |r| r.get(0))
+                .optional()
+                .map_err(db)?;
+            match filed {
+                Some(key) if key != identity_key => return Ok(Registration::KeyTaken),
+                Some(_) => {}
+                None => {
+                    tx.execute(
+                        "INSERT INTO users (user_id, identity_key) VALUES (?1, ?2)",
+                        params![user.as_slice(), identity_key],
+                    )
+                    .map_err(db)?;
+                }
+            }
+            let filed = file_device(&tx, &user, &first)?;
+            tx.commit().map_err(db)?;
+            Ok(filed)
+        })
+        .await
+    }
+
+    async fn register_device(&self, user: [u8; 16], device: Certified) -> Result<Registration, StorageError> {
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let known: bool = tx
+                .query_row("SELECT count(*) > 0 FROM users WHERE user_id = ?1", [user.as_slice()], |r| r.get(0))
+                .map_err(db)?;
+            if !known {
+                return Ok(Registration::UnknownUser);
+            }
+            let filed = file_device(&tx, &user, &device)?;
+            tx.commit().map_err(db)?;
+            Ok(filed)
+        })
+        .await
+    }
+
+    async fn identity_keys(&self, users: Vec<[u8; 16]>) -> Result<Vec<([u8; 16], Vec<u8>)>, StorageError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT identity_key FROM users WHERE user_id = ?1").map_err(db)?;
+            let mut out = Vec::new();
+            for user in users {
+                let key: Option<Vec<u8>> = stmt.query_row([user.as_slice()], |r| r.get(0)).optional().map_err(db)?;
+                out.extend(key.map(|k| (user, k)));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn directory(&self, user: [u8; 16]) -> Result<Option<(Vec<u8>, Vec<Certified>)>, StorageError> {
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(db)?;
+            let key: Option<Vec<u8>> = tx
+                .query_row("SELECT identity_key FROM users WHERE user_id = ?1", [user.as_slice()], |r| r.get(0))
+                .optional()
+                .map_err(db)?;
+            let Some(key) = key else { return Ok(None) };
+            let mut stmt = tx
+                .prepare("SELECT device, not_after, certificate FROM devices WHERE user_id = ?1 ORDER BY device")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([user.as_slice()], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?, r.get(2)?)))
+                .map_err(db)?;
+            let mut devices = Vec::new();
+            for row in rows {
+                let (device, end, certificate) = row.map_err(db)?;
+                let device = device.try_into().map_err(|_| StorageError::Corrupt("a device id"))?;
+                devices.push(Certified { device, not_after: not_after(&end)?, certificate });
+            }
+            Ok(Some((key, devices)))
+        })
+        .await
     }
 
     async fn welcome(&self, album: Vec<u8>, epoch: Epoch) -> Result<Option<WelcomeBlobs>, StorageError> {

@@ -29,21 +29,100 @@ pub enum StorageError {
     Corrupt(&'static str),
 }
 
+/// An album's head and its public state there (`None` for an album
+/// registered without one, on a server that orders without validating).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlbumState {
+    /// The head.
+    pub head: Epoch,
+    /// `capsule_mls::PublicAlbum::to_bytes` at the head.
+    pub state: Option<Vec<u8>>,
+}
+
+/// A device certificate as the directory files it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Certified {
+    /// The device.
+    pub device: [u8; 16],
+    /// The end of its validity (newer certificates end later).
+    pub not_after: u64,
+    /// `DeviceCertificate::to_bytes`.
+    pub certificate: Vec<u8>,
+}
+
+/// What the directory did with a registration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registration {
+    /// Stored (or it was there already).
+    Stored,
+    /// The user holds another identity key: nothing stored.
+    KeyTaken,
+    /// The user is not registered: nothing stored.
+    UnknownUser,
+    /// A certificate ending later is registered for the device: nothing stored.
+    Stale,
+}
+
+/// Users' identity keys, by user id.
+pub type IdentityKeys = Vec<([u8; 16], Vec<u8>)>;
+
+/// A user's directory entry: the identity key and the filed certificates.
+pub type Listing = (Vec<u8>, Vec<Certified>);
+
 /// One storage backend for every album's chain.
 pub trait Storage: Clone + Send + Sync + 'static {
-    /// Registers `album`, whose group starts at `base`; for an album
-    /// registered before, its first registration's base.
-    fn create_album(&self, album: Vec<u8>, base: Epoch) -> impl Future<Output = Result<Epoch, StorageError>> + Send;
+    /// Registers `album`, whose group starts at `base` with public state
+    /// `state`; for an album registered before, its first registration's base.
+    fn create_album(
+        &self,
+        album: Vec<u8>,
+        base: Epoch,
+        state: Option<Vec<u8>>,
+    ) -> impl Future<Output = Result<Epoch, StorageError>> + Send;
+
+    /// The album's head and public state.
+    fn album_state(&self, album: Vec<u8>) -> impl Future<Output = Result<AlbumState, StorageError>> + Send;
 
     /// Orders a submission already checked with
     /// `capsule_chain::rules::check_submission`, in one transaction, keeping
-    /// the last `keep` epochs.
+    /// the last `keep` epochs. `validated` is the public state after the
+    /// commit, computed at the head the submission claims: appended with it.
+    /// An album that has a public state never appends without one (the head
+    /// moved onto the submission's epoch after it was read): that answers
+    /// `Conflict`, and the device submits again.
     fn submit(
         &self,
         album: Vec<u8>,
         submission: Submission,
         keep: Option<u64>,
+        validated: Option<Vec<u8>>,
     ) -> impl Future<Output = Result<SubmitAnswer, StorageError>> + Send;
+
+    /// Registers `user`'s identity key with a first device certificate
+    /// (already verified under it).
+    fn register_user(
+        &self,
+        user: [u8; 16],
+        identity_key: Vec<u8>,
+        first: Certified,
+    ) -> impl Future<Output = Result<Registration, StorageError>> + Send;
+
+    /// Files a device certificate of a registered user (already verified
+    /// under the user's key), unless one ending later is filed.
+    fn register_device(
+        &self,
+        user: [u8; 16],
+        device: Certified,
+    ) -> impl Future<Output = Result<Registration, StorageError>> + Send;
+
+    /// The identity keys of those of `users` the directory knows.
+    fn identity_keys(&self, users: Vec<[u8; 16]>) -> impl Future<Output = Result<IdentityKeys, StorageError>> + Send;
+
+    /// A user's identity key and device certificates.
+    fn directory(
+        &self,
+        user: [u8; 16],
+    ) -> impl Future<Output = Result<Option<Listing>, StorageError>> + Send;
 
     /// At most `limit` entries from `from` on, and no more than `max_bytes`
     /// of commits (but always at least one entry when there is one).

@@ -13,7 +13,12 @@ use capsule_chain::rules::Limits;
 use capsule_chain::wire::{self, Reply, ServerError, WireError};
 use capsule_chain::{CommitChain as _, Epoch, Refused, Submission};
 use capsule_client::HttpChain;
-use capsule_server::{Database, Running, Settings};
+use capsule_server::{Checks, Database, Running, Settings};
+
+/// These tests send made-up albums: ordering rules and framing only.
+fn ordering_only() -> Settings {
+    Settings { checks: Checks::OrderingOnly, ..Settings::default() }
+}
 use common::LOOPBACK;
 
 const ALBUM: [u8; 16] = [0xF1; 16];
@@ -37,10 +42,10 @@ fn every_bad_request_is_refused_with_a_type_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // Small limits, so an oversized body is cheap to send.
     let limits = Limits { commit: 64 << 10, welcome: 64 << 10, bundle: 16 << 10 };
-    let settings = Settings { limits, ..Settings::default() };
+    let settings = Settings { limits, checks: Checks::OrderingOnly, ..Settings::default() };
     let server = Running::start(&Database::Sqlite(dir.path().join("chain.sqlite")), LOOPBACK, settings).unwrap();
     let mut chain = HttpChain::new(&server.url(), &ALBUM, Duration::from_secs(10));
-    chain.create_album(Epoch::ZERO).unwrap();
+    chain.create_album(Epoch::ZERO, None).unwrap();
     let mut src = CommitSource::new(ALBUM).unwrap();
     let first = src.stage().unwrap();
     chain.submit(&first).unwrap();
@@ -129,14 +134,14 @@ fn a_held_commit_sent_again_answers_its_position_even_over_new_limits() {
     let mut src = CommitSource::new(ALBUM).unwrap();
     let first = src.stage().unwrap();
     {
-        let server = Running::start(&db, LOOPBACK, Settings::default()).unwrap();
+        let server = Running::start(&db, LOOPBACK, ordering_only()).unwrap();
         let mut chain = HttpChain::new(&server.url(), &ALBUM, Duration::from_secs(10));
-        chain.create_album(Epoch::ZERO).unwrap();
+        chain.create_album(Epoch::ZERO, None).unwrap();
         assert_eq!(chain.submit(&first), Ok(capsule_chain::SubmitAnswer::Accepted { epoch: Epoch(0) }));
     }
     // The commit limit lowered under the commit's size (the body limit still reads it).
     let tiny = Limits { commit: 16, welcome: 1 << 20, bundle: 16 };
-    let server = Running::start(&db, LOOPBACK, Settings { limits: tiny, ..Settings::default() }).unwrap();
+    let server = Running::start(&db, LOOPBACK, Settings { limits: tiny, ..ordering_only() }).unwrap();
     let mut chain = HttpChain::new(&server.url(), &ALBUM, Duration::from_secs(10));
     assert_eq!(chain.submit(&first), Ok(capsule_chain::SubmitAnswer::Accepted { epoch: Epoch(0) }));
     // A commit the chain does not hold is refused under the new limits.

@@ -30,7 +30,7 @@ fn run(album: [u8; 16], mut args: Vec<String>, seed: u64) -> u64 {
     }
     let url = server.url.clone();
     let connect = || HttpChain::new(&url, &album, Duration::from_secs(10));
-    assert_eq!(connect().create_album(Epoch::ZERO), Ok(Epoch::ZERO));
+    assert_eq!(connect().create_album(Epoch::ZERO, None), Ok(Epoch::ZERO));
     let done = AtomicBool::new(false);
     let (races, kills) = std::thread::scope(|s| {
         let killer = s.spawn(|| {
@@ -71,7 +71,7 @@ fn run(album: [u8; 16], mut args: Vec<String>, seed: u64) -> u64 {
 fn a_killed_sqlite_server_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("chain.sqlite").display().to_string();
-    let args = vec!["--db".into(), db];
+    let args = vec!["--db".into(), db, "--ordering-only".into()];
     assert!(run([0xE1; 16], args, 0x5eed_0001) >= 1);
 }
 
@@ -79,6 +79,6 @@ fn a_killed_sqlite_server_loses_and_duplicates_nothing() {
 fn a_killed_postgres_server_loses_and_duplicates_nothing() {
     let Some(url) = postgres_url() else { return };
     let db = fresh_postgres_db(&url, "crash");
-    let args = vec!["--postgres".into(), db, "--connections".into(), "4".into()];
+    let args = vec!["--postgres".into(), db, "--connections".into(), "4".into(), "--ordering-only".into()];
     assert!(run([0xE2; 16], args, 0x5eed_0002) >= 1);
 }

@@ -27,6 +27,7 @@ fn two_replicas_on_one_postgres_never_both_accept_an_epoch() {
                 db.clone(),
                 "--connections".into(),
                 "8".into(),
+                "--ordering-only".into(),
                 "--listen".into(),
                 "127.0.0.1:0".into(),
             ])
@@ -34,7 +35,7 @@ fn two_replicas_on_one_postgres_never_both_accept_an_epoch() {
         .collect();
     let commits = racing_commits(ALBUM, DEVICES, EPOCHS);
     let connect = |url: &str| HttpChain::new(url, &ALBUM, Duration::from_secs(30));
-    assert_eq!(connect(&replicas[0].url).create_album(Epoch::ZERO), Ok(Epoch::ZERO));
+    assert_eq!(connect(&replicas[0].url).create_album(Epoch::ZERO, None), Ok(Epoch::ZERO));
     // Every device submits for epoch 0, through alternating replicas: the
     // first wins, every other one is told the head moved on.
     for (d, mine) in commits.iter().enumerate() {

@@ -19,7 +19,7 @@ use capsule::resilience::{AmkEscrow, RekeyReason};
 use capsule::resilience::{Change, Clock, Event, ReconcileOutcome};
 use capsule::resilience::{CommitChain, WelcomeBlobs};
 use capsule_client::HttpChain;
-use capsule_server::{Database, Outcome, Running, Settings};
+use capsule_server::{Checks, Database, Outcome, Running, Settings};
 
 const ALBUM: AlbumId = AlbumId::from_bytes([0xCA; 16]);
 const NOW: UnixTime = UnixTime(1_800_000_000);
@@ -138,10 +138,15 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let chain_db = dir.join("chain.sqlite");
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let server = Running::start(&Database::Sqlite(chain_db.clone()), loopback, Settings::default()).unwrap();
+    let server = Running::start(
+        &Database::Sqlite(chain_db.clone()),
+        loopback,
+        Settings { checks: Checks::OrderingOnly, ..Settings::default() },
+    )
+    .unwrap();
     let clock = SimClock::new();
     let mut w = World { server, clock: clock.clone(), trust: BTreeMap::new(), phones: Vec::new() };
-    w.chain().create_album(Epoch::ZERO).unwrap();
+    w.chain().create_album(Epoch::ZERO, None).unwrap();
     println!(
         "Capsule demo — suite MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519 (libcrux), stores in {}",
         dir.display()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use capsule_client::HttpChain;
 use capsule_mls::Epoch;
-use capsule_server::{Database, Outcome, Running, Settings};
+use capsule_server::{Checks, Database, Outcome, Running, Settings};
 
 use super::{MemoryChain, MemoryServer};
 use crate::{ChainEntry, ChainError, CommitChain, Submission, SubmitAnswer, WelcomeBlobs};
@@ -32,14 +32,18 @@ pub enum TestChain {
 }
 
 impl TestServer {
-    /// A real server keeping its chains in `db` (a SQLite file).
+    /// A real server keeping its chains in `db` (a SQLite file). It orders
+    /// without validating (`Checks::OrderingOnly`): the tests on it register
+    /// albums without their public state, and forge commits on purpose to
+    /// test the devices' own refusals.
     ///
     /// # Errors
     /// Why the server did not start.
     pub fn sqlite(db: &Path) -> Result<Self, String> {
         let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let running = Running::start(&Database::Sqlite(db.to_path_buf()), loopback, Settings::default())
-            .map_err(|e| e.to_string())?;
+        let settings = Settings { checks: Checks::OrderingOnly, ..Settings::default() };
+        let running =
+            Running::start(&Database::Sqlite(db.to_path_buf()), loopback, settings).map_err(|e| e.to_string())?;
         Ok(Self::Sqlite(Arc::new(running)))
     }
 
@@ -68,7 +72,7 @@ impl TestServer {
         match self {
             Self::Memory(m) => m.create_album(album, epoch),
             Self::Sqlite(r) => {
-                Self::http(r, album).create_album(epoch)?;
+                Self::http(r, album).create_album(epoch, None)?;
             }
         }
         Ok(())

@@ -21,7 +21,7 @@ use capsule_chain::Epoch;
 use capsule_chain::conformance::Harness;
 use capsule_chain::rules::Limits;
 use capsule_client::HttpChain;
-use capsule_server::{Database, Running, Settings};
+use capsule_server::{Checks, Database, Running, Settings};
 
 pub const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
@@ -69,7 +69,7 @@ impl<F: FnMut(Option<u64>) -> Database> Http<F> {
     fn url(&mut self, keep: Option<u64>) -> String {
         if !self.servers.contains_key(&keep) {
             // Small pages, so fetching follows several of them.
-            let settings = Settings { keep, page_limit: 2, ..Settings::default() };
+            let settings = Settings { keep, page_limit: 2, checks: Checks::OrderingOnly, ..Settings::default() };
             let server = Running::start(&(self.database)(keep), LOOPBACK, settings).unwrap();
             self.servers.insert(keep, server);
         }
@@ -82,7 +82,7 @@ impl<F: FnMut(Option<u64>) -> Database> Harness for Http<F> {
 
     fn open(&mut self, album: &[u8], base: Epoch, keep: Option<u64>) -> HttpChain {
         let mut chain = HttpChain::new(&self.url(keep), album, Duration::from_secs(30));
-        assert_eq!(chain.create_album(base), Ok(base));
+        assert_eq!(chain.create_album(base, None), Ok(base));
         chain
     }
 

@@ -1,0 +1,134 @@
+//! What the server checks with group data it can read, beside ordering:
+//! commits against each album's public state (`capsule_mls::PublicAlbum`,
+//! Capsule's rules as members run them), genesis states, and directory
+//! registrations. The CPU work runs on blocking threads; the only I/O is the
+//! directory lookup between OpenMLS's checks and Capsule's.
+
+use std::collections::BTreeMap;
+
+use capsule_chain::wire::{DirectoryRefusal, RegisterUser, ServerError};
+use capsule_chain::{Epoch, Invalid, Refused};
+use capsule_identity::{DeviceCertificate, IdentityPublicKey, UnixTime, UserId};
+use capsule_mls::{Genesis, MlsError, PublicAlbum, Validation};
+
+use crate::storage::{Certified, Storage, StorageError};
+
+/// The server's clock, read once per request: certificates are checked at it.
+pub(crate) fn now() -> UnixTime {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    UnixTime(since.as_secs())
+}
+
+/// A validation error as the answer: a refusal members would make too, or a
+/// fault of the server (logged; the device retries).
+fn refusal(e: &MlsError) -> ServerError {
+    match Invalid::of(e) {
+        Some(invalid) => ServerError::Refused(Refused::Invalid(invalid)),
+        None => {
+            tracing::error!(error = %e, "validation failed inside the server");
+            ServerError::Unavailable
+        }
+    }
+}
+
+fn storage_fault(e: &StorageError) -> ServerError {
+    tracing::error!(error = %e, "directory lookup failed");
+    ServerError::Unavailable
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServerError> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| ServerError::Unavailable)
+}
+
+/// The identity keys the directory holds for `users`.
+async fn trust<S: Storage>(
+    storage: &S,
+    users: impl IntoIterator<Item = UserId>,
+) -> Result<BTreeMap<UserId, IdentityPublicKey>, ServerError> {
+    let ids = users.into_iter().map(|u| *u.as_bytes()).collect();
+    let rows = storage.identity_keys(ids).await.map_err(|e| storage_fault(&e))?;
+    let mut trust = BTreeMap::new();
+    for (user, key) in rows {
+        // The directory only files keys that decoded when registered.
+        let key = IdentityPublicKey::from_bytes(&key)
+            .map_err(|_| storage_fault(&StorageError::Corrupt("an identity key")))?;
+        trust.insert(UserId::from_bytes(user), key);
+    }
+    Ok(trust)
+}
+
+/// The public state after `commit`, if it is valid at `state` (the head).
+pub(crate) async fn commit<S: Storage>(storage: &S, state: Vec<u8>, commit: Vec<u8>) -> Result<Vec<u8>, ServerError> {
+    let (public, staged) = blocking(move || {
+        let public = PublicAlbum::from_bytes(&state)?;
+        let staged = public.stage(&commit)?;
+        Ok::<_, MlsError>((public, staged))
+    })
+    .await?
+    .map_err(|e| refusal(&e))?;
+    let trust = trust(storage, staged.named_users()).await?;
+    let now = now();
+    blocking(move || {
+        let mut public = public;
+        public.apply(staged, Validation { trust: &trust, now })?;
+        public.to_bytes()
+    })
+    .await?
+    .map_err(|e| refusal(&e))
+}
+
+/// The public state a genesis starts `album` at, if it verifies.
+pub(crate) async fn genesis<S: Storage>(
+    storage: &S,
+    album: &[u8],
+    base: Epoch,
+    genesis: Genesis,
+) -> Result<Vec<u8>, ServerError> {
+    let bad = ServerError::Refused(Refused::Invalid(Invalid::Malformed));
+    let album = capsule_amk::AlbumId::from_bytes(album.try_into().map_err(|_| bad)?);
+    let opened = blocking(move || PublicAlbum::open(album, &genesis)).await?.map_err(|e| refusal(&e))?;
+    let trust = trust(storage, opened.named_users()).await?;
+    let now = now();
+    let public = blocking(move || opened.check(Validation { trust: &trust, now })).await?.map_err(|e| refusal(&e))?;
+    // The state must be the group's at the album's first epoch.
+    if public.epoch() != base {
+        return Err(ServerError::Refused(Refused::Invalid(Invalid::Protocol)));
+    }
+    public.to_bytes().map_err(|e| refusal(&e))
+}
+
+/// A certificate of `user`, verified under `key` now, as the directory files it.
+fn certified(user: UserId, key: &IdentityPublicKey, certificate: &[u8]) -> Result<Certified, ServerError> {
+    let refused = |r| ServerError::Directory(r);
+    let cert = DeviceCertificate::from_bytes(certificate).map_err(|_| refused(DirectoryRefusal::Malformed))?;
+    if cert.user() != user {
+        return Err(refused(DirectoryRefusal::BadCertificate));
+    }
+    let trust = BTreeMap::from([(user, key.clone())]);
+    cert.verify(cert.device_key(), now(), &trust).map_err(|_| refused(DirectoryRefusal::BadCertificate))?;
+    Ok(Certified {
+        device: *cert.device().as_bytes(),
+        not_after: cert.validity().not_after().0,
+        certificate: certificate.to_vec(),
+    })
+}
+
+/// A user's registration, checked: its key decodes and its certificate
+/// verifies under it. Returns the key's bytes and the certificate to file.
+pub(crate) fn registration(user: UserId, r: &RegisterUser) -> Result<(Vec<u8>, Certified), ServerError> {
+    let key = IdentityPublicKey::from_bytes(&r.identity_key)
+        .map_err(|_| ServerError::Directory(DirectoryRefusal::Malformed))?;
+    let first = certified(user, &key, &r.certificate)?;
+    Ok((r.identity_key.clone(), first))
+}
+
+/// A device certificate of a registered user, checked under the user's key.
+pub(crate) async fn device<S: Storage>(
+    storage: &S,
+    user: UserId,
+    certificate: &[u8],
+) -> Result<Certified, ServerError> {
+    let trust = trust(storage, [user]).await?;
+    let key = trust.get(&user).ok_or(ServerError::Directory(DirectoryRefusal::UnknownUser))?;
+    certified(user, key, certificate)
+}

@@ -119,10 +119,7 @@ pub trait Storage: Clone + Send + Sync + 'static {
     fn identity_keys(&self, users: Vec<[u8; 16]>) -> impl Future<Output = Result<IdentityKeys, StorageError>> + Send;
 
     /// A user's identity key and device certificates.
-    fn directory(
-        &self,
-        user: [u8; 16],
-    ) -> impl Future<Output = Result<Option<Listing>, StorageError>> + Send;
+    fn directory(&self, user: [u8; 16]) -> impl Future<Output = Result<Option<Listing>, StorageError>> + Send;
 
     /// At most `limit` entries from `from` on, and no more than `max_bytes`
     /// of commits (but always at least one entry when there is one).

@@ -81,6 +81,11 @@ pub enum ChainError {
     /// submitted (see [`Refused`]). Nothing was stored.
     #[error("submission refused: {0}")]
     Refused(Refused),
+    /// The server refused this device: its request signature was not
+    /// accepted (an unregistered or expired device, a clock far off), or it
+    /// is not a member of the album (any more). Nothing was changed.
+    #[error("the chain refused this device")]
+    Denied,
     /// The server answered with something no honest chain holds: the server
     /// misbehaved. Nothing was changed by it; the next honest answer brings
     /// the device to the head.

@@ -93,6 +93,49 @@ pub struct CreateAlbum {
     pub genesis: Option<Genesis>,
 }
 
+/// The HTTP header carrying a request's [`RequestAuth`] (lowercase hex of its
+/// wire encoding).
+pub const AUTH_HEADER: &str = "capsule-auth";
+
+/// How far a request's time may be from the server's clock, either way.
+pub const AUTH_WINDOW_SECS: u64 = 300;
+
+/// A device's signature over one request: who sends it, when, a nonce the
+/// server remembers (no request is carried out twice), and the device key's
+/// Ed25519 signature over [`request_message`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestAuth {
+    /// The device's user.
+    pub user: [u8; 16],
+    /// The device.
+    pub device: [u8; 16],
+    /// Seconds since the Unix epoch when the request was made.
+    pub time: u64,
+    /// Fresh random bytes.
+    pub nonce: [u8; 16],
+    /// Ed25519 over [`request_message`], 64 bytes.
+    pub signature: Vec<u8>,
+}
+
+/// What a device signs for a request: a domain prefix (no MLS or certificate
+/// signature starts with it), the method, the path with its query, the
+/// SHA-256 of the body, and the auth fields but the signature.
+#[must_use]
+pub fn request_message(method: &str, path_and_query: &str, body: &[u8], auth: &RequestAuth) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut m = b"capsule request v1\0".to_vec();
+    for part in [method.as_bytes(), path_and_query.as_bytes()] {
+        m.extend_from_slice(&u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes());
+        m.extend_from_slice(part);
+    }
+    m.extend_from_slice(&sha2::Sha256::digest(body));
+    m.extend_from_slice(&auth.time.to_be_bytes());
+    m.extend_from_slice(&auth.nonce);
+    m.extend_from_slice(&auth.user);
+    m.extend_from_slice(&auth.device);
+    m
+}
+
 /// Registers a user's identity key in the server's directory, with a first
 /// device certificate that verifies under it (the proof the registrant holds
 /// the key). A user's key is registered once; registering it again is
@@ -162,6 +205,40 @@ pub enum ServerError {
     /// The directory refused a registration, or knows no such user.
     #[error("directory: {0}")]
     Directory(DirectoryRefusal),
+    /// The request does not carry a valid signature of a registered device.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(AuthRefusal),
+    /// The device may not do this (not a member of the album, or no longer).
+    #[error("forbidden")]
+    Forbidden,
+}
+
+/// Why a request's signature was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthRefusal {
+    /// No [`AUTH_HEADER`].
+    #[error("no signature")]
+    Missing,
+    /// A header that does not decode.
+    #[error("malformed signature")]
+    Malformed,
+    /// A time further than [`AUTH_WINDOW_SECS`] from the server's clock.
+    #[error("the request's time is too far from the server's clock")]
+    Clock,
+    /// A device the directory does not list.
+    #[error("unknown device")]
+    UnknownDevice,
+    /// The device's certificate does not verify now (expired, or its user's
+    /// key changed).
+    #[error("the device certificate does not verify")]
+    Certificate,
+    /// The signature does not verify.
+    #[error("bad signature")]
+    Signature,
+    /// A nonce seen before: a replay.
+    #[error("replayed request")]
+    Replayed,
 }
 
 /// Why the directory refused.

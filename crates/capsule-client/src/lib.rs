@@ -20,7 +20,10 @@ use capsule_chain::wire::{self, CreateAlbum, DirectoryRefusal, RegisterUser, Rep
 use capsule_chain::{
     BadAnswer, ChainEntry, ChainError, CommitChain, CommitHash, Epoch, Refused, Submission, SubmitAnswer, WelcomeBlobs,
 };
-use capsule_identity::{DeviceCertificate, IdentityPublicKey, UserId};
+use std::sync::Arc;
+
+use capsule_chain::wire::{AUTH_HEADER, RequestAuth};
+use capsule_identity::{DeviceCertificate, DeviceId, DeviceSigningKey, IdentityPublicKey, UserId};
 use capsule_mls::Genesis;
 
 /// The largest reply read: the server cuts pages at 16 MiB of commits, plus
@@ -31,11 +34,95 @@ const REPLY_LIMIT: u64 = 64 << 20;
 /// fetches again from there): a lying server cannot make it grow forever.
 const FETCH_LIMIT: u64 = 256 << 20;
 
+/// A device's key and names, to sign its requests to the server (see
+/// `capsule_chain::wire::RequestAuth`). The key is the device's certified MLS
+/// signature key; request signatures carry their own domain prefix.
+pub struct Credentials {
+    user: UserId,
+    device: DeviceId,
+    key: DeviceSigningKey,
+}
+
+impl core::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Credentials").field("user", &self.user).field("device", &self.device).finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// The credentials of `device` of `user`, signing with `key`.
+    #[must_use]
+    pub const fn new(user: UserId, device: DeviceId, key: DeviceSigningKey) -> Self {
+        Self { user, device, key }
+    }
+
+    /// The value of the auth header (`capsule_chain::wire::AUTH_HEADER`) for
+    /// one request to the absolute `url`, stamped with the clock now and a
+    /// fresh nonce. `None` when the clock or the OS RNG fails.
+    #[must_use]
+    pub fn header(&self, method: &str, url: &str, body: &[u8]) -> Option<String> {
+        let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).ok()?;
+        let mut auth = RequestAuth {
+            user: *self.user.as_bytes(),
+            device: *self.device.as_bytes(),
+            time,
+            nonce,
+            signature: Vec::new(),
+        };
+        auth.signature = self.key.sign(&wire::request_message(method, path_of(url), body, &auth)).to_vec();
+        Some(hex(&wire::encode(&auth).ok()?))
+    }
+}
+
+/// The path and query of an absolute URL: what a request signature covers.
+fn path_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.find('/').and_then(|i| rest.get(i..)).unwrap_or("/")
+}
+
 /// One album's chain on a `capsule-server`.
 #[derive(Debug, Clone)]
 pub struct HttpChain {
     agent: ureq::Agent,
     album_url: String,
+    credentials: Option<Arc<Credentials>>,
+}
+
+/// Sends `body` (a `PUT`/`POST`) or nothing (a `GET`) to `url`, signed with
+/// `credentials` when there are some.
+fn send(
+    agent: &ureq::Agent,
+    credentials: Option<&Credentials>,
+    method: &str,
+    url: &str,
+    body: Option<&[u8]>,
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    let auth = credentials.and_then(|c| c.header(method, url, body.unwrap_or_default()));
+    match (method, body) {
+        ("PUT", Some(body)) => {
+            let r = agent.put(url);
+            match auth {
+                Some(a) => r.header(AUTH_HEADER, a).send(body),
+                None => r.send(body),
+            }
+        }
+        (_, Some(body)) => {
+            let r = agent.post(url);
+            match auth {
+                Some(a) => r.header(AUTH_HEADER, a).send(body),
+                None => r.send(body),
+            }
+        }
+        (_, None) => {
+            let r = agent.get(url);
+            match auth {
+                Some(a) => r.header(AUTH_HEADER, a).call(),
+                None => r.call(),
+            }
+        }
+    }
 }
 
 impl HttpChain {
@@ -45,8 +132,20 @@ impl HttpChain {
     pub fn new(base_url: &str, album: &[u8], timeout: Duration) -> Self {
         let agent =
             ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().new_agent();
-        let hex: String = album.iter().map(|b| format!("{b:02x}")).collect();
-        Self { agent, album_url: format!("{}/v1/albums/{hex}", base_url.trim_end_matches('/')) }
+        let album_url = format!("{}/v1/albums/{}", base_url.trim_end_matches('/'), hex(album));
+        Self { agent, album_url, credentials: None }
+    }
+
+    /// The same chain, with every request signed by `credentials` (a server
+    /// that checks callers refuses unsigned requests).
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Arc<Credentials>) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    fn request(&self, method: &str, url: &str, body: Option<&[u8]>) -> Result<Reply, ChainError> {
+        self.call(send(&self.agent, self.credentials.as_deref(), method, url, body))
     }
 
     /// Registers the album, whose MLS group starts at `base` (0 for a new
@@ -61,7 +160,7 @@ impl HttpChain {
     pub fn create_album(&mut self, base: Epoch, genesis: Option<&Genesis>) -> Result<Epoch, ChainError> {
         let body =
             wire::encode(&CreateAlbum { base, genesis: genesis.cloned() }).map_err(|_| ChainError::Unavailable)?;
-        match self.call(self.agent.put(&self.album_url).send(&body[..]))? {
+        match self.request("PUT", &self.album_url, Some(&body))? {
             Reply::Created { base } => Ok(base),
             other => Err(unexpected(other)),
         }
@@ -80,6 +179,7 @@ impl HttpChain {
             Some(Reply::Error(ServerError::UnknownAlbum)) => Err(ChainError::UnknownAlbum),
             Some(Reply::Error(ServerError::Pruned { base })) => Err(ChainError::Pruned(base)),
             Some(Reply::Error(ServerError::Refused(refused))) => Err(ChainError::Refused(refused)),
+            Some(Reply::Error(ServerError::Unauthenticated(_) | ServerError::Forbidden)) => Err(ChainError::Denied),
             // The whole request was over the server's limit: as refused as a part over it.
             Some(Reply::Error(ServerError::BadRequest(WireError::TooLarge { limit }))) => {
                 Err(ChainError::Refused(Refused::TooLarge { limit }))
@@ -115,7 +215,7 @@ impl CommitChain for HttpChain {
     fn submit(&mut self, submission: &Submission) -> Result<SubmitAnswer, ChainError> {
         let body = wire::encode(submission).map_err(|_| ChainError::Unavailable)?;
         let url = format!("{}/commits", self.album_url);
-        match self.call(self.agent.post(&url).send(&body[..]))? {
+        match self.request("POST", &url, Some(&body))? {
             Reply::Submitted(answer) => Ok(answer),
             other => Err(unexpected(other)),
         }
@@ -126,7 +226,7 @@ impl CommitChain for HttpChain {
         let mut from = from_epoch;
         loop {
             let url = format!("{}/commits?from={}", self.album_url, from.0);
-            let page = match self.call(self.agent.get(&url).call())? {
+            let page = match self.request("GET", &url, None)? {
                 Reply::Page(page) => page,
                 other => return Err(unexpected(other)),
             };
@@ -159,7 +259,7 @@ impl CommitChain for HttpChain {
 
     fn head(&mut self) -> Result<Epoch, ChainError> {
         let url = format!("{}/head", self.album_url);
-        match self.call(self.agent.get(&url).call())? {
+        match self.request("GET", &url, None)? {
             Reply::Head(head) => Ok(head),
             other => Err(unexpected(other)),
         }
@@ -167,7 +267,7 @@ impl CommitChain for HttpChain {
 
     fn welcome(&mut self, epoch: Epoch) -> Result<Option<WelcomeBlobs>, ChainError> {
         let url = format!("{}/welcomes/{}", self.album_url, epoch.0);
-        match self.call(self.agent.get(&url).call())? {
+        match self.request("GET", &url, None)? {
             Reply::Welcome(blobs) => Ok(blobs),
             other => Err(unexpected(other)),
         }
@@ -184,6 +284,9 @@ pub enum DirectoryError {
     /// The directory refused.
     #[error("directory refused: {0}")]
     Refused(DirectoryRefusal),
+    /// The server did not accept this device's signature on a lookup.
+    #[error("the directory refused this device")]
+    Denied,
     /// An answer no honest directory gives (a key or certificate that does
     /// not decode, or that does not verify under the user's key).
     #[error("the directory answered badly")]
@@ -207,6 +310,7 @@ pub struct Listed {
 pub struct HttpDirectory {
     agent: ureq::Agent,
     users_url: String,
+    credentials: Option<Arc<Credentials>>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -219,7 +323,15 @@ impl HttpDirectory {
     pub fn new(base_url: &str, timeout: Duration) -> Self {
         let agent =
             ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().new_agent();
-        Self { agent, users_url: format!("{}/v1/users", base_url.trim_end_matches('/')) }
+        Self { agent, users_url: format!("{}/v1/users", base_url.trim_end_matches('/')), credentials: None }
+    }
+
+    /// The same directory, with lookups signed by `credentials` (a server
+    /// that checks callers lets only registered devices read it).
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Arc<Credentials>) -> Self {
+        self.credentials = Some(credentials);
+        self
     }
 
     fn call(&self, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Reply, DirectoryError> {
@@ -227,6 +339,7 @@ impl HttpDirectory {
         let body = response.body_mut().with_config().limit(REPLY_LIMIT).read_to_vec();
         match body.ok().and_then(|b| wire::decode::<Reply>(&b, REPLY_LIMIT).ok()) {
             Some(Reply::Error(ServerError::Directory(r))) => Err(DirectoryError::Refused(r)),
+            Some(Reply::Error(ServerError::Unauthenticated(_) | ServerError::Forbidden)) => Err(DirectoryError::Denied),
             Some(Reply::Error(_)) | None => Err(DirectoryError::Unavailable),
             Some(reply) => Ok(reply),
         }
@@ -248,7 +361,7 @@ impl HttpDirectory {
         };
         let body = wire::encode(&r).map_err(|_| DirectoryError::Unavailable)?;
         let url = format!("{}/{}", self.users_url, hex(certificate.user().as_bytes()));
-        match self.call(self.agent.put(&url).send(&body[..]))? {
+        match self.call(send(&self.agent, None, "PUT", &url, Some(&body)))? {
             Reply::Registered => Ok(()),
             _ => Err(DirectoryError::BadAnswer),
         }
@@ -263,7 +376,7 @@ impl HttpDirectory {
         let bytes = certificate.to_bytes().map_err(|_| DirectoryError::BadAnswer)?;
         let body = wire::encode(&bytes).map_err(|_| DirectoryError::Unavailable)?;
         let url = format!("{}/{}/devices", self.users_url, hex(certificate.user().as_bytes()));
-        match self.call(self.agent.put(&url).send(&body[..]))? {
+        match self.call(send(&self.agent, None, "PUT", &url, Some(&body)))? {
             Reply::Registered => Ok(()),
             _ => Err(DirectoryError::BadAnswer),
         }
@@ -278,7 +391,8 @@ impl HttpDirectory {
     /// [`DirectoryError::Unavailable`].
     pub fn lookup(&self, user: UserId, now: capsule_identity::UnixTime) -> Result<Listed, DirectoryError> {
         let url = format!("{}/{}", self.users_url, hex(user.as_bytes()));
-        let Reply::Directory(entry) = self.call(self.agent.get(&url).call())? else {
+        let Reply::Directory(entry) = self.call(send(&self.agent, self.credentials.as_deref(), "GET", &url, None))?
+        else {
             return Err(DirectoryError::BadAnswer);
         };
         let identity_key = IdentityPublicKey::from_bytes(&entry.identity_key).map_err(|_| DirectoryError::BadAnswer)?;

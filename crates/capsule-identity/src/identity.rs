@@ -277,6 +277,17 @@ impl DeviceSigningKey {
     }
 }
 
+/// Verifies a device's Ed25519 signature (strictly: no malleable or weak-key
+/// signatures), for whatever the device signs beside MLS (its requests to the
+/// server, each with its own domain prefix).
+///
+/// # Errors
+/// [`IdentityError::BadSignature`] when it does not verify.
+pub fn verify_device_signature(device_key: &[u8; 32], msg: &[u8], signature: &[u8; 64]) -> Result<()> {
+    let key = ed25519_dalek::VerifyingKey::from_bytes(device_key).map_err(|_| IdentityError::BadSignature)?;
+    key.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(signature)).map_err(|_| IdentityError::BadSignature)
+}
+
 impl PartialEq for DeviceSigningKey {
     fn eq(&self, other: &Self) -> bool {
         self.0.as_bytes().ct_eq(other.0.as_bytes()).into()

@@ -61,5 +61,5 @@ mod ml_dsa;
 
 pub use certificate::{CERTIFICATE_VERSION, DeviceCertificate, DeviceClaims, TrustStore};
 pub use error::{DecodeError, IdentityError, Result};
-pub use identity::{DeviceSigningKey, IdentityKeyPair, IdentityPublicKey, IdentitySeed};
+pub use identity::{DeviceSigningKey, IdentityKeyPair, IdentityPublicKey, IdentitySeed, verify_device_signature};
 pub use ids::{DeviceId, UnixTime, UserId, Validity};

@@ -121,7 +121,7 @@ fn direct(database: &Database, all: &[Vec<Vec<Submission>>]) -> Run {
     runtime.block_on(async {
         let backend = Arc::new(Backend::open(database).await.unwrap());
         for album in all {
-            backend.create_album(album_of(&album[0][0]), Epoch::ZERO, None).await.unwrap();
+            backend.create_album(album_of(&album[0][0]), Epoch::ZERO, None, Vec::new()).await.unwrap();
         }
         let started = Instant::now();
         let tasks: Vec<_> = all

@@ -9,19 +9,19 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use capsule_chain::rules::{self, Limits};
 use capsule_chain::wire::{
-    self, CreateAlbum, DirectoryEntry, DirectoryRefusal, RegisterUser, Reply, ServerError, WireError,
+    self, AUTH_HEADER, CreateAlbum, DirectoryEntry, DirectoryRefusal, RegisterUser, Reply, ServerError, WireError,
 };
 use capsule_chain::{Epoch, Invalid, Refused, Submission, SubmitAnswer};
 use capsule_identity::UserId;
 use sha2::{Digest, Sha256};
 
 use crate::metrics::{Metrics, Outcome};
-use crate::storage::{AlbumState, Registration, Storage, StorageError};
+use crate::storage::{AlbumState, MemberId, Registration, Storage, StorageError};
 use crate::validate;
 
 /// What a server enforces, beside its storage.
@@ -138,6 +138,8 @@ fn error(e: ServerError) -> Response {
         ServerError::Directory(DirectoryRefusal::UnknownUser) => StatusCode::NOT_FOUND,
         ServerError::Directory(DirectoryRefusal::KeyTaken | DirectoryRefusal::Stale) => StatusCode::CONFLICT,
         ServerError::Directory(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ServerError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        ServerError::Forbidden => StatusCode::FORBIDDEN,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     reply(status, &Reply::Error(e))
@@ -188,18 +190,62 @@ async fn body(body: Body, limit: u64) -> Result<Vec<u8>, ServerError> {
     })
 }
 
-async fn create<S: Storage>(State(app): State<Arc<App<S>>>, album: Segments<String>, raw: Body) -> Response {
+/// What identifies a request for its signature.
+struct Request {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Request {
+    /// The device that signed it; `None` when the server does not check
+    /// callers (`Checks::OrderingOnly`).
+    async fn caller<S: Storage>(&self, app: &App<S>, body: &[u8]) -> Result<Option<MemberId>, ServerError> {
+        if app.settings.checks == Checks::OrderingOnly {
+            return Ok(None);
+        }
+        let path = self.uri.path_and_query().map_or(self.uri.path(), axum::http::uri::PathAndQuery::as_str);
+        let header = self.headers.get(AUTH_HEADER).map(axum::http::HeaderValue::as_bytes);
+        validate::caller(&app.storage, self.method.as_str(), path, header, body).await.map(Some)
+    }
+}
+
+/// How far `caller` may read `album`: `None` to the head, `Some(epoch)` up to
+/// the entry that removed it. Refused if it never was a member.
+async fn readable<S: Storage>(
+    app: &App<S>,
+    album: &[u8],
+    caller: Option<MemberId>,
+) -> Result<Option<Epoch>, ServerError> {
+    let Some(member) = caller else { return Ok(None) };
+    app.run(album, app.storage.access(album.to_vec(), member)).await?.ok_or(ServerError::Forbidden)
+}
+
+async fn create<S: Storage>(
+    State(app): State<Arc<App<S>>>,
+    album: Segments<String>,
+    (method, uri, headers): (Method, Uri, HeaderMap),
+    raw: Body,
+) -> Response {
     let run = async {
         let album = album_id(&album.map_err(|_| MALFORMED)?.0)?;
         let limit = app.settings.limits.body();
         let bytes = body(raw, limit).await?;
+        let caller = Request { method, uri, headers }.caller(&app, &bytes).await?;
         let CreateAlbum { base, genesis } = wire::decode(&bytes, limit).map_err(ServerError::BadRequest)?;
-        let state = match (genesis, app.settings.checks) {
-            (Some(genesis), _) => Some(validate::genesis(&app.storage, &album, base, genesis).await?),
-            (None, Checks::OrderingOnly) => None,
+        let (state, members) = match (genesis, app.settings.checks) {
+            (Some(genesis), _) => {
+                let (state, members) = validate::genesis(&app.storage, &album, base, genesis).await?;
+                // Only a member registers an album.
+                if caller.is_some_and(|c| !members.contains(&c)) {
+                    return Err(ServerError::Forbidden);
+                }
+                (Some(state), members)
+            }
+            (None, Checks::OrderingOnly) => (None, Vec::new()),
             (None, Checks::Full) => return Err(ServerError::Refused(Refused::Invalid(Invalid::Malformed))),
         };
-        let base = app.run(&album, app.storage.create_album(album.clone(), base, state)).await?;
+        let base = app.run(&album, app.storage.create_album(album.clone(), base, state, members)).await?;
         tracing::info!(album = %tag(&album), base = base.0, "album registered");
         Ok(base)
     };
@@ -209,13 +255,23 @@ async fn create<S: Storage>(State(app): State<Arc<App<S>>>, album: Segments<Stri
     }
 }
 
-async fn submit<S: Storage>(State(app): State<Arc<App<S>>>, album: Segments<String>, raw: Body) -> Response {
+async fn submit<S: Storage>(
+    State(app): State<Arc<App<S>>>,
+    album: Segments<String>,
+    (method, uri, headers): (Method, Uri, HeaderMap),
+    raw: Body,
+) -> Response {
     let limits = app.settings.limits;
     let run = async {
         let album = album_id(&album.map_err(|_| MALFORMED)?.0)?;
         // Bounded: at most so many bodies buffered at once.
         let _permit = app.submissions.acquire().await.map_err(|_| ServerError::Unavailable)?;
         let bytes = body(raw, limits.body()).await?;
+        let caller = Request { method, uri, headers }.caller(&app, &bytes).await?;
+        // Only a current member writes to an album.
+        if readable(&app, &album, caller).await?.is_some() {
+            return Err(ServerError::Forbidden);
+        }
         let submission: Submission = wire::decode(&bytes, limits.body()).map_err(ServerError::BadRequest)?;
         if let Err(refused) = rules::check_submission(&album, &submission, &limits) {
             // Idempotent first: a commit the chain holds (sent again after a
@@ -288,11 +344,28 @@ fn page_query(query: Option<&str>, max: u64) -> Result<(Epoch, u64), ServerError
     Ok((from.ok_or(bad)?, limit))
 }
 
-async fn fetch<S: Storage>(State(app): State<Arc<App<S>>>, album: Segments<String>, RawQuery(q): RawQuery) -> Response {
+async fn fetch<S: Storage>(
+    State(app): State<Arc<App<S>>>,
+    album: Segments<String>,
+    RawQuery(q): RawQuery,
+    (method, uri, headers): (Method, Uri, HeaderMap),
+) -> Response {
     let run = async {
         let album = album_id(&album.map_err(|_| MALFORMED)?.0)?;
+        let caller = Request { method, uri, headers }.caller(&app, &[]).await?;
+        let until = readable(&app, &album, caller).await?;
         let (from, limit) = page_query(q.as_deref(), app.settings.page_limit.max(1))?;
-        app.run(&album, app.storage.page(album.clone(), from, limit, app.settings.page_bytes)).await
+        let mut page = app.run(&album, app.storage.page(album.clone(), from, limit, app.settings.page_bytes)).await?;
+        if let Some(until) = until {
+            // A removed device reads up to the commit that removed it.
+            if from > until {
+                return Err(ServerError::Forbidden);
+            }
+            page.entries.retain(|e| e.epoch <= until);
+            page.head = page.head.min(until.saturating_add(1));
+            page.next = page.next.filter(|next| *next <= until);
+        }
+        Ok(page)
     };
     match run.await {
         Ok(page) => reply(StatusCode::OK, &Reply::Page(page)),
@@ -300,10 +373,17 @@ async fn fetch<S: Storage>(State(app): State<Arc<App<S>>>, album: Segments<Strin
     }
 }
 
-async fn head<S: Storage>(State(app): State<Arc<App<S>>>, album: Segments<String>) -> Response {
+async fn head<S: Storage>(
+    State(app): State<Arc<App<S>>>,
+    album: Segments<String>,
+    (method, uri, headers): (Method, Uri, HeaderMap),
+) -> Response {
     let run = async {
         let album = album_id(&album.map_err(|_| MALFORMED)?.0)?;
-        app.run(&album, app.storage.head(album.clone())).await
+        let caller = Request { method, uri, headers }.caller(&app, &[]).await?;
+        let until = readable(&app, &album, caller).await?;
+        let head = app.run(&album, app.storage.head(album.clone())).await?;
+        Ok(until.map_or(head, |u| head.min(u.saturating_add(1))))
     };
     match run.await {
         Ok(head) => reply(StatusCode::OK, &Reply::Head(head)),
@@ -311,11 +391,19 @@ async fn head<S: Storage>(State(app): State<Arc<App<S>>>, album: Segments<String
     }
 }
 
-async fn welcome<S: Storage>(State(app): State<Arc<App<S>>>, path: Segments<(String, String)>) -> Response {
+async fn welcome<S: Storage>(
+    State(app): State<Arc<App<S>>>,
+    path: Segments<(String, String)>,
+    (method, uri, headers): (Method, Uri, HeaderMap),
+) -> Response {
     let run = async {
         let Path((album, epoch)) = path.map_err(|_| MALFORMED)?;
         let album = album_id(&album)?;
         let epoch = epoch.parse().map(Epoch).map_err(|_| ServerError::BadRequest(WireError::Malformed))?;
+        let caller = Request { method, uri, headers }.caller(&app, &[]).await?;
+        if readable(&app, &album, caller).await?.is_some_and(|until| epoch > until) {
+            return Err(ServerError::Forbidden);
+        }
         app.run(&album, app.storage.welcome(album.clone(), epoch)).await
     };
     match run.await {
@@ -363,9 +451,15 @@ fn registered(r: Registration) -> Result<(), ServerError> {
     }
 }
 
-async fn directory<S: Storage>(State(app): State<Arc<App<S>>>, user: Segments<String>) -> Response {
+async fn directory<S: Storage>(
+    State(app): State<Arc<App<S>>>,
+    user: Segments<String>,
+    (method, uri, headers): (Method, Uri, HeaderMap),
+) -> Response {
     let run = async {
         let user = user_id(&user.map_err(|_| MALFORMED)?.0)?;
+        // Any registered device may read the directory.
+        Request { method, uri, headers }.caller(&app, &[]).await?;
         let id = *user.as_bytes();
         let (identity_key, devices) = app
             .run(&id, app.storage.directory(id))

@@ -33,7 +33,7 @@ pub use metrics::{Metrics, Outcome};
 
 use capsule_chain::wire::Page;
 use capsule_chain::{CommitHash, Epoch, Submission, SubmitAnswer, WelcomeBlobs};
-use storage::{AlbumState, Certified, Registration, Storage, StorageError};
+use storage::{AlbumState, Certified, MemberId, Registration, Storage, StorageError, Validated};
 
 /// Which database a server keeps its chains in. Its `Debug` never shows a
 /// PostgreSQL connection string (it may carry a password).
@@ -86,10 +86,43 @@ impl Backend {
 }
 
 impl Storage for Backend {
-    async fn create_album(&self, album: Vec<u8>, base: Epoch, state: Option<Vec<u8>>) -> Result<Epoch, StorageError> {
+    async fn create_album(
+        &self,
+        album: Vec<u8>,
+        base: Epoch,
+        state: Option<Vec<u8>>,
+        members: Vec<MemberId>,
+    ) -> Result<Epoch, StorageError> {
         match self {
-            Self::Sqlite(s) => s.create_album(album, base, state).await,
-            Self::Postgres(s) => s.create_album(album, base, state).await,
+            Self::Sqlite(s) => s.create_album(album, base, state, members).await,
+            Self::Postgres(s) => s.create_album(album, base, state, members).await,
+        }
+    }
+
+    async fn access(&self, album: Vec<u8>, member: MemberId) -> Result<Option<Option<Epoch>>, StorageError> {
+        match self {
+            Self::Sqlite(s) => s.access(album, member).await,
+            Self::Postgres(s) => s.access(album, member).await,
+        }
+    }
+
+    async fn certificate(&self, member: MemberId) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+        match self {
+            Self::Sqlite(s) => s.certificate(member).await,
+            Self::Postgres(s) => s.certificate(member).await,
+        }
+    }
+
+    async fn remember_nonce(
+        &self,
+        member: MemberId,
+        nonce: [u8; 16],
+        now: u64,
+        expires: u64,
+    ) -> Result<bool, StorageError> {
+        match self {
+            Self::Sqlite(s) => s.remember_nonce(member, nonce, now, expires).await,
+            Self::Postgres(s) => s.remember_nonce(member, nonce, now, expires).await,
         }
     }
 
@@ -105,7 +138,7 @@ impl Storage for Backend {
         album: Vec<u8>,
         s: Submission,
         keep: Option<u64>,
-        validated: Option<Vec<u8>>,
+        validated: Option<Validated>,
     ) -> Result<SubmitAnswer, StorageError> {
         match self {
             Self::Sqlite(b) => b.submit(album, s, keep, validated).await,

@@ -12,7 +12,9 @@ use deadpool_postgres::{Manager, Pool};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-use crate::storage::{AlbumState, Certified, Registration, Storage, StorageError, decide, from_db, to_db};
+use crate::storage::{
+    AlbumState, Certified, MemberId, Registration, Storage, StorageError, Validated, clamp, decide, from_db, to_db,
+};
 
 /// Versioned migrations, as for SQLite: entry `i` takes the schema from
 /// version `i` to `i + 1`.
@@ -46,6 +48,18 @@ const MIGRATIONS: &[&str] = &[
         not_after BYTEA NOT NULL,
         certificate BYTEA NOT NULL,
         PRIMARY KEY (user_id, device)
+    );
+    CREATE TABLE access (
+        album BYTEA NOT NULL REFERENCES albums (album),
+        member BYTEA NOT NULL,
+        until BIGINT,
+        PRIMARY KEY (album, member)
+    );
+    CREATE TABLE nonces (
+        member BYTEA NOT NULL,
+        nonce BYTEA NOT NULL,
+        expires BIGINT NOT NULL,
+        PRIMARY KEY (member, nonce)
     );
 ",
 ];
@@ -128,6 +142,34 @@ fn retryable(e: &StorageError) -> bool {
     matches!(e, StorageError::Database(m) if codes.iter().any(|c| m.contains(c)))
 }
 
+/// Records who may read `album` (see the SQLite backend's `grant`).
+async fn grant(
+    tx: &impl GenericClient,
+    album: &[u8],
+    added: &[MemberId],
+    removed: &[MemberId],
+    epoch: Option<i64>,
+) -> Result<(), StorageError> {
+    for member in removed {
+        tx.execute(
+            "UPDATE access SET until = $3 WHERE album = $1 AND member = $2",
+            &[&album, &member.as_slice(), &epoch],
+        )
+        .await
+        .map_err(db)?;
+    }
+    for member in added {
+        tx.execute(
+            "INSERT INTO access (album, member, until) VALUES ($1, $2, NULL)
+             ON CONFLICT (album, member) DO UPDATE SET until = NULL",
+            &[&album, &member.as_slice()],
+        )
+        .await
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
 /// Files `device` for `user` unless a certificate ending later is filed
 /// (the caller holds the user's row lock).
 async fn file_device(tx: &impl GenericClient, user: &[u8], device: &Certified) -> Result<Registration, StorageError> {
@@ -160,7 +202,7 @@ async fn submit_once(
     album: &[u8],
     s: &Submission,
     keep: Option<u64>,
-    validated: Option<&Vec<u8>>,
+    validated: Option<&Validated>,
 ) -> Result<SubmitAnswer, StorageError> {
     let mut client = pool.get().await.map_err(db)?;
     // READ COMMITTED, named: the row lock below is what orders submitters.
@@ -189,8 +231,9 @@ async fn submit_once(
         return Ok(SubmitAnswer::Conflict { head });
     }
     if decision == Decision::Append {
-        if checked {
-            tx.execute("UPDATE albums SET state = $2 WHERE album = $1", &[&album, &validated]).await.map_err(db)?;
+        if let (true, Some(v)) = (checked, validated) {
+            tx.execute("UPDATE albums SET state = $2 WHERE album = $1", &[&album, &v.state]).await.map_err(db)?;
+            grant(&tx, album, &v.added, &v.removed, Some(to_db(s.epoch)?)).await?;
         }
         tx.execute(
             "INSERT INTO entries (album, epoch, commit_hash, commit_bytes, welcome, bundle) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -227,16 +270,73 @@ async fn snapshot(client: &mut deadpool_postgres::Object) -> Result<deadpool_pos
 }
 
 impl Storage for PostgresStorage {
-    async fn create_album(&self, album: Vec<u8>, base: Epoch, state: Option<Vec<u8>>) -> Result<Epoch, StorageError> {
-        let client = self.pool.get().await.map_err(db)?;
-        client
+    async fn create_album(
+        &self,
+        album: Vec<u8>,
+        base: Epoch,
+        state: Option<Vec<u8>>,
+        members: Vec<MemberId>,
+    ) -> Result<Epoch, StorageError> {
+        let mut client = self.pool.get().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(db)?;
+        let new = tx
             .execute(
                 "INSERT INTO albums (album, base, head, state) VALUES ($1, $2, $2, $3) ON CONFLICT (album) DO NOTHING",
                 &[&album, &to_db(base)?, &state],
             )
             .await
             .map_err(db)?;
-        album_row(&client, &album, false).await.map(|(base, _)| base)
+        if new == 1 {
+            grant(&tx, &album, &members, &[], None).await?;
+        }
+        let base = album_row(&tx, &album, false).await.map(|(base, _)| base)?;
+        tx.commit().await.map_err(db)?;
+        Ok(base)
+    }
+
+    async fn access(&self, album: Vec<u8>, member: MemberId) -> Result<Option<Option<Epoch>>, StorageError> {
+        let client = self.pool.get().await.map_err(db)?;
+        let row = client
+            .query_opt("SELECT until FROM access WHERE album = $1 AND member = $2", &[&album, &member.as_slice()])
+            .await
+            .map_err(db)?;
+        row.map(|r| r.try_get::<_, Option<i64>>(0).map_err(db)?.map(from_db).transpose()).transpose()
+    }
+
+    async fn certificate(&self, member: MemberId) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let client = self.pool.get().await.map_err(db)?;
+        let (user, device) = member.split_at(16);
+        let row = client
+            .query_opt(
+                "SELECT u.identity_key, d.certificate FROM devices d JOIN users u ON u.user_id = d.user_id
+                 WHERE d.user_id = $1 AND d.device = $2",
+                &[&user, &device],
+            )
+            .await
+            .map_err(db)?;
+        row.map(|r| Ok((r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?))).transpose()
+    }
+
+    async fn remember_nonce(
+        &self,
+        member: MemberId,
+        nonce: [u8; 16],
+        now: u64,
+        expires: u64,
+    ) -> Result<bool, StorageError> {
+        let client = self.pool.get().await.map_err(db)?;
+        client
+            .execute("DELETE FROM nonces WHERE member = $1 AND expires < $2", &[&member.as_slice(), &clamp(now)])
+            .await
+            .map_err(db)?;
+        let new = client
+            .execute(
+                "INSERT INTO nonces (member, nonce, expires) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&member.as_slice(), &nonce.as_slice(), &clamp(expires)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(new == 1)
     }
 
     async fn album_state(&self, album: Vec<u8>) -> Result<AlbumState, StorageError> {
@@ -254,7 +354,7 @@ impl Storage for PostgresStorage {
         album: Vec<u8>,
         s: Submission,
         keep: Option<u64>,
-        validated: Option<Vec<u8>>,
+        validated: Option<Validated>,
     ) -> Result<SubmitAnswer, StorageError> {
         let mut attempts = 0;
         loop {

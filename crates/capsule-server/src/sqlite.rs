@@ -10,7 +10,9 @@ use capsule_chain::wire::{Page, PageEntry};
 use capsule_chain::{CommitHash, Epoch, Submission, SubmitAnswer, WelcomeBlobs};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::storage::{AlbumState, Certified, Registration, Storage, StorageError, decide, from_db, to_db};
+use crate::storage::{
+    AlbumState, Certified, MemberId, Registration, Storage, StorageError, Validated, clamp, decide, from_db, to_db,
+};
 
 /// Versioned migrations: entry `i` takes the schema from version `i` to `i + 1`.
 /// Released ones never change; a new version appends one.
@@ -44,6 +46,18 @@ const MIGRATIONS: &[&str] = &[
         not_after BLOB NOT NULL,
         certificate BLOB NOT NULL,
         PRIMARY KEY (user_id, device)
+    ) STRICT;
+    CREATE TABLE access (
+        album BLOB NOT NULL REFERENCES albums (album),
+        member BLOB NOT NULL,
+        until INTEGER,
+        PRIMARY KEY (album, member)
+    ) STRICT;
+    CREATE TABLE nonces (
+        member BLOB NOT NULL,
+        nonce BLOB NOT NULL,
+        expires INTEGER NOT NULL,
+        PRIMARY KEY (member, nonce)
     ) STRICT;
 ",
 ];
@@ -133,6 +147,33 @@ fn held_at(conn: &Connection, album: &[u8], hash: CommitHash) -> Result<Option<E
     at.map(from_db).transpose()
 }
 
+/// Records who may read `album`: `removed` up to the entry at `epoch`,
+/// `added` (after, so a device re-added by the same commit stays) from now on.
+fn grant(
+    tx: &Connection,
+    album: &[u8],
+    added: &[MemberId],
+    removed: &[MemberId],
+    epoch: Option<i64>,
+) -> Result<(), StorageError> {
+    for member in removed {
+        tx.execute(
+            "UPDATE access SET until = ?3 WHERE album = ?1 AND member = ?2",
+            params![album, member.as_slice(), epoch],
+        )
+        .map_err(db)?;
+    }
+    for member in added {
+        tx.execute(
+            "INSERT INTO access (album, member, until) VALUES (?1, ?2, NULL)
+             ON CONFLICT (album, member) DO UPDATE SET until = NULL",
+            params![album, member.as_slice()],
+        )
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
 /// Files `device` for `user` unless a certificate ending later is filed.
 fn file_device(tx: &Connection, user: &[u8], device: &Certified) -> Result<Registration, StorageError> {
     let filed: Option<Vec<u8>> = tx
@@ -161,15 +202,25 @@ fn not_after(bytes: &[u8]) -> Result<u64, StorageError> {
 }
 
 impl Storage for SqliteStorage {
-    async fn create_album(&self, album: Vec<u8>, base: Epoch, state: Option<Vec<u8>>) -> Result<Epoch, StorageError> {
+    async fn create_album(
+        &self,
+        album: Vec<u8>,
+        base: Epoch,
+        state: Option<Vec<u8>>,
+        members: Vec<MemberId>,
+    ) -> Result<Epoch, StorageError> {
         let base = to_db(base)?;
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-            tx.execute(
-                "INSERT OR IGNORE INTO albums (album, base, head, state) VALUES (?1, ?2, ?2, ?3)",
-                params![album, base, state],
-            )
-            .map_err(db)?;
+            let new = tx
+                .execute(
+                    "INSERT OR IGNORE INTO albums (album, base, head, state) VALUES (?1, ?2, ?2, ?3)",
+                    params![album, base, state],
+                )
+                .map_err(db)?;
+            if new == 1 {
+                grant(&tx, &album, &members, &[], None)?;
+            }
             let (base, _) = album_row(&tx, &album)?;
             tx.commit().map_err(db)?;
             Ok(base)
@@ -193,7 +244,7 @@ impl Storage for SqliteStorage {
         album: Vec<u8>,
         s: Submission,
         keep: Option<u64>,
-        validated: Option<Vec<u8>>,
+        validated: Option<Validated>,
     ) -> Result<SubmitAnswer, StorageError> {
         self.with(move |conn| {
             // IMMEDIATE: the write lock is taken before the facts are read, so
@@ -209,9 +260,9 @@ impl Storage for SqliteStorage {
                 return Ok(SubmitAnswer::Conflict { head });
             }
             if decision == Decision::Append {
-                if checked {
-                    tx.execute("UPDATE albums SET state = ?2 WHERE album = ?1", params![album, validated])
-                        .map_err(db)?;
+                if let (true, Some(v)) = (checked, &validated) {
+                    tx.execute("UPDATE albums SET state = ?2 WHERE album = ?1", params![album, v.state]).map_err(db)?;
+                    grant(&tx, &album, &v.added, &v.removed, Some(to_db(s.epoch)?))?;
                 }
                 let epoch = to_db(s.epoch)?;
                 tx.execute(
@@ -289,6 +340,60 @@ impl Storage for SqliteStorage {
 
     async fn head(&self, album: Vec<u8>) -> Result<Epoch, StorageError> {
         self.with(move |conn| album_row(conn, &album).map(|(_, head)| head)).await
+    }
+
+    async fn access(&self, album: Vec<u8>, member: MemberId) -> Result<Option<Option<Epoch>>, StorageError> {
+        self.with(move |conn| {
+            let until: Option<Option<i64>> = conn
+                .query_row(
+                    "SELECT until FROM access WHERE album = ?1 AND member = ?2",
+                    params![album, member.as_slice()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            until.map(|u| u.map(from_db).transpose()).transpose()
+        })
+        .await
+    }
+
+    async fn certificate(&self, member: MemberId) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+        self.with(move |conn| {
+            let (user, device) = member.split_at(16);
+            conn.query_row(
+                "SELECT u.identity_key, d.certificate FROM devices d JOIN users u ON u.user_id = d.user_id
+                 WHERE d.user_id = ?1 AND d.device = ?2",
+                params![user, device],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn remember_nonce(
+        &self,
+        member: MemberId,
+        nonce: [u8; 16],
+        now: u64,
+        expires: u64,
+    ) -> Result<bool, StorageError> {
+        let (now, expires) = (clamp(now), clamp(expires));
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            tx.execute("DELETE FROM nonces WHERE member = ?1 AND expires < ?2", params![member.as_slice(), now])
+                .map_err(db)?;
+            let new = tx
+                .execute(
+                    "INSERT OR IGNORE INTO nonces (member, nonce, expires) VALUES (?1, ?2, ?3)",
+                    params![member.as_slice(), nonce.as_slice(), expires],
+                )
+                .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(new == 1)
+        })
+        .await
     }
 
     async fn register_user(

@@ -39,6 +39,21 @@ pub struct AlbumState {
     pub state: Option<Vec<u8>>,
 }
 
+/// A device as the server names it: its user's id, then its own.
+pub type MemberId = [u8; 32];
+
+/// The public state after a validated commit, and who it added and removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validated {
+    /// `capsule_mls::PublicAlbum::to_bytes` after the commit.
+    pub state: Vec<u8>,
+    /// Devices the commit adds: they may read the album from its epoch on.
+    pub added: Vec<MemberId>,
+    /// Devices the commit removes: they may read the album up to its epoch
+    /// (so they learn of their removal), no further.
+    pub removed: Vec<MemberId>,
+}
+
 /// A device certificate as the directory files it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Certified {
@@ -69,16 +84,47 @@ pub type IdentityKeys = Vec<([u8; 16], Vec<u8>)>;
 /// A user's directory entry: the identity key and the filed certificates.
 pub type Listing = (Vec<u8>, Vec<Certified>);
 
+/// A user's identity key and one device's certificate.
+pub type KeyAndCertificate = (Vec<u8>, Vec<u8>);
+
 /// One storage backend for every album's chain.
 pub trait Storage: Clone + Send + Sync + 'static {
     /// Registers `album`, whose group starts at `base` with public state
     /// `state`; for an album registered before, its first registration's base.
+    /// `members` are the devices of the group at `base`: they may read it.
     fn create_album(
         &self,
         album: Vec<u8>,
         base: Epoch,
         state: Option<Vec<u8>>,
+        members: Vec<MemberId>,
     ) -> impl Future<Output = Result<Epoch, StorageError>> + Send;
+
+    /// Whether `member` may read `album`: `None` if it never was a member;
+    /// `Some(None)` if it is one; `Some(Some(epoch))` if it was removed by the
+    /// commit of `epoch` (it may read up to that entry).
+    fn access(
+        &self,
+        album: Vec<u8>,
+        member: MemberId,
+    ) -> impl Future<Output = Result<Option<Option<Epoch>>, StorageError>> + Send;
+
+    /// The identity key of `member`'s user and `member`'s filed certificate.
+    fn certificate(
+        &self,
+        member: MemberId,
+    ) -> impl Future<Output = Result<Option<KeyAndCertificate>, StorageError>> + Send;
+
+    /// Remembers a request nonce of `member` until `expires` (seconds since
+    /// the Unix epoch), forgetting its nonces that expired before `now`.
+    /// `false` when the nonce is remembered already: a replay.
+    fn remember_nonce(
+        &self,
+        member: MemberId,
+        nonce: [u8; 16],
+        now: u64,
+        expires: u64,
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
 
     /// The album's head and public state.
     fn album_state(&self, album: Vec<u8>) -> impl Future<Output = Result<AlbumState, StorageError>> + Send;
@@ -95,7 +141,7 @@ pub trait Storage: Clone + Send + Sync + 'static {
         album: Vec<u8>,
         submission: Submission,
         keep: Option<u64>,
-        validated: Option<Vec<u8>>,
+        validated: Option<Validated>,
     ) -> impl Future<Output = Result<SubmitAnswer, StorageError>> + Send;
 
     /// Registers `user`'s identity key with a first device certificate
@@ -157,6 +203,11 @@ pub trait Storage: Clone + Send + Sync + 'static {
 /// An epoch as the databases store it (a signed 64-bit integer).
 pub(crate) fn to_db(epoch: Epoch) -> Result<i64, StorageError> {
     i64::try_from(epoch.0).map_err(|_| StorageError::EpochOutOfRange)
+}
+
+/// Seconds as the databases store them (times past `i64::MAX` are the end of time).
+pub(crate) fn clamp(seconds: u64) -> i64 {
+    i64::try_from(seconds).unwrap_or(i64::MAX)
 }
 
 /// An epoch read back from the database.

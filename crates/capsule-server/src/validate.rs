@@ -6,12 +6,14 @@
 
 use std::collections::BTreeMap;
 
-use capsule_chain::wire::{DirectoryRefusal, RegisterUser, ServerError};
+use capsule_chain::wire::{
+    self, AUTH_WINDOW_SECS, AuthRefusal, DirectoryRefusal, RegisterUser, RequestAuth, ServerError,
+};
 use capsule_chain::{Epoch, Invalid, Refused};
-use capsule_identity::{DeviceCertificate, IdentityPublicKey, UnixTime, UserId};
-use capsule_mls::{Genesis, MlsError, PublicAlbum, Validation};
+use capsule_identity::{DeviceCertificate, IdentityPublicKey, UnixTime, UserId, verify_device_signature};
+use capsule_mls::{Genesis, Member, MlsError, PublicAlbum, Validation};
 
-use crate::storage::{Certified, Storage, StorageError};
+use crate::storage::{Certified, MemberId, Storage, StorageError, Validated};
 
 /// The server's clock, read once per request: certificates are checked at it.
 pub(crate) fn now() -> UnixTime {
@@ -57,8 +59,16 @@ async fn trust<S: Storage>(
     Ok(trust)
 }
 
+fn member_id(member: Member) -> MemberId {
+    let mut id = [0u8; 32];
+    let (user, device) = id.split_at_mut(16);
+    user.copy_from_slice(member.user.as_bytes());
+    device.copy_from_slice(member.device.as_bytes());
+    id
+}
+
 /// The public state after `commit`, if it is valid at `state` (the head).
-pub(crate) async fn commit<S: Storage>(storage: &S, state: Vec<u8>, commit: Vec<u8>) -> Result<Vec<u8>, ServerError> {
+pub(crate) async fn commit<S: Storage>(storage: &S, state: Vec<u8>, commit: Vec<u8>) -> Result<Validated, ServerError> {
     let (public, staged) = blocking(move || {
         let public = PublicAlbum::from_bytes(&state)?;
         let staged = public.stage(&commit)?;
@@ -70,11 +80,15 @@ pub(crate) async fn commit<S: Storage>(storage: &S, state: Vec<u8>, commit: Vec<
     let now = now();
     blocking(move || {
         let mut public = public;
-        public.apply(staged, Validation { trust: &trust, now })?;
-        public.to_bytes()
+        let applied = public.apply(staged, Validation { trust: &trust, now })?;
+        Ok(Validated {
+            state: public.to_bytes()?,
+            added: applied.added.into_iter().map(member_id).collect(),
+            removed: applied.removed.into_iter().map(member_id).collect(),
+        })
     })
     .await?
-    .map_err(|e| refusal(&e))
+    .map_err(|e: MlsError| refusal(&e))
 }
 
 /// The public state a genesis starts `album` at, if it verifies.
@@ -83,7 +97,7 @@ pub(crate) async fn genesis<S: Storage>(
     album: &[u8],
     base: Epoch,
     genesis: Genesis,
-) -> Result<Vec<u8>, ServerError> {
+) -> Result<(Vec<u8>, Vec<MemberId>), ServerError> {
     let bad = ServerError::Refused(Refused::Invalid(Invalid::Malformed));
     let album = capsule_amk::AlbumId::from_bytes(album.try_into().map_err(|_| bad)?);
     let opened = blocking(move || PublicAlbum::open(album, &genesis)).await?.map_err(|e| refusal(&e))?;
@@ -94,7 +108,8 @@ pub(crate) async fn genesis<S: Storage>(
     if public.epoch() != base {
         return Err(ServerError::Refused(Refused::Invalid(Invalid::Protocol)));
     }
-    public.to_bytes().map_err(|e| refusal(&e))
+    let members = public.members().into_iter().map(member_id).collect();
+    Ok((public.to_bytes().map_err(|e| refusal(&e))?, members))
 }
 
 /// A certificate of `user`, verified under `key` now, as the directory files it.
@@ -131,4 +146,60 @@ pub(crate) async fn device<S: Storage>(
     let trust = trust(storage, [user]).await?;
     let key = trust.get(&user).ok_or(ServerError::Directory(DirectoryRefusal::UnknownUser))?;
     certified(user, key, certificate)
+}
+
+/// The device that signed a request (see `capsule_chain::wire::RequestAuth`):
+/// its header decodes, its time is near the server's clock, the directory
+/// lists the device with a certificate that verifies now, the signature over
+/// the request verifies under the certified key, and its nonce is new.
+pub(crate) async fn caller<S: Storage>(
+    storage: &S,
+    method: &str,
+    path_and_query: &str,
+    header: Option<&[u8]>,
+    body: &[u8],
+) -> Result<MemberId, ServerError> {
+    let refused = ServerError::Unauthenticated;
+    let header = header.ok_or(refused(AuthRefusal::Missing))?;
+    let bytes = hex(header).ok_or(refused(AuthRefusal::Malformed))?;
+    let auth: RequestAuth = wire::decode(&bytes, 256).map_err(|_| refused(AuthRefusal::Malformed))?;
+    let signature: [u8; 64] = auth.signature.as_slice().try_into().map_err(|_| refused(AuthRefusal::Malformed))?;
+    let now = now();
+    if auth.time.abs_diff(now.0) > AUTH_WINDOW_SECS {
+        return Err(refused(AuthRefusal::Clock));
+    }
+    let member = member_id(Member {
+        user: UserId::from_bytes(auth.user),
+        device: capsule_identity::DeviceId::from_bytes(auth.device),
+    });
+    let (key, certificate) =
+        storage.certificate(member).await.map_err(|e| storage_fault(&e))?.ok_or(refused(AuthRefusal::UnknownDevice))?;
+    let corrupt = |_| storage_fault(&StorageError::Corrupt("a directory entry"));
+    let key = IdentityPublicKey::from_bytes(&key).map_err(corrupt)?;
+    let certificate = DeviceCertificate::from_bytes(&certificate).map_err(corrupt)?;
+    let user = UserId::from_bytes(auth.user);
+    let trust = BTreeMap::from([(user, key)]);
+    certificate.verify(certificate.device_key(), now, &trust).map_err(|_| refused(AuthRefusal::Certificate))?;
+    let message = wire::request_message(method, path_and_query, body, &auth);
+    verify_device_signature(certificate.device_key(), &message, &signature)
+        .map_err(|_| refused(AuthRefusal::Signature))?;
+    // Remembered until the time window would refuse it anyway.
+    let expires = auth.time.saturating_add(AUTH_WINDOW_SECS);
+    if !storage.remember_nonce(member, auth.nonce, now.0, expires).await.map_err(|e| storage_fault(&e))? {
+        return Err(refused(AuthRefusal::Replayed));
+    }
+    Ok(member)
+}
+
+/// Lowercase or uppercase hex, decoded.
+fn hex(text: &[u8]) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    text.chunks(2)
+        .map(|pair| {
+            let digit = |c: u8| char::from(c).to_digit(16);
+            u8::try_from(digit(*pair.first()?)? * 16 + digit(*pair.get(1)?)?).ok()
+        })
+        .collect()
 }

@@ -8,6 +8,7 @@
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)] // a demo
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capsule::Device;
@@ -18,8 +19,8 @@ use capsule::resilience::testkit::{Fault, FaultyChain, MemoryEscrow, SimClock};
 use capsule::resilience::{AmkEscrow, RekeyReason};
 use capsule::resilience::{Change, Clock, Event, ReconcileOutcome};
 use capsule::resilience::{CommitChain, WelcomeBlobs};
-use capsule_client::HttpChain;
-use capsule_server::{Checks, Database, Outcome, Running, Settings};
+use capsule_client::{Credentials, HttpChain, HttpDirectory};
+use capsule_server::{Database, Outcome, Running, Settings};
 
 const ALBUM: AlbumId = AlbumId::from_bytes([0xCA; 16]);
 const NOW: UnixTime = UnixTime(1_800_000_000);
@@ -57,8 +58,18 @@ impl World {
         p.device.reconcile_with_server(ALBUM, &mut p.chain, v).unwrap()
     }
 
+    /// The demo's own look at the chain, signed by a device still in the
+    /// album (the server lets only members read it).
     fn chain(&self) -> HttpChain {
+        let reader = self.members().first().map(|name| self.device(name)).expect("a member");
+        self.chain_of(reader)
+    }
+
+    /// `device`'s own connection: every request signed with its key.
+    fn chain_of(&self, device: &Device) -> HttpChain {
+        let credentials = Credentials::new(device.user(), device.id(), device.request_key());
         HttpChain::new(&self.server.url(), ALBUM.as_bytes(), Duration::from_secs(10))
+            .with_credentials(Arc::new(credentials))
     }
 
     /// The newest commit that made a Welcome: its epoch, and the Welcome and bundle.
@@ -138,15 +149,11 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let chain_db = dir.join("chain.sqlite");
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let server = Running::start(
-        &Database::Sqlite(chain_db.clone()),
-        loopback,
-        Settings { checks: Checks::OrderingOnly, ..Settings::default() },
-    )
-    .unwrap();
+    // A validating server: it orders only commits honest members would accept.
+    let server = Running::start(&Database::Sqlite(chain_db.clone()), loopback, Settings::default()).unwrap();
     let clock = SimClock::new();
     let mut w = World { server, clock: clock.clone(), trust: BTreeMap::new(), phones: Vec::new() };
-    w.chain().create_album(Epoch::ZERO, None).unwrap();
+    let directory = HttpDirectory::new(&w.server.url(), Duration::from_secs(10));
     println!(
         "Capsule demo — suite MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519 (libcrux), stores in {}",
         dir.display()
@@ -169,7 +176,14 @@ fn main() {
             n += 1;
             let path = dir.join(format!("{name}.db"));
             let device = Device::enroll(&path, &identity, user, DeviceId::from_bytes([n; 16]), forever).unwrap();
-            let chain = FaultyChain::new(w.chain(), clock.clone());
+            // Enrolled in the server's directory: the user's key with its
+            // first device, then each device's certificate.
+            if *name == devices[0] {
+                directory.register_user(identity.public_key(), device.certificate()).unwrap();
+            } else {
+                directory.register_device(device.certificate()).unwrap();
+            }
+            let chain = FaultyChain::new(w.chain_of(&device), clock.clone());
             w.phones.push(Phone { name, path, device, chain });
         }
         println!(
@@ -185,6 +199,10 @@ fn main() {
     let t = step("Alice creates a shared album (full history; admins Alice and Bob) and adds her laptop and Bob");
     let (alice, bob) = (UserId::from_bytes([1; 16]), UserId::from_bytes([2; 16]));
     w.device("alice-phone").create_album(ALBUM, HistoryPolicy::Full, [alice, bob].into()).unwrap();
+    // Registered with the server with its public state, signed by Alice's phone.
+    let genesis = w.device("alice-phone").album_genesis(ALBUM).unwrap();
+    w.chain_of(w.device("alice-phone")).create_album(Epoch::ZERO, Some(&genesis)).unwrap();
+    println!("   the server now validates every commit against the album's public state (tree and context)");
     let laptop_kp = w.device("alice-laptop").key_package().unwrap();
     w.device("alice-phone").propose(ALBUM, Change::AddDevice { key_package: laptop_kp }).unwrap();
     w.sync("alice-phone");

@@ -5,8 +5,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use capsule_amk::{AlbumId, AlbumMetadata, AmkKeyring, HistoryPolicy, SealedPhoto as Photo};
-use capsule_identity::{DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair, UserId, Validity};
-use capsule_mls::{DeviceIdentity, Epoch, Member, RekeyId, Validation, key_package};
+use capsule_identity::{
+    DeviceCertificate, DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair, UserId, Validity,
+};
+use capsule_mls::{DeviceIdentity, Epoch, Genesis, Member, RekeyId, Validation, key_package};
 use capsule_resilience::{
     AlbumStatus, AmkEscrow, Change, Clock, CommitChain, Discarded, Event, IntentId, IntentState, ReconcileOutcome,
     RekeyReason, RekeySchedule, ResilienceError, ResilientAlbum, RetryPolicy, Timestamp,
@@ -280,6 +282,30 @@ impl Device {
     /// ```
     pub fn key_package(&self) -> Result<Vec<u8>> {
         Ok(self.store.with_provider(|p| key_package(p, &self.me))?)
+    }
+
+    /// The album's public state now, signed by this device: what the server
+    /// is given to register the album (`capsule_client::HttpChain::create_album`),
+    /// so that it validates every commit before ordering it.
+    ///
+    /// # Errors
+    /// Store errors; [`Error::Mls`] for an album this device left.
+    pub fn album_genesis(&self, album: AlbumId) -> Result<Genesis> {
+        Ok(self.store.with_album(album, |a, p| a.genesis(p, &self.me))?)
+    }
+
+    /// This device's certificate: what the server's directory files for it.
+    #[must_use]
+    pub const fn certificate(&self) -> &DeviceCertificate {
+        self.me.certificate()
+    }
+
+    /// This device's signing key, to sign its requests to the server
+    /// (`capsule_client::Credentials`). It is the certified MLS key; request
+    /// signatures carry their own domain prefix. Keep it on the device.
+    #[must_use]
+    pub fn request_key(&self) -> DeviceSigningKey {
+        DeviceSigningKey::from_secret_bytes(&self.me.secret_key_bytes())
     }
 
     /// Creates an album with a fixed history policy and admin set.

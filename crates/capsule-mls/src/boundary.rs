@@ -27,8 +27,9 @@ use openmls::prelude::{
     ApplyUpdatePathError, CommitBuilderStageError, CreateCommitError, CreationFromExternalError, ExportGroupInfoError,
     ExportSecretError, ExternalCommitValidationError, GroupContextExtensionsProposalValidationError,
     InvalidExtensionError, KeyPackageNewError, KeyPackageVerifyError, LibraryError, MergeCommitError,
-    MergePendingCommitError, MlsGroupStateError, NewGroupError, ProcessMessageError, ProposalValidationError,
-    PublicProcessMessageError, PublicTreeError, SignatureError, StageCommitError, ValidationError, WelcomeError,
+    MergePendingCommitError, MlsGroupStateError, MlsMessageIn, NewGroupError, ProcessMessageError,
+    ProposalValidationError, ProtocolMessage, PublicProcessMessageError, PublicTreeError, SignatureError,
+    StageCommitError, ValidationError, WelcomeError,
 };
 use openmls::schedule::errors::{KeyScheduleError, PskError};
 use openmls::treesync::errors::{LeafNodeValidationError, TreeSyncAddLeaf, TreeSyncFromNodesError, UpdatePathError};
@@ -517,6 +518,21 @@ pub(crate) fn processing<S: Error>(error: ProcessMessageError<S>, epochs: Epochs
         | ProcessMessageError::UnauthorizedExternalCommitMessage => EXTERNAL,
         ProcessMessageError::UnsupportedProposalType => MlsError::Refused("proposal type not used by Capsule"),
     }
+}
+
+/// A serialized handshake made in `album`'s epoch, with both epochs for
+/// classifying what processing it says; a message from another epoch is
+/// refused here, before OpenMLS sees it.
+pub(crate) fn handshake_at(bytes: &[u8], album: Epoch) -> Result<(ProtocolMessage, Epochs)> {
+    use openmls::prelude::tls_codec::Deserialize as _;
+    let message = MlsMessageIn::tls_deserialize_exact(bytes).map_err(|_| MlsError::Malformed("mls message"))?;
+    let message: ProtocolMessage =
+        message.try_into_protocol_message().map_err(|_| MlsError::Malformed("not a handshake message"))?;
+    let epochs = Epochs { message: Epoch(message.epoch().as_u64()), album };
+    if epochs.message != epochs.album {
+        return Err(MlsError::WrongEpoch { message_epoch: epochs.message, album_epoch: epochs.album });
+    }
+    Ok((message, epochs))
 }
 
 /// [`processing`] for the server's public group (no storage, no decryption).

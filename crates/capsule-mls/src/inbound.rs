@@ -13,7 +13,7 @@ use openmls_traits::OpenMlsProvider;
 
 use crate::album::{EXPORTER_LABEL, epoch_secret};
 use crate::binding::{Validation, claimed_identity};
-use crate::boundary::{During as _, Epochs, processing};
+use crate::boundary::{During as _, handshake_at, processing};
 use crate::rules::{Verdict, Violation, check_commit};
 use crate::{Album, AlbumContext, CommitHash, Epoch, Member, MlsError, Outgoing, Result};
 
@@ -79,13 +79,7 @@ impl Album {
             return self.confirm(provider);
         }
         self.ensure_operational()?;
-        let message = MlsMessageIn::tls_deserialize_exact(commit).map_err(|_| MlsError::Malformed("mls message"))?;
-        let message: ProtocolMessage =
-            message.try_into_protocol_message().map_err(|_| MlsError::Malformed("not a handshake message"))?;
-        let epochs = Epochs { message: Epoch(message.epoch().as_u64()), album: self.epoch() };
-        if epochs.message != epochs.album {
-            return Err(MlsError::WrongEpoch { message_epoch: epochs.message, album_epoch: epochs.album });
-        }
+        let (message, epochs) = handshake_at(commit, self.epoch())?;
         let processed = self.group.process_message(provider, message).map_err(|e| processing(e, epochs))?;
         let sender = match processed.sender() {
             Sender::Member(index) => *index,

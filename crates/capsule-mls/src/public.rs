@@ -20,15 +20,15 @@ use capsule_amk::AlbumId;
 use capsule_identity::{UserId, encoding};
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::{
-    GroupId, LeafNodeIndex, MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, ProposalStore, ProtocolMessage,
-    PublicGroup, RatchetTreeIn, Sender, StagedCommit,
+    GroupId, LeafNodeIndex, MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, ProposalStore, PublicGroup,
+    RatchetTreeIn, Sender, StagedCommit,
 };
 use openmls_memory_storage::MemoryStorage;
 use openmls_traits::OpenMlsProvider;
 use serde::{Deserialize, Serialize};
 
 use crate::binding::{DeviceIdentity, Validation, claimed_identity, verify_credential};
-use crate::boundary::{During as _, Epochs, public_processing};
+use crate::boundary::{During as _, handshake_at, public_processing};
 use crate::rules::{Roster as _, Verdict, Violation, check_commit};
 use crate::{Album, AlbumContext, CIPHERSUITE, CommitHash, Epoch, Member, MlsError, Result};
 
@@ -241,13 +241,7 @@ impl PublicAlbum {
     /// [`MlsError::BadSignature`], [`MlsError::Refused`] and [`MlsError::Rule`]
     /// ([`Violation::NotAMemberCommit`]), as a member would refuse it.
     pub fn stage(&self, commit: &[u8]) -> Result<PublicCommit> {
-        let message = MlsMessageIn::tls_deserialize_exact(commit).map_err(|_| MlsError::Malformed("mls message"))?;
-        let message: ProtocolMessage =
-            message.try_into_protocol_message().map_err(|_| MlsError::Malformed("not a handshake message"))?;
-        let epochs = Epochs { message: Epoch(message.epoch().as_u64()), album: self.epoch() };
-        if epochs.message != epochs.album {
-            return Err(MlsError::WrongEpoch { message_epoch: epochs.message, album_epoch: epochs.album });
-        }
+        let (message, epochs) = handshake_at(commit, self.epoch())?;
         let processed = self.group.process_message(&crypto()?, message).map_err(|e| public_processing(e, epochs))?;
         let Sender::Member(sender) = *processed.sender() else {
             return Err(Violation::NotAMemberCommit.into());

@@ -3,7 +3,7 @@
 //! in-memory double, the HTTP client of the server).
 
 use capsule_mls::rules::Violation;
-use capsule_mls::{CommitHash, Epoch, MlsError};
+use capsule_mls::{CommitHash, Epoch, MlsError, Outgoing};
 use serde::{Deserialize, Serialize};
 
 /// What a device submits: one commit made in `epoch`, with the Welcome and
@@ -18,6 +18,13 @@ pub struct Submission {
     pub welcome: Option<Vec<u8>>,
     /// The sealed history bundle, if any.
     pub bundle: Option<Vec<u8>>,
+}
+
+impl From<&Outgoing> for Submission {
+    /// What a device submits for a commit it staged.
+    fn from(out: &Outgoing) -> Self {
+        Self { epoch: out.epoch, commit: out.commit.clone(), welcome: out.welcome.clone(), bundle: out.bundle.clone() }
+    }
 }
 
 /// The Welcome and sealed history bundle stored with one commit: what a

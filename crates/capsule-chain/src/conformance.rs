@@ -50,7 +50,7 @@ impl CommitSource {
             &Change::RotateAmk,
             self.directory.validation(),
         )?;
-        Ok(Submission { epoch: out.epoch, commit: out.commit, welcome: out.welcome, bundle: out.bundle })
+        Ok(Submission::from(&out))
     }
 
     /// Another commit for the same epoch, replacing the pending one (what a

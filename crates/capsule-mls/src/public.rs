@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::binding::{DeviceIdentity, Validation, claimed_identity, verify_credential};
 use crate::boundary::{During as _, handshake_at, public_processing};
 use crate::rules::{Roster as _, Verdict, Violation, check_commit};
-use crate::{Album, AlbumContext, CIPHERSUITE, CommitHash, Epoch, Member, MlsError, Result};
+use crate::{Album, AlbumContext, CIPHERSUITE, Epoch, Member, MlsError, Result};
 
 /// What a server needs to start tracking an album: the GroupInfo of its
 /// current epoch, signed by a member, and the ratchet tree (public data only).
@@ -96,12 +96,6 @@ impl PublicCommit {
         });
         let path = self.staged.update_path_leaf_node().and_then(|l| claimed_identity(l.credential()).ok());
         self.committer.iter().chain(path.iter()).map(|m| m.user).chain(added).collect()
-    }
-
-    /// The committer, as its leaf claims.
-    #[must_use]
-    pub const fn committer(&self) -> Option<Member> {
-        self.committer
     }
 }
 
@@ -267,12 +261,6 @@ impl PublicAlbum {
         self.group.merge_commit(&self.storage, commit.staged).during("merging a commit into the public state")?;
         self.context = new_context;
         Ok(PublicApplied { epoch: self.epoch(), added, removed })
-    }
-
-    /// The hash members use to recognize a commit (for callers keyed by it).
-    #[must_use]
-    pub fn hash(commit: &[u8]) -> CommitHash {
-        CommitHash::of(commit)
     }
 
     /// The state, to store between commits (public data only).

@@ -6,7 +6,7 @@ use core::time::Duration;
 
 use capsule_amk::AmkError;
 pub use capsule_mls::Change;
-use capsule_mls::{Applied, CommitHash, Epoch, MlsError, OpenMlsProvider, Outgoing};
+use capsule_mls::{Applied, CommitHash, Epoch, MlsError, OpenMlsProvider};
 use serde::{Deserialize, Serialize};
 
 use crate::{Action, ChainError, Context, Event, ResilientAlbum, Result, Submission, SubmitAnswer};
@@ -184,15 +184,6 @@ fn already_done(change: &Change, e: &MlsError) -> bool {
     )
 }
 
-fn submission(out: &Outgoing) -> Submission {
-    Submission {
-        epoch: out.epoch,
-        commit: out.commit.clone(),
-        welcome: out.welcome.clone(),
-        bundle: out.bundle.clone(),
-    }
-}
-
 impl ResilientAlbum {
     /// Records a membership change to make. [`ResilientAlbum::poll_action`]
     /// stages it as a commit once nothing else is in flight.
@@ -258,7 +249,7 @@ impl ResilientAlbum {
         let intent = self.in_flight()?;
         let IntentState::Staged { .. } = intent.state else { return None };
         let out = self.album.pending()?;
-        Some(Action::Submit(submission(out)))
+        Some(Action::Submit(Submission::from(out)))
     }
 
     /// The server's answer to a submission. A stale answer (for a commit no

@@ -166,15 +166,20 @@ fn storage_error(album: &[u8], e: StorageError) -> ServerError {
 
 /// An album id from its path segment: lowercase or uppercase hex, 1 to 64 bytes.
 fn album_id(hex: &str) -> Result<Vec<u8>, ServerError> {
-    let bad = ServerError::BadRequest(WireError::Malformed);
+    unhex(hex.as_bytes(), 64).ok_or(ServerError::BadRequest(WireError::Malformed))
+}
+
+/// 1 to `max` bytes from lowercase or uppercase hex (path segments, the auth header).
+pub(crate) fn unhex(hex: &[u8], max: usize) -> Option<Vec<u8>> {
     // Digits only: `from_str_radix` alone also takes a sign ("+f").
-    if hex.is_empty() || hex.len() > 128 || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        return Err(bad);
+    if hex.is_empty() || hex.len() > max.saturating_mul(2) || !hex.len().is_multiple_of(2) {
+        return None;
     }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()).ok_or(bad))
+    hex.chunks(2)
+        .map(|pair| {
+            let digit = |c: &u8| char::from(*c).to_digit(16);
+            u8::try_from(digit(pair.first()?)? * 16 + digit(pair.get(1)?)?).ok()
+        })
         .collect()
 }
 

@@ -161,7 +161,7 @@ pub(crate) async fn caller<S: Storage>(
 ) -> Result<MemberId, ServerError> {
     let refused = ServerError::Unauthenticated;
     let header = header.ok_or(refused(AuthRefusal::Missing))?;
-    let bytes = hex(header).ok_or(refused(AuthRefusal::Malformed))?;
+    let bytes = crate::http::unhex(header, 256).ok_or(refused(AuthRefusal::Malformed))?;
     let auth: RequestAuth = wire::decode(&bytes, 256).map_err(|_| refused(AuthRefusal::Malformed))?;
     let signature: [u8; 64] = auth.signature.as_slice().try_into().map_err(|_| refused(AuthRefusal::Malformed))?;
     let now = now();
@@ -189,17 +189,4 @@ pub(crate) async fn caller<S: Storage>(
         return Err(refused(AuthRefusal::Replayed));
     }
     Ok(member)
-}
-
-/// Lowercase or uppercase hex, decoded.
-fn hex(text: &[u8]) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    text.chunks(2)
-        .map(|pair| {
-            let digit = |c: u8| char::from(c).to_digit(16);
-            u8::try_from(digit(*pair.first()?)? * 16 + digit(*pair.get(1)?)?).ok()
-        })
-        .collect()
 }

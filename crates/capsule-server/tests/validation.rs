@@ -18,7 +18,7 @@ use capsule_client::{Credentials, DirectoryError, HttpChain, HttpDirectory};
 use capsule_identity::{DeviceClaims, DeviceSigningKey, IdentityKeyPair, UnixTime, Validity};
 use capsule_mls::rules::Violation;
 use capsule_mls::testkit::{Directory, TestDevice, forged_commit};
-use capsule_mls::{Album, Change, Member, Outgoing, Validation};
+use capsule_mls::{Album, Change, Member, Validation};
 use capsule_server::{Database, Outcome, Running, Settings};
 use common::{LOOPBACK, fresh_postgres_db, postgres_url};
 
@@ -33,15 +33,6 @@ fn databases(name: &str) -> Vec<(Database, Option<tempfile::TempDir>)> {
         out.push((Database::Postgres { url: fresh_postgres_db(&url, name), connections: 4 }, None));
     }
     out
-}
-
-fn submission(out: &Outgoing) -> Submission {
-    Submission {
-        epoch: out.epoch,
-        commit: out.commit.clone(),
-        welcome: out.welcome.clone(),
-        bundle: out.bundle.clone(),
-    }
 }
 
 fn register(directory: &HttpDirectory, dir: &Directory, device: &TestDevice) {
@@ -106,7 +97,7 @@ fn invalid_commits_never_enter_the_chain(database: &Database) {
     // An honest add is ordered.
     let add_bob = Change::AddUser { user: bob, directory: vec![b0.key_package().unwrap()] };
     let out = a.stage(&a0.provider, &a0.me, &add_bob, dir.validation()).unwrap();
-    assert_eq!(chain.submit(&submission(&out)), Ok(SubmitAnswer::Accepted { epoch: Epoch(0) }));
+    assert_eq!(chain.submit(&Submission::from(&out)), Ok(SubmitAnswer::Accepted { epoch: Epoch(0) }));
     a.confirm(&a0.provider).unwrap();
     let mut b =
         Album::join(&b0.provider, out.welcome.as_ref().unwrap(), out.bundle.as_ref().unwrap(), dir.validation())
@@ -119,7 +110,7 @@ fn invalid_commits_never_enter_the_chain(database: &Database) {
     let wrong_clock = Validation { trust: &dir.trust, now: UnixTime(999_999_999) };
     let add_expired = Change::AddDevice { key_package: b1.key_package().unwrap() };
     let out = b.stage(&b0.provider, &b0.me, &add_expired, wrong_clock).unwrap();
-    assert_refused(&mut bob_chain, "an expired certificate", &submission(&out), Invalid::Certificate, head);
+    assert_refused(&mut bob_chain, "an expired certificate", &Submission::from(&out), Invalid::Certificate, head);
     b.reject(&b0.provider).unwrap();
 
     // 2. Bob (not an admin) adds Carol, with a modified client.
@@ -153,7 +144,7 @@ fn invalid_commits_never_enter_the_chain(database: &Database) {
 
     // 5. A forged signature: Alice's genuine commit with one byte changed.
     let out = a.stage(&a0.provider, &a0.me, &Change::RotateAmk, dir.validation()).unwrap();
-    let mut tampered = submission(&out);
+    let mut tampered = Submission::from(&out);
     let middle = tampered.commit.len() / 2;
     tampered.commit[middle] ^= 1;
     assert_refused(&mut chain, "a forged signature", &tampered, Invalid::Signature, head);
@@ -161,7 +152,7 @@ fn invalid_commits_never_enter_the_chain(database: &Database) {
 
     // Alice removes Bob, honestly.
     let out = a.stage(&a0.provider, &a0.me, &Change::RemoveUser { user: bob }, dir.validation()).unwrap();
-    assert_eq!(chain.submit(&submission(&out)), Ok(SubmitAnswer::Accepted { epoch: head }));
+    assert_eq!(chain.submit(&Submission::from(&out)), Ok(SubmitAnswer::Accepted { epoch: head }));
     a.confirm(&a0.provider).unwrap();
     let head = Epoch(2);
 
@@ -169,9 +160,9 @@ fn invalid_commits_never_enter_the_chain(database: &Database) {
     // relayed by a member it only loses the race, or claiming the head it is
     // refused.
     let out = b.stage(&b0.provider, &b0.me, &Change::RotateAmk, dir.validation()).unwrap();
-    assert_eq!(bob_chain.submit(&submission(&out)), Err(ChainError::Denied));
-    assert_eq!(chain.submit(&submission(&out)), Ok(SubmitAnswer::Conflict { head }));
-    let lying = Submission { epoch: head, ..submission(&out) };
+    assert_eq!(bob_chain.submit(&Submission::from(&out)), Err(ChainError::Denied));
+    assert_eq!(chain.submit(&Submission::from(&out)), Ok(SubmitAnswer::Conflict { head }));
+    let lying = Submission { epoch: head, ..Submission::from(&out) };
     assert_eq!(
         chain.submit(&lying),
         Err(ChainError::Refused(Refused::WrongEpoch { claimed: head, framed: Epoch(1) })),
@@ -188,7 +179,7 @@ fn invalid_commits_never_enter_the_chain(database: &Database) {
     assert!(applied.evicted);
     let add_carol = Change::AddUser { user: carol, directory: vec![c0.key_package().unwrap()] };
     let out = a.stage(&a0.provider, &a0.me, &add_carol, dir.validation()).unwrap();
-    assert_eq!(chain.submit(&submission(&out)), Ok(SubmitAnswer::Accepted { epoch: head }));
+    assert_eq!(chain.submit(&Submission::from(&out)), Ok(SubmitAnswer::Accepted { epoch: head }));
     a.confirm(&a0.provider).unwrap();
     let c = Album::join(&c0.provider, out.welcome.as_ref().unwrap(), out.bundle.as_ref().unwrap(), dir.validation())
         .unwrap();

@@ -6,6 +6,8 @@ use capsule_mls::rules::Violation;
 use capsule_mls::{CommitHash, Epoch, MlsError, Outgoing};
 use serde::{Deserialize, Serialize};
 
+use crate::wire::{Delivery, KeyPackageStock, KeyPackageUpload};
+
 /// What a device submits: one commit made in `epoch`, with the Welcome and
 /// sealed history bundle the joiners need, kept together by the server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +95,10 @@ pub enum ChainError {
     /// is not a member of the album (any more). Nothing was changed.
     #[error("the chain refused this device")]
     Denied,
+    /// The directory refused this device's KeyPackages (nothing of the upload
+    /// was filed): the device made something it should not have.
+    #[error("key packages refused: {0}")]
+    KeyPackages(crate::wire::KeyPackageRefusal),
     /// The server answered with something no honest chain holds: the server
     /// misbehaved. Nothing was changed by it; the next honest answer brings
     /// the device to the head.
@@ -164,6 +170,11 @@ pub enum Invalid {
     /// MLS's own rules refuse it (proposals, the tree, the framing).
     #[error("refused by MLS's rules")]
     Protocol,
+    /// The commit adds devices but its Welcome is missing, does not decode,
+    /// or is not made for exactly the KeyPackages it adds: an added device
+    /// could never join.
+    #[error("the welcome does not match the devices the commit adds")]
+    Welcome,
 }
 
 impl Invalid {
@@ -272,4 +283,39 @@ pub trait CommitChain {
     /// [`ChainError::Unavailable`], or [`ChainError::Pruned`] when the chain
     /// no longer reaches `epoch`.
     fn welcome(&mut self, epoch: Epoch) -> Result<Option<WelcomeBlobs>, ChainError>;
+}
+
+/// The server's KeyPackage directory as a device sees it, for its own
+/// KeyPackages (claiming other users' is the application's call, made before
+/// it proposes an add).
+pub trait KeyPackageDirectory {
+    /// What the directory holds for this device.
+    ///
+    /// # Errors
+    /// [`ChainError::Unavailable`]; [`ChainError::Denied`] for a device the
+    /// server does not accept.
+    fn stock(&mut self) -> Result<KeyPackageStock, ChainError>;
+
+    /// Files this device's KeyPackages; all or nothing.
+    ///
+    /// # Errors
+    /// As [`KeyPackageDirectory::stock`]; [`ChainError::KeyPackages`] for an
+    /// upload the directory refused.
+    fn publish(&mut self, upload: &KeyPackageUpload) -> Result<KeyPackageStock, ChainError>;
+}
+
+/// This device's Welcome mailbox on the server.
+pub trait Mailbox {
+    /// The Welcomes waiting for this device, oldest first.
+    ///
+    /// # Errors
+    /// [`ChainError::Unavailable`]; [`ChainError::Denied`].
+    fn deliveries(&mut self) -> Result<Vec<Delivery>, ChainError>;
+
+    /// Removes a delivery (done with: joined, superseded, or refused for
+    /// good). Removing one that is gone is not an error.
+    ///
+    /// # Errors
+    /// [`ChainError::Unavailable`]; [`ChainError::Denied`].
+    fn acknowledge(&mut self, delivery: &Delivery) -> Result<(), ChainError>;
 }

@@ -30,6 +30,7 @@ pub mod wire;
 pub mod conformance;
 
 pub use api::{
-    BadAnswer, ChainEntry, ChainError, CommitChain, Fetched, Invalid, Refused, Submission, SubmitAnswer, WelcomeBlobs,
+    BadAnswer, ChainEntry, ChainError, CommitChain, Fetched, Invalid, KeyPackageDirectory, Mailbox, Refused,
+    Submission, SubmitAnswer, WelcomeBlobs,
 };
 pub use capsule_mls::{CommitHash, Epoch};

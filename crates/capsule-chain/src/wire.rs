@@ -11,7 +11,14 @@
 //! The directory: `PUT /v1/users/{user}` with [`RegisterUser`];
 //! `PUT /v1/users/{user}/devices` with a device certificate;
 //! `GET /v1/users/{user}` for a [`DirectoryEntry`].
-//! `{album}` and `{user}` are ids in lowercase hex. Every answer is a [`Reply`].
+//! KeyPackages: `POST /v1/key-packages` with a [`KeyPackageUpload`] and
+//! `GET /v1/key-packages` for the calling device's [`KeyPackageStock`];
+//! `POST /v1/albums/{album}/key-packages/{user}` claims one per device of
+//! `user` ([`ClaimedKeyPackage`]s). The Welcome mailbox: `GET /v1/mailbox`
+//! for the calling device's [`Delivery`]s, `DELETE /v1/mailbox/{reference}`
+//! to acknowledge one.
+//! `{album}`, `{user}` and `{reference}` are ids in lowercase hex. Every
+//! answer is a [`Reply`].
 
 use capsule_mls::{Epoch, Genesis};
 use serde::de::DeserializeOwned;
@@ -157,6 +164,58 @@ pub struct DirectoryEntry {
     pub certificates: Vec<Vec<u8>>,
 }
 
+/// A device's KeyPackages for the directory: regular ones, each handed out
+/// once, and at most one last-resort KeyPackage, which replaces the one
+/// filed before and is handed out only when no regular one is left.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPackageUpload {
+    /// Serialized KeyPackages of the calling device.
+    pub key_packages: Vec<Vec<u8>>,
+    /// A serialized last-resort KeyPackage of the calling device.
+    pub last_resort: Option<Vec<u8>>,
+}
+
+/// What the directory holds for one device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPackageStock {
+    /// Regular KeyPackages that can still be handed out.
+    pub available: u64,
+    /// The end of the last-resort KeyPackage's lifetime, if one can still be
+    /// handed out.
+    pub last_resort_until: Option<u64>,
+    /// Whether the device should publish more: fewer regular KeyPackages than
+    /// the server's low-water mark, or no usable last-resort one.
+    pub low: bool,
+}
+
+/// A KeyPackage claimed from the directory: handed out to this caller only
+/// (a last-resort one excepted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedKeyPackage {
+    /// The device it adds.
+    pub device: [u8; 16],
+    /// The serialized KeyPackage.
+    pub key_package: Vec<u8>,
+    /// Whether it is the device's last-resort KeyPackage.
+    pub last_resort: bool,
+}
+
+/// A Welcome waiting in a device's mailbox: made for the KeyPackage
+/// `reference` by the commit the album's chain holds at `epoch`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The album's id.
+    pub album: Vec<u8>,
+    /// The epoch of the commit that added the device (it joins at `epoch + 1`).
+    pub epoch: Epoch,
+    /// The reference of the KeyPackage it was added with.
+    pub reference: Vec<u8>,
+    /// The serialized Welcome.
+    pub welcome: Vec<u8>,
+    /// The sealed history bundle beside it.
+    pub bundle: Option<Vec<u8>>,
+}
+
 /// One entry of a [`Page`]: the commit only; its Welcome, if any, is fetched
 /// on its own.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,9 +267,35 @@ pub enum ServerError {
     /// The request does not carry a valid signature of a registered device.
     #[error("not authenticated: {0}")]
     Unauthenticated(AuthRefusal),
-    /// The device may not do this (not a member of the album, or no longer).
+    /// The device may not do this (not a member of the album, or no longer;
+    /// claiming KeyPackages of a user it may not add).
     #[error("forbidden")]
     Forbidden,
+    /// The directory refused KeyPackages; nothing of the upload was filed.
+    #[error("key packages: {0}")]
+    KeyPackage(KeyPackageRefusal),
+}
+
+/// Why the directory refused an upload of KeyPackages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyPackageRefusal {
+    /// A KeyPackage OpenMLS refuses (encoding, signature, lifetime, suite),
+    /// or a last-resort flag that does not match where it was uploaded.
+    #[error("a key package is invalid")]
+    Invalid,
+    /// A KeyPackage whose certificate does not verify against the directory now.
+    #[error("a key package's certificate does not verify")]
+    Certificate,
+    /// A KeyPackage of another device than the caller.
+    #[error("a key package of another device")]
+    NotYours,
+    /// More than the server files for one device.
+    #[error("more key packages than the server keeps for a device ({limit})")]
+    TooMany {
+        /// The most it keeps.
+        limit: u64,
+    },
 }
 
 /// Why a request's signature was not accepted.
@@ -286,6 +371,14 @@ pub enum Reply {
     Registered,
     /// A user's directory entry.
     Directory(DirectoryEntry),
+    /// The calling device's KeyPackages in the directory.
+    Stock(KeyPackageStock),
+    /// Claimed KeyPackages, one per device that had one.
+    Claimed(Vec<ClaimedKeyPackage>),
+    /// The calling device's mailbox, oldest first.
+    Mailbox(Vec<Delivery>),
+    /// A delivery was removed from the mailbox (or was not there).
+    Acknowledged,
 }
 
 #[cfg(test)]
@@ -326,6 +419,39 @@ mod tests {
                     identity_key,
                     certificates
                 })),
+            (any::<u64>(), proptest::option::of(any::<u64>()), any::<bool>()).prop_map(
+                |(available, last_resort_until, low)| Reply::Stock(KeyPackageStock {
+                    available,
+                    last_resort_until,
+                    low
+                })
+            ),
+            proptest::collection::vec(
+                (any::<[u8; 16]>(), proptest::collection::vec(any::<u8>(), 0..8), any::<bool>()).prop_map(
+                    |(device, key_package, last_resort)| ClaimedKeyPackage { device, key_package, last_resort }
+                ),
+                0..3
+            )
+            .prop_map(Reply::Claimed),
+            proptest::collection::vec(
+                (
+                    proptest::collection::vec(any::<u8>(), 0..8),
+                    any::<u64>(),
+                    proptest::collection::vec(any::<u8>(), 0..8),
+                    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8))
+                )
+                    .prop_map(|(album, epoch, welcome, bundle)| Delivery {
+                        album,
+                        epoch: Epoch(epoch),
+                        reference: vec![7; 32],
+                        welcome,
+                        bundle
+                    }),
+                0..3
+            )
+            .prop_map(Reply::Mailbox),
+            Just(Reply::Acknowledged),
+            Just(Reply::Error(ServerError::KeyPackage(KeyPackageRefusal::TooMany { limit: 9 }))),
         ]
     }
 
@@ -334,6 +460,16 @@ mod tests {
         fn a_submission_round_trips(s in submission()) {
             let bytes = encode(&s).unwrap_or_default();
             prop_assert_eq!(decode::<Submission>(&bytes, u64::MAX), Ok(s));
+        }
+
+        #[test]
+        fn an_upload_round_trips(
+            key_packages in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..16), 0..4),
+            last_resort in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)),
+        ) {
+            let upload = KeyPackageUpload { key_packages, last_resort };
+            let bytes = encode(&upload).unwrap_or_default();
+            prop_assert_eq!(decode::<KeyPackageUpload>(&bytes, u64::MAX), Ok(upload));
         }
 
         #[test]

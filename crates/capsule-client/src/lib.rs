@@ -16,9 +16,13 @@
 
 use std::time::Duration;
 
-use capsule_chain::wire::{self, CreateAlbum, DirectoryRefusal, RegisterUser, Reply, ServerError, WireError};
+use capsule_chain::wire::{
+    self, ClaimedKeyPackage, CreateAlbum, Delivery, DirectoryRefusal, KeyPackageStock, KeyPackageUpload, RegisterUser,
+    Reply, ServerError, WireError,
+};
 use capsule_chain::{
-    BadAnswer, ChainEntry, ChainError, CommitChain, CommitHash, Epoch, Refused, Submission, SubmitAnswer, WelcomeBlobs,
+    BadAnswer, ChainEntry, ChainError, CommitChain, CommitHash, Epoch, KeyPackageDirectory, Mailbox, Refused,
+    Submission, SubmitAnswer, WelcomeBlobs,
 };
 use std::sync::Arc;
 
@@ -115,6 +119,13 @@ fn send(
                 None => r.send(body),
             }
         }
+        ("DELETE", None) => {
+            let r = agent.delete(url);
+            match auth {
+                Some(a) => r.header(AUTH_HEADER, a).call(),
+                None => r.call(),
+            }
+        }
         (_, None) => {
             let r = agent.get(url);
             match auth {
@@ -145,7 +156,7 @@ impl HttpChain {
     }
 
     fn request(&self, method: &str, url: &str, body: Option<&[u8]>) -> Result<Reply, ChainError> {
-        self.call(send(&self.agent, self.credentials.as_deref(), method, url, body))
+        chain_reply(send(&self.agent, self.credentials.as_deref(), method, url, body))
     }
 
     /// Registers the album, whose MLS group starts at `base` (0 for a new
@@ -165,32 +176,34 @@ impl HttpChain {
             other => Err(unexpected(other)),
         }
     }
+}
 
-    fn call(&self, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Reply, ChainError> {
-        let mut response = response.map_err(|e| {
-            tracing::debug!(error = %e, "chain request failed");
-            ChainError::Unavailable
-        })?;
-        let status = response.status();
-        let body = response.body_mut().with_config().limit(REPLY_LIMIT).read_to_vec();
-        let reply = body.ok().and_then(|b| wire::decode::<Reply>(&b, REPLY_LIMIT).ok());
-        match reply {
-            Some(Reply::Error(ServerError::Unavailable)) => Err(ChainError::Unavailable),
-            Some(Reply::Error(ServerError::UnknownAlbum)) => Err(ChainError::UnknownAlbum),
-            Some(Reply::Error(ServerError::Pruned { base })) => Err(ChainError::Pruned(base)),
-            Some(Reply::Error(ServerError::Refused(refused))) => Err(ChainError::Refused(refused)),
-            Some(Reply::Error(ServerError::Unauthenticated(_) | ServerError::Forbidden)) => Err(ChainError::Denied),
-            // The whole request was over the server's limit: as refused as a part over it.
-            Some(Reply::Error(ServerError::BadRequest(WireError::TooLarge { limit }))) => {
-                Err(ChainError::Refused(Refused::TooLarge { limit }))
-            }
-            Some(reply) => Ok(reply),
-            // A proxy in front refusing the size, in its own words.
-            None if status.as_u16() == 413 => Err(ChainError::Refused(Refused::TooLarge { limit: 0 })),
-            // A proxy's or a crashed server's page: nothing the chain said.
-            None if status.is_server_error() => Err(ChainError::Unavailable),
-            None => Err(ChainError::BadAnswer(BadAnswer::Undecodable)),
+/// The server's reply as the chain's answer or error.
+fn chain_reply(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Reply, ChainError> {
+    let mut response = response.map_err(|e| {
+        tracing::debug!(error = %e, "chain request failed");
+        ChainError::Unavailable
+    })?;
+    let status = response.status();
+    let body = response.body_mut().with_config().limit(REPLY_LIMIT).read_to_vec();
+    let reply = body.ok().and_then(|b| wire::decode::<Reply>(&b, REPLY_LIMIT).ok());
+    match reply {
+        Some(Reply::Error(ServerError::Unavailable)) => Err(ChainError::Unavailable),
+        Some(Reply::Error(ServerError::UnknownAlbum)) => Err(ChainError::UnknownAlbum),
+        Some(Reply::Error(ServerError::Pruned { base })) => Err(ChainError::Pruned(base)),
+        Some(Reply::Error(ServerError::Refused(refused))) => Err(ChainError::Refused(refused)),
+        Some(Reply::Error(ServerError::Unauthenticated(_) | ServerError::Forbidden)) => Err(ChainError::Denied),
+        Some(Reply::Error(ServerError::KeyPackage(refusal))) => Err(ChainError::KeyPackages(refusal)),
+        // The whole request was over the server's limit: as refused as a part over it.
+        Some(Reply::Error(ServerError::BadRequest(WireError::TooLarge { limit }))) => {
+            Err(ChainError::Refused(Refused::TooLarge { limit }))
         }
+        Some(reply) => Ok(reply),
+        // A proxy in front refusing the size, in its own words.
+        None if status.as_u16() == 413 => Err(ChainError::Refused(Refused::TooLarge { limit: 0 })),
+        // A proxy's or a crashed server's page: nothing the chain said.
+        None if status.is_server_error() => Err(ChainError::Unavailable),
+        None => Err(ChainError::BadAnswer(BadAnswer::Undecodable)),
     }
 }
 
@@ -206,6 +219,10 @@ fn unexpected(reply: Reply) -> ChainError {
         Reply::Error(_) => "error",
         Reply::Registered => "registered",
         Reply::Directory(_) => "directory",
+        Reply::Stock(_) => "stock",
+        Reply::Claimed(_) => "claimed",
+        Reply::Mailbox(_) => "mailbox",
+        Reply::Acknowledged => "acknowledged",
     };
     tracing::warn!(kind, "the chain server answered another question");
     ChainError::BadAnswer(BadAnswer::Undecodable)
@@ -304,11 +321,13 @@ pub struct Listed {
     pub certificates: Vec<DeviceCertificate>,
 }
 
-/// The server's identity directory: users' identity keys and their devices'
-/// certificates.
+/// The server's directory and this device's mailbox: users' identity keys
+/// and their devices' certificates, KeyPackages (this device's to publish,
+/// others' to claim), and the Welcomes waiting for this device.
 #[derive(Debug, Clone)]
 pub struct HttpDirectory {
     agent: ureq::Agent,
+    base_url: String,
     users_url: String,
     credentials: Option<Arc<Credentials>>,
 }
@@ -323,11 +342,13 @@ impl HttpDirectory {
     pub fn new(base_url: &str, timeout: Duration) -> Self {
         let agent =
             ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().new_agent();
-        Self { agent, users_url: format!("{}/v1/users", base_url.trim_end_matches('/')), credentials: None }
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        Self { agent, users_url: format!("{base_url}/v1/users"), base_url, credentials: None }
     }
 
-    /// The same directory, with lookups signed by `credentials` (a server
-    /// that checks callers lets only registered devices read it).
+    /// The same directory, with requests signed by `credentials` (a server
+    /// that checks callers lets only registered devices read it; KeyPackages
+    /// and the mailbox are always a signed device's own).
     #[must_use]
     pub fn with_credentials(mut self, credentials: Arc<Credentials>) -> Self {
         self.credentials = Some(credentials);
@@ -404,5 +425,61 @@ impl HttpDirectory {
             .filter(|c| c.user() == user && c.verify(c.device_key(), now, &trust).is_ok())
             .collect();
         Ok(Listed { identity_key, certificates })
+    }
+}
+
+impl HttpDirectory {
+    fn signed(&self, method: &str, url: &str, body: Option<&[u8]>) -> Result<Reply, ChainError> {
+        chain_reply(send(&self.agent, self.credentials.as_deref(), method, url, body))
+    }
+
+    /// Claims one KeyPackage per device of `user`, to add them to `album`
+    /// (this device must be a member, and an admin unless `user` is its own
+    /// user). A regular KeyPackage is handed out once; a device that has none
+    /// left gives its last-resort one. Devices with nothing usable are absent.
+    ///
+    /// # Errors
+    /// [`ChainError::Denied`] when this device may not add `user` to `album`;
+    /// [`ChainError::Unavailable`].
+    pub fn claim(&self, album: &[u8], user: UserId) -> Result<Vec<ClaimedKeyPackage>, ChainError> {
+        let url = format!("{}/v1/albums/{}/key-packages/{}", self.base_url, hex(album), hex(user.as_bytes()));
+        match self.signed("POST", &url, Some(&[]))? {
+            Reply::Claimed(claimed) => Ok(claimed),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+impl KeyPackageDirectory for HttpDirectory {
+    fn stock(&mut self) -> Result<KeyPackageStock, ChainError> {
+        match self.signed("GET", &format!("{}/v1/key-packages", self.base_url), None)? {
+            Reply::Stock(stock) => Ok(stock),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn publish(&mut self, upload: &KeyPackageUpload) -> Result<KeyPackageStock, ChainError> {
+        let body = wire::encode(upload).map_err(|_| ChainError::Unavailable)?;
+        match self.signed("POST", &format!("{}/v1/key-packages", self.base_url), Some(&body))? {
+            Reply::Stock(stock) => Ok(stock),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+impl Mailbox for HttpDirectory {
+    fn deliveries(&mut self) -> Result<Vec<Delivery>, ChainError> {
+        match self.signed("GET", &format!("{}/v1/mailbox", self.base_url), None)? {
+            Reply::Mailbox(deliveries) => Ok(deliveries),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn acknowledge(&mut self, delivery: &Delivery) -> Result<(), ChainError> {
+        let url = format!("{}/v1/mailbox/{}/{}", self.base_url, hex(&delivery.album), delivery.epoch.0);
+        match self.signed("DELETE", &url, None)? {
+            Reply::Acknowledged => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 }

@@ -24,13 +24,14 @@ pub const CREDENTIAL_TYPE: u16 = 0xF0C0;
 pub const ALBUM_EXTENSION_TYPE: u16 = 0xF0C1;
 
 /// The capabilities every Capsule leaf advertises: the suite, the album
-/// extension, group-context-extension proposals and Capsule credentials.
+/// extension, the last-resort KeyPackage extension, group-context-extension
+/// proposals and Capsule credentials.
 #[must_use]
 pub fn capabilities() -> Capabilities {
     Capabilities::new(
         None,
         Some(&[CIPHERSUITE]),
-        Some(&[ExtensionType::Unknown(ALBUM_EXTENSION_TYPE)]),
+        Some(&[ExtensionType::Unknown(ALBUM_EXTENSION_TYPE), ExtensionType::LastResort]),
         Some(&[ProposalType::GroupContextExtensions]),
         Some(&[CredentialType::Other(CREDENTIAL_TYPE)]),
     )

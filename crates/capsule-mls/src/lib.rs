@@ -33,7 +33,9 @@
 //! errors, `ids.rs` names an album's [`Epoch`]s and [`Member`]s.
 //!
 //! Nothing here does I/O or reads a clock: operations take and return bytes as
-//! they cross the network.
+//! they cross the network. One exception is OpenMLS's own: a KeyPackage's
+//! lifetime is set and checked by OpenMLS against the system clock (see
+//! `key_packages.rs`).
 #![forbid(unsafe_code)]
 
 mod album;
@@ -45,6 +47,7 @@ mod error;
 mod framing;
 mod ids;
 mod inbound;
+mod key_packages;
 mod outgoing;
 mod provider;
 mod public;
@@ -61,6 +64,10 @@ pub use error::{MlsError, Result};
 pub use framing::{Framing, framing};
 pub use ids::{Epoch, Member};
 pub use inbound::Applied;
+pub use key_packages::{
+    KEY_PACKAGE_LIFETIME_SECS, KeyPackageInfo, NewKeyPackage, forget_key_package, holds_key_package,
+    inspect_key_package, new_key_package, welcome_recipients,
+};
 /// The provider bound of every operation: higher layers name it through this
 /// crate, not through OpenMLS.
 pub use openmls_traits::OpenMlsProvider;

@@ -16,7 +16,7 @@ use openmls_traits::OpenMlsProvider;
 use serde::{Deserialize, Serialize};
 
 use crate::album::{EXPORTER_LABEL, epoch_secret};
-use crate::binding::{DeviceIdentity, Validation, capabilities, claimed_identity, verify_leaf};
+use crate::binding::{DeviceIdentity, Validation, claimed_identity, verify_leaf};
 use crate::boundary::During as _;
 use crate::inbound::Applied;
 use crate::rng::ProviderRng;
@@ -45,15 +45,12 @@ pub struct Outgoing {
 /// # Errors
 /// [`MlsError::Storage`] or [`MlsError::Internal`] from OpenMLS.
 pub fn key_package<P: OpenMlsProvider>(provider: &P, device: &DeviceIdentity) -> Result<Vec<u8>> {
-    let bundle = KeyPackage::builder()
-        .leaf_node_capabilities(capabilities())
-        .build(CIPHERSUITE, provider, device, device.credential_with_key()?)
-        .during("building a key package")?;
-    bundle.key_package().tls_serialize_detached().map_err(|_| MlsError::Internal("key package encoding"))
+    let made = crate::key_packages::new_key_package(provider, device, false, crate::KEY_PACKAGE_LIFETIME_SECS)?;
+    Ok(made.bytes)
 }
 
 /// Decodes, checks and verifies the identity binding of a KeyPackage.
-fn verified_key_package<P: OpenMlsProvider>(
+pub(crate) fn verified_key_package<P: OpenMlsProvider>(
     provider: &P,
     bytes: &[u8],
     validation: Validation<'_>,

@@ -74,6 +74,9 @@ pub struct PublicApplied {
     pub added: Vec<Member>,
     /// Devices removed.
     pub removed: Vec<Member>,
+    /// Each added device with the reference of the KeyPackage it was added
+    /// with: the Welcome must be made for these (see [`crate::welcome_recipients`]).
+    pub welcomed: Vec<(Member, Vec<u8>)>,
 }
 
 /// A commit OpenMLS accepted against the public state (framing, membership,
@@ -258,9 +261,17 @@ impl PublicAlbum {
     pub fn apply(&mut self, commit: PublicCommit, validation: Validation<'_>) -> Result<PublicApplied> {
         let Verdict { added, removed, new_context, .. } =
             check_commit(&self.context, &self.group, &commit.staged, Some((commit.sender, validation)))?;
+        let crypto = crypto()?;
+        let mut welcomed = Vec::new();
+        for add in commit.staged.add_proposals() {
+            let key_package = add.add_proposal().key_package();
+            let member = claimed_identity(key_package.leaf_node().credential())?;
+            let reference = key_package.hash_ref(&crypto).during("hashing a key package")?;
+            welcomed.push((member, reference.as_slice().to_vec()));
+        }
         self.group.merge_commit(&self.storage, commit.staged).during("merging a commit into the public state")?;
         self.context = new_context;
-        Ok(PublicApplied { epoch: self.epoch(), added, removed })
+        Ok(PublicApplied { epoch: self.epoch(), added, removed, welcomed })
     }
 
     /// The state, to store between commits (public data only).

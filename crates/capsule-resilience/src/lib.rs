@@ -98,8 +98,10 @@ pub mod rekey;
 pub mod testkit;
 
 pub use album::{AlbumStatus, Context, Discarded, Event, RekeySchedule, ResilientAlbum};
+pub use capsule_chain::wire::{ClaimedKeyPackage, Delivery, KeyPackageStock, KeyPackageUpload};
 pub use capsule_chain::{
-    BadAnswer, ChainEntry, ChainError, CommitChain, Fetched, Refused, Submission, SubmitAnswer, WelcomeBlobs,
+    BadAnswer, ChainEntry, ChainError, CommitChain, Fetched, KeyPackageDirectory, Mailbox, Refused, Submission,
+    SubmitAnswer, WelcomeBlobs,
 };
 pub use capsule_mls::{Epoch, Member, RekeyId, RekeyMarker, RekeyReason};
 pub use chain::{Action, Answer};

@@ -11,10 +11,11 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{delete, get, post, put};
 use capsule_chain::rules::{self, Limits};
 use capsule_chain::wire::{
-    self, AUTH_HEADER, CreateAlbum, DirectoryEntry, DirectoryRefusal, RegisterUser, Reply, ServerError, WireError,
+    self, AUTH_HEADER, CreateAlbum, DirectoryEntry, DirectoryRefusal, KeyPackageRefusal, KeyPackageStock,
+    KeyPackageUpload, RegisterUser, Reply, ServerError, WireError,
 };
 use capsule_chain::{Epoch, Invalid, Refused, Submission, SubmitAnswer};
 use capsule_identity::UserId;
@@ -43,6 +44,14 @@ pub struct Settings {
     pub timeout: core::time::Duration,
     /// What the server checks beside ordering.
     pub checks: Checks,
+    /// How long a KeyPackage must still be valid to be handed out (the adder
+    /// commits with it after the claim); one ending sooner is forgotten.
+    pub key_package_margin: core::time::Duration,
+    /// A device whose regular KeyPackages fall below this is told its stock
+    /// is low.
+    pub key_packages_low: u64,
+    /// The most regular KeyPackages filed per device.
+    pub key_packages_max: u64,
 }
 
 /// What a server checks beside ordering.
@@ -69,6 +78,9 @@ impl Default for Settings {
             concurrent_submissions: 64,
             timeout: core::time::Duration::from_secs(30),
             checks: Checks::Full,
+            key_package_margin: core::time::Duration::from_secs(3600),
+            key_packages_low: 10,
+            key_packages_max: 100,
         }
     }
 }
@@ -108,6 +120,10 @@ pub fn router<S: Storage>(storage: S, settings: Settings, metrics: Arc<Metrics>)
         .route("/v1/albums/{album}/welcomes/{epoch}", get(welcome::<S>))
         .route("/v1/users/{user}", put(register_user::<S>).get(directory::<S>))
         .route("/v1/users/{user}/devices", put(register_device::<S>))
+        .route("/v1/key-packages", get(stock::<S>).post(publish::<S>))
+        .route("/v1/albums/{album}/key-packages/{user}", post(claim::<S>))
+        .route("/v1/mailbox", get(mailbox::<S>))
+        .route("/v1/mailbox/{album}/{epoch}", delete(acknowledge::<S>))
         .route("/metrics", get(render_metrics::<S>))
         .fallback(|| async { reply(StatusCode::NOT_FOUND, &Reply::Error(MALFORMED)) })
         .method_not_allowed_fallback(|| async { reply(StatusCode::METHOD_NOT_ALLOWED, &Reply::Error(MALFORMED)) })
@@ -140,6 +156,8 @@ fn error(e: ServerError) -> Response {
         ServerError::Directory(_) => StatusCode::UNPROCESSABLE_ENTITY,
         ServerError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         ServerError::Forbidden => StatusCode::FORBIDDEN,
+        ServerError::KeyPackage(KeyPackageRefusal::TooMany { .. }) => StatusCode::CONFLICT,
+        ServerError::KeyPackage(_) => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     reply(status, &Reply::Error(e))
@@ -209,9 +227,15 @@ impl Request {
         if app.settings.checks == Checks::OrderingOnly {
             return Ok(None);
         }
+        self.device(app, body).await.map(Some)
+    }
+
+    /// The device that signed it, whatever the server checks otherwise: for
+    /// what belongs to one device (its KeyPackages, its mailbox).
+    async fn device<S: Storage>(&self, app: &App<S>, body: &[u8]) -> Result<MemberId, ServerError> {
         let path = self.uri.path_and_query().map_or(self.uri.path(), axum::http::uri::PathAndQuery::as_str);
         let header = self.headers.get(AUTH_HEADER).map(axum::http::HeaderValue::as_bytes);
-        validate::caller(&app.storage, self.method.as_str(), path, header, body).await.map(Some)
+        validate::caller(&app.storage, self.method.as_str(), path, header, body).await
     }
 }
 
@@ -294,15 +318,13 @@ async fn submit<S: Storage>(
         // storage never appends a commit of a validated album unvalidated.
         let AlbumState { head, state } = app.run(&album, app.storage.album_state(album.clone())).await?;
         let validated = match state {
-            Some(state) if submission.epoch == head => {
-                match validate::commit(&app.storage, state, submission.commit.clone()).await {
-                    Ok(next) => Some(next),
-                    Err(e) => {
-                        tracing::warn!(album = %tag(&album), epoch = head.0, error = %e, "invalid commit refused");
-                        return Err(e);
-                    }
+            Some(state) if submission.epoch == head => match validate::commit(&app.storage, state, &submission).await {
+                Ok(next) => Some(next),
+                Err(e) => {
+                    tracing::warn!(album = %tag(&album), epoch = head.0, error = %e, "invalid commit refused");
+                    return Err(e);
                 }
-            }
+            },
             _ => None,
         };
         let epoch = submission.epoch;
@@ -474,6 +496,122 @@ async fn directory<S: Storage>(
     };
     match run.await {
         Ok(entry) => reply(StatusCode::OK, &Reply::Directory(entry)),
+        Err(e) => error(e),
+    }
+}
+
+/// The caller's stock as the directory reports it.
+async fn stock_of<S: Storage>(app: &App<S>, caller: MemberId) -> Result<KeyPackageStock, ServerError> {
+    let usable_from = validate::usable_from(app.settings.key_package_margin);
+    let (available, last_resort_until) = app.run(&caller, app.storage.key_package_stock(caller, usable_from)).await?;
+    let low = available < app.settings.key_packages_low || last_resort_until.is_none();
+    Ok(KeyPackageStock { available, last_resort_until, low })
+}
+
+async fn stock<S: Storage>(
+    State(app): State<Arc<App<S>>>,
+    (method, uri, headers): (Method, Uri, HeaderMap),
+) -> Response {
+    let run = async {
+        let caller = Request { method, uri, headers }.device(&app, &[]).await?;
+        stock_of(&app, caller).await
+    };
+    match run.await {
+        Ok(stock) => reply(StatusCode::OK, &Reply::Stock(stock)),
+        Err(e) => error(e),
+    }
+}
+
+async fn publish<S: Storage>(
+    State(app): State<Arc<App<S>>>,
+    (method, uri, headers): (Method, Uri, HeaderMap),
+    raw: Body,
+) -> Response {
+    let run = async {
+        let limit = app.settings.limits.body();
+        let bytes = body(raw, limit).await?;
+        let caller = Request { method, uri, headers }.device(&app, &bytes).await?;
+        let upload: KeyPackageUpload = wire::decode(&bytes, limit).map_err(ServerError::BadRequest)?;
+        let max = app.settings.key_packages_max;
+        if u64::try_from(upload.key_packages.len()).map_or(true, |n| n > max) {
+            return Err(ServerError::KeyPackage(KeyPackageRefusal::TooMany { limit: max }));
+        }
+        let (regular, last_resort) = validate::key_packages(&app.storage, caller, upload).await?;
+        let usable_from = validate::usable_from(app.settings.key_package_margin);
+        let filed =
+            app.run(&caller, app.storage.file_key_packages(caller, regular, last_resort, usable_from, max)).await?;
+        if !filed {
+            return Err(ServerError::KeyPackage(KeyPackageRefusal::TooMany { limit: max }));
+        }
+        stock_of(&app, caller).await
+    };
+    match run.await {
+        Ok(stock) => reply(StatusCode::OK, &Reply::Stock(stock)),
+        Err(e) => error(e),
+    }
+}
+
+async fn claim<S: Storage>(
+    State(app): State<Arc<App<S>>>,
+    path: Segments<(String, String)>,
+    (method, uri, headers): (Method, Uri, HeaderMap),
+    raw: Body,
+) -> Response {
+    let run = async {
+        let Path((album, user)) = path.map_err(|_| MALFORMED)?;
+        let (album, user) = (album_id(&album)?, user_id(&user)?);
+        let bytes = body(raw, app.settings.limits.body()).await?;
+        let caller = Request { method, uri, headers }.device(&app, &bytes).await?;
+        // A current member of an album the server validates, adding its own
+        // user's device or, as an admin, anyone.
+        if readable(&app, &album, Some(caller)).await?.is_some() {
+            return Err(ServerError::Forbidden);
+        }
+        let AlbumState { state, .. } = app.run(&album, app.storage.album_state(album.clone())).await?;
+        let state = state.ok_or(ServerError::Forbidden)?;
+        if !validate::may_claim(state, caller, user).await? {
+            return Err(ServerError::Forbidden);
+        }
+        let usable_from = validate::usable_from(app.settings.key_package_margin);
+        let claimed = app.run(&album, app.storage.claim_key_packages(*user.as_bytes(), usable_from)).await?;
+        tracing::info!(album = %tag(&album), claimed = claimed.len(), "key packages claimed");
+        Ok(claimed)
+    };
+    match run.await {
+        Ok(claimed) => reply(StatusCode::OK, &Reply::Claimed(claimed)),
+        Err(e) => error(e),
+    }
+}
+
+async fn mailbox<S: Storage>(
+    State(app): State<Arc<App<S>>>,
+    (method, uri, headers): (Method, Uri, HeaderMap),
+) -> Response {
+    let run = async {
+        let caller = Request { method, uri, headers }.device(&app, &[]).await?;
+        app.run(&caller, app.storage.mailbox(caller)).await
+    };
+    match run.await {
+        Ok(deliveries) => reply(StatusCode::OK, &Reply::Mailbox(deliveries)),
+        Err(e) => error(e),
+    }
+}
+
+async fn acknowledge<S: Storage>(
+    State(app): State<Arc<App<S>>>,
+    path: Segments<(String, String)>,
+    (method, uri, headers): (Method, Uri, HeaderMap),
+) -> Response {
+    let run = async {
+        let Path((album, epoch)) = path.map_err(|_| MALFORMED)?;
+        let album = album_id(&album)?;
+        let epoch = epoch.parse().map(Epoch).map_err(|_| MALFORMED)?;
+        // Only its own mailbox: the row is keyed by the caller.
+        let caller = Request { method, uri, headers }.device(&app, &[]).await?;
+        app.run(&album, app.storage.acknowledge(caller, album.clone(), epoch)).await
+    };
+    match run.await {
+        Ok(()) => reply(StatusCode::OK, &Reply::Acknowledged),
         Err(e) => error(e),
     }
 }

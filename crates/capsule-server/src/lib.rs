@@ -31,9 +31,9 @@ use std::sync::Arc;
 pub use http::{Checks, Settings, router};
 pub use metrics::{Metrics, Outcome};
 
-use capsule_chain::wire::Page;
+use capsule_chain::wire::{ClaimedKeyPackage, Delivery, Page};
 use capsule_chain::{CommitHash, Epoch, Submission, SubmitAnswer, WelcomeBlobs};
-use storage::{AlbumState, Certified, MemberId, Registration, Storage, StorageError, Validated};
+use storage::{AlbumState, Certified, Filed, MemberId, Registration, Storage, StorageError, Validated};
 
 /// Which database a server keeps its chains in. Its `Debug` never shows a
 /// PostgreSQL connection string (it may carry a password).
@@ -176,6 +176,52 @@ impl Storage for Backend {
         match self {
             Self::Sqlite(s) => s.directory(user).await,
             Self::Postgres(s) => s.directory(user).await,
+        }
+    }
+
+    async fn file_key_packages(
+        &self,
+        member: MemberId,
+        regular: Vec<Filed>,
+        last_resort: Option<Filed>,
+        usable_from: u64,
+        max: u64,
+    ) -> Result<bool, StorageError> {
+        match self {
+            Self::Sqlite(s) => s.file_key_packages(member, regular, last_resort, usable_from, max).await,
+            Self::Postgres(s) => s.file_key_packages(member, regular, last_resort, usable_from, max).await,
+        }
+    }
+
+    async fn key_package_stock(&self, member: MemberId, usable_from: u64) -> Result<(u64, Option<u64>), StorageError> {
+        match self {
+            Self::Sqlite(s) => s.key_package_stock(member, usable_from).await,
+            Self::Postgres(s) => s.key_package_stock(member, usable_from).await,
+        }
+    }
+
+    async fn claim_key_packages(
+        &self,
+        user: [u8; 16],
+        usable_from: u64,
+    ) -> Result<Vec<ClaimedKeyPackage>, StorageError> {
+        match self {
+            Self::Sqlite(s) => s.claim_key_packages(user, usable_from).await,
+            Self::Postgres(s) => s.claim_key_packages(user, usable_from).await,
+        }
+    }
+
+    async fn mailbox(&self, member: MemberId) -> Result<Vec<Delivery>, StorageError> {
+        match self {
+            Self::Sqlite(s) => s.mailbox(member).await,
+            Self::Postgres(s) => s.mailbox(member).await,
+        }
+    }
+
+    async fn acknowledge(&self, member: MemberId, album: Vec<u8>, epoch: Epoch) -> Result<(), StorageError> {
+        match self {
+            Self::Sqlite(s) => s.acknowledge(member, album, epoch).await,
+            Self::Postgres(s) => s.acknowledge(member, album, epoch).await,
         }
     }
 

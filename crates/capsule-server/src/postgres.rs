@@ -5,7 +5,7 @@
 //! never both store a commit for one epoch.
 
 use capsule_chain::rules::{self, Decision};
-use capsule_chain::wire::{Page, PageEntry};
+use capsule_chain::wire::{ClaimedKeyPackage, Delivery, Page, PageEntry};
 use capsule_chain::{CommitHash, Epoch, Submission, SubmitAnswer, WelcomeBlobs};
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, Pool};
@@ -13,7 +13,8 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 use crate::storage::{
-    AlbumState, Certified, MemberId, Registration, Storage, StorageError, Validated, clamp, decide, from_db, to_db,
+    AlbumState, Certified, Filed, MemberId, Registration, Storage, StorageError, Validated, clamp, decide, from_db,
+    to_db,
 };
 
 /// Versioned migrations, as for SQLite: entry `i` takes the schema from
@@ -60,6 +61,27 @@ const MIGRATIONS: &[&str] = &[
         nonce BYTEA NOT NULL,
         expires BIGINT NOT NULL,
         PRIMARY KEY (member, nonce)
+    );
+",
+    "
+    CREATE TABLE key_packages (
+        user_id BYTEA NOT NULL,
+        device BYTEA NOT NULL,
+        reference BYTEA NOT NULL,
+        last_resort BOOLEAN NOT NULL,
+        not_after BIGINT NOT NULL,
+        key_package BYTEA NOT NULL,
+        PRIMARY KEY (user_id, device, reference)
+    );
+    CREATE TABLE mailbox (
+        user_id BYTEA NOT NULL,
+        device BYTEA NOT NULL,
+        album BYTEA NOT NULL REFERENCES albums (album),
+        epoch BIGINT NOT NULL CHECK (epoch >= 0),
+        reference BYTEA NOT NULL,
+        welcome BYTEA NOT NULL,
+        bundle BYTEA,
+        PRIMARY KEY (user_id, device, album, epoch)
     );
 ",
 ];
@@ -196,6 +218,45 @@ async fn file_device(tx: &impl GenericClient, user: &[u8], device: &Certified) -
     Ok(Registration::Stored)
 }
 
+/// Forgets `member`'s KeyPackages that end before `usable_from`.
+async fn forget_expired(tx: &impl GenericClient, member: &MemberId, usable_from: i64) -> Result<(), StorageError> {
+    let (user, device) = member.split_at(16);
+    tx.execute(
+        "DELETE FROM key_packages WHERE user_id = $1 AND device = $2 AND not_after < $3",
+        &[&user, &device, &usable_from],
+    )
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// `member`'s regular KeyPackages, and the end of its last-resort one.
+async fn stock(tx: &impl GenericClient, member: &MemberId) -> Result<(u64, Option<u64>), StorageError> {
+    let (user, device) = member.split_at(16);
+    let row = tx
+        .query_one(
+            "SELECT count(*) FILTER (WHERE NOT last_resort), max(not_after) FILTER (WHERE last_resort)
+             FROM key_packages WHERE user_id = $1 AND device = $2",
+            &[&user, &device],
+        )
+        .await
+        .map_err(db)?;
+    let regular: i64 = row.try_get(0).map_err(db)?;
+    let last: Option<i64> = row.try_get(1).map_err(db)?;
+    let regular = u64::try_from(regular).map_err(|_| StorageError::Corrupt("a negative count"))?;
+    let last = last.map(|t| u64::try_from(t).map_err(|_| StorageError::Corrupt("a negative time"))).transpose()?;
+    Ok((regular, last))
+}
+
+/// Locks `member`'s directory row: its uploads and stock reads run one at a time.
+async fn lock_device(tx: &impl GenericClient, member: &MemberId) -> Result<(), StorageError> {
+    let (user, device) = member.split_at(16);
+    tx.query_opt("SELECT 1 FROM devices WHERE user_id = $1 AND device = $2 FOR UPDATE", &[&user, &device])
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
 /// One attempt at ordering a submission, in one transaction.
 async fn submit_once(
     pool: &Pool,
@@ -234,6 +295,19 @@ async fn submit_once(
         if let (true, Some(v)) = (checked, validated) {
             tx.execute("UPDATE albums SET state = $2 WHERE album = $1", &[&album, &v.state]).await.map_err(db)?;
             grant(&tx, album, &v.added, &v.removed, Some(to_db(s.epoch)?)).await?;
+            if let Some(welcome) = &s.welcome {
+                // The Welcome goes to the mailbox of each device it adds.
+                for (member, reference) in &v.welcomed {
+                    let (user, device) = member.split_at(16);
+                    tx.execute(
+                        "INSERT INTO mailbox (user_id, device, album, epoch, reference, welcome, bundle)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                        &[&user, &device, &album, &to_db(s.epoch)?, reference, welcome, &s.bundle],
+                    )
+                    .await
+                    .map_err(db)?;
+                }
+            }
         }
         tx.execute(
             "INSERT INTO entries (album, epoch, commit_hash, commit_bytes, welcome, bundle) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -467,6 +541,146 @@ impl Storage for PostgresStorage {
         let outcome = file_device(&tx, &user, &device).await?;
         tx.commit().await.map_err(db)?;
         Ok(outcome)
+    }
+
+    async fn file_key_packages(
+        &self,
+        member: MemberId,
+        regular: Vec<Filed>,
+        last_resort: Option<Filed>,
+        usable_from: u64,
+        max: u64,
+    ) -> Result<bool, StorageError> {
+        let mut client = self.pool.get().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(db)?;
+        lock_device(&tx, &member).await?;
+        forget_expired(&tx, &member, clamp(usable_from)).await?;
+        let (user, device) = member.split_at(16);
+        let insert = "INSERT INTO key_packages (user_id, device, reference, last_resort, not_after, key_package)
+                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING";
+        for kp in &regular {
+            tx.execute(insert, &[&user, &device, &kp.reference, &false, &clamp(kp.not_after), &kp.bytes])
+                .await
+                .map_err(db)?;
+        }
+        if let Some(kp) = &last_resort {
+            tx.execute(
+                "DELETE FROM key_packages WHERE user_id = $1 AND device = $2 AND last_resort",
+                &[&user, &device],
+            )
+            .await
+            .map_err(db)?;
+            tx.execute(insert, &[&user, &device, &kp.reference, &true, &clamp(kp.not_after), &kp.bytes])
+                .await
+                .map_err(db)?;
+        }
+        if stock(&tx, &member).await?.0 > max {
+            // Rolled back when dropped: nothing of the upload stays.
+            return Ok(false);
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn key_package_stock(&self, member: MemberId, usable_from: u64) -> Result<(u64, Option<u64>), StorageError> {
+        let mut client = self.pool.get().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(db)?;
+        lock_device(&tx, &member).await?;
+        forget_expired(&tx, &member, clamp(usable_from)).await?;
+        let stock = stock(&tx, &member).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(stock)
+    }
+
+    async fn claim_key_packages(
+        &self,
+        user: [u8; 16],
+        usable_from: u64,
+    ) -> Result<Vec<ClaimedKeyPackage>, StorageError> {
+        let mut client = self.pool.get().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(db)?;
+        let user = user.as_slice();
+        tx.execute("DELETE FROM key_packages WHERE user_id = $1 AND not_after < $2", &[&user, &clamp(usable_from)])
+            .await
+            .map_err(db)?;
+        let devices = tx
+            .query("SELECT DISTINCT device FROM key_packages WHERE user_id = $1 ORDER BY device", &[&user])
+            .await
+            .map_err(db)?;
+        let mut claimed = Vec::with_capacity(devices.len());
+        for row in devices {
+            let device: Vec<u8> = row.try_get(0).map_err(db)?;
+            // A regular one first, removed as it is handed out; rows another
+            // claim holds are skipped, so no two claims get the same one.
+            let regular = tx
+                .query_opt(
+                    "DELETE FROM key_packages WHERE (user_id, device, reference) = (
+                         SELECT user_id, device, reference FROM key_packages
+                         WHERE user_id = $1 AND device = $2 AND NOT last_resort
+                         ORDER BY not_after, reference LIMIT 1 FOR UPDATE SKIP LOCKED)
+                     RETURNING key_package",
+                    &[&user, &device],
+                )
+                .await
+                .map_err(db)?;
+            let (key_package, last_resort) = match regular {
+                Some(r) => (r.try_get(0).map_err(db)?, false),
+                None => {
+                    let last = tx
+                        .query_opt(
+                            "SELECT key_package FROM key_packages WHERE user_id = $1 AND device = $2 AND last_resort",
+                            &[&user, &device],
+                        )
+                        .await
+                        .map_err(db)?;
+                    match last {
+                        Some(r) => (r.try_get(0).map_err(db)?, true),
+                        None => continue,
+                    }
+                }
+            };
+            let device = device.try_into().map_err(|_| StorageError::Corrupt("a device id"))?;
+            claimed.push(ClaimedKeyPackage { device, key_package, last_resort });
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(claimed)
+    }
+
+    async fn mailbox(&self, member: MemberId) -> Result<Vec<Delivery>, StorageError> {
+        let client = self.pool.get().await.map_err(db)?;
+        let (user, device) = member.split_at(16);
+        let rows = client
+            .query(
+                "SELECT album, epoch, reference, welcome, bundle FROM mailbox
+                 WHERE user_id = $1 AND device = $2 ORDER BY album, epoch",
+                &[&user, &device],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Delivery {
+                    album: r.try_get(0).map_err(db)?,
+                    epoch: from_db(r.try_get(1).map_err(db)?)?,
+                    reference: r.try_get(2).map_err(db)?,
+                    welcome: r.try_get(3).map_err(db)?,
+                    bundle: r.try_get(4).map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn acknowledge(&self, member: MemberId, album: Vec<u8>, epoch: Epoch) -> Result<(), StorageError> {
+        let client = self.pool.get().await.map_err(db)?;
+        let (user, device) = member.split_at(16);
+        client
+            .execute(
+                "DELETE FROM mailbox WHERE user_id = $1 AND device = $2 AND album = $3 AND epoch = $4",
+                &[&user, &device, &album, &to_db(epoch)?],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
     }
 
     async fn identity_keys(&self, users: Vec<[u8; 16]>) -> Result<Vec<([u8; 16], Vec<u8>)>, StorageError> {

@@ -6,12 +6,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use capsule_chain::rules::{self, Decision};
-use capsule_chain::wire::{Page, PageEntry};
+use capsule_chain::wire::{ClaimedKeyPackage, Delivery, Page, PageEntry};
 use capsule_chain::{CommitHash, Epoch, Submission, SubmitAnswer, WelcomeBlobs};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::storage::{
-    AlbumState, Certified, MemberId, Registration, Storage, StorageError, Validated, clamp, decide, from_db, to_db,
+    AlbumState, Certified, Filed, MemberId, Registration, Storage, StorageError, Validated, clamp, decide, from_db,
+    to_db,
 };
 
 /// Versioned migrations: entry `i` takes the schema from version `i` to `i + 1`.
@@ -58,6 +59,27 @@ const MIGRATIONS: &[&str] = &[
         nonce BLOB NOT NULL,
         expires INTEGER NOT NULL,
         PRIMARY KEY (member, nonce)
+    ) STRICT;
+",
+    "
+    CREATE TABLE key_packages (
+        user_id BLOB NOT NULL,
+        device BLOB NOT NULL,
+        reference BLOB NOT NULL,
+        last_resort INTEGER NOT NULL CHECK (last_resort IN (0, 1)),
+        not_after INTEGER NOT NULL,
+        key_package BLOB NOT NULL,
+        PRIMARY KEY (user_id, device, reference)
+    ) STRICT;
+    CREATE TABLE mailbox (
+        user_id BLOB NOT NULL,
+        device BLOB NOT NULL,
+        album BLOB NOT NULL REFERENCES albums (album),
+        epoch INTEGER NOT NULL CHECK (epoch >= 0),
+        reference BLOB NOT NULL,
+        welcome BLOB NOT NULL,
+        bundle BLOB,
+        PRIMARY KEY (user_id, device, album, epoch)
     ) STRICT;
 ",
 ];
@@ -196,6 +218,60 @@ fn file_device(tx: &Connection, user: &[u8], device: &Certified) -> Result<Regis
     Ok(Registration::Stored)
 }
 
+/// Puts the submission's Welcome in the mailbox of each device it adds.
+fn deliver(
+    tx: &Connection,
+    album: &[u8],
+    epoch: i64,
+    welcomed: &[(MemberId, Vec<u8>)],
+    s: &Submission,
+) -> Result<(), StorageError> {
+    let Some(welcome) = &s.welcome else { return Ok(()) };
+    for (member, reference) in welcomed {
+        let (user, device) = member.split_at(16);
+        tx.execute(
+            "INSERT OR IGNORE INTO mailbox (user_id, device, album, epoch, reference, welcome, bundle)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![user, device, album, epoch, reference, welcome, s.bundle],
+        )
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Forgets `member`'s KeyPackages that end before `usable_from`.
+fn forget_expired(tx: &Connection, member: &MemberId, usable_from: i64) -> Result<(), StorageError> {
+    let (user, device) = member.split_at(16);
+    tx.execute(
+        "DELETE FROM key_packages WHERE user_id = ?1 AND device = ?2 AND not_after < ?3",
+        params![user, device, usable_from],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// `member`'s regular KeyPackages, and the end of its last-resort one.
+fn stock(tx: &Connection, member: &MemberId) -> Result<(u64, Option<u64>), StorageError> {
+    let (user, device) = member.split_at(16);
+    let regular: i64 = tx
+        .query_row(
+            "SELECT count(*) FROM key_packages WHERE user_id = ?1 AND device = ?2 AND last_resort = 0",
+            params![user, device],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    let last: Option<i64> = tx
+        .query_row(
+            "SELECT max(not_after) FROM key_packages WHERE user_id = ?1 AND device = ?2 AND last_resort = 1",
+            params![user, device],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    let regular = u64::try_from(regular).map_err(|_| StorageError::Corrupt("a negative count"))?;
+    let last = last.map(|t| u64::try_from(t).map_err(|_| StorageError::Corrupt("a negative time"))).transpose()?;
+    Ok((regular, last))
+}
+
 fn not_after(bytes: &[u8]) -> Result<u64, StorageError> {
     let array: [u8; 8] = bytes.try_into().map_err(|_| StorageError::Corrupt("a certificate's end"))?;
     Ok(u64::from_be_bytes(array))
@@ -263,6 +339,7 @@ impl Storage for SqliteStorage {
                 if let (true, Some(v)) = (checked, &validated) {
                     tx.execute("UPDATE albums SET state = ?2 WHERE album = ?1", params![album, v.state]).map_err(db)?;
                     grant(&tx, &album, &v.added, &v.removed, Some(to_db(s.epoch)?))?;
+                    deliver(&tx, &album, to_db(s.epoch)?, &v.welcomed, &s)?;
                 }
                 let epoch = to_db(s.epoch)?;
                 tx.execute(
@@ -438,6 +515,146 @@ impl Storage for SqliteStorage {
             let filed = file_device(&tx, &user, &device)?;
             tx.commit().map_err(db)?;
             Ok(filed)
+        })
+        .await
+    }
+
+    async fn file_key_packages(
+        &self,
+        member: MemberId,
+        regular: Vec<Filed>,
+        last_resort: Option<Filed>,
+        usable_from: u64,
+        max: u64,
+    ) -> Result<bool, StorageError> {
+        let usable_from = clamp(usable_from);
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            forget_expired(&tx, &member, usable_from)?;
+            let (user, device) = member.split_at(16);
+            let insert = |kp: &Filed, last: bool| {
+                tx.execute(
+                    "INSERT OR IGNORE INTO key_packages (user_id, device, reference, last_resort, not_after, key_package)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![user, device, kp.reference, last, clamp(kp.not_after), kp.bytes],
+                )
+                .map_err(db)
+            };
+            for kp in &regular {
+                insert(kp, false)?;
+            }
+            if let Some(kp) = &last_resort {
+                tx.execute(
+                    "DELETE FROM key_packages WHERE user_id = ?1 AND device = ?2 AND last_resort = 1",
+                    params![user, device],
+                )
+                .map_err(db)?;
+                insert(kp, true)?;
+            }
+            if stock(&tx, &member)?.0 > max {
+                // Dropped with the transaction: nothing of the upload stays.
+                return Ok(false);
+            }
+            tx.commit().map_err(db)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn key_package_stock(&self, member: MemberId, usable_from: u64) -> Result<(u64, Option<u64>), StorageError> {
+        let usable_from = clamp(usable_from);
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            forget_expired(&tx, &member, usable_from)?;
+            let stock = stock(&tx, &member)?;
+            tx.commit().map_err(db)?;
+            Ok(stock)
+        })
+        .await
+    }
+
+    async fn claim_key_packages(
+        &self,
+        user: [u8; 16],
+        usable_from: u64,
+    ) -> Result<Vec<ClaimedKeyPackage>, StorageError> {
+        let usable_from = clamp(usable_from);
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            tx.execute(
+                "DELETE FROM key_packages WHERE user_id = ?1 AND not_after < ?2",
+                params![user.as_slice(), usable_from],
+            )
+            .map_err(db)?;
+            let devices: Vec<Vec<u8>> = {
+                let mut stmt = tx
+                    .prepare("SELECT DISTINCT device FROM key_packages WHERE user_id = ?1 ORDER BY device")
+                    .map_err(db)?;
+                let rows = stmt.query_map([user.as_slice()], |r| r.get(0)).map_err(db)?;
+                rows.collect::<Result<_, _>>().map_err(db)?
+            };
+            let mut claimed = Vec::with_capacity(devices.len());
+            for device in devices {
+                // A regular one first (the one ending soonest); the last resort
+                // only when none is left.
+                let (reference, last, key_package): (Vec<u8>, bool, Vec<u8>) = tx
+                    .query_row(
+                        "SELECT reference, last_resort, key_package FROM key_packages
+                         WHERE user_id = ?1 AND device = ?2 ORDER BY last_resort, not_after, reference LIMIT 1",
+                        params![user.as_slice(), device],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .map_err(db)?;
+                if !last {
+                    tx.execute(
+                        "DELETE FROM key_packages WHERE user_id = ?1 AND device = ?2 AND reference = ?3",
+                        params![user.as_slice(), device, reference],
+                    )
+                    .map_err(db)?;
+                }
+                let device = device.try_into().map_err(|_| StorageError::Corrupt("a device id"))?;
+                claimed.push(ClaimedKeyPackage { device, key_package, last_resort: last });
+            }
+            tx.commit().map_err(db)?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn mailbox(&self, member: MemberId) -> Result<Vec<Delivery>, StorageError> {
+        self.with(move |conn| {
+            let (user, device) = member.split_at(16);
+            let mut stmt = conn
+                .prepare(
+                    "SELECT album, epoch, reference, welcome, bundle FROM mailbox
+                     WHERE user_id = ?1 AND device = ?2 ORDER BY album, epoch",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![user, device], |r| {
+                    Ok((r.get(0)?, r.get::<_, i64>(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .map_err(db)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (album, epoch, reference, welcome, bundle) = row.map_err(db)?;
+                out.push(Delivery { album, epoch: from_db(epoch)?, reference, welcome, bundle });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn acknowledge(&self, member: MemberId, album: Vec<u8>, epoch: Epoch) -> Result<(), StorageError> {
+        let epoch = to_db(epoch)?;
+        self.with(move |conn| {
+            let (user, device) = member.split_at(16);
+            conn.execute(
+                "DELETE FROM mailbox WHERE user_id = ?1 AND device = ?2 AND album = ?3 AND epoch = ?4",
+                params![user, device, album, epoch],
+            )
+            .map_err(db)?;
+            Ok(())
         })
         .await
     }

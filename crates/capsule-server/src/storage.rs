@@ -5,7 +5,7 @@
 
 use core::future::Future;
 
-use capsule_chain::wire::Page;
+use capsule_chain::wire::{ClaimedKeyPackage, Delivery, Page};
 use capsule_chain::{CommitHash, Epoch, Submission, SubmitAnswer, WelcomeBlobs};
 
 /// Why a storage operation did not happen.
@@ -52,6 +52,20 @@ pub struct Validated {
     /// Devices the commit removes: they may read the album up to its epoch
     /// (so they learn of their removal), no further.
     pub removed: Vec<MemberId>,
+    /// Each added device with the reference of the KeyPackage it was added
+    /// with: the Welcome goes to their mailboxes.
+    pub welcomed: Vec<(MemberId, Vec<u8>)>,
+}
+
+/// A KeyPackage as the directory files it (already checked).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filed {
+    /// Its reference.
+    pub reference: Vec<u8>,
+    /// The end of its lifetime, seconds since the Unix epoch.
+    pub not_after: u64,
+    /// The serialized KeyPackage.
+    pub bytes: Vec<u8>,
 }
 
 /// A device certificate as the directory files it.
@@ -163,6 +177,48 @@ pub trait Storage: Clone + Send + Sync + 'static {
 
     /// The identity keys of those of `users` the directory knows.
     fn identity_keys(&self, users: Vec<[u8; 16]>) -> impl Future<Output = Result<IdentityKeys, StorageError>> + Send;
+
+    /// Files `member`'s KeyPackages (a re-upload of one filed is a no-op) and
+    /// replaces its last-resort one with `last_resort`, if given; forgets its
+    /// KeyPackages ending before `usable_from`. `false`, with nothing
+    /// stored, when it would then hold more than `max` regular ones.
+    fn file_key_packages(
+        &self,
+        member: MemberId,
+        regular: Vec<Filed>,
+        last_resort: Option<Filed>,
+        usable_from: u64,
+        max: u64,
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    /// How many regular KeyPackages `member` has that end at or after
+    /// `usable_from`, and the end of its last-resort one if it does too;
+    /// forgets those ending before.
+    fn key_package_stock(
+        &self,
+        member: MemberId,
+        usable_from: u64,
+    ) -> impl Future<Output = Result<(u64, Option<u64>), StorageError>> + Send;
+
+    /// Claims one KeyPackage per device of `user`: the regular one ending
+    /// first, removed as it is handed out, or else the last-resort one (kept);
+    /// only those ending at or after `usable_from` (the others are forgotten).
+    fn claim_key_packages(
+        &self,
+        user: [u8; 16],
+        usable_from: u64,
+    ) -> impl Future<Output = Result<Vec<ClaimedKeyPackage>, StorageError>> + Send;
+
+    /// The Welcomes waiting for `member`, by album and epoch.
+    fn mailbox(&self, member: MemberId) -> impl Future<Output = Result<Vec<Delivery>, StorageError>> + Send;
+
+    /// Removes `member`'s delivery from the commit of `epoch` in `album`.
+    fn acknowledge(
+        &self,
+        member: MemberId,
+        album: Vec<u8>,
+        epoch: Epoch,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
 
     /// A user's identity key and device certificates.
     fn directory(&self, user: [u8; 16]) -> impl Future<Output = Result<Option<Listing>, StorageError>> + Send;

@@ -7,13 +7,14 @@
 use std::collections::BTreeMap;
 
 use capsule_chain::wire::{
-    self, AUTH_WINDOW_SECS, AuthRefusal, DirectoryRefusal, RegisterUser, RequestAuth, ServerError,
+    self, AUTH_WINDOW_SECS, AuthRefusal, DirectoryRefusal, KeyPackageRefusal, KeyPackageUpload, RegisterUser,
+    RequestAuth, ServerError,
 };
-use capsule_chain::{Epoch, Invalid, Refused};
+use capsule_chain::{Epoch, Invalid, Refused, Submission};
 use capsule_identity::{DeviceCertificate, IdentityPublicKey, UnixTime, UserId, verify_device_signature};
-use capsule_mls::{Genesis, Member, MlsError, PublicAlbum, Validation};
+use capsule_mls::{Genesis, Member, MlsError, PublicAlbum, Validation, inspect_key_package, welcome_recipients};
 
-use crate::storage::{Certified, MemberId, Storage, StorageError, Validated};
+use crate::storage::{Certified, Filed, MemberId, Storage, StorageError, Validated};
 
 /// The server's clock, read once per request: certificates are checked at it.
 pub(crate) fn now() -> UnixTime {
@@ -67,8 +68,16 @@ fn member_id(member: Member) -> MemberId {
     id
 }
 
-/// The public state after `commit`, if it is valid at `state` (the head).
-pub(crate) async fn commit<S: Storage>(storage: &S, state: Vec<u8>, commit: Vec<u8>) -> Result<Validated, ServerError> {
+/// The public state after the submission's commit, if it is valid at
+/// `state` (the head), and its Welcome is made for exactly the KeyPackages it
+/// adds (with a bundle beside it), so every added device can join.
+pub(crate) async fn commit<S: Storage>(
+    storage: &S,
+    state: Vec<u8>,
+    submission: &Submission,
+) -> Result<Validated, ServerError> {
+    let commit = submission.commit.clone();
+    let (welcome, has_bundle) = (submission.welcome.clone(), submission.bundle.is_some());
     let (public, staged) = blocking(move || {
         let public = PublicAlbum::from_bytes(&state)?;
         let staged = public.stage(&commit)?;
@@ -80,15 +89,29 @@ pub(crate) async fn commit<S: Storage>(storage: &S, state: Vec<u8>, commit: Vec<
     let now = now();
     blocking(move || {
         let mut public = public;
-        let applied = public.apply(staged, Validation { trust: &trust, now })?;
+        let applied = public.apply(staged, Validation { trust: &trust, now }).map_err(|e| refusal(&e))?;
+        let mut made_for = match &welcome {
+            Some(w) => welcome_recipients(w).map_err(|_| welcome_mismatch())?,
+            None => Vec::new(),
+        };
+        let mut added: Vec<Vec<u8>> = applied.welcomed.iter().map(|(_, r)| r.clone()).collect();
+        made_for.sort();
+        added.sort();
+        if made_for != added || has_bundle != !added.is_empty() {
+            return Err(welcome_mismatch());
+        }
         Ok(Validated {
-            state: public.to_bytes()?,
+            state: public.to_bytes().map_err(|e| refusal(&e))?,
             added: applied.added.into_iter().map(member_id).collect(),
             removed: applied.removed.into_iter().map(member_id).collect(),
+            welcomed: applied.welcomed.into_iter().map(|(m, r)| (member_id(m), r)).collect(),
         })
     })
     .await?
-    .map_err(|e: MlsError| refusal(&e))
+}
+
+fn welcome_mismatch() -> ServerError {
+    ServerError::Refused(Refused::Invalid(Invalid::Welcome))
 }
 
 /// The public state a genesis starts `album` at, if it verifies.
@@ -189,4 +212,69 @@ pub(crate) async fn caller<S: Storage>(
         return Err(refused(AuthRefusal::Replayed));
     }
     Ok(member)
+}
+
+/// How long a KeyPackage must stay valid to be handed out: the adder commits
+/// with it, and every member checks its lifetime, after the claim.
+pub(crate) fn usable_from(margin: core::time::Duration) -> u64 {
+    now().0.saturating_add(margin.as_secs())
+}
+
+/// An upload of `caller`'s KeyPackages, each checked as an adding member
+/// would (OpenMLS's validation, the certificate against the directory now),
+/// each of the caller's own device, each flagged last-resort exactly where it
+/// was uploaded as one.
+pub(crate) async fn key_packages<S: Storage>(
+    storage: &S,
+    caller: MemberId,
+    upload: KeyPackageUpload,
+) -> Result<(Vec<Filed>, Option<Filed>), ServerError> {
+    let refused = ServerError::KeyPackage;
+    let (user_bytes, _) = caller.split_at(16);
+    let user = UserId::from_bytes(user_bytes.try_into().map_err(|_| ServerError::Unavailable)?);
+    let trust = trust(storage, [user]).await?;
+    let now = now();
+    blocking(move || {
+        let check = |bytes: Vec<u8>, last_resort: bool| {
+            let info = inspect_key_package(&bytes, Validation { trust: &trust, now }).map_err(|e| match e {
+                MlsError::Identity(_)
+                | MlsError::UnknownIdentity { .. }
+                | MlsError::ForeignCredential
+                | MlsError::LeafKeyMismatch => refused(KeyPackageRefusal::Certificate),
+                e if e.is_internal() => refusal(&e),
+                _ => refused(KeyPackageRefusal::Invalid),
+            })?;
+            if member_id(info.member) != caller {
+                return Err(refused(KeyPackageRefusal::NotYours));
+            }
+            if info.last_resort != last_resort {
+                return Err(refused(KeyPackageRefusal::Invalid));
+            }
+            Ok(Filed { reference: info.reference, not_after: info.not_after, bytes })
+        };
+        let regular = upload.key_packages.into_iter().map(|kp| check(kp, false)).collect::<Result<Vec<_>, _>>()?;
+        let last_resort = upload.last_resort.map(|kp| check(kp, true)).transpose()?;
+        Ok((regular, last_resort))
+    })
+    .await?
+}
+
+/// Whether `caller`, a member of the album whose public state is `state`,
+/// may claim `user`'s KeyPackages: its own user's (to add a device), or any
+/// user's when it is one of the album's admins.
+pub(crate) async fn may_claim(state: Vec<u8>, caller: MemberId, user: UserId) -> Result<bool, ServerError> {
+    let own = caller.get(..16) == Some(user.as_bytes().as_slice());
+    if own {
+        return Ok(true);
+    }
+    let caller_user =
+        UserId::from_bytes(caller.get(..16).and_then(|u| u.try_into().ok()).ok_or(ServerError::Unavailable)?);
+    blocking(move || {
+        let public = PublicAlbum::from_bytes(&state).map_err(|e| {
+            tracing::error!(error = %e, "a stored public state does not load");
+            ServerError::Unavailable
+        })?;
+        Ok(public.context().metadata.is_admin(&caller_user))
+    })
+    .await?
 }

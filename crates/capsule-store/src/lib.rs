@@ -21,4 +21,4 @@ mod store;
 
 pub use codec::JsonCodec;
 pub use error::{Result, StoreError};
-pub use store::{Observer, SCHEMA_VERSION, SqliteProvider, Step, Store};
+pub use store::{KeyPackageRecord, Observer, SCHEMA_VERSION, SqliteProvider, Step, Store, Tidied};

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use capsule_amk::{AlbumId, AlbumMetadata};
 use capsule_identity::{DeviceCertificate, DeviceSigningKey};
-use capsule_mls::{Album, CapsuleProvider, DeviceIdentity, MlsError, Validation};
+use capsule_mls::{Album, CapsuleProvider, DeviceIdentity, MlsError, NewKeyPackage, Validation};
 use capsule_resilience::{
     Clock, CommitChain, Context, Discarded, Event, ReconcileOutcome, ReconcileStep, ResilienceError, ResilientAlbum,
     RetryPolicy,
@@ -37,6 +37,27 @@ const KIND_ALBUM: &str = "album";
 const KIND_RESILIENCE: &str = "resilience";
 /// What a re-bootstrap discarded, kept until the device joins again.
 const KIND_REBOOTSTRAP: &str = "rebootstrap";
+/// A KeyPackage this device made (by reference): its private keys are in
+/// OpenMLS's tables until a Welcome uses it or it expires.
+const KIND_KEY_PACKAGE: &str = "key_package";
+
+/// What the store keeps about one of its KeyPackages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPackageRecord {
+    /// The end of its lifetime, seconds since the Unix epoch.
+    pub not_after: u64,
+    /// Whether it is a last-resort KeyPackage.
+    pub last_resort: bool,
+}
+
+/// What [`Store::tidy_key_packages`] deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tidied {
+    /// KeyPackages a Welcome used (OpenMLS deleted their keys): records dropped.
+    pub used: usize,
+    /// Expired KeyPackages whose private keys were deleted.
+    pub expired: usize,
+}
 
 /// A step of a logical operation, reported to the observer (crash tests abort
 /// the process at each in turn).
@@ -423,8 +444,68 @@ impl Store {
             let record =
                 capsule_identity::encoding::encode(&discarded).map_err(|_| StoreError::Record("rebootstrap"))?;
             put(conn, KIND_REBOOTSTRAP, id.as_bytes(), &record)?;
-            let key_package = capsule_mls::key_package(p, device)?;
-            Ok((discarded, key_package))
+            let made = make_key_package(conn, p, device, false, capsule_mls::KEY_PACKAGE_LIFETIME_SECS)?;
+            Ok((discarded, made.bytes))
+        })
+    }
+
+    /// Makes `count` KeyPackages (and, if `last_resort`, one last-resort
+    /// KeyPackage after them) lasting `lifetime_secs`, in one transaction:
+    /// OpenMLS stores their private keys and the store records each, so
+    /// [`Store::tidy_key_packages`] deletes them when they expire.
+    ///
+    /// # Errors
+    /// MLS or storage errors (nothing is written).
+    pub fn make_key_packages(
+        &self,
+        device: &DeviceIdentity,
+        count: usize,
+        last_resort: bool,
+        lifetime_secs: u64,
+    ) -> Result<Vec<NewKeyPackage>> {
+        self.transaction(|conn, p| {
+            let flags = core::iter::repeat_n(false, count).chain(last_resort.then_some(true));
+            flags.map(|last| make_key_package(conn, p, device, last, lifetime_secs)).collect()
+        })
+    }
+
+    /// Makes one regular KeyPackage, recorded as [`Store::make_key_packages`] does.
+    ///
+    /// # Errors
+    /// MLS or storage errors (nothing is written).
+    pub fn make_key_package(&self, device: &DeviceIdentity, lifetime_secs: u64) -> Result<NewKeyPackage> {
+        self.transaction(|conn, p| make_key_package(conn, p, device, false, lifetime_secs))
+    }
+
+    /// The KeyPackages this device made and still holds the keys of.
+    ///
+    /// # Errors
+    /// [`StoreError::Record`] for a record that does not decode; SQLite errors.
+    pub fn key_packages(&self) -> Result<Vec<(Vec<u8>, KeyPackageRecord)>> {
+        self.read(|conn, _| key_package_records(conn))
+    }
+
+    /// Deletes the private keys of KeyPackages expired at `now` (seconds since
+    /// the Unix epoch), and forgets those a Welcome used (OpenMLS deleted
+    /// their keys when it did), in one transaction.
+    ///
+    /// # Errors
+    /// MLS or storage errors (nothing is written).
+    pub fn tidy_key_packages(&self, now: u64) -> Result<Tidied> {
+        self.transaction(|conn, p| {
+            let mut tidied = Tidied::default();
+            for (reference, record) in key_package_records(conn)? {
+                if !capsule_mls::holds_key_package(p, &reference)? {
+                    tidied.used += 1;
+                } else if record.not_after <= now {
+                    capsule_mls::forget_key_package(p, &reference)?;
+                    tidied.expired += 1;
+                } else {
+                    continue;
+                }
+                delete(conn, KIND_KEY_PACKAGE, &reference)?;
+            }
+            Ok(tidied)
         })
     }
 
@@ -527,6 +608,35 @@ impl Store {
         let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         u64::try_from(pages.saturating_mul(size)).map_err(|_| StoreError::Record("page count"))
     }
+}
+
+/// Makes one KeyPackage and records it, inside the caller's transaction.
+fn make_key_package(
+    conn: &Connection,
+    p: &SqliteProvider<'_>,
+    device: &DeviceIdentity,
+    last_resort: bool,
+    lifetime_secs: u64,
+) -> Result<NewKeyPackage> {
+    let made = capsule_mls::new_key_package(p, device, last_resort, lifetime_secs)?;
+    let record = KeyPackageRecord { not_after: made.not_after, last_resort };
+    let bytes = capsule_identity::encoding::encode(&record).map_err(|_| StoreError::Record("key package"))?;
+    put(conn, KIND_KEY_PACKAGE, &made.reference, &bytes)?;
+    Ok(made)
+}
+
+fn key_package_records(conn: &Connection) -> Result<Vec<(Vec<u8>, KeyPackageRecord)>> {
+    let mut statement = conn.prepare("SELECT id, value FROM capsule_records WHERE kind = ?1 ORDER BY id")?;
+    let rows =
+        statement.query_map(params![KIND_KEY_PACKAGE], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, value) = row?;
+        let record =
+            capsule_identity::encoding::decode_canonical(&value).map_err(|_| StoreError::Record("key package"))?;
+        out.push((id, record));
+    }
+    Ok(out)
 }
 
 fn provider(conn: &Connection) -> Result<SqliteProvider<'_>> {

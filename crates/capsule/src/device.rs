@@ -8,10 +8,11 @@ use capsule_amk::{AlbumId, AlbumMetadata, AmkKeyring, HistoryPolicy, SealedPhoto
 use capsule_identity::{
     DeviceCertificate, DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair, UserId, Validity,
 };
-use capsule_mls::{DeviceIdentity, Epoch, Genesis, Member, RekeyId, Validation, key_package};
+use capsule_mls::{DeviceIdentity, Epoch, Genesis, Member, RekeyId, Validation};
 use capsule_resilience::{
-    AlbumStatus, AmkEscrow, Change, Clock, CommitChain, Discarded, Event, IntentId, IntentState, ReconcileOutcome,
-    RekeyReason, RekeySchedule, ResilienceError, ResilientAlbum, RetryPolicy, Timestamp,
+    AlbumStatus, AmkEscrow, Change, Clock, CommitChain, Delivery, Discarded, Event, IntentId, IntentState,
+    KeyPackageDirectory, KeyPackageStock, KeyPackageUpload, Mailbox, ReconcileOutcome, RekeyReason, RekeySchedule,
+    ResilienceError, ResilientAlbum, RetryPolicy, Timestamp,
 };
 use capsule_store::{Store, StoreError};
 use getrandom::SysRng;
@@ -26,6 +27,57 @@ pub struct Rebootstrap {
     pub discarded: Discarded,
     /// The fresh KeyPackage another device re-adds this one from.
     pub key_package: Vec<u8>,
+}
+
+/// How many regular KeyPackages a device keeps in the server's directory:
+/// [`Device::refresh_key_packages`] tops the stock up to this when the server
+/// says it runs low.
+pub const KEY_PACKAGE_STOCK: u64 = 20;
+
+/// A last-resort KeyPackage ending sooner than this is replaced.
+const LAST_RESORT_RENEWAL_SECS: u64 = 7 * 24 * 3600;
+
+/// What became of one Welcome of the mailbox ([`Device::receive_welcomes`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Received {
+    /// Joined the album at `epoch + 1` (or had joined it from this Welcome
+    /// before an interruption); removed from the mailbox.
+    Joined {
+        /// The album.
+        album: AlbumId,
+        /// The epoch of the commit that added this device.
+        epoch: Epoch,
+    },
+    /// An older Welcome for an album a newer one supersedes; removed.
+    Superseded {
+        /// The album.
+        album: AlbumId,
+        /// The epoch of the commit that made it.
+        epoch: Epoch,
+    },
+    /// Kept in the mailbox, to try again: an identity key the trust store
+    /// does not hold yet, or a membership of the album this device has not
+    /// yet learned it lost ([`Device::reconcile_with_server`] first).
+    Waiting {
+        /// The album.
+        album: AlbumId,
+        /// The epoch of the commit that made it.
+        epoch: Epoch,
+        /// Why it cannot be joined now.
+        error: Error,
+    },
+    /// Refused for good and removed from the mailbox (not made for a
+    /// KeyPackage this device holds, a forged or broken Welcome or bundle):
+    /// this device needs to be added again.
+    Refused {
+        /// The album it names, if that is an album id at all.
+        album: Option<AlbumId>,
+        /// The epoch of the commit that made it.
+        epoch: Epoch,
+        /// Why.
+        error: Error,
+    },
 }
 
 /// The escrow as a store transaction sees it: the escrow was called before the
@@ -76,6 +128,26 @@ const _: () = {
     const fn shareable<T: Send + Sync>() {}
     shareable::<Device>();
 };
+
+/// Whether a Welcome that cannot be joined may be joinable later.
+fn waits(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Mls(
+            capsule_mls::MlsError::UnknownIdentity { .. }
+                | capsule_mls::MlsError::Refused("already an active member of this album")
+        )
+    )
+}
+
+/// A failure of this device (its store, a bug), not of the Welcome.
+fn is_fault(error: &Error) -> bool {
+    match error {
+        Error::Mls(e) => e.is_internal(),
+        Error::Store(_) | Error::Resilience(_) | Error::Chain(_) => true,
+        _ => false,
+    }
+}
 
 /// Holds an album's lock; a thread that panicked while holding it left the
 /// store consistent (every write is a transaction), so the lock is taken anyway.
@@ -281,7 +353,118 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn key_package(&self) -> Result<Vec<u8>> {
-        Ok(self.store.with_provider(|p| key_package(p, &self.me))?)
+        Ok(self.store.make_key_package(&self.me, capsule_mls::KEY_PACKAGE_LIFETIME_SECS)?.bytes)
+    }
+
+    /// Keeps this device's KeyPackages in the server's directory: deletes the
+    /// private keys of its KeyPackages expired at `now` (and forgets those a
+    /// Welcome used), asks the directory for its stock, and when the server
+    /// says it runs low publishes new ones up to [`KEY_PACKAGE_STOCK`], with
+    /// a new last-resort KeyPackage when the filed one is gone or ends within
+    /// a week. Call it at start and now and then (daily). No store
+    /// transaction is open while the directory is called.
+    ///
+    /// # Errors
+    /// [`Error::Chain`] when the directory does not answer or refuses
+    /// (KeyPackages made but not filed expire like the others); store errors.
+    pub fn refresh_key_packages(
+        &self,
+        directory: &mut impl KeyPackageDirectory,
+        now: capsule_identity::UnixTime,
+    ) -> Result<KeyPackageStock> {
+        self.store.tidy_key_packages(now.0)?;
+        let stock = directory.stock()?;
+        let regular = if stock.low { KEY_PACKAGE_STOCK.saturating_sub(stock.available) } else { 0 };
+        let last_resort =
+            stock.last_resort_until.is_none_or(|end| end <= now.0.saturating_add(LAST_RESORT_RENEWAL_SECS));
+        if regular == 0 && !last_resort {
+            return Ok(stock);
+        }
+        let count = usize::try_from(regular).unwrap_or(usize::MAX);
+        let made =
+            self.store.make_key_packages(&self.me, count, last_resort, capsule_mls::KEY_PACKAGE_LIFETIME_SECS)?;
+        let mut upload = KeyPackageUpload::default();
+        for kp in made {
+            if kp.last_resort {
+                upload.last_resort = Some(kp.bytes);
+            } else {
+                upload.key_packages.push(kp.bytes);
+            }
+        }
+        Ok(directory.publish(&upload)?)
+    }
+
+    /// The KeyPackages whose private keys this device holds: (reference, end
+    /// of lifetime, last resort).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn key_packages_held(&self) -> Result<Vec<(Vec<u8>, u64, bool)>> {
+        Ok(self.store.key_packages()?.into_iter().map(|(r, k)| (r, k.not_after, k.last_resort)).collect())
+    }
+
+    /// Joins the albums whose Welcomes wait in this device's mailbox: for
+    /// each album, the newest Welcome (older ones are superseded), joined in
+    /// one transaction, then acknowledged. A Welcome that cannot be joined yet
+    /// stays ([`Received::Waiting`]); one that never can is acknowledged and
+    /// reported ([`Received::Refused`]). No store transaction is open while
+    /// the mailbox is called; a crash between a join and its acknowledgement
+    /// finds the album joined and acknowledges it next time.
+    ///
+    /// # Errors
+    /// [`Error::Chain`] when the mailbox does not answer (what was joined
+    /// stays joined); store faults.
+    pub fn receive_welcomes(&self, mailbox: &mut impl Mailbox, validation: Validation<'_>) -> Result<Vec<Received>> {
+        let deliveries = mailbox.deliveries()?;
+        let newest: BTreeMap<&[u8], Epoch> = deliveries.iter().fold(BTreeMap::new(), |mut newest, d| {
+            let e = newest.entry(d.album.as_slice()).or_insert(d.epoch);
+            *e = (*e).max(d.epoch);
+            newest
+        });
+        let mut received = Vec::with_capacity(deliveries.len());
+        for delivery in &deliveries {
+            let epoch = delivery.epoch;
+            let Ok(id) = <[u8; 16]>::try_from(delivery.album.as_slice()).map(AlbumId::from_bytes) else {
+                mailbox.acknowledge(delivery)?;
+                let error = Error::Mls(capsule_mls::MlsError::Malformed("album id"));
+                received.push(Received::Refused { album: None, epoch, error });
+                continue;
+            };
+            if newest.get(delivery.album.as_slice()).is_some_and(|n| *n > epoch) {
+                mailbox.acknowledge(delivery)?;
+                received.push(Received::Superseded { album: id, epoch });
+                continue;
+            }
+            let outcome = self.join_delivered(id, delivery, validation);
+            match outcome {
+                Ok(()) => {
+                    mailbox.acknowledge(delivery)?;
+                    received.push(Received::Joined { album: id, epoch });
+                }
+                Err(error) if waits(&error) => received.push(Received::Waiting { album: id, epoch, error }),
+                Err(error) if is_fault(&error) => return Err(error),
+                Err(error) => {
+                    mailbox.acknowledge(delivery)?;
+                    received.push(Received::Refused { album: Some(id), epoch, error });
+                }
+            }
+        }
+        Ok(received)
+    }
+
+    /// Joins from one delivery, unless this device joined from it already.
+    fn join_delivered(&self, album: AlbumId, delivery: &Delivery, validation: Validation<'_>) -> Result<()> {
+        let lock = self.album_lock(album);
+        let _serial = hold(&lock);
+        let joined_at = delivery.epoch.saturating_add(1);
+        let stored = self.store.album(album).ok().map(|a| (a.epoch(), !a.is_evicted()));
+        if stored.is_some_and(|(epoch, active)| active && epoch >= joined_at) {
+            return Ok(());
+        }
+        let bundle =
+            delivery.bundle.as_deref().ok_or(capsule_mls::MlsError::Malformed("a welcome without a bundle"))?;
+        self.store.join_album(&delivery.welcome, bundle, validation)?;
+        Ok(())
     }
 
     /// The album's public state now, signed by this device: what the server

@@ -51,7 +51,7 @@ mod error;
 pub mod testkit;
 
 pub use capsule_amk::SealedPhoto as Photo;
-pub use device::{Device, Rebootstrap};
+pub use device::{Device, KEY_PACKAGE_STOCK, Rebootstrap, Received};
 pub use error::{Error, Result};
 
 /// Hybrid identity keys and device certificates.

@@ -97,7 +97,8 @@ pub(crate) async fn commit<S: Storage>(
         let mut added: Vec<Vec<u8>> = applied.welcomed.iter().map(|(_, r)| r.clone()).collect();
         made_for.sort();
         added.sort();
-        if made_for != added || has_bundle != !added.is_empty() {
+        let wants_bundle = !added.is_empty();
+        if made_for != added || has_bundle != wants_bundle {
             return Err(welcome_mismatch());
         }
         Ok(Validated {
@@ -237,10 +238,11 @@ pub(crate) async fn key_packages<S: Storage>(
     blocking(move || {
         let check = |bytes: Vec<u8>, last_resort: bool| {
             let info = inspect_key_package(&bytes, Validation { trust: &trust, now }).map_err(|e| match e {
-                MlsError::Identity(_)
-                | MlsError::UnknownIdentity { .. }
-                | MlsError::ForeignCredential
-                | MlsError::LeafKeyMismatch => refused(KeyPackageRefusal::Certificate),
+                // Only the caller's user's key is trusted here.
+                MlsError::UnknownIdentity { .. } => refused(KeyPackageRefusal::NotYours),
+                MlsError::Identity(_) | MlsError::ForeignCredential | MlsError::LeafKeyMismatch => {
+                    refused(KeyPackageRefusal::Certificate)
+                }
                 e if e.is_internal() => refusal(&e),
                 _ => refused(KeyPackageRefusal::Invalid),
             })?;

@@ -14,7 +14,7 @@
 //! KeyPackages: `POST /v1/key-packages` with a [`KeyPackageUpload`] and
 //! `GET /v1/key-packages` for the calling device's [`KeyPackageStock`];
 //! `POST /v1/albums/{album}/key-packages/{user}` claims one per device of
-//! `user` ([`ClaimedKeyPackage`]s). The Welcome mailbox: `GET /v1/mailbox`
+//! `user` not in the album yet ([`ClaimedKeyPackage`]s). The Welcome mailbox: `GET /v1/mailbox`
 //! for the calling device's [`Delivery`]s, `DELETE /v1/mailbox/{reference}`
 //! to acknowledge one.
 //! `{album}`, `{user}` and `{reference}` are ids in lowercase hex. Every

@@ -433,10 +433,11 @@ impl HttpDirectory {
         chain_reply(send(&self.agent, self.credentials.as_deref(), method, url, body))
     }
 
-    /// Claims one KeyPackage per device of `user`, to add them to `album`
-    /// (this device must be a member, and an admin unless `user` is its own
-    /// user). A regular KeyPackage is handed out once; a device that has none
-    /// left gives its last-resort one. Devices with nothing usable are absent.
+    /// Claims one KeyPackage per device of `user` that is not in `album`, to
+    /// add them (this device must be a member, and an admin unless `user` is
+    /// its own user). A regular KeyPackage is handed out once; a device that
+    /// has none left gives its last-resort one. Devices with nothing usable
+    /// are absent.
     ///
     /// # Errors
     /// [`ChainError::Denied`] when this device may not add `user` to `album`;

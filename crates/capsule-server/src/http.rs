@@ -569,11 +569,9 @@ async fn claim<S: Storage>(
         }
         let AlbumState { state, .. } = app.run(&album, app.storage.album_state(album.clone())).await?;
         let state = state.ok_or(ServerError::Forbidden)?;
-        if !validate::may_claim(state, caller, user).await? {
-            return Err(ServerError::Forbidden);
-        }
+        let members = validate::claimable(state, caller, user).await?.ok_or(ServerError::Forbidden)?;
         let usable_from = validate::usable_from(app.settings.key_package_margin);
-        let claimed = app.run(&album, app.storage.claim_key_packages(*user.as_bytes(), usable_from)).await?;
+        let claimed = app.run(&album, app.storage.claim_key_packages(*user.as_bytes(), members, usable_from)).await?;
         tracing::info!(album = %tag(&album), claimed = claimed.len(), "key packages claimed");
         Ok(claimed)
     };

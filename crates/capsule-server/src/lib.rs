@@ -203,11 +203,12 @@ impl Storage for Backend {
     async fn claim_key_packages(
         &self,
         user: [u8; 16],
+        skip: Vec<[u8; 16]>,
         usable_from: u64,
     ) -> Result<Vec<ClaimedKeyPackage>, StorageError> {
         match self {
-            Self::Sqlite(s) => s.claim_key_packages(user, usable_from).await,
-            Self::Postgres(s) => s.claim_key_packages(user, usable_from).await,
+            Self::Sqlite(s) => s.claim_key_packages(user, skip, usable_from).await,
+            Self::Postgres(s) => s.claim_key_packages(user, skip, usable_from).await,
         }
     }
 

@@ -595,6 +595,7 @@ impl Storage for PostgresStorage {
     async fn claim_key_packages(
         &self,
         user: [u8; 16],
+        skip: Vec<[u8; 16]>,
         usable_from: u64,
     ) -> Result<Vec<ClaimedKeyPackage>, StorageError> {
         let mut client = self.pool.get().await.map_err(db)?;
@@ -610,6 +611,9 @@ impl Storage for PostgresStorage {
         let mut claimed = Vec::with_capacity(devices.len());
         for row in devices {
             let device: Vec<u8> = row.try_get(0).map_err(db)?;
+            if skip.iter().any(|s| s.as_slice() == device.as_slice()) {
+                continue;
+            }
             // A regular one first, removed as it is handed out; rows another
             // claim holds are skipped, so no two claims get the same one.
             let regular = tx

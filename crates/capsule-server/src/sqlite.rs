@@ -576,6 +576,7 @@ impl Storage for SqliteStorage {
     async fn claim_key_packages(
         &self,
         user: [u8; 16],
+        skip: Vec<[u8; 16]>,
         usable_from: u64,
     ) -> Result<Vec<ClaimedKeyPackage>, StorageError> {
         let usable_from = clamp(usable_from);
@@ -594,7 +595,7 @@ impl Storage for SqliteStorage {
                 rows.collect::<Result<_, _>>().map_err(db)?
             };
             let mut claimed = Vec::with_capacity(devices.len());
-            for device in devices {
+            for device in devices.into_iter().filter(|d| !skip.iter().any(|s| s.as_slice() == d.as_slice())) {
                 // A regular one first (the one ending soonest); the last resort
                 // only when none is left.
                 let (reference, last, key_package): (Vec<u8>, bool, Vec<u8>) = tx

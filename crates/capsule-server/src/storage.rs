@@ -200,12 +200,14 @@ pub trait Storage: Clone + Send + Sync + 'static {
         usable_from: u64,
     ) -> impl Future<Output = Result<(u64, Option<u64>), StorageError>> + Send;
 
-    /// Claims one KeyPackage per device of `user`: the regular one ending
-    /// first, removed as it is handed out, or else the last-resort one (kept);
-    /// only those ending at or after `usable_from` (the others are forgotten).
+    /// Claims one KeyPackage per device of `user` but those in `skip`: the
+    /// regular one ending first, removed as it is handed out, or else the
+    /// last-resort one (kept); only those ending at or after `usable_from`
+    /// (the others are forgotten).
     fn claim_key_packages(
         &self,
         user: [u8; 16],
+        skip: Vec<[u8; 16]>,
         usable_from: u64,
     ) -> impl Future<Output = Result<Vec<ClaimedKeyPackage>, StorageError>> + Send;
 

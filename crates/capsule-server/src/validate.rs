@@ -261,22 +261,26 @@ pub(crate) async fn key_packages<S: Storage>(
     .await?
 }
 
-/// Whether `caller`, a member of the album whose public state is `state`,
-/// may claim `user`'s KeyPackages: its own user's (to add a device), or any
-/// user's when it is one of the album's admins.
-pub(crate) async fn may_claim(state: Vec<u8>, caller: MemberId, user: UserId) -> Result<bool, ServerError> {
-    let own = caller.get(..16) == Some(user.as_bytes().as_slice());
-    if own {
-        return Ok(true);
-    }
-    let caller_user =
-        UserId::from_bytes(caller.get(..16).and_then(|u| u.try_into().ok()).ok_or(ServerError::Unavailable)?);
+/// What `caller`, a member of the album whose public state is `state`, may
+/// claim of `user`'s KeyPackages: `None` if nothing (it may add devices of its
+/// own user, or of anyone as an admin), else the devices of `user` already
+/// in the album (they need none).
+pub(crate) async fn claimable(
+    state: Vec<u8>,
+    caller: MemberId,
+    user: UserId,
+) -> Result<Option<Vec<[u8; 16]>>, ServerError> {
+    let caller_user = caller.get(..16).and_then(|u| <[u8; 16]>::try_from(u).ok()).ok_or(ServerError::Unavailable)?;
+    let caller_user = UserId::from_bytes(caller_user);
     blocking(move || {
         let public = PublicAlbum::from_bytes(&state).map_err(|e| {
             tracing::error!(error = %e, "a stored public state does not load");
             ServerError::Unavailable
         })?;
-        Ok(public.context().metadata.is_admin(&caller_user))
+        if caller_user != user && !public.context().metadata.is_admin(&caller_user) {
+            return Ok(None);
+        }
+        Ok(Some(public.members().into_iter().filter(|m| m.user == user).map(|m| *m.device.as_bytes()).collect()))
     })
     .await?
 }

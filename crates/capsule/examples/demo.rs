@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capsule::Device;
 use capsule::amk::{AlbumId, HistoryPolicy};
 use capsule::identity::{DeviceId, IdentityKeyPair, IdentityPublicKey, UnixTime, UserId, Validity};
 use capsule::mls::{Epoch, RekeyId, Validation};
@@ -19,6 +18,7 @@ use capsule::resilience::testkit::{Fault, FaultyChain, MemoryEscrow, SimClock};
 use capsule::resilience::{AmkEscrow, RekeyReason};
 use capsule::resilience::{Change, Clock, Event, ReconcileOutcome};
 use capsule::resilience::{CommitChain, WelcomeBlobs};
+use capsule::{Device, Received};
 use capsule_client::{Credentials, HttpChain, HttpDirectory};
 use capsule_server::{Database, Outcome, Running, Settings};
 
@@ -72,6 +72,19 @@ impl World {
             .with_credentials(Arc::new(credentials))
     }
 
+    /// `device`'s view of the server's directory and of its own mailbox.
+    fn directory_of(&self, device: &Device) -> HttpDirectory {
+        let credentials = Credentials::new(device.user(), device.id(), device.request_key());
+        HttpDirectory::new(&self.server.url(), Duration::from_secs(10)).with_credentials(Arc::new(credentials))
+    }
+
+    /// KeyPackages `adder` claims from the directory for `user`'s devices not
+    /// in the album yet (each handed out once).
+    fn claim(&self, adder: &str, user: UserId) -> Vec<Vec<u8>> {
+        let claimed = self.directory_of(self.device(adder)).claim(ALBUM.as_bytes(), user).unwrap();
+        claimed.into_iter().map(|c| c.key_package).collect()
+    }
+
     /// The newest commit that made a Welcome: its epoch, and the Welcome and bundle.
     fn latest_welcome(&self) -> (Epoch, WelcomeBlobs) {
         let mut chain = self.chain();
@@ -82,11 +95,12 @@ impl World {
             .unwrap()
     }
 
+    /// `name` joins from the Welcome waiting in its mailbox.
     fn join(&mut self, name: &str) {
-        let (_, blobs) = self.latest_welcome();
-        let i = self.idx(name);
         let v = Validation { trust: &self.trust, now: NOW };
-        self.phones[i].device.join(blobs.welcome.as_deref().unwrap(), blobs.bundle.as_deref().unwrap(), v).unwrap();
+        let device = self.device(name);
+        let received = device.receive_welcomes(&mut self.directory_of(device), v).unwrap();
+        assert!(matches!(received.as_slice(), [Received::Joined { album: ALBUM, .. }]), "{received:?}");
     }
 
     fn entries(&self) -> u64 {
@@ -183,6 +197,10 @@ fn main() {
             } else {
                 directory.register_device(device.certificate()).unwrap();
             }
+            // It files KeyPackages for others to add it with. Their lifetime
+            // is OpenMLS's, on the system clock: they are tidied by it.
+            let stock = device.refresh_key_packages(&mut w.directory_of(&device), today()).unwrap();
+            assert_eq!(stock.available, capsule::KEY_PACKAGE_STOCK);
             let chain = FaultyChain::new(w.chain_of(&device), clock.clone());
             w.phones.push(Phone { name, path, device, chain });
         }
@@ -192,8 +210,10 @@ fn main() {
             devices.len()
         );
     }
-    let kp = w.device("bob-phone").key_package().unwrap();
-    println!("   a KeyPackage (X-Wing key + device certificate): {} B", kp.len());
+    println!(
+        "   each device filed {} KeyPackages and a last-resort one in the server's directory",
+        capsule::KEY_PACKAGE_STOCK
+    );
     took(t);
 
     let t = step("Alice creates a shared album (full history; admins Alice and Bob) and adds her laptop and Bob");
@@ -203,15 +223,23 @@ fn main() {
     let genesis = w.device("alice-phone").album_genesis(ALBUM).unwrap();
     w.chain_of(w.device("alice-phone")).create_album(Epoch::ZERO, Some(&genesis)).unwrap();
     println!("   the server now validates every commit against the album's public state (tree and context)");
-    let laptop_kp = w.device("alice-laptop").key_package().unwrap();
+    // KeyPackages are claimed from the directory (each handed out once) and
+    // Welcomes arrive in each added device's mailbox: no joiner reads the chain for one.
+    let laptop_kp = w.claim("alice-phone", alice).pop().unwrap();
     w.device("alice-phone").propose(ALBUM, Change::AddDevice { key_package: laptop_kp }).unwrap();
     w.sync("alice-phone");
     w.join("alice-laptop");
-    let bob_dir = vec![w.device("bob-phone").key_package().unwrap(), w.device("bob-laptop").key_package().unwrap()];
+    let bob_dir = w.claim("alice-phone", bob);
+    println!(
+        "   alice-phone claims {} KeyPackages of Bob's devices from the directory ({} B each: X-Wing key + device certificate)",
+        bob_dir.len(),
+        bob_dir[0].len()
+    );
     w.device("alice-phone").propose(ALBUM, Change::AddUser { user: bob, directory: bob_dir }).unwrap();
     w.sync("alice-phone");
     w.join("bob-phone");
     w.join("bob-laptop");
+    println!("   each of Bob's devices joined from the Welcome in its own mailbox");
     let (epoch, blobs) = w.latest_welcome();
     let commit = w.chain().fetch(epoch).unwrap().into_iter().next().unwrap().commit;
     println!(
@@ -224,7 +252,7 @@ fn main() {
     took(t);
 
     let t = step("Bob adds Charlie; Alice uploads a photo; every device decrypts it");
-    let charlie_kp = vec![w.device("charlie-phone").key_package().unwrap()];
+    let charlie_kp = w.claim("bob-phone", UserId::from_bytes([3; 16]));
     w.device("bob-phone")
         .propose(ALBUM, Change::AddUser { user: UserId::from_bytes([3; 16]), directory: charlie_kp })
         .unwrap();
@@ -385,6 +413,11 @@ fn main() {
     }
     println!("\nDone: {entries} chain entries, every device in the album agrees.");
     println!("The server's database is kept at {} (open it with sqlite3).", chain_db.display());
+}
+
+/// The system clock: KeyPackage lifetimes are OpenMLS's, set on it.
+fn today() -> UnixTime {
+    UnixTime(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs())
 }
 
 fn describe(r: capsule::Result<Vec<u8>>) -> String {

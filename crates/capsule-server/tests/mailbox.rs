@@ -10,39 +10,21 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use capsule_amk::{AlbumId, AlbumMetadata, HistoryPolicy};
 use capsule_chain::wire::{KeyPackageRefusal, KeyPackageUpload};
 use capsule_chain::{ChainError, CommitChain, Epoch, Invalid, KeyPackageDirectory, Mailbox, Refused, Submission};
-use capsule_client::{Credentials, HttpChain, HttpDirectory};
-use capsule_identity::{DeviceSigningKey, UnixTime, Validity};
+use capsule_client::{HttpChain, HttpDirectory};
+use capsule_identity::{UnixTime, UserId, Validity};
 use capsule_mls::testkit::{Directory, TestDevice};
 use capsule_mls::{Album, Change, holds_key_package, inspect_key_package, new_key_package};
 use capsule_server::{Database, Running, Settings};
-use common::{LOOPBACK, fresh_postgres_db, postgres_url};
+use common::{LOOPBACK, credentials, databases};
 
 const ALBUM: AlbumId = AlbumId::from_bytes([0x6B; 16]);
 const T: Duration = Duration::from_secs(30);
 const MONTH: u64 = 30 * 24 * 3600;
-
-fn databases(name: &str) -> Vec<(Database, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut out = vec![(Database::Sqlite(dir.path().join("chain.sqlite")), Some(dir))];
-    if let Some(url) = postgres_url() {
-        out.push((Database::Postgres { url: fresh_postgres_db(&url, name), connections: 4 }, None));
-    }
-    out
-}
-
-fn credentials(device: &TestDevice) -> Arc<Credentials> {
-    Arc::new(Credentials::new(
-        device.user,
-        device.id,
-        DeviceSigningKey::from_secret_bytes(&device.me.secret_key_bytes()),
-    ))
-}
 
 /// `device`'s view of the directory and its mailbox: every request signed.
 fn directory_of(server: &Running, device: &TestDevice) -> HttpDirectory {
@@ -51,6 +33,30 @@ fn directory_of(server: &Running, device: &TestDevice) -> HttpDirectory {
 
 fn chain_of(server: &Running, device: &TestDevice) -> HttpChain {
     HttpChain::new(&server.url(), ALBUM.as_bytes(), T).with_credentials(credentials(device))
+}
+
+/// Alice, Bob (a phone and a laptop) and Carol, registered in the directory.
+struct People {
+    dir: Directory,
+    alice: UserId,
+    bob: UserId,
+    carol: UserId,
+    a0: TestDevice,
+    b0: TestDevice,
+    b1: TestDevice,
+    c0: TestDevice,
+}
+
+fn people(open: &HttpDirectory, seed: u8) -> People {
+    let mut dir = Directory::new(seed);
+    let (alice, bob, carol) = (dir.user(1).unwrap(), dir.user(2).unwrap(), dir.user(3).unwrap());
+    let (a0, b0, b1, c0) =
+        (dir.device(alice).unwrap(), dir.device(bob).unwrap(), dir.device(bob).unwrap(), dir.device(carol).unwrap());
+    for device in [&a0, &b0, &c0] {
+        open.register_user(&dir.trust[&device.user], device.me.certificate()).unwrap();
+    }
+    open.register_device(b1.me.certificate()).unwrap();
+    People { dir, alice, bob, carol, a0, b0, b1, c0 }
 }
 
 fn kp(device: &TestDevice, last_resort: bool, lifetime: u64) -> Vec<u8> {
@@ -72,14 +78,7 @@ fn key_packages(database: &Database) {
     let settings = Settings { key_packages_low: 3, key_packages_max: 8, ..Settings::default() };
     let server = Running::start(database, LOOPBACK, settings).unwrap();
     let open = HttpDirectory::new(&server.url(), T);
-    let mut dir = Directory::new(52);
-    let (alice, bob, carol) = (dir.user(1).unwrap(), dir.user(2).unwrap(), dir.user(3).unwrap());
-    let (a0, b0, b1, c0) =
-        (dir.device(alice).unwrap(), dir.device(bob).unwrap(), dir.device(bob).unwrap(), dir.device(carol).unwrap());
-    for device in [&a0, &b0, &c0] {
-        open.register_user(&dir.trust[&device.user], device.me.certificate()).unwrap();
-    }
-    open.register_device(b1.me.certificate()).unwrap();
+    let People { mut dir, alice, bob, carol, a0, b0, b1, c0 } = people(&open, 52);
 
     // Bob's phone files two KeyPackages and a last-resort one.
     let mut bob_dir = directory_of(&server, &b0);
@@ -195,14 +194,7 @@ fn a_welcome_goes_to_the_mailbox_of_each_device_it_adds() {
 fn mailbox(database: &Database) {
     let server = Running::start(database, LOOPBACK, Settings::default()).unwrap();
     let open = HttpDirectory::new(&server.url(), T);
-    let mut dir = Directory::new(53);
-    let (alice, bob, carol) = (dir.user(1).unwrap(), dir.user(2).unwrap(), dir.user(3).unwrap());
-    let (a0, b0, b1, c0) =
-        (dir.device(alice).unwrap(), dir.device(bob).unwrap(), dir.device(bob).unwrap(), dir.device(carol).unwrap());
-    for device in [&a0, &b0, &c0] {
-        open.register_user(&dir.trust[&device.user], device.me.certificate()).unwrap();
-    }
-    open.register_device(b1.me.certificate()).unwrap();
+    let People { dir, alice, bob, a0, b0, b1, c0, .. } = people(&open, 53);
     for device in [&b0, &b1, &c0] {
         let upload = KeyPackageUpload { key_packages: vec![kp(device, false, MONTH)], last_resort: None };
         directory_of(&server, device).publish(&upload).unwrap();

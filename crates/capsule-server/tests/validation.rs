@@ -8,44 +8,24 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use capsule_amk::{AlbumId, AlbumMetadata, HistoryPolicy};
 use capsule_chain::wire::{self, AUTH_HEADER, AuthRefusal, DirectoryRefusal, Reply, RequestAuth, ServerError};
 use capsule_chain::{ChainError, CommitChain, Epoch, Invalid, Refused, Submission, SubmitAnswer};
-use capsule_client::{Credentials, DirectoryError, HttpChain, HttpDirectory};
+use capsule_client::{DirectoryError, HttpChain, HttpDirectory};
 use capsule_identity::{DeviceClaims, DeviceSigningKey, IdentityKeyPair, UnixTime, Validity};
 use capsule_mls::rules::Violation;
 use capsule_mls::testkit::{Directory, TestDevice, forged_commit};
 use capsule_mls::{Album, Change, Member, Validation};
 use capsule_server::{Database, Outcome, Running, Settings};
-use common::{LOOPBACK, fresh_postgres_db, postgres_url};
+use common::{LOOPBACK, credentials, databases};
 
 const ALBUM: AlbumId = AlbumId::from_bytes([0x5A; 16]);
 const T: Duration = Duration::from_secs(30);
 
-/// Every database the test matrix has: SQLite always, PostgreSQL when started.
-fn databases(name: &str) -> Vec<(Database, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut out = vec![(Database::Sqlite(dir.path().join("chain.sqlite")), Some(dir))];
-    if let Some(url) = postgres_url() {
-        out.push((Database::Postgres { url: fresh_postgres_db(&url, name), connections: 4 }, None));
-    }
-    out
-}
-
 fn register(directory: &HttpDirectory, dir: &Directory, device: &TestDevice) {
     directory.register_user(&dir.trust[&device.user], device.me.certificate()).unwrap();
-}
-
-/// `device`'s signing credentials.
-fn credentials(device: &TestDevice) -> Arc<Credentials> {
-    Arc::new(Credentials::new(
-        device.user,
-        device.id,
-        DeviceSigningKey::from_secret_bytes(&device.me.secret_key_bytes()),
-    ))
 }
 
 /// The album's chain as `device` reaches it: every request signed.

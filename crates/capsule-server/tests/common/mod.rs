@@ -41,6 +41,23 @@ pub fn postgres_url() -> Option<String> {
     None
 }
 
+/// Every database the test matrix has: SQLite always (in the returned
+/// directory), PostgreSQL when started (a fresh database named `name`).
+pub fn databases(name: &str) -> Vec<(Database, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = vec![(Database::Sqlite(dir.path().join("chain.sqlite")), Some(dir))];
+    if let Some(url) = postgres_url() {
+        out.push((Database::Postgres { url: fresh_postgres_db(&url, name), connections: 4 }, None));
+    }
+    out
+}
+
+/// A test device's request-signing credentials.
+pub fn credentials(device: &capsule_mls::testkit::TestDevice) -> std::sync::Arc<capsule_client::Credentials> {
+    let key = capsule_identity::DeviceSigningKey::from_secret_bytes(&device.me.secret_key_bytes());
+    std::sync::Arc::new(capsule_client::Credentials::new(device.user, device.id, key))
+}
+
 /// A fresh, empty PostgreSQL database on the test cluster, named `name`.
 pub fn fresh_postgres_db(url: &str, name: &str) -> String {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -424,9 +424,7 @@ async fn welcome<S: Storage>(
     (method, uri, headers): (Method, Uri, HeaderMap),
 ) -> Response {
     let run = async {
-        let Path((album, epoch)) = path.map_err(|_| MALFORMED)?;
-        let album = album_id(&album)?;
-        let epoch = epoch.parse().map(Epoch).map_err(|_| ServerError::BadRequest(WireError::Malformed))?;
+        let (album, epoch) = album_and_epoch(path)?;
         let caller = Request { method, uri, headers }.caller(&app, &[]).await?;
         if readable(&app, &album, caller).await?.is_some_and(|until| epoch > until) {
             return Err(ServerError::Forbidden);
@@ -601,9 +599,7 @@ async fn acknowledge<S: Storage>(
     (method, uri, headers): (Method, Uri, HeaderMap),
 ) -> Response {
     let run = async {
-        let Path((album, epoch)) = path.map_err(|_| MALFORMED)?;
-        let album = album_id(&album)?;
-        let epoch = epoch.parse().map(Epoch).map_err(|_| MALFORMED)?;
+        let (album, epoch) = album_and_epoch(path)?;
         // Only its own mailbox: the row is keyed by the caller.
         let caller = Request { method, uri, headers }.device(&app, &[]).await?;
         app.run(&album, app.storage.acknowledge(caller, album.clone(), epoch)).await
@@ -612,6 +608,12 @@ async fn acknowledge<S: Storage>(
         Ok(()) => reply(StatusCode::OK, &Reply::Acknowledged),
         Err(e) => error(e),
     }
+}
+
+/// An album id and an epoch from a path's two segments.
+fn album_and_epoch(path: Segments<(String, String)>) -> Result<(Vec<u8>, Epoch), ServerError> {
+    let Path((album, epoch)) = path.map_err(|_| MALFORMED)?;
+    Ok((album_id(&album)?, epoch.parse().map(Epoch).map_err(|_| MALFORMED)?))
 }
 
 /// A user id from its path segment: 16 bytes in hex.

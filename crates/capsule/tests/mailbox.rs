@@ -102,6 +102,14 @@ fn devices_publish_key_packages_join_from_their_mailbox_and_delete_spent_keys() 
     let again = bob_phone.receive_welcomes(&mut lossy, v).unwrap();
     assert!(matches!(again.as_slice(), [Received::Joined { album: ALBUM, epoch: Epoch(0) }]), "{again:?}");
     assert_eq!(dir(&bob_phone).deliveries(), Ok(Vec::new()));
+    // The laptop does not trust Alice's identity key yet: the Welcome waits
+    // in its mailbox, and is joined once the trust store knows the key.
+    let bob_only = BTreeMap::from([(bob, bob_id.public_key().clone())]);
+    let untrusted = Validation { trust: &bob_only, now };
+    let waiting = bob_laptop.receive_welcomes(&mut dir(&bob_laptop), untrusted).unwrap();
+    assert!(matches!(waiting.as_slice(), [Received::Waiting { album: ALBUM, epoch: Epoch(0), .. }]), "{waiting:?}");
+    assert!(bob_laptop.epoch(ALBUM).is_err());
+    assert_eq!(dir(&bob_laptop).deliveries().unwrap().len(), 1);
     let laptop = bob_laptop.receive_welcomes(&mut dir(&bob_laptop), v).unwrap();
     assert!(matches!(laptop.as_slice(), [Received::Joined { album: ALBUM, epoch: Epoch(0) }]), "{laptop:?}");
     assert_eq!(bob_laptop.epoch(ALBUM).unwrap(), phone.epoch(ALBUM).unwrap());
@@ -139,4 +147,33 @@ fn devices_publish_key_packages_join_from_their_mailbox_and_delete_spent_keys() 
     );
     assert!(tablet.epoch(ALBUM).is_err(), "the tablet joined from a KeyPackage it deleted");
     assert_eq!(dir(&tablet).deliveries(), Ok(Vec::new()));
+
+    // A device added, removed and added again before it looks at its
+    // mailbox joins from the newest Welcome; the older one is superseded.
+    let tv = enroll("bob-tv", &bob_id, bob, 5);
+    open.register_device(tv.certificate()).unwrap();
+    tv.refresh_key_packages(&mut dir(&tv), now).unwrap();
+    let add_tv = |bob_chain: &mut HttpChain| {
+        let claimed = dir(&bob_phone).claim(ALBUM.as_bytes(), bob).unwrap();
+        let kp = claimed.into_iter().find(|c| c.device == *tv.id().as_bytes()).unwrap().key_package;
+        bob_phone.propose(ALBUM, Change::AddDevice { key_package: kp }).unwrap();
+        bob_phone.sync(ALBUM, bob_chain, &SimClock::new(), v).unwrap();
+    };
+    add_tv(&mut bob_chain);
+    bob_phone.propose(ALBUM, Change::RemoveDevice { device: tv.id() }).unwrap();
+    bob_phone.sync(ALBUM, &mut bob_chain, &SimClock::new(), v).unwrap();
+    add_tv(&mut bob_chain);
+    let received = tv.receive_welcomes(&mut dir(&tv), v).unwrap();
+    assert!(
+        matches!(
+            received.as_slice(),
+            [
+                Received::Superseded { album: ALBUM, epoch: Epoch(2) },
+                Received::Joined { album: ALBUM, epoch: Epoch(4) }
+            ]
+        ),
+        "{received:?}"
+    );
+    assert_eq!(tv.epoch(ALBUM).unwrap(), bob_phone.epoch(ALBUM).unwrap());
+    assert_eq!(dir(&tv).deliveries(), Ok(Vec::new()));
 }

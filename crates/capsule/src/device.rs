@@ -131,13 +131,7 @@ const _: () = {
 
 /// Whether a Welcome that cannot be joined may be joinable later.
 fn waits(error: &Error) -> bool {
-    matches!(
-        error,
-        Error::Mls(
-            capsule_mls::MlsError::UnknownIdentity { .. }
-                | capsule_mls::MlsError::Refused("already an active member of this album")
-        )
-    )
+    matches!(error, Error::Mls(capsule_mls::MlsError::UnknownIdentity { .. } | capsule_mls::MlsError::AlreadyMember(_)))
 }
 
 /// A failure of this device (its store, a bug), not of the Welcome.
@@ -457,9 +451,12 @@ impl Device {
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
         let joined_at = delivery.epoch.saturating_add(1);
-        let stored = self.store.album(album).ok().map(|a| (a.epoch(), !a.is_evicted()));
-        if stored.is_some_and(|(epoch, active)| active && epoch >= joined_at) {
-            return Ok(());
+        match self.store.album(album).ok().map(|a| (a.epoch(), !a.is_evicted())) {
+            Some((epoch, true)) if epoch >= joined_at => return Ok(()),
+            // Still a member of an older epoch: it must first learn, from the
+            // chain, of the removal this Welcome follows.
+            Some((_, true)) => return Err(capsule_mls::MlsError::AlreadyMember(self.member()).into()),
+            _ => {}
         }
         let bundle =
             delivery.bundle.as_deref().ok_or(capsule_mls::MlsError::Malformed("a welcome without a bundle"))?;

@@ -176,4 +176,18 @@ fn devices_publish_key_packages_join_from_their_mailbox_and_delete_spent_keys() 
     );
     assert_eq!(tv.epoch(ALBUM).unwrap(), bob_phone.epoch(ALBUM).unwrap());
     assert_eq!(dir(&tv).deliveries(), Ok(Vec::new()));
+
+    // Removed and re-added while it looked away, it is still a member of an
+    // older epoch: the Welcome waits until the device has learned of its
+    // removal from the chain, then it joins.
+    bob_phone.propose(ALBUM, Change::RemoveDevice { device: tv.id() }).unwrap();
+    bob_phone.sync(ALBUM, &mut bob_chain, &SimClock::new(), v).unwrap();
+    add_tv(&mut bob_chain);
+    let waiting = tv.receive_welcomes(&mut dir(&tv), v).unwrap();
+    assert!(matches!(waiting.as_slice(), [Received::Waiting { album: ALBUM, epoch: Epoch(6), .. }]), "{waiting:?}");
+    let mut tv_chain = HttpChain::new(&server.url(), ALBUM.as_bytes(), T).with_credentials(credentials(&tv));
+    tv.reconcile_with_server(ALBUM, &mut tv_chain, v).unwrap();
+    let joined = tv.receive_welcomes(&mut dir(&tv), v).unwrap();
+    assert!(matches!(joined.as_slice(), [Received::Joined { album: ALBUM, epoch: Epoch(6) }]), "{joined:?}");
+    assert_eq!(tv.epoch(ALBUM).unwrap(), bob_phone.epoch(ALBUM).unwrap());
 }

@@ -19,6 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::binding::{DeviceIdentity, Validation, capabilities, claimed_identity, verify_credential};
 use crate::boundary::During as _;
+use crate::fingerprint::EpochMark;
 use crate::{AlbumContext, CIPHERSUITE, Epoch, Member, MlsError, Outgoing, Result};
 
 /// MLS exporter label of the per-epoch secret that feeds capsule-amk's key schedule.
@@ -53,11 +54,24 @@ struct AlbumRecord {
     pending: Option<Outgoing>,
     last_applied: Option<CommitHash>,
     evicted: bool,
+    marks: Vec<EpochMark>,
+}
+
+/// [`AlbumRecord`] as format 2 wrote it (no fingerprint marks): upgraded on load.
+#[derive(Serialize, Deserialize)]
+struct AlbumRecordV2 {
+    format: u8,
+    album: [u8; 16],
+    keyring: Vec<u8>,
+    pending: Option<Outgoing>,
+    last_applied: Option<CommitHash>,
+    evicted: bool,
 }
 
 /// Format version of [`AlbumRecord`]. 2: the pending commit names its
-/// [`crate::Change`] (format 1 named a `Ceremony`).
-const RECORD_FORMAT: u8 = 2;
+/// [`crate::Change`] (format 1 named a `Ceremony`); 3: the fingerprint marks
+/// of recent epochs.
+const RECORD_FORMAT: u8 = 3;
 
 /// One album as seen by one device.
 #[derive(Debug)]
@@ -70,6 +84,8 @@ pub struct Album {
     pub(crate) pending: Option<Outgoing>,
     pub(crate) last_applied: Option<CommitHash>,
     pub(crate) evicted: bool,
+    /// Fingerprint marks of this device's recent epochs, oldest first.
+    pub(crate) marks: Vec<EpochMark>,
 }
 
 fn join_config() -> MlsGroupJoinConfig {
@@ -113,7 +129,10 @@ impl Album {
             .export_secret(provider.crypto(), EXPORTER_LABEL, album.as_bytes(), 32)
             .during("exporting the epoch secret")?;
         let keyring = AmkKeyring::create(album, &epoch_secret(secret)?)?;
-        Ok(Self { group, context, keyring, pending: None, last_applied: None, evicted: false })
+        let mut created =
+            Self { group, context, keyring, pending: None, last_applied: None, evicted: false, marks: Vec::new() };
+        created.mark_epoch(provider, None, None, false)?;
+        Ok(created)
     }
 
     /// Joins from a Welcome and the sealed history bundle beside it.
@@ -177,7 +196,10 @@ impl Album {
         }
         keyring.attest_ceiling(context.amk_version);
         let group = staged.into_group(provider).during(JOINING)?;
-        Ok(Self { group, context, keyring, pending: None, last_applied: None, evicted: false })
+        let mut joined =
+            Self { group, context, keyring, pending: None, last_applied: None, evicted: false, marks: Vec::new() };
+        joined.mark_epoch(provider, None, None, false)?;
+        Ok(joined)
     }
 
     /// The wrapper's own state, to persist beside OpenMLS's (holds the keyring:
@@ -193,6 +215,7 @@ impl Album {
             pending: self.pending.clone(),
             last_applied: self.last_applied,
             evicted: self.evicted,
+            marks: self.marks.clone(),
         };
         Ok(Zeroizing::new(encoding::encode(&record).map_err(|_| MlsError::Internal("album record encoding"))?))
     }
@@ -206,11 +229,18 @@ impl Album {
     /// [`MlsError::Refused`] when storage and record disagree (a torn write);
     /// [`MlsError::Storage`] when storage cannot be read.
     pub fn load<P: OpenMlsProvider>(provider: &P, record: &[u8]) -> Result<Self> {
-        let record: AlbumRecord =
-            encoding::decode_canonical(record).map_err(|_| MlsError::Malformed("album record"))?;
-        if record.format != RECORD_FORMAT {
-            return Err(MlsError::Malformed("album record format"));
-        }
+        let record = match record.first() {
+            Some(&RECORD_FORMAT) => {
+                encoding::decode_canonical(record).map_err(|_| MlsError::Malformed("album record"))?
+            }
+            Some(2) => {
+                let old: AlbumRecordV2 =
+                    encoding::decode_canonical(record).map_err(|_| MlsError::Malformed("album record"))?;
+                let AlbumRecordV2 { album, keyring, pending, last_applied, evicted, .. } = old;
+                AlbumRecord { format: RECORD_FORMAT, album, keyring, pending, last_applied, evicted, marks: Vec::new() }
+            }
+            _ => return Err(MlsError::Malformed("album record format")),
+        };
         let group = MlsGroup::load(provider.storage(), &GroupId::from_slice(&record.album))
             .map_err(|e| MlsError::storage("loading the group", e))?
             .ok_or(MlsError::NotMember("no stored group for this album"))?;
@@ -232,6 +262,7 @@ impl Album {
             pending: record.pending,
             last_applied: record.last_applied,
             evicted: record.evicted,
+            marks: record.marks,
         })
     }
 

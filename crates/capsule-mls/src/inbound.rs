@@ -89,10 +89,27 @@ impl Album {
             return Err(Violation::NotAMemberCommit.into());
         };
         let effects = self.effects_of(provider, &staged, Some((sender, validation)))?;
+        let committer = self.group.member(sender).and_then(|c| claimed_identity(c).ok());
         // Valid: the commit wins this epoch. Our own pending commit, if any, lost.
         let superseded = if self.pending.is_some() { self.reject(provider)? } else { None };
         self.group.merge_staged_commit(provider, *staged).during("merging a commit")?;
-        self.finish(effects, hash, superseded)
+        let applied = self.finish(effects, hash, superseded)?;
+        self.mark_applied(provider, &applied, committer)?;
+        Ok(applied)
+    }
+
+    /// Records the fingerprint mark of the epoch a commit reached (nothing
+    /// for a device the commit removed: it holds no new epoch).
+    pub(crate) fn mark_applied<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        applied: &Applied,
+        committer: Option<Member>,
+    ) -> Result<()> {
+        if applied.evicted {
+            return Ok(());
+        }
+        self.mark_epoch(provider, Some(applied.commit_hash), committer, !applied.removed.is_empty())
     }
 
     /// The member a commit claims as its committer, without verifying anything:

@@ -44,6 +44,7 @@ mod boundary;
 mod change;
 mod context;
 mod error;
+mod fingerprint;
 mod framing;
 mod ids;
 mod inbound;
@@ -61,6 +62,7 @@ pub use binding::{ALBUM_EXTENSION_TYPE, CREDENTIAL_TYPE, DeviceIdentity, Validat
 pub use change::Change;
 pub use context::{AlbumContext, RekeyId, RekeyMarker, RekeyReason};
 pub use error::{MlsError, Result};
+pub use fingerprint::{Fingerprint, KEPT_EPOCHS, Reading};
 pub use framing::{Framing, framing};
 pub use ids::{Epoch, Member};
 pub use inbound::Applied;

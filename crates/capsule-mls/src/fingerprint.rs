@@ -1,0 +1,397 @@
+//! State fingerprints: how members notice that they merged different commits.
+//!
+//! After every merged commit a member can publish a signed, sealed statement
+//! of its state (`003_…`'s fingerprint, `002_…`'s commit-hash exchange):
+//!
+//! - **what it states** about epoch `n`: the hash of the commit that reached
+//!   `n` (none for the epoch a device created or joined in), the member that
+//!   committed it, and `value`, the MLS exporter output of epoch `n` under the
+//!   label `capsule fingerprint v1` (context: the album id). Two members agree
+//!   on `n` exactly when their values are equal: the exporter covers the whole
+//!   key schedule, so the group context (epoch, tree hash, transcript, album
+//!   metadata) and every secret. The tree hash (de-MLS's proposal) is not
+//!   enough: it covers neither the epoch nor the group context, so two forks
+//!   with equal trees (two rotations of the same epoch) share it.
+//! - **who can read it**: the statement is sealed (XChaCha20-Poly1305) under a
+//!   key from the exporter of epoch `n - 1` (label `capsule fingerprint seal
+//!   v1`), which both sides of a fork at `n` still hold, so each side reads the
+//!   other's commit hash (`002_…`: "encrypted for the previous epoch"). When the
+//!   commit that reached `n` removed a member, the removed member holds `n - 1`
+//!   too: the statement is then sealed under `n`'s own key, and the other side
+//!   of a fork learns only that it cannot open it (still a fork, see
+//!   [`Reading::Apart`]). A non-member, the server included, reads nothing but
+//!   the album, the two epochs and the sender; a device removed from the album
+//!   reads nothing sealed after its removal.
+//! - **who vouches for it**: the sender signs the envelope (ciphertext
+//!   included) with its leaf's signature key, under a domain-separation
+//!   prefix; a reader accepts only senders in its own member list, so a
+//!   removed device cannot forge one.
+//!
+//! A device keeps the marks (value and seal key) of its last
+//! [`KEPT_EPOCHS`] epochs in the album record, so it can judge statements
+//! about epochs it has passed. They protect fingerprints only, never photos.
+
+use capsule_amk::AlbumId;
+use capsule_identity::encoding;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use openmls_traits::OpenMlsProvider;
+use openmls_traits::crypto::OpenMlsCrypto as _;
+use openmls_traits::random::OpenMlsRand as _;
+use openmls_traits::signatures::Signer as _;
+use openmls_traits::types::SignatureScheme;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::binding::{DeviceIdentity, claimed_identity};
+use crate::boundary::During as _;
+use crate::{Album, CommitHash, Epoch, Member, MlsError, Result};
+
+/// Exporter label of the value a fingerprint states.
+const VALUE_LABEL: &str = "capsule fingerprint v1";
+/// Exporter label of the key fingerprints are sealed under.
+const SEAL_LABEL: &str = "capsule fingerprint seal v1";
+/// What a signature covers starts with this, so it is never valid as
+/// anything else the leaf key signs.
+const SIGNATURE_DOMAIN: &[u8] = b"capsule fingerprint signature v1";
+/// Format of [`Envelope`].
+const FORMAT: u8 = 1;
+/// How many epochs' marks a device keeps.
+pub const KEPT_EPOCHS: usize = 64;
+
+/// What a device remembers of one epoch it was in: enough to state it and to
+/// judge others' statements about it.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct EpochMark {
+    pub(crate) epoch: Epoch,
+    pub(crate) commit: Option<CommitHash>,
+    pub(crate) committer: Option<Member>,
+    /// Whether the commit that reached this epoch removed a member.
+    pub(crate) removed: bool,
+    value: [u8; 32],
+    seal_key: [u8; 32],
+}
+
+impl core::fmt::Debug for EpochMark {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("EpochMark").field("epoch", &self.epoch).field("commit", &self.commit).finish_non_exhaustive()
+    }
+}
+
+impl Drop for EpochMark {
+    fn drop(&mut self) {
+        self.value.zeroize();
+        self.seal_key.zeroize();
+    }
+}
+
+/// What a member states about its state at one epoch.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// The commit that reached it, if the member saw one (not for the epoch it
+    /// created or joined the album in).
+    pub commit: Option<CommitHash>,
+    /// Who committed it, as the member's own state names it.
+    pub committer: Option<Member>,
+    value: [u8; 32],
+}
+
+impl Fingerprint {
+    /// Whether both describe the same state: the same epoch secrets.
+    #[must_use]
+    pub fn agrees_with(&self, other: &Self) -> bool {
+        self.epoch == other.epoch && self.value == other.value
+    }
+}
+
+impl core::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let [a, b, ..] = self.value;
+        f.debug_struct("Fingerprint")
+            .field("epoch", &self.epoch)
+            .field("commit", &self.commit)
+            .field("committer", &self.committer)
+            .field("value", &format_args!("{a:02x}{b:02x}…"))
+            .finish()
+    }
+}
+
+impl Drop for Fingerprint {
+    fn drop(&mut self) {
+        self.value.zeroize();
+    }
+}
+
+/// The sealed part of an envelope.
+#[derive(Serialize, Deserialize)]
+struct Statement {
+    commit: Option<CommitHash>,
+    committer: Option<Member>,
+    value: [u8; 32],
+}
+
+impl Drop for Statement {
+    fn drop(&mut self) {
+        self.value.zeroize();
+    }
+}
+
+/// What is visible to everyone: routing and what the seal is bound to.
+#[derive(Serialize, Deserialize)]
+struct Header {
+    format: u8,
+    album: [u8; 16],
+    epoch: Epoch,
+    sealed_under: Epoch,
+    sender: Member,
+}
+
+/// A fingerprint on the wire.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    header: Header,
+    nonce: [u8; 24],
+    ciphertext: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+/// The signed bytes: the domain, then the header, nonce and ciphertext.
+fn signed_bytes(header: &Header, nonce: &[u8; 24], ciphertext: &[u8]) -> Result<Vec<u8>> {
+    let body = encoding::encode(&(header, nonce, ciphertext)).map_err(|_| MlsError::Internal("fingerprint encoding"))?;
+    Ok([SIGNATURE_DOMAIN, &body].concat())
+}
+
+fn aad(header: &Header) -> Result<Vec<u8>> {
+    encoding::encode(header).map_err(|_| MlsError::Internal("fingerprint encoding"))
+}
+
+/// What a received fingerprint says about the sender, judged against this
+/// device's own marks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // short-lived: one per fingerprint received
+pub enum Reading {
+    /// The sender is in the state this device was in at `epoch` (its current
+    /// one, or an earlier one: the sender is behind on the same history).
+    Agrees {
+        /// Who sent it.
+        sender: Member,
+        /// The epoch it states.
+        epoch: Epoch,
+    },
+    /// Both hold the epoch before `epoch`, and differ at `epoch`: a fork, with
+    /// both sides' statements (the commit each merged, and who committed it).
+    Forked {
+        /// Who sent it.
+        sender: Member,
+        /// The sender's statement.
+        theirs: Fingerprint,
+        /// This device's statement about the same epoch.
+        ours: Fingerprint,
+    },
+    /// Sealed under `sealed_under`, an epoch this device holds, and it does
+    /// not open: the sender's state at `sealed_under` is not this device's.
+    Apart {
+        /// Who sent it.
+        sender: Member,
+        /// The epoch it states.
+        epoch: Epoch,
+        /// The epoch it was sealed under.
+        sealed_under: Epoch,
+    },
+    /// About an epoch this device has not reached, or no longer keeps: not
+    /// judged (a device behind judges again after replaying).
+    Unjudged {
+        /// Who sent it.
+        sender: Member,
+        /// The epoch it states.
+        epoch: Epoch,
+    },
+}
+
+impl Reading {
+    /// Who sent the fingerprint.
+    #[must_use]
+    pub const fn sender(&self) -> Member {
+        match self {
+            Self::Agrees { sender, .. }
+            | Self::Forked { sender, .. }
+            | Self::Apart { sender, .. }
+            | Self::Unjudged { sender, .. } => *sender,
+        }
+    }
+
+    /// The epoch the fingerprint states.
+    #[must_use]
+    pub fn epoch(&self) -> Epoch {
+        match self {
+            Self::Agrees { epoch, .. } | Self::Apart { epoch, .. } | Self::Unjudged { epoch, .. } => *epoch,
+            Self::Forked { theirs, .. } => theirs.epoch,
+        }
+    }
+}
+
+impl Album {
+    /// Records the mark of the epoch just entered (after a create, join or
+    /// merge), and forgets marks older than [`KEPT_EPOCHS`].
+    pub(crate) fn mark_epoch<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        commit: Option<CommitHash>,
+        committer: Option<Member>,
+        removed: bool,
+    ) -> Result<()> {
+        let mark = self.current_mark(provider, commit, committer, removed)?;
+        self.marks.retain(|m| m.epoch < mark.epoch);
+        self.marks.push(mark);
+        let excess = self.marks.len().saturating_sub(KEPT_EPOCHS);
+        self.marks.drain(..excess);
+        Ok(())
+    }
+
+    fn current_mark<P: OpenMlsProvider>(
+        &self,
+        provider: &P,
+        commit: Option<CommitHash>,
+        committer: Option<Member>,
+        removed: bool,
+    ) -> Result<EpochMark> {
+        let album = self.id();
+        let export = |label| -> Result<[u8; 32]> {
+            let out = Zeroizing::new(
+                self.group
+                    .export_secret(provider.crypto(), label, album.as_bytes(), 32)
+                    .during("exporting a fingerprint secret")?,
+            );
+            out.as_slice().try_into().map_err(|_| MlsError::Internal("exporter length"))
+        };
+        Ok(EpochMark {
+            epoch: self.epoch(),
+            commit,
+            committer,
+            removed,
+            value: export(VALUE_LABEL)?,
+            seal_key: export(SEAL_LABEL)?,
+        })
+    }
+
+    fn mark(&self, epoch: Epoch) -> Option<&EpochMark> {
+        self.marks.iter().find(|m| m.epoch == epoch)
+    }
+
+    /// This device's statement about an epoch it keeps the mark of.
+    #[must_use]
+    pub fn fingerprint_of(&self, epoch: Epoch) -> Option<Fingerprint> {
+        self.mark(epoch).map(|m| Fingerprint {
+            epoch: m.epoch,
+            commit: m.commit,
+            committer: m.committer,
+            value: m.value,
+        })
+    }
+
+    /// This device's signed, sealed fingerprint of its current epoch, to
+    /// publish for the other members.
+    ///
+    /// # Errors
+    /// [`MlsError::Evicted`] once removed; faults from the exporter, the
+    /// signer or randomness.
+    pub fn fingerprint<P: OpenMlsProvider>(&self, provider: &P, device: &DeviceIdentity) -> Result<Vec<u8>> {
+        self.ensure_operational()?;
+        let epoch = self.epoch();
+        // An album record from before fingerprints has no mark of its epoch yet.
+        let fresh;
+        let current = match self.mark(epoch) {
+            Some(m) => m,
+            None => {
+                fresh = self.current_mark(provider, self.last_applied, None, false)?;
+                &fresh
+            }
+        };
+        let previous = epoch.previous().and_then(|p| self.mark(p)).filter(|_| !current.removed);
+        let seal = previous.unwrap_or(current);
+        let header = Header {
+            format: FORMAT,
+            album: *self.id().as_bytes(),
+            epoch,
+            sealed_under: seal.epoch,
+            sender: Member { user: device.user(), device: device.device() },
+        };
+        let statement = Statement { commit: current.commit, committer: current.committer, value: current.value };
+        let plaintext = Zeroizing::new(
+            encoding::encode(&statement).map_err(|_| MlsError::Internal("fingerprint encoding"))?,
+        );
+        let nonce: [u8; 24] = provider.rand().random_array().map_err(|_| MlsError::Internal("randomness"))?;
+        let cipher = XChaCha20Poly1305::new((&seal.seal_key).into());
+        let aad = aad(&header)?;
+        let ciphertext = cipher
+            .encrypt(&XNonce::from(nonce), Payload { msg: &plaintext, aad: &aad })
+            .map_err(|_| MlsError::Internal("fingerprint sealing"))?;
+        let signature =
+            device.sign(&signed_bytes(&header, &nonce, &ciphertext)?).map_err(|_| MlsError::Internal("signing"))?;
+        encoding::encode(&Envelope { header, nonce, ciphertext, signature })
+            .map_err(|_| MlsError::Internal("fingerprint encoding"))
+    }
+
+    /// Reads another member's fingerprint and judges it against this
+    /// device's marks. Changes nothing.
+    ///
+    /// # Errors
+    /// [`MlsError::Malformed`] for bytes that are not a fingerprint (or of an
+    /// unknown format); [`MlsError::NotMember`] for another album's, or a
+    /// sender not in this device's member list (a removed device);
+    /// [`MlsError::BadSignature`] for a signature that does not verify;
+    /// [`MlsError::Refused`] for this device's own.
+    pub fn read_fingerprint<P: OpenMlsProvider>(&self, provider: &P, bytes: &[u8]) -> Result<Reading> {
+        let envelope: Envelope =
+            encoding::decode_canonical(bytes).map_err(|_| MlsError::Malformed("fingerprint"))?;
+        let Envelope { header, nonce, ciphertext, signature } = envelope;
+        if header.format != FORMAT {
+            return Err(MlsError::Malformed("fingerprint format"));
+        }
+        if AlbumId::from_bytes(header.album) != self.id() {
+            return Err(MlsError::NotMember("fingerprint of another album"));
+        }
+        let sender = header.sender;
+        let leaf = self
+            .group
+            .members()
+            .find(|m| claimed_identity(&m.credential).is_ok_and(|id| id == sender))
+            .ok_or(MlsError::NotMember("fingerprint from a non-member"))?;
+        if leaf.index == self.group.own_leaf_index() {
+            return Err(MlsError::Refused("this device's own fingerprint"));
+        }
+        provider
+            .crypto()
+            .verify_signature(
+                SignatureScheme::ED25519,
+                &signed_bytes(&header, &nonce, &ciphertext)?,
+                &leaf.signature_key,
+                &signature,
+            )
+            .map_err(|_| MlsError::BadSignature)?;
+        let epoch = header.epoch;
+        // Sealed under the epoch itself or the one before, nothing else.
+        if header.sealed_under != epoch && Some(header.sealed_under) != epoch.previous() {
+            return Err(MlsError::Malformed("fingerprint sealed under an unrelated epoch"));
+        }
+        let Some(seal) = self.mark(header.sealed_under) else {
+            return Ok(Reading::Unjudged { sender, epoch });
+        };
+        let cipher = XChaCha20Poly1305::new((&seal.seal_key).into());
+        let opened = cipher.decrypt(&XNonce::from(nonce), Payload { msg: &ciphertext, aad: &aad(&header)? });
+        let Ok(plaintext) = opened.map(Zeroizing::new) else {
+            return Ok(Reading::Apart { sender, epoch, sealed_under: header.sealed_under });
+        };
+        let statement: Statement =
+            encoding::decode_canonical(&plaintext).map_err(|_| MlsError::Malformed("fingerprint statement"))?;
+        let theirs =
+            Fingerprint { epoch, commit: statement.commit, committer: statement.committer, value: statement.value };
+        Ok(match self.fingerprint_of(epoch) {
+            Some(ours) if ours.agrees_with(&theirs) => Reading::Agrees { sender, epoch },
+            Some(ours) => Reading::Forked { sender, theirs, ours },
+            None => Reading::Unjudged { sender, epoch },
+        })
+    }
+}

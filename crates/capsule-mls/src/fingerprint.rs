@@ -200,6 +200,15 @@ pub enum Reading {
         /// The epoch it was sealed under.
         sealed_under: Epoch,
     },
+    /// Opened under this device's current epoch, about the next one, which
+    /// this device has not reached: the sender agrees up to here and states
+    /// the commit it merged next (compare it with the chain's).
+    Ahead {
+        /// Who sent it.
+        sender: Member,
+        /// The sender's statement.
+        theirs: Fingerprint,
+    },
     /// About an epoch this device has not reached, or no longer keeps: not
     /// judged (a device behind judges again after replaying).
     Unjudged {
@@ -218,6 +227,7 @@ impl Reading {
             Self::Agrees { sender, .. }
             | Self::Forked { sender, .. }
             | Self::Apart { sender, .. }
+            | Self::Ahead { sender, .. }
             | Self::Unjudged { sender, .. } => *sender,
         }
     }
@@ -227,7 +237,7 @@ impl Reading {
     pub fn epoch(&self) -> Epoch {
         match self {
             Self::Agrees { epoch, .. } | Self::Apart { epoch, .. } | Self::Unjudged { epoch, .. } => *epoch,
-            Self::Forked { theirs, .. } => theirs.epoch,
+            Self::Forked { theirs, .. } | Self::Ahead { theirs, .. } => theirs.epoch,
         }
     }
 }
@@ -391,7 +401,7 @@ impl Album {
         Ok(match self.fingerprint_of(epoch) {
             Some(ours) if ours.agrees_with(&theirs) => Reading::Agrees { sender, epoch },
             Some(ours) => Reading::Forked { sender, theirs, ours },
-            None => Reading::Unjudged { sender, epoch },
+            None => Reading::Ahead { sender, theirs },
         })
     }
 }

@@ -75,6 +75,9 @@ struct Plan {
     new_context: Option<AlbumContext>,
     /// Whether the committer replaces its own leaf even without other proposals.
     force_self_update: bool,
+    /// Whether `removes` are re-added from `adds`: built with OpenMLS's
+    /// fork-resolution helper, every leaf but those in the committer's partition.
+    readd: bool,
 }
 
 impl Album {
@@ -255,7 +258,7 @@ impl Album {
                 if removes.is_empty() {
                     return Err(MlsError::NotMember("device to re-add"));
                 }
-                Ok(Plan { adds: vec![kp], removes, ..Plan::default() })
+                Ok(Plan { adds: vec![kp], removes, readd: true, ..Plan::default() })
             }
             Change::UpgradeAlbum { upgrade } => {
                 require_admin("only admins upgrade an album")?;
@@ -317,13 +320,26 @@ impl Album {
         plan: Plan,
     ) -> Result<Outgoing> {
         const STAGING: &str = "staging a commit";
-        let Plan { adds, removes, new_context, force_self_update } = plan;
+        let Plan { adds, removes, new_context, force_self_update, readd } = plan;
         let epoch = self.epoch();
         let has_adds = !adds.is_empty();
         // The joiners' bundle is built before anything is staged, so a committer
         // that does not hold the joining user's range refuses with nothing staged.
         let history = self.history_for(adds.first(), new_context.as_ref())?;
-        let mut builder = self.group.commit_builder().force_self_update(force_self_update);
+        let mut builder = if readd {
+            // Re-adding is fork resolution's re-add (`002_…`): the committer's
+            // partition is every leaf but the ones replaced, and OpenMLS removes
+            // the complement and adds their fresh KeyPackages.
+            let own_partition: Vec<_> =
+                self.group.members().map(|m| m.index).filter(|index| !removes.contains(index)).collect();
+            self.group
+                .recover_fork_by_readding(&own_partition)
+                .map_err(|_| MlsError::Internal("re-add partition"))?
+                .provide_key_packages(adds)
+        } else {
+            self.group.commit_builder().propose_adds(adds).propose_removals(removes)
+        }
+        .force_self_update(force_self_update);
         if force_self_update {
             // The new leaf carries the device's current certificate: a renewed
             // one reaches every member this way.
@@ -331,7 +347,6 @@ impl Album {
                 LeafNodeParameters::builder().with_credential_with_key(device.credential_with_key()?).build(),
             );
         }
-        let mut builder = builder.propose_adds(adds).propose_removals(removes);
         if let Some(context) = &new_context {
             builder = builder.propose_group_context_extensions(context.extensions()?).during(STAGING)?;
         }

@@ -63,8 +63,11 @@ fn members_on_one_history_agree_and_a_device_behind_is_judged_later() {
     process(&mut w, 1, &out.commit);
     confirm(&mut w, 0);
     let ahead = w.album(0).epoch();
-    // Carol cannot judge a state she has not reached; Alice sees Carol behind, on her history.
-    assert_eq!(read(&w, 2, &fingerprint(&w, 0)).unwrap(), Reading::Unjudged { sender: member(&w, 0), epoch: ahead });
+    // Carol reads where Alice went next (to compare with the chain); Alice
+    // sees Carol behind, on her history.
+    let Reading::Ahead { sender, theirs } = read(&w, 2, &fingerprint(&w, 0)).unwrap() else { panic!("ahead") };
+    assert_eq!((sender, theirs.epoch, theirs.commit), (member(&w, 0), ahead, Some(out.commit_hash)));
+    assert_eq!(theirs.committer, Some(member(&w, 0)));
     let behind = w.album(2).epoch();
     assert_eq!(read(&w, 0, &fingerprint(&w, 2)).unwrap(), Reading::Agrees { sender: member(&w, 2), epoch: behind });
     // Once she replays, she agrees.

@@ -12,16 +12,17 @@
 //!   metadata) and every secret. The tree hash (de-MLS's proposal) is not
 //!   enough: it covers neither the epoch nor the group context, so two forks
 //!   with equal trees (two rotations of the same epoch) share it.
-//! - **who can read it**: the statement is sealed (XChaCha20-Poly1305) under a
-//!   key from the exporter of epoch `n - 1` (label `capsule fingerprint seal
-//!   v1`), which both sides of a fork at `n` still hold, so each side reads the
-//!   other's commit hash (`002_…`: "encrypted for the previous epoch"). When the
-//!   commit that reached `n` removed a member, the removed member holds `n - 1`
-//!   too: the statement is then sealed under `n`'s own key, and the other side
-//!   of a fork learns only that it cannot open it (still a fork, see
-//!   [`Reading::Apart`]). A non-member, the server included, reads nothing but
-//!   the album, the two epochs and the sender; a device removed from the album
-//!   reads nothing sealed after its removal.
+//! - **who can read it**: the statement is sealed (XChaCha20-Poly1305) under
+//!   a key from the exporter of epoch `n - 1` (label `capsule fingerprint
+//!   seal v1`), which both sides of a fork at `n` still hold, so each side
+//!   reads the other's commit hash (`002_…`: "encrypted for the previous
+//!   epoch"); and again under `n`'s own key, for members that joined in `n`.
+//!   When the commit that reached `n` removed a member, the removed member
+//!   holds `n - 1` too: the statement is then sealed under `n` only, and the
+//!   other side of a fork learns only that it cannot open it (still a fork,
+//!   see [`Reading::Apart`]). A non-member, the server included, reads
+//!   nothing but the album, the epoch, the seals' epochs and the sender; a
+//!   device removed from the album reads nothing sealed after its removal.
 //! - **who vouches for it**: the sender signs the envelope (ciphertext
 //!   included) with its leaf's signature key, under a domain-separation
 //!   prefix; a reader accepts only senders in its own member list, so a
@@ -138,33 +139,42 @@ impl Drop for Statement {
     }
 }
 
-/// What is visible to everyone: routing and what the seal is bound to.
+/// What is visible to everyone: routing and what each seal is bound to.
 #[derive(Serialize, Deserialize)]
 struct Header {
     format: u8,
     album: [u8; 16],
     epoch: Epoch,
-    sealed_under: Epoch,
     sender: Member,
 }
 
-/// A fingerprint on the wire.
+/// The statement sealed under one epoch's key.
+#[derive(Serialize, Deserialize)]
+struct Seal {
+    under: Epoch,
+    nonce: [u8; 24],
+    ciphertext: Vec<u8>,
+}
+
+/// A fingerprint on the wire: one or two seals of the same statement (under
+/// the previous epoch, for the other side of a fork; under the epoch itself,
+/// for members that joined in it), and the sender's signature over it all.
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     header: Header,
-    nonce: [u8; 24],
-    ciphertext: Vec<u8>,
+    seals: Vec<Seal>,
     signature: Vec<u8>,
 }
 
-/// The signed bytes: the domain, then the header, nonce and ciphertext.
-fn signed_bytes(header: &Header, nonce: &[u8; 24], ciphertext: &[u8]) -> Result<Vec<u8>> {
-    let body = encoding::encode(&(header, nonce, ciphertext)).map_err(|_| MlsError::Internal("fingerprint encoding"))?;
+/// The signed bytes: the domain, then the header and the seals.
+fn signed_bytes(header: &Header, seals: &[Seal]) -> Result<Vec<u8>> {
+    let body = encoding::encode(&(header, seals)).map_err(|_| MlsError::Internal("fingerprint encoding"))?;
     Ok([SIGNATURE_DOMAIN, &body].concat())
 }
 
-fn aad(header: &Header) -> Result<Vec<u8>> {
-    encoding::encode(header).map_err(|_| MlsError::Internal("fingerprint encoding"))
+/// What a seal's AEAD binds: the header and the epoch it is sealed under.
+fn aad(header: &Header, under: Epoch) -> Result<Vec<u8>> {
+    encoding::encode(&(header, under)).map_err(|_| MlsError::Internal("fingerprint encoding"))
 }
 
 /// What a received fingerprint says about the sender, judged against this
@@ -319,29 +329,30 @@ impl Album {
                 &fresh
             }
         };
+        // Under the previous epoch too, unless the commit removed a member
+        // (who holds that epoch's key).
         let previous = epoch.previous().and_then(|p| self.mark(p)).filter(|_| !current.removed);
-        let seal = previous.unwrap_or(current);
         let header = Header {
             format: FORMAT,
             album: *self.id().as_bytes(),
             epoch,
-            sealed_under: seal.epoch,
             sender: Member { user: device.user(), device: device.device() },
         };
         let statement = Statement { commit: current.commit, committer: current.committer, value: current.value };
         let plaintext = Zeroizing::new(
             encoding::encode(&statement).map_err(|_| MlsError::Internal("fingerprint encoding"))?,
         );
-        let nonce: [u8; 24] = provider.rand().random_array().map_err(|_| MlsError::Internal("randomness"))?;
-        let cipher = XChaCha20Poly1305::new((&seal.seal_key).into());
-        let aad = aad(&header)?;
-        let ciphertext = cipher
-            .encrypt(&XNonce::from(nonce), Payload { msg: &plaintext, aad: &aad })
-            .map_err(|_| MlsError::Internal("fingerprint sealing"))?;
-        let signature =
-            device.sign(&signed_bytes(&header, &nonce, &ciphertext)?).map_err(|_| MlsError::Internal("signing"))?;
-        encoding::encode(&Envelope { header, nonce, ciphertext, signature })
-            .map_err(|_| MlsError::Internal("fingerprint encoding"))
+        let mut seals = Vec::with_capacity(2);
+        for mark in previous.into_iter().chain([current]) {
+            let nonce: [u8; 24] = provider.rand().random_array().map_err(|_| MlsError::Internal("randomness"))?;
+            let cipher = XChaCha20Poly1305::new((&mark.seal_key).into());
+            let ciphertext = cipher
+                .encrypt(&XNonce::from(nonce), Payload { msg: &plaintext, aad: &aad(&header, mark.epoch)? })
+                .map_err(|_| MlsError::Internal("fingerprint sealing"))?;
+            seals.push(Seal { under: mark.epoch, nonce, ciphertext });
+        }
+        let signature = device.sign(&signed_bytes(&header, &seals)?).map_err(|_| MlsError::Internal("signing"))?;
+        encoding::encode(&Envelope { header, seals, signature }).map_err(|_| MlsError::Internal("fingerprint encoding"))
     }
 
     /// Reads another member's fingerprint and judges it against this
@@ -356,7 +367,7 @@ impl Album {
     pub fn read_fingerprint<P: OpenMlsProvider>(&self, provider: &P, bytes: &[u8]) -> Result<Reading> {
         let envelope: Envelope =
             encoding::decode_canonical(bytes).map_err(|_| MlsError::Malformed("fingerprint"))?;
-        let Envelope { header, nonce, ciphertext, signature } = envelope;
+        let Envelope { header, seals, signature } = envelope;
         if header.format != FORMAT {
             return Err(MlsError::Malformed("fingerprint format"));
         }
@@ -374,25 +385,25 @@ impl Album {
         }
         provider
             .crypto()
-            .verify_signature(
-                SignatureScheme::ED25519,
-                &signed_bytes(&header, &nonce, &ciphertext)?,
-                &leaf.signature_key,
-                &signature,
-            )
+            .verify_signature(SignatureScheme::ED25519, &signed_bytes(&header, &seals)?, &leaf.signature_key, &signature)
             .map_err(|_| MlsError::BadSignature)?;
         let epoch = header.epoch;
-        // Sealed under the epoch itself or the one before, nothing else.
-        if header.sealed_under != epoch && Some(header.sealed_under) != epoch.previous() {
-            return Err(MlsError::Malformed("fingerprint sealed under an unrelated epoch"));
+        // One seal under the epoch itself, at most one under the one before, nothing else.
+        let own_seal = seals.iter().filter(|seal| seal.under == epoch).count();
+        let earlier = seals.iter().filter(|seal| Some(seal.under) == epoch.previous()).count();
+        if own_seal != 1 || earlier > 1 || seals.len() != own_seal + earlier || !seals.is_sorted_by_key(|s| s.under) {
+            return Err(MlsError::Malformed("fingerprint seals"));
         }
-        let Some(seal) = self.mark(header.sealed_under) else {
+        // The earliest seal this device can try tells the most: a fork at the
+        // epoch itself is read there, with the other side's commit.
+        let Some((seal, mark)) = seals.iter().find_map(|seal| self.mark(seal.under).map(|mark| (seal, mark))) else {
             return Ok(Reading::Unjudged { sender, epoch });
         };
-        let cipher = XChaCha20Poly1305::new((&seal.seal_key).into());
-        let opened = cipher.decrypt(&XNonce::from(nonce), Payload { msg: &ciphertext, aad: &aad(&header)? });
+        let cipher = XChaCha20Poly1305::new((&mark.seal_key).into());
+        let opened = cipher
+            .decrypt(&XNonce::from(seal.nonce), Payload { msg: &seal.ciphertext, aad: &aad(&header, seal.under)? });
         let Ok(plaintext) = opened.map(Zeroizing::new) else {
-            return Ok(Reading::Apart { sender, epoch, sealed_under: header.sealed_under });
+            return Ok(Reading::Apart { sender, epoch, sealed_under: seal.under });
         };
         let statement: Statement =
             encoding::decode_canonical(&plaintext).map_err(|_| MlsError::Malformed("fingerprint statement"))?;

@@ -91,6 +91,7 @@ mod album;
 mod chain;
 mod clock;
 mod error;
+mod forks;
 mod intents;
 mod reconcile;
 pub mod rekey;
@@ -103,10 +104,11 @@ pub use capsule_chain::{
     BadAnswer, ChainEntry, ChainError, CommitChain, Fetched, KeyPackageDirectory, Mailbox, Refused, Submission,
     SubmitAnswer, WelcomeBlobs,
 };
-pub use capsule_mls::{Epoch, Member, RekeyId, RekeyMarker, RekeyReason};
+pub use capsule_mls::{Epoch, Fingerprint, Member, Reading, RekeyId, RekeyMarker, RekeyReason};
 pub use chain::{Action, Answer};
 pub use clock::{Clock, SystemClock, Timestamp};
 pub use error::{ResilienceError, Result};
+pub use forks::{Equivocation, Partition, Readd, SyncClass, SyncReport};
 pub use intents::{Change, Intent, IntentId, IntentState, Refusal, RetryPolicy};
 pub use reconcile::{Divergence, InvalidCommit, ReconcileOutcome, ReconcileStep};
 pub use rekey::{AmkEscrow, RekeyJournal, RekeyStep};

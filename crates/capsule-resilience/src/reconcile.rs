@@ -108,6 +108,10 @@ impl ResilientAlbum {
         // must not keep the device fetching in a loop. A submitted commit's own
         // check, on the retry schedule, looks again.
         self.fetch_due = false;
+        if let Ok(fetched) = &result {
+            self.fetches = self.fetches.saturating_add(1);
+            self.chain_head = Some(fetched.head);
+        }
         match result {
             Ok(fetched) if from == self.fetch_from() => {
                 let reconciled = match fetched.check(from) {
@@ -217,7 +221,7 @@ impl ResilientAlbum {
                     applied_commits.push(entry.commit_hash);
                     self.settle_in_flight(own, &applied);
                     let evicted = applied.evicted;
-                    self.events.push(Event::Applied(Box::new(applied)));
+                    self.applied(applied);
                     if evicted {
                         return Ok(Ok(self.evicted()));
                     }

@@ -1,0 +1,324 @@
+//! Forks: members that merged different commits, seen through the state
+//! fingerprints they publish (`capsule_mls`'s fingerprint module says what a
+//! fingerprint is and who can read it), classified, and healed by re-adding.
+//!
+//! # The classification rule
+//!
+//! A device judges the newest fingerprint it holds from each member of its
+//! own member list against its own recent states, then splits the members it
+//! heard from (itself included):
+//!
+//! - **its side**: members in the state it is in, and (unless this device is
+//!   quarantined) members behind it on the same history, who catch up by
+//!   replaying;
+//! - **the other sides**: members that merged a different commit at some
+//!   epoch (a fork there), whose fingerprint does not open under a state this
+//!   device holds, or (once a fetch after their fingerprint showed the chain's
+//!   head at this device's epoch) that merged a commit the chain does not
+//!   hold.
+//!
+//! Members not heard from, or whose statement cannot be judged yet, count on
+//! no side. Then, first match:
+//!
+//! | what it sees | [`SyncClass`] | the way out |
+//! | --- | --- | --- |
+//! | a member of another side merged a commit somebody else committed | `Equivocation` | reboot (the server showed two commits for one epoch: an honest client merges another member's commit only when the chain delivered it) |
+//! | no other side; someone is ahead, or the chain's head is past this device | `Behind` | reconcile: replay from the chain |
+//! | no other side | `InSync` | nothing |
+//! | this device is on the chain (not quarantined) and its side is a strict majority of the members heard from | `Weak` (`minority: false`) | the coordinator re-adds the other sides' members ([`ResilientAlbum::heal_fork`]) |
+//! | this device is quarantined and the other sides are a strict majority | `Weak` (`minority: true`) | re-bootstrap ([`ResilientAlbum::rebootstrap`]), then be re-added |
+//! | anything else (no majority, or the majority is off the chain) | `Hard` | reboot |
+//!
+//! The majority is counted among the members heard from, not the whole
+//! member list: devices that are offline for a week must not turn every fork
+//! into a reboot. Nothing is acted on by this module: the application gets
+//! the [`SyncReport`] and takes the way out.
+//!
+//! # Who coordinates a re-add
+//!
+//! For each member of another side: the smallest admin (by user id, then
+//! device id) on the chain's side; if that side holds no admin, the smallest
+//! device of the member's own user on it (MLS-level, only an admin or a device
+//! of the same user may re-add a device); otherwise nobody, and the fork needs
+//! a reboot. Every member of the chain's side computes the same coordinator
+//! from the same fingerprints; if two views differ for a moment and two
+//! devices re-add the same member, the chain takes one re-add per epoch and
+//! the other is superseded and re-proposed against a leaf that is already
+//! fresh, which the MLS layer accepts as another re-add: wasteful, never a
+//! fork.
+//!
+//! # What the server can do
+//!
+//! Fingerprints travel through the server like everything else. A server that
+//! shows two histories and also keeps each side from seeing the other's
+//! fingerprints stays undetected by this mechanism alone; it is detected as
+//! soon as any fingerprint crosses (a device that talks to two servers, or
+//! fingerprints exchanged out of band).
+
+use std::collections::BTreeMap;
+
+use capsule_mls::{CommitHash, Epoch, Member, OpenMlsProvider, Reading};
+
+use crate::{Change, Context, IntentId, IntentState, ResilientAlbum, Result};
+
+/// How this device sees the album, from the members' fingerprints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncClass {
+    /// Everyone heard from is in this device's state, or behind it on the same history.
+    InSync,
+    /// Someone is ahead of this device, or the chain is: replay from the chain.
+    Behind,
+    /// A fork with a clear majority: the minority is re-added.
+    Weak {
+        /// Whether this device is in the minority (it re-bootstraps).
+        minority: bool,
+    },
+    /// A fork without a majority on the chain's side: reboot.
+    Hard,
+    /// The server showed different commits for one epoch: reboot, and report the server.
+    Equivocation(Box<Equivocation>),
+}
+
+/// A server's two commits for one epoch, as members signed them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Equivocation {
+    /// The epoch the two commits were made in.
+    pub epoch: Epoch,
+    /// The commit this device merged there (the chain it was shown).
+    pub ours: Option<CommitHash>,
+    /// The commit the other side merged there.
+    pub theirs: Option<CommitHash>,
+    /// Who committed the other side's commit, as the witness states it.
+    pub their_committer: Option<Member>,
+    /// The member that merged the other side's commit without committing it.
+    pub witness: Member,
+    /// The witness's signed fingerprint: the evidence, for whoever audits the server.
+    pub statement: Vec<u8>,
+}
+
+/// Members of one other side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Partition {
+    /// Where it left this device's history: the epoch, and the commit it
+    /// merged there when its fingerprint says (not when it only failed to open).
+    pub epoch: Epoch,
+    /// The commit it merged at `epoch`, if known.
+    pub commit: Option<CommitHash>,
+    /// Its members, sorted.
+    pub members: Vec<Member>,
+}
+
+/// A member to re-add, and the member whose device does it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Readd {
+    /// The member on another side.
+    pub member: Member,
+    /// The coordinator (see the module docs).
+    pub by: Member,
+}
+
+/// What [`ResilientAlbum::sync_report`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncReport {
+    /// The classification.
+    pub class: SyncClass,
+    /// This device's side, itself included, sorted.
+    pub own: Vec<Member>,
+    /// The other sides.
+    pub others: Vec<Partition>,
+    /// Members not heard from, or not judged yet, sorted.
+    pub unheard: Vec<Member>,
+    /// For `Weak` on the chain's side: who re-adds whom.
+    pub readds: Vec<Readd>,
+}
+
+/// A fingerprint received, and the number of chain fetches this device had
+/// made when it arrived.
+#[derive(Clone, Debug)]
+pub(crate) struct Received {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) epoch: Epoch,
+    pub(crate) fetches: u64,
+}
+
+impl ResilientAlbum {
+    /// This device's signed, sealed fingerprint of its current state, to
+    /// publish after every commit it merges (and when asked).
+    ///
+    /// # Errors
+    /// [`capsule_mls::MlsError::Evicted`] once removed; faults.
+    pub fn fingerprint<P: OpenMlsProvider>(&self, cx: Context<'_, P>) -> Result<Vec<u8>> {
+        Ok(self.album.fingerprint(cx.provider, cx.device)?)
+    }
+
+    /// Takes another member's fingerprint: judged now (the reading is
+    /// returned), kept if it is the newest from its sender, and judged again
+    /// by every [`ResilientAlbum::sync_report`]. Kept in memory only: after a
+    /// restart the application reads them again.
+    ///
+    /// # Errors
+    /// The MLS layer's refusal (bad bytes, bad signature, a non-member, this
+    /// device's own); nothing is kept then.
+    pub fn observe_fingerprint<P: OpenMlsProvider>(&mut self, cx: Context<'_, P>, bytes: Vec<u8>) -> Result<Reading> {
+        let reading = self.album.read_fingerprint(cx.provider, &bytes)?;
+        let sender = reading.sender();
+        let epoch = reading.epoch();
+        let received = Received { bytes, epoch, fetches: self.fetches };
+        match self.fingerprints.get(&sender) {
+            Some(old) if old.epoch > epoch => {}
+            _ => {
+                self.fingerprints.insert(sender, received);
+            }
+        }
+        Ok(reading)
+    }
+
+    /// Classifies the album from the fingerprints received (the rule is in
+    /// this module's docs). Changes nothing.
+    ///
+    /// # Errors
+    /// Faults only.
+    pub fn sync_report<P: OpenMlsProvider>(&self, cx: Context<'_, P>) -> Result<SyncReport> {
+        let me = Member { user: cx.device.user(), device: cx.device.device() };
+        let epoch = self.album.epoch();
+        let quarantined = self.quarantine.is_some();
+        let roster = self.album.members();
+        let head_seen = self.chain_head;
+        let mut own = vec![me];
+        let mut others: BTreeMap<(Epoch, Option<CommitHash>), Vec<Member>> = BTreeMap::new();
+        let mut unheard = Vec::new();
+        let mut ahead = false;
+        let mut equivocation = None;
+        for sender in roster.iter().copied().filter(|m| *m != me) {
+            let Some(received) = self.fingerprints.get(&sender) else {
+                unheard.push(sender);
+                continue;
+            };
+            // A refusal now (the sender left the album meanwhile) counts as not heard.
+            let Ok(reading) = self.album.read_fingerprint(cx.provider, &received.bytes) else {
+                unheard.push(sender);
+                continue;
+            };
+            match reading {
+                Reading::Agrees { epoch: theirs, .. } if theirs == epoch || !quarantined => own.push(sender),
+                Reading::Agrees { epoch: theirs, .. } => others.entry((theirs, None)).or_default().push(sender),
+                Reading::Forked { theirs, ours, .. } => {
+                    if !quarantined && theirs.committer.is_some_and(|c| c != sender) {
+                        equivocation.get_or_insert_with(|| Equivocation {
+                            epoch: theirs.epoch.previous().unwrap_or(theirs.epoch),
+                            ours: ours.commit,
+                            theirs: theirs.commit,
+                            their_committer: theirs.committer,
+                            witness: sender,
+                            statement: received.bytes.clone(),
+                        });
+                    }
+                    others.entry((theirs.epoch, theirs.commit)).or_default().push(sender);
+                }
+                // A fetch after this fingerprint arrived showed the chain at this
+                // device's epoch: the sender merged a commit the chain lacks.
+                Reading::Ahead { theirs, .. }
+                    if !quarantined && head_seen == Some(epoch) && received.fetches < self.fetches =>
+                {
+                    if theirs.committer.is_some_and(|c| c != sender) {
+                        equivocation.get_or_insert_with(|| Equivocation {
+                            epoch,
+                            ours: None,
+                            theirs: theirs.commit,
+                            their_committer: theirs.committer,
+                            witness: sender,
+                            statement: received.bytes.clone(),
+                        });
+                    }
+                    others.entry((theirs.epoch, theirs.commit)).or_default().push(sender);
+                }
+                Reading::Ahead { .. } => {
+                    ahead = true;
+                    unheard.push(sender);
+                }
+                Reading::Apart { sealed_under, .. } => others.entry((sealed_under, None)).or_default().push(sender),
+                Reading::Unjudged { epoch: theirs, .. } => {
+                    // About an epoch past this device's: someone is ahead.
+                    ahead |= theirs > epoch;
+                    unheard.push(sender);
+                }
+            }
+        }
+        own.sort();
+        unheard.sort();
+        let others: Vec<Partition> = others
+            .into_iter()
+            .map(|((epoch, commit), mut members)| {
+                members.sort();
+                Partition { epoch, commit, members }
+            })
+            .collect();
+        let off: usize = others.iter().map(|p| p.members.len()).sum();
+        let heard = own.len().saturating_add(off);
+        let behind_chain = head_seen.is_some_and(|h| h > epoch);
+        let class = if let Some(e) = equivocation {
+            SyncClass::Equivocation(Box::new(e))
+        } else if others.is_empty() {
+            if ahead || behind_chain { SyncClass::Behind } else { SyncClass::InSync }
+        } else if !quarantined && own.len().saturating_mul(2) > heard {
+            SyncClass::Weak { minority: false }
+        } else if quarantined && off.saturating_mul(2) > heard {
+            SyncClass::Weak { minority: true }
+        } else {
+            SyncClass::Hard
+        };
+        let readds = if class == (SyncClass::Weak { minority: false }) {
+            let admins = &self.album.context().metadata;
+            let admin = own.iter().copied().filter(|m| admins.is_admin(&m.user)).min();
+            others
+                .iter()
+                .flat_map(|p| p.members.iter().copied())
+                .filter_map(|member| {
+                    let by = admin.or_else(|| own.iter().copied().filter(|m| m.user == member.user).min())?;
+                    Some(Readd { member, by })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(SyncReport { class, own, others, unheard, readds })
+    }
+
+    /// The coordinator's half of healing a weak fork: proposes a re-add
+    /// ([`Change::ReAddDevice`], OpenMLS's fork-resolution re-add) of every
+    /// member the current [`SyncReport`] has this device re-add, for which
+    /// `key_packages` holds a fresh KeyPackage (the member re-bootstrapped and
+    /// published it). A member whose re-add is already under way is skipped,
+    /// so calling again after a restart proposes nothing twice. Durable like
+    /// every intent; returns the intents proposed.
+    ///
+    /// # Errors
+    /// [`crate::ResilienceError::Quarantined`]; faults.
+    pub fn heal_fork<P: OpenMlsProvider>(
+        &mut self,
+        cx: Context<'_, P>,
+        key_packages: &[(Member, Vec<u8>)],
+    ) -> Result<Vec<IntentId>> {
+        self.ensure_not_quarantined()?;
+        let me = Member { user: cx.device.user(), device: cx.device.device() };
+        let report = self.sync_report(cx)?;
+        let underway: Vec<Member> = self
+            .intents
+            .iter()
+            .filter(|i| !matches!(i.state, IntentState::Failed { .. } | IntentState::Cancelled))
+            .filter_map(|i| match &i.change {
+                Change::ReAddDevice { key_package } => {
+                    capsule_mls::inspect_key_package(key_package, cx.validation).ok().map(|info| info.member)
+                }
+                _ => None,
+            })
+            .collect();
+        let mut proposed = Vec::new();
+        for readd in report.readds.iter().filter(|r| r.by == me && !underway.contains(&r.member)) {
+            if let Some((_, kp)) = key_packages.iter().find(|(m, _)| *m == readd.member) {
+                proposed.push(self.propose(Change::ReAddDevice { key_package: kp.clone() }));
+            }
+        }
+        Ok(proposed)
+    }
+}

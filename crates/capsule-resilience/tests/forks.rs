@@ -1,0 +1,199 @@
+//! Forks seen through fingerprints: a member off the chain is detected by the
+//! others, quarantined and re-added; a device far behind catches up by replay
+//! alone; a server that shows two commits for one epoch is caught on both sides.
+
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)] // test code
+
+mod common;
+
+use capsule_amk::HistoryPolicy;
+use capsule_mls::testkit::NOW;
+use capsule_mls::{Epoch, Validation};
+use capsule_resilience::testkit::{FaultyChain, MemoryServer, TestChain};
+use capsule_resilience::*;
+use common::*;
+
+/// Alice (admin, device 0), Bob (1), Carol (2) and Dave (3).
+fn four() -> Net {
+    let mut net = Net::new(70);
+    let alice = net.user(1);
+    let a0 = net.device(alice);
+    net.create(a0, HistoryPolicy::Full, &[alice]);
+    for n in 2..=4 {
+        net.add_user(a0, n, 1);
+    }
+    net.sync_all();
+    net.assert_converged();
+    net
+}
+
+fn member(net: &Net, d: usize) -> Member {
+    Member { user: net.nodes[d].t.user, device: net.nodes[d].t.id }
+}
+
+/// Runs `f` on device `d`'s album with its context.
+fn with<T>(
+    net: &mut Net,
+    d: usize,
+    f: impl FnOnce(&mut ResilientAlbum, Context<'_, capsule_mls::MemoryProvider>) -> T,
+) -> T {
+    let validation = Validation { trust: &net.dir.trust, now: NOW };
+    let n = &mut net.nodes[d];
+    let cx = Context { provider: &n.t.provider, device: &n.t.me, validation };
+    f(n.album.as_mut().unwrap(), cx)
+}
+
+/// Every device in `devices` publishes its fingerprint; every other one takes it.
+fn gossip(net: &mut Net, devices: &[usize]) {
+    let published: Vec<(usize, Vec<u8>)> =
+        devices.iter().map(|&d| (d, with(net, d, |a, cx| a.fingerprint(cx).unwrap()))).collect();
+    for &reader in devices {
+        for (sender, bytes) in &published {
+            if *sender != reader {
+                with(net, reader, |a, cx| a.observe_fingerprint(cx, bytes.clone()).unwrap());
+            }
+        }
+    }
+}
+
+fn report(net: &mut Net, d: usize) -> SyncReport {
+    with(net, d, |a, cx| a.sync_report(cx).unwrap())
+}
+
+/// Device `d` merges a rotation the server never sees (a local state bug).
+fn merge_off_chain(net: &mut Net, d: usize) -> capsule_mls::CommitHash {
+    let validation = Validation { trust: &net.dir.trust, now: NOW };
+    let node = &mut net.nodes[d];
+    let mut album = node.album.take().unwrap().into_album();
+    let out = album.stage(&node.t.provider, &node.t.me, &Change::RotateAmk, validation).unwrap();
+    album.confirm(&node.t.provider).unwrap();
+    node.album = Some(ResilientAlbum::new(album, RetryPolicy::default()));
+    out.commit_hash
+}
+
+#[test]
+fn a_member_off_the_chain_is_detected_quarantined_and_readded() {
+    let mut net = four();
+    let all = [0, 1, 2, 3];
+    gossip(&mut net, &all);
+    for d in all {
+        assert_eq!(report(&mut net, d).class, SyncClass::InSync, "device {d}");
+    }
+    let fork = net.album(0).album().epoch();
+    let bob_commit = merge_off_chain(&mut net, 1);
+    gossip(&mut net, &all);
+    // Before looking at the chain, the others only know Bob is ahead.
+    assert_eq!(report(&mut net, 0).class, SyncClass::Behind);
+    // The chain has nothing past `fork`: Bob merged a commit it never accepted.
+    for d in [0, 2, 3] {
+        assert_eq!(net.reconcile(d).unwrap(), ReconcileOutcome::UpToDate);
+        let r = report(&mut net, d);
+        assert_eq!(r.class, SyncClass::Weak { minority: false }, "device {d}");
+        assert_eq!(r.own, vec![member(&net, 0), member(&net, 2), member(&net, 3)]);
+        assert_eq!(
+            r.others,
+            vec![Partition { epoch: fork.next().unwrap(), commit: Some(bob_commit), members: vec![member(&net, 1)] }]
+        );
+        // Everyone names the same coordinator: the admin on the chain's side.
+        assert_eq!(r.readds, vec![Readd { member: member(&net, 1), by: member(&net, 0) }]);
+    }
+    // Bob learns from the chain that he diverged, and from the fingerprints
+    // that he is the minority: his way out is a re-bootstrap.
+    assert!(matches!(net.reconcile(1).unwrap(), ReconcileOutcome::Diverged { .. }));
+    assert_eq!(report(&mut net, 1).class, SyncClass::Weak { minority: true });
+    let discarded = with(&mut net, 1, |a, cx| a.rebootstrap(cx.provider).unwrap());
+    assert_eq!(discarded.last_applied, Some(bob_commit));
+    let fresh = net.nodes[1].t.key_package().unwrap();
+
+    // Only the coordinator proposes, once.
+    let bob = member(&net, 1);
+    assert!(with(&mut net, 2, |a, cx| a.heal_fork(cx, &[(bob, fresh.clone())]).unwrap()).is_empty());
+    let proposed = with(&mut net, 0, |a, cx| a.heal_fork(cx, &[(bob, fresh.clone())]).unwrap());
+    assert_eq!(proposed.len(), 1);
+    assert!(with(&mut net, 0, |a, cx| a.heal_fork(cx, &[(bob, fresh.clone())]).unwrap()).is_empty());
+    net.drive(0).unwrap();
+    assert!(matches!(net.album(0).intent(proposed[0]).unwrap().state, IntentState::Confirmed { .. }));
+    net.join_at(1, fork);
+    net.sync_all();
+    net.assert_converged();
+    let versions = |net: &Net, d: usize| net.album(d).album().keyring().held().map(|(v, _)| v).collect::<Vec<_>>();
+    for d in all {
+        assert_eq!(versions(&net, d), versions(&net, 0), "device {d} holds every version");
+    }
+    gossip(&mut net, &all);
+    for d in all {
+        let r = report(&mut net, d);
+        assert_eq!((r.class, r.others), (SyncClass::InSync, vec![]), "device {d}");
+    }
+}
+
+#[test]
+fn a_device_far_behind_catches_up_by_replay_alone() {
+    let mut net = four();
+    net.nodes[3].chain.partition(true);
+    for _ in 0..12 {
+        net.propose(0, Change::RotateAmk);
+        net.drive(0).unwrap();
+    }
+    for d in 0..3 {
+        net.reconcile(d).unwrap();
+    }
+    net.nodes[3].chain.partition(false);
+    gossip(&mut net, &[0, 1, 2, 3]);
+    let r = report(&mut net, 3);
+    assert_eq!(r.class, SyncClass::Behind);
+    assert!(r.others.is_empty());
+    let intents = net.album(3).intents().len();
+    match net.reconcile(3).unwrap() {
+        ReconcileOutcome::Reconciled { applied_commits } => assert_eq!(applied_commits.len(), 12),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(net.album(3).intents().len(), intents, "replay alone: nothing proposed");
+    gossip(&mut net, &[0, 1, 2, 3]);
+    for d in 0..4 {
+        assert_eq!(report(&mut net, d).class, SyncClass::InSync, "device {d}");
+    }
+    net.assert_converged();
+}
+
+#[test]
+fn a_server_showing_two_commits_for_one_epoch_is_caught_on_both_sides() {
+    let mut net = four();
+    // From here on Carol and Dave talk to a copy of the server that goes its own way.
+    let other = MemoryServer::new();
+    other.create_album(ALBUM.as_bytes(), Epoch::ZERO);
+    let mut copy = other.connect(ALBUM.as_bytes());
+    for e in net.server.entries(ALBUM.as_bytes()) {
+        let submission = Submission { epoch: e.epoch, commit: e.commit, welcome: e.welcome, bundle: e.bundle };
+        copy.submit(&submission).unwrap();
+    }
+    for d in [2, 3] {
+        net.nodes[d].chain = FaultyChain::new(TestChain::Memory(other.connect(ALBUM.as_bytes())), net.clock.clone());
+    }
+    let fork = net.album(0).album().epoch();
+    // Alice rotates on the real server, Carol on the copy: each "wins" the epoch.
+    net.propose(0, Change::RotateAmk);
+    net.drive(0).unwrap();
+    net.propose(2, Change::RotateAmk);
+    net.drive(2).unwrap();
+    net.sync_all();
+    assert_ne!(net.album(1).album().epoch_authenticator(), net.album(3).album().epoch_authenticator());
+    // Each side's chain looks fine to it.
+    for d in 0..4 {
+        assert_eq!(net.reconcile(d).unwrap(), ReconcileOutcome::UpToDate, "device {d}");
+    }
+    gossip(&mut net, &[0, 1, 2, 3]);
+    for (d, witness, committer) in [(0, 3, 2), (1, 3, 2), (2, 1, 0), (3, 1, 0)] {
+        let SyncClass::Equivocation(e) = report(&mut net, d).class else { panic!("device {d} must see equivocation") };
+        assert_eq!(e.epoch, fork, "device {d}");
+        assert_eq!(e.witness, member(&net, witness), "device {d}");
+        assert_eq!(e.their_committer, Some(member(&net, committer)), "device {d}");
+        assert_ne!(e.ours, e.theirs);
+        assert!(e.ours.is_some() && e.theirs.is_some());
+        // The evidence is the witness's signed statement, readable by members.
+        assert!(matches!(
+            with(&mut net, d, |a, cx| a.observe_fingerprint(cx, e.statement.clone()).unwrap()),
+            Reading::Forked { .. }
+        ));
+    }
+}

@@ -55,6 +55,8 @@ struct AlbumRecord {
     last_applied: Option<CommitHash>,
     evicted: bool,
     marks: Vec<EpochMark>,
+    /// The MLS group id: the album id, then a reboot's generation.
+    group: Vec<u8>,
 }
 
 /// [`AlbumRecord`] as format 2 wrote it (no fingerprint marks): upgraded on load.
@@ -70,7 +72,7 @@ struct AlbumRecordV2 {
 
 /// Format version of [`AlbumRecord`]. 2: the pending commit names its
 /// [`crate::Change`] (format 1 named a `Ceremony`); 3: the fingerprint marks
-/// of recent epochs.
+/// of recent epochs and the group id (which a reboot changes).
 const RECORD_FORMAT: u8 = 3;
 
 /// One album as seen by one device.
@@ -95,6 +97,27 @@ fn join_config() -> MlsGroupJoinConfig {
         .use_ratchet_tree_extension(true)
         .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
         .build()
+}
+
+/// The reboot generation a group id gives an album: 0 for the album id
+/// itself (the group it was created as), `n` for the album id followed by
+/// `n` as four big-endian bytes (its `n`th reboot); `None` for a group id
+/// that is not the album's.
+pub(crate) fn generation_of(album: &[u8; 16], group_id: &[u8]) -> Option<u32> {
+    let rest = group_id.strip_prefix(album.as_slice())?;
+    if rest.is_empty() {
+        return Some(0);
+    }
+    let bytes: [u8; 4] = rest.try_into().ok()?;
+    Some(u32::from_be_bytes(bytes)).filter(|g| *g > 0)
+}
+
+/// The group id of an album's `generation`th reboot.
+pub(crate) fn group_id_of(album: &AlbumId, generation: u32) -> GroupId {
+    if generation == 0 {
+        return GroupId::from_slice(album.as_bytes());
+    }
+    GroupId::from_slice(&[album.as_bytes().as_slice(), &generation.to_be_bytes()].concat())
 }
 
 /// The capsule-amk epoch secret from the exporter output.
@@ -176,6 +199,21 @@ impl Album {
         }
         let context = AlbumContext::from_extensions(staged.group_context().extensions())?;
         let album = context.metadata.album();
+        match generation_of(album.as_bytes(), group_id.as_slice()) {
+            None => return Err(MlsError::Refused("the group id is not the album's")),
+            // A reboot's group is created by the admin that rebooted it (leaf 0).
+            Some(g) if g > 0 => {
+                let creator = staged
+                    .members()
+                    .find(|m| m.index == LeafNodeIndex::new(0))
+                    .ok_or(MlsError::Refused("a rebooted group without its creator"))
+                    .and_then(|m| claimed_identity(&m.credential))?;
+                if !context.metadata.is_admin(&creator.user) {
+                    return Err(MlsError::Unauthorized("only admins reboot an album"));
+                }
+            }
+            Some(_) => {}
+        }
         let secret = staged
             .export_secret(provider.crypto(), EXPORTER_LABEL, album.as_bytes(), 32)
             .during("exporting the joining epoch's secret")?;
@@ -216,6 +254,7 @@ impl Album {
             last_applied: self.last_applied,
             evicted: self.evicted,
             marks: self.marks.clone(),
+            group: self.group.group_id().as_slice().to_vec(),
         };
         Ok(Zeroizing::new(encoding::encode(&record).map_err(|_| MlsError::Internal("album record encoding"))?))
     }
@@ -237,11 +276,24 @@ impl Album {
                 let old: AlbumRecordV2 =
                     encoding::decode_canonical(record).map_err(|_| MlsError::Malformed("album record"))?;
                 let AlbumRecordV2 { album, keyring, pending, last_applied, evicted, .. } = old;
-                AlbumRecord { format: RECORD_FORMAT, album, keyring, pending, last_applied, evicted, marks: Vec::new() }
+                let group = album.to_vec();
+                AlbumRecord {
+                    format: RECORD_FORMAT,
+                    album,
+                    keyring,
+                    pending,
+                    last_applied,
+                    evicted,
+                    marks: Vec::new(),
+                    group,
+                }
             }
             _ => return Err(MlsError::Malformed("album record format")),
         };
-        let group = MlsGroup::load(provider.storage(), &GroupId::from_slice(&record.album))
+        if generation_of(&record.album, &record.group).is_none() {
+            return Err(MlsError::Refused("stored group id is not this album's"));
+        }
+        let group = MlsGroup::load(provider.storage(), &GroupId::from_slice(&record.group))
             .map_err(|e| MlsError::storage("loading the group", e))?
             .ok_or(MlsError::NotMember("no stored group for this album"))?;
         let context = AlbumContext::from_extensions(group.extensions())?;
@@ -281,6 +333,20 @@ impl Album {
     #[must_use]
     pub fn id(&self) -> AlbumId {
         self.context.metadata.album()
+    }
+
+    /// How many times the album was rebooted into a new MLS group (0: the
+    /// group it was created as).
+    #[must_use]
+    pub fn generation(&self) -> u32 {
+        generation_of(self.id().as_bytes(), self.group.group_id().as_slice()).unwrap_or(0)
+    }
+
+    /// The MLS group id (the album id, then the reboot generation): what the
+    /// chain of this generation is kept under.
+    #[must_use]
+    pub fn group_id(&self) -> Vec<u8> {
+        self.group.group_id().as_slice().to_vec()
     }
 
     /// The album's metadata and current AMK version, as the group context says.

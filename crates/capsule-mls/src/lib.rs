@@ -52,6 +52,7 @@ mod key_packages;
 mod outgoing;
 mod provider;
 mod public;
+mod reboot;
 mod rng;
 pub mod rules;
 #[cfg(feature = "testkit")]

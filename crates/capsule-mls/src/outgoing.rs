@@ -384,7 +384,7 @@ impl Album {
     /// The history the joiners of a commit receive. Every commit that adds
     /// devices adds devices of one user (they share one Welcome and one bundle),
     /// and they receive the versions from that user's entitlement on.
-    fn history_for(
+    pub(crate) fn history_for(
         &self,
         first_add: Option<&KeyPackage>,
         new_context: Option<&AlbumContext>,
@@ -398,7 +398,7 @@ impl Album {
 
     /// `history` sealed under the joining epoch's exporter-derived key. Adds
     /// never rotate, so it is the current keyring's.
-    fn seal_bundle_for_pending<P: OpenMlsProvider>(&self, provider: &P, history: &HistoryBundle) -> Result<Vec<u8>> {
+    pub(crate) fn seal_bundle_for_pending<P: OpenMlsProvider>(&self, provider: &P, history: &HistoryBundle) -> Result<Vec<u8>> {
         let staged = self.group.pending_commit().ok_or(MlsError::Internal("no staged commit"))?;
         let album = self.context.metadata.album();
         let secret = staged

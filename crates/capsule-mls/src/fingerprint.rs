@@ -339,9 +339,8 @@ impl Album {
             sender: Member { user: device.user(), device: device.device() },
         };
         let statement = Statement { commit: current.commit, committer: current.committer, value: current.value };
-        let plaintext = Zeroizing::new(
-            encoding::encode(&statement).map_err(|_| MlsError::Internal("fingerprint encoding"))?,
-        );
+        let plaintext =
+            Zeroizing::new(encoding::encode(&statement).map_err(|_| MlsError::Internal("fingerprint encoding"))?);
         let mut seals = Vec::with_capacity(2);
         for mark in previous.into_iter().chain([current]) {
             let nonce: [u8; 24] = provider.rand().random_array().map_err(|_| MlsError::Internal("randomness"))?;
@@ -365,8 +364,7 @@ impl Album {
     /// [`MlsError::BadSignature`] for a signature that does not verify;
     /// [`MlsError::Refused`] for this device's own.
     pub fn read_fingerprint<P: OpenMlsProvider>(&self, provider: &P, bytes: &[u8]) -> Result<Reading> {
-        let envelope: Envelope =
-            encoding::decode_canonical(bytes).map_err(|_| MlsError::Malformed("fingerprint"))?;
+        let envelope: Envelope = encoding::decode_canonical(bytes).map_err(|_| MlsError::Malformed("fingerprint"))?;
         let Envelope { header, seals, signature } = envelope;
         if header.format != FORMAT {
             return Err(MlsError::Malformed("fingerprint format"));
@@ -385,7 +383,12 @@ impl Album {
         }
         provider
             .crypto()
-            .verify_signature(SignatureScheme::ED25519, &signed_bytes(&header, &seals)?, &leaf.signature_key, &signature)
+            .verify_signature(
+                SignatureScheme::ED25519,
+                &signed_bytes(&header, &seals)?,
+                &leaf.signature_key,
+                &signature,
+            )
             .map_err(|_| MlsError::BadSignature)?;
         let epoch = header.epoch;
         // One seal under the epoch itself, at most one under the one before, nothing else.

@@ -398,7 +398,11 @@ impl Album {
 
     /// `history` sealed under the joining epoch's exporter-derived key. Adds
     /// never rotate, so it is the current keyring's.
-    pub(crate) fn seal_bundle_for_pending<P: OpenMlsProvider>(&self, provider: &P, history: &HistoryBundle) -> Result<Vec<u8>> {
+    pub(crate) fn seal_bundle_for_pending<P: OpenMlsProvider>(
+        &self,
+        provider: &P,
+        history: &HistoryBundle,
+    ) -> Result<Vec<u8>> {
         let staged = self.group.pending_commit().ok_or(MlsError::Internal("no staged commit"))?;
         let album = self.context.metadata.album();
         let secret = staged

@@ -84,10 +84,10 @@ impl Album {
             return Err(MlsError::Refused("a reboot's first commit adds the devices of one user"));
         };
         let first = adds.first().cloned();
-        let generation =
-            self.generation().checked_add(1).ok_or(MlsError::Refused("no reboot generation left"))?;
+        let generation = self.generation().checked_add(1).ok_or(MlsError::Refused("no reboot generation left"))?;
         let album = self.id();
-        let context = AlbumContext { amk_version: self.context.amk_version.next()?, rekey: None, ..self.context.clone() };
+        let context =
+            AlbumContext { amk_version: self.context.amk_version.next()?, rekey: None, ..self.context.clone() };
         let (group, bundle) = self
             .group
             .reboot(group_id_of(&album, generation))
@@ -99,20 +99,11 @@ impl Album {
             })?;
         // The new version comes from the new group's first epoch, which only
         // this device saw; joiners receive it in their bundles.
-        let secret = group
-            .export_secret(provider.crypto(), EXPORTER_LABEL, album.as_bytes(), 32)
-            .during(REBOOTING)?;
+        let secret = group.export_secret(provider.crypto(), EXPORTER_LABEL, album.as_bytes(), 32).during(REBOOTING)?;
         let mut keyring = self.keyring.clone();
         keyring.rotate(context.amk_version, &epoch_secret(secret)?)?;
-        let mut rebooted = Self {
-            group,
-            context,
-            keyring,
-            pending: None,
-            last_applied: None,
-            evicted: false,
-            marks: Vec::new(),
-        };
+        let mut rebooted =
+            Self { group, context, keyring, pending: None, last_applied: None, evicted: false, marks: Vec::new() };
         rebooted.mark_epoch(provider, None, None, false)?;
         let commit = bundle.commit().tls_serialize_detached().map_err(|_| MlsError::Internal("commit encoding"))?;
         let welcome = bundle
@@ -137,5 +128,4 @@ impl Album {
         rebooted.pending = Some(out.clone());
         Ok((rebooted, out))
     }
-
 }

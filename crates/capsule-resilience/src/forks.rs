@@ -59,7 +59,7 @@ use std::collections::BTreeMap;
 
 use capsule_mls::{CommitHash, Epoch, Member, OpenMlsProvider, Reading};
 
-use crate::{Change, Context, IntentId, IntentState, ResilientAlbum, Result};
+use crate::{Change, Context, Intent, IntentId, IntentState, ResilientAlbum, Result};
 
 /// How this device sees the album, from the members' fingerprints.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,6 +130,9 @@ pub struct SyncReport {
     pub unheard: Vec<Member>,
     /// For `Weak` on the chain's side: who re-adds whom.
     pub readds: Vec<Readd>,
+    /// For `Hard` and `Equivocation`: the device that reboots the album (the
+    /// smallest admin device in this device's member list).
+    pub rebooter: Option<Member>,
 }
 
 /// A fingerprint received, and the number of chain fetches this device had
@@ -281,7 +284,13 @@ impl ResilientAlbum {
         } else {
             Vec::new()
         };
-        Ok(SyncReport { class, own, others, unheard, readds })
+        let rebooter = matches!(class, SyncClass::Hard | SyncClass::Equivocation(_))
+            .then(|| {
+                let metadata = &self.album.context().metadata;
+                roster.iter().copied().filter(|m| metadata.is_admin(&m.user)).min()
+            })
+            .flatten();
+        Ok(SyncReport { class, own, others, unheard, readds, rebooter })
     }
 
     /// The coordinator's half of healing a weak fork: proposes a re-add
@@ -320,5 +329,56 @@ impl ResilientAlbum {
             }
         }
         Ok(proposed)
+    }
+}
+
+impl ResilientAlbum {
+    /// The rebooter's way out of a hard fork or an equivocating server: the
+    /// album rebooted into a new MLS group (`capsule_mls`'s reboot: new group
+    /// id, metadata carried over, this device's whole AMK lineage plus a new
+    /// version), with one intent per user to re-add, each from the fresh
+    /// KeyPackages in `key_packages` (members of this album only). The
+    /// returned album is driven like any other against the chain kept under
+    /// its group id ([`capsule_mls::Album::group_id`]); its first intent is
+    /// the commit that created the group, already staged. A durable caller
+    /// stores it in place of this one in one transaction (the album record
+    /// holds the group id, so the album id maps to the new group durably);
+    /// until then nothing changed. If the new chain already holds another
+    /// device's reboot, the first submission loses the race: discard the new
+    /// album and join the winner's group instead.
+    ///
+    /// Members' fingerprints and this album's intents are not carried over:
+    /// unsettled changes are the application's to propose again.
+    ///
+    /// # Errors
+    /// As [`capsule_mls::Album::reboot`]; [`crate::ResilienceError::Quarantined`]
+    /// never (a quarantined admin may reboot: that is a way out).
+    pub fn reboot<P: OpenMlsProvider>(&self, cx: Context<'_, P>, key_packages: &[(Member, Vec<u8>)]) -> Result<Self> {
+        let mut users: Vec<capsule_identity::UserId> = key_packages.iter().map(|(m, _)| m.user).collect();
+        users.sort();
+        users.dedup();
+        // The rebooting user's own devices first (any order works; this one
+        // is stable).
+        users.sort_by_key(|u| *u != cx.device.user());
+        let directory =
+            |user| key_packages.iter().filter(|(m, _)| m.user == user).map(|(_, kp)| kp.clone()).collect::<Vec<_>>();
+        let Some((first, rest)) = users.split_first() else {
+            return Err(capsule_mls::MlsError::Refused("a reboot re-adds at least one device").into());
+        };
+        let (album, out) = self.album.reboot(cx.provider, cx.device, &directory(*first), cx.validation)?;
+        let mut rebooted = Self::new(album, self.policy.clone());
+        rebooted.intents.push(Intent {
+            id: IntentId(0),
+            change: out.change,
+            state: IntentState::Pending,
+            reproposals: 0,
+        });
+        rebooted.next_intent = 1;
+        for user in rest {
+            rebooted.propose(Change::AddUser { user: *user, directory: directory(*user) });
+        }
+        // The lineage is this device's, and so are the re-key counts.
+        rebooted.last_rekey = self.last_rekey;
+        Ok(rebooted)
     }
 }

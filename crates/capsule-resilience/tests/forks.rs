@@ -7,8 +7,9 @@
 mod common;
 
 use capsule_amk::HistoryPolicy;
+use capsule_amk::{open_photo, seal_photo};
 use capsule_mls::testkit::NOW;
-use capsule_mls::{Epoch, Validation};
+use capsule_mls::{Album, Epoch, Validation};
 use capsule_resilience::testkit::{FaultyChain, MemoryServer, TestChain};
 use capsule_resilience::*;
 use common::*;
@@ -157,8 +158,10 @@ fn a_device_far_behind_catches_up_by_replay_alone() {
 }
 
 #[test]
-fn a_server_showing_two_commits_for_one_epoch_is_caught_on_both_sides() {
+fn a_server_showing_two_commits_for_one_epoch_is_caught_on_both_sides_and_healed_by_a_reboot() {
     let mut net = four();
+    let mut rng = <chacha20::ChaCha20Rng as rand_core::SeedableRng>::from_seed([5; 32]);
+    let photo = seal_photo(net.album(3).album().keyring().current(), &ALBUM, b"before", &mut rng).unwrap();
     // From here on Carol and Dave talk to a copy of the server that goes its own way.
     let other = MemoryServer::new();
     other.create_album(ALBUM.as_bytes(), Epoch::ZERO);
@@ -195,5 +198,56 @@ fn a_server_showing_two_commits_for_one_epoch_is_caught_on_both_sides() {
             with(&mut net, d, |a, cx| a.observe_fingerprint(cx, e.statement.clone()).unwrap()),
             Reading::Forked { .. }
         ));
+    }
+
+    // Everyone names the same rebooter: the smallest admin device, Alice's.
+    for d in 0..4 {
+        assert_eq!(report(&mut net, d).rebooter, Some(member(&net, 0)), "device {d}");
+    }
+    let held_before: Vec<_> = net.album(0).album().keyring().held().map(|(v, _)| v).collect();
+    let fresh: Vec<(Member, Vec<u8>)> =
+        (1..4).map(|d| (member(&net, d), net.nodes[d].t.key_package().unwrap())).collect();
+    let rebooted = with(&mut net, 0, |a, cx| a.reboot(cx, &fresh).unwrap());
+    assert_eq!(rebooted.album().generation(), 1);
+    assert_eq!(rebooted.intents().len(), 3, "one add per user");
+    // The new group's chain, on an honest server.
+    let group = rebooted.album().group_id();
+    let honest = MemoryServer::new();
+    honest.create_album(&group, Epoch::ZERO);
+    for d in 0..4 {
+        net.nodes[d].chain = FaultyChain::new(TestChain::Memory(honest.connect(&group)), net.clock.clone());
+    }
+    let old = net.nodes[0].album.replace(rebooted).unwrap();
+    with(&mut net, 0, |_, cx| old.into_album().discard(cx.provider).unwrap());
+    net.drive(0).unwrap();
+    assert!(net.album(0).intents().iter().all(|i| matches!(i.state, IntentState::Confirmed { .. })));
+    // Each member joins from the Welcome made for it, forgets the old group, and catches up.
+    let entries = honest.entries(&group);
+    assert_eq!(entries.len(), 3);
+    for d in 1..4 {
+        let validation = Validation { trust: &net.dir.trust, now: NOW };
+        let n = &mut net.nodes[d];
+        let joined = entries
+            .iter()
+            .find_map(|e| Album::join(&n.t.provider, e.welcome.as_ref()?, e.bundle.as_ref()?, validation).ok())
+            .unwrap_or_else(|| panic!("device {d} has a Welcome"));
+        n.album.take().unwrap().into_album().discard(&n.t.provider).unwrap();
+        n.album = Some(ResilientAlbum::new(joined, RetryPolicy::default()));
+    }
+    for d in 0..4 {
+        net.reconcile(d).unwrap();
+    }
+    let first = net.album(0).album();
+    for d in 0..4 {
+        let a = net.album(d).album();
+        assert_eq!((a.epoch(), a.epoch_authenticator()), (first.epoch(), first.epoch_authenticator()), "device {d}");
+        assert_eq!(a.keyring().current(), first.keyring().current(), "device {d}");
+        let held: Vec<_> = a.keyring().held().map(|(v, _)| v).collect();
+        assert!(held_before.iter().all(|v| held.contains(v)), "device {d} lost a version");
+        assert_eq!(open_photo(a.keyring(), &ALBUM, &photo).unwrap().as_slice(), b"before", "device {d}");
+    }
+    gossip(&mut net, &[0, 1, 2, 3]);
+    for d in 0..4 {
+        assert_eq!(report(&mut net, d).class, SyncClass::InSync, "device {d}");
     }
 }

@@ -1,6 +1,14 @@
 //! Test harness: users, devices with their own storage, an ordering stand-in.
 
-#![allow(dead_code, unused_imports, unreachable_pub, missing_docs, clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)] // test code
+#![allow(
+    dead_code,
+    unused_imports,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)] // test code
 
 use std::ops::{Deref, DerefMut};
 

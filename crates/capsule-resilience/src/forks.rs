@@ -23,6 +23,8 @@
 //! | what it sees | [`SyncClass`] | the way out |
 //! | --- | --- | --- |
 //! | a member of another side merged a commit somebody else committed | `Equivocation` | reboot (the server showed two commits for one epoch: an honest client merges another member's commit only when the chain delivered it) |
+//! | this device is quarantined and heard nobody on another side: everyone heard agrees with it, so the chain disagrees with all of them (a commit every honest member refused) | `Hard` | reboot from the last valid epoch |
+//! | this device is quarantined and heard nobody at all | `Weak` (`minority: true`) | re-bootstrap (the seed's path for a device off the chain); gossip first |
 //! | no other side; someone is ahead, or the chain's head is past this device | `Behind` | reconcile: replay from the chain |
 //! | no other side | `InSync` | nothing |
 //! | this device is on the chain (not quarantined) and its side is a strict majority of the members heard from | `Weak` (`minority: false`) | the coordinator re-adds the other sides' members ([`ResilientAlbum::heal_fork`]) |
@@ -35,6 +37,13 @@
 //! the [`SyncReport`] and takes the way out.
 //!
 //! # Who coordinates a re-add
+//!
+//! The rebooter, for `Hard` and `Equivocation`, is the smallest admin device
+//! on this device's side, else the smallest admin heard on another side (so
+//! the author of a commit every honest member refused is not asked to
+//! reboot when an honest admin is there). Two sides may each pick their own:
+//! the new generation's chain takes the first reboot, and the other rebooter
+//! joins it.
 //!
 //! For each member of another side: the smallest admin (by user id, then
 //! device id) on the chain's side; if that side holds no admin, the smallest
@@ -131,7 +140,8 @@ pub struct SyncReport {
     /// For `Weak` on the chain's side: who re-adds whom.
     pub readds: Vec<Readd>,
     /// For `Hard` and `Equivocation`: the device that reboots the album (the
-    /// smallest admin device in this device's member list).
+    /// smallest admin device on this device's side, else the smallest heard
+    /// on another side).
     pub rebooter: Option<Member>,
 }
 
@@ -261,6 +271,11 @@ impl ResilientAlbum {
         let behind_chain = head_seen.is_some_and(|h| h > epoch);
         let class = if let Some(e) = equivocation {
             SyncClass::Equivocation(Box::new(e))
+        } else if others.is_empty() && quarantined {
+            // Everyone heard merged what this device merged, and the chain
+            // disagrees with all of them (a commit every one of them refused):
+            // reboot. Alone, this device is the one off the chain.
+            if own.len() > 1 { SyncClass::Hard } else { SyncClass::Weak { minority: true } }
         } else if others.is_empty() {
             if ahead || behind_chain { SyncClass::Behind } else { SyncClass::InSync }
         } else if !quarantined && own.len().saturating_mul(2) > heard {
@@ -287,7 +302,9 @@ impl ResilientAlbum {
         let rebooter = matches!(class, SyncClass::Hard | SyncClass::Equivocation(_))
             .then(|| {
                 let metadata = &self.album.context().metadata;
-                roster.iter().copied().filter(|m| metadata.is_admin(&m.user)).min()
+                let admin = |m: &Member| metadata.is_admin(&m.user);
+                let heard = others.iter().flat_map(|p| p.members.iter());
+                own.iter().copied().filter(admin).min().or_else(|| heard.copied().filter(admin).min())
             })
             .flatten();
         Ok(SyncReport { class, own, others, unheard, readds, rebooter })

@@ -59,11 +59,23 @@
 //! | `NeedsRebootstrap` | [`ResilientAlbum::rebootstrap`] → `AwaitingReadd` |
 //! | `AwaitingReadd` (the store's, after a re-bootstrap) | another device of the user, or an admin, re-adds the device from its fresh KeyPackage; it joins from the Welcome |
 //!
-//! **Known gap.** A commit every honest member refuses as invalid, at the head
-//! of the chain, quarantines all of them, and then no member is left to re-add
-//! the others: the album waits for a way to re-drive it from the last valid
-//! epoch (the chain server refusing invalid commits before ordering them, and
-//! fork resolution). Until then such a commit is reported, never applied.
+//! A commit every honest member refuses as invalid, once at the head of the
+//! chain, quarantines all of them (the validating server refuses such commits
+//! before ordering them; this is for one that gets through anyway). Their
+//! fingerprints then agree with each other and the chain holds a commit none of
+//! them merged: `Hard`, and the way out is a reboot by an admin
+//! ([`ResilientAlbum::reboot`]), which re-drives the album from the last valid
+//! epoch in a new group.
+//!
+//! # Forks
+//!
+//! Members publish signed, sealed state fingerprints
+//! ([`ResilientAlbum::fingerprint`]) and take each other's
+//! ([`ResilientAlbum::observe_fingerprint`]); [`ResilientAlbum::sync_report`]
+//! classifies the album ([`SyncClass`]: in sync, behind, weak, hard,
+//! equivocation) and names who heals it: a re-add by the coordinator
+//! ([`ResilientAlbum::heal_fork`]) or a reboot ([`ResilientAlbum::reboot`]). The
+//! rule and who coordinates are in the `forks` module's docs.
 //!
 //! An intent refused by the MLS layer ends `Failed` with a typed [`Refusal`]
 //! and the changes after it go on; a pending or failed one can be

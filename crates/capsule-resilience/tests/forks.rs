@@ -251,3 +251,86 @@ fn a_server_showing_two_commits_for_one_epoch_is_caught_on_both_sides_and_healed
         assert_eq!(report(&mut net, d).class, SyncClass::InSync, "device {d}");
     }
 }
+
+/// A commit every honest member refuses, at the head of the chain (Alice's
+/// modified client adds an impostor; the server here only orders): the honest
+/// members are all quarantined, their fingerprints agree, and the chain
+/// disagrees with all of them. Hard: Bob, the honest admin, reboots the album
+/// from the last valid epoch; nobody is left stuck.
+#[test]
+fn a_commit_every_honest_member_refuses_is_healed_by_a_reboot_from_the_last_valid_epoch() {
+    let mut net = Net::new(71);
+    let (alice, bob) = (net.user(1), net.user(2));
+    let a0 = net.device(alice);
+    net.create(a0, HistoryPolicy::Full, &[alice, bob]);
+    for n in 2..=4 {
+        net.add_user(a0, n, 1);
+    }
+    net.sync_all();
+    let mut rng = <chacha20::ChaCha20Rng as rand_core::SeedableRng>::from_seed([6; 32]);
+    let photo = seal_photo(net.album(3).album().keyring().current(), &ALBUM, b"valid", &mut rng).unwrap();
+    let last_valid = net.album(1).album().epoch();
+
+    let mallory = net.user(5);
+    let mut impostor = capsule_mls::testkit::Directory::new(99);
+    assert_eq!(impostor.user(5).unwrap(), mallory);
+    let fake = impostor.device(mallory).unwrap();
+    let mut modified = net.dir.trust.clone();
+    modified.insert(mallory, impostor.trust[&mallory].clone());
+    net.propose(0, Change::AddUser { user: mallory, directory: vec![fake.key_package().unwrap()] });
+    {
+        let validation = Validation { trust: &modified, now: NOW };
+        let n = &mut net.nodes[0];
+        let cx = Context { provider: &n.t.provider, device: &n.t.me, validation };
+        n.album.as_mut().unwrap().drive(cx, &mut n.chain, &net.clock).unwrap();
+    }
+    for d in 1..4 {
+        assert!(matches!(net.reconcile(d).unwrap(), ReconcileOutcome::Diverged { .. }), "device {d}");
+        assert!(net.album(d).quarantine().unwrap().invalid_commit.is_some());
+    }
+    gossip(&mut net, &[1, 2, 3]);
+    for d in 1..4 {
+        let r = report(&mut net, d);
+        assert_eq!(r.class, SyncClass::Hard, "device {d}");
+        assert_eq!(r.own, vec![member(&net, 1), member(&net, 2), member(&net, 3)]);
+        // The honest admin, not the author of the refused commit.
+        assert_eq!(r.rebooter, Some(member(&net, 1)), "device {d}");
+    }
+
+    let fresh: Vec<(Member, Vec<u8>)> =
+        [2, 3].iter().map(|&d| (member(&net, d), net.nodes[d].t.key_package().unwrap())).collect();
+    let rebooted = with(&mut net, 1, |a, cx| a.reboot(cx, &fresh).unwrap());
+    assert_eq!(
+        rebooted.album().keyring().current_version(),
+        net.album(1).album().keyring().current_version().next().unwrap()
+    );
+    let group = rebooted.album().group_id();
+    let honest = MemoryServer::new();
+    honest.create_album(&group, Epoch::ZERO);
+    for d in 1..4 {
+        net.nodes[d].chain = FaultyChain::new(TestChain::Memory(honest.connect(&group)), net.clock.clone());
+    }
+    let old = net.nodes[1].album.replace(rebooted).unwrap();
+    assert_eq!(old.album().epoch(), last_valid, "rebooted from the last valid epoch");
+    with(&mut net, 1, |_, cx| old.into_album().discard(cx.provider).unwrap());
+    net.drive(1).unwrap();
+    let entries = honest.entries(&group);
+    for d in [2, 3] {
+        let validation = Validation { trust: &net.dir.trust, now: NOW };
+        let n = &mut net.nodes[d];
+        let joined = entries
+            .iter()
+            .find_map(|e| Album::join(&n.t.provider, e.welcome.as_ref()?, e.bundle.as_ref()?, validation).ok())
+            .unwrap();
+        n.album.take().unwrap().into_album().discard(&n.t.provider).unwrap();
+        n.album = Some(ResilientAlbum::new(joined, RetryPolicy::default()));
+    }
+    for d in 1..4 {
+        net.reconcile(d).unwrap();
+        assert_eq!(net.album(d).status(), AlbumStatus::InSync, "device {d}");
+        let a = net.album(d).album();
+        assert_eq!(a.epoch_authenticator(), net.album(1).album().epoch_authenticator(), "device {d}");
+        assert_eq!(open_photo(a.keyring(), &ALBUM, &photo).unwrap().as_slice(), b"valid");
+    }
+    assert_eq!(net.album(1).album().members().len(), 3);
+}

@@ -151,12 +151,6 @@ pub struct ResilientAlbum {
     pub(crate) server_faults: u64,
     /// Not persisted: what happened since the caller last took them.
     pub(crate) events: Vec<Event>,
-    /// Not persisted: the newest fingerprint received from each member.
-    pub(crate) fingerprints: std::collections::BTreeMap<Member, crate::forks::Received>,
-    /// Not persisted: chain fetches answered since the album was loaded, and
-    /// the head the last one showed.
-    pub(crate) fetches: u64,
-    pub(crate) chain_head: Option<Epoch>,
 }
 
 /// The resilience state beside the album, to persist with it: every intent
@@ -231,9 +225,6 @@ impl ResilientAlbum {
             answered_rekeys: Vec::new(),
             server_faults: 0,
             events: Vec::new(),
-            fingerprints: std::collections::BTreeMap::new(),
-            fetches: 0,
-            chain_head: None,
         }
     }
 
@@ -291,9 +282,6 @@ impl ResilientAlbum {
             answered_rekeys: r.answered_rekeys,
             server_faults: r.server_faults,
             events: Vec::new(),
-            fingerprints: std::collections::BTreeMap::new(),
-            fetches: 0,
-            chain_head: None,
         })
     }
 
@@ -388,12 +376,8 @@ impl ResilientAlbum {
         AlbumStatus::InSync
     }
 
-    /// A commit was merged: say so, and forget the fingerprints of members it
-    /// (re-)added, which describe the leaf they had before.
+    /// A commit was merged: say so.
     pub(crate) fn applied(&mut self, applied: Applied) {
-        for member in &applied.added {
-            self.fingerprints.remove(member);
-        }
         self.events.push(Event::Applied(Box::new(applied)));
     }
 

@@ -145,15 +145,6 @@ pub struct SyncReport {
     pub rebooter: Option<Member>,
 }
 
-/// A fingerprint received, and the number of chain fetches this device had
-/// made when it arrived.
-#[derive(Clone, Debug)]
-pub(crate) struct Received {
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) epoch: Epoch,
-    pub(crate) fetches: u64,
-}
-
 impl ResilientAlbum {
     /// This device's signed, sealed fingerprint of its current state, to
     /// publish after every commit it merges (and when asked).
@@ -164,51 +155,44 @@ impl ResilientAlbum {
         Ok(self.album.fingerprint(cx.provider, cx.device)?)
     }
 
-    /// Takes another member's fingerprint: judged now (the reading is
-    /// returned), kept if it is the newest from its sender, and judged again
-    /// by every [`ResilientAlbum::sync_report`]. Kept in memory only: after a
-    /// restart the application reads them again.
-    ///
-    /// # Errors
-    /// The MLS layer's refusal (bad bytes, bad signature, a non-member, this
-    /// device's own); nothing is kept then.
-    pub fn observe_fingerprint<P: OpenMlsProvider>(&mut self, cx: Context<'_, P>, bytes: Vec<u8>) -> Result<Reading> {
-        let reading = self.album.read_fingerprint(cx.provider, &bytes)?;
-        let sender = reading.sender();
-        let epoch = reading.epoch();
-        let received = Received { bytes, epoch, fetches: self.fetches };
-        match self.fingerprints.get(&sender) {
-            Some(old) if old.epoch > epoch => {}
-            _ => {
-                self.fingerprints.insert(sender, received);
-            }
-        }
-        Ok(reading)
-    }
-
-    /// Classifies the album from the fingerprints received (the rule is in
-    /// this module's docs). Changes nothing.
+    /// Classifies the album from the members' fingerprints (the rule is in
+    /// this module's docs): `fingerprints` as the application collected them
+    /// (the newest of each sender counts; a later one wins a tie), and
+    /// `chain_head`, the head a fetch of the chain made *after* collecting
+    /// them showed (`None` when there was none: then a member ahead is only
+    /// "ahead", never "off the chain"). Fingerprints that do not verify, of
+    /// non-members or this device's own are left out. Changes nothing, and
+    /// keeps nothing: a restart loses no state.
     ///
     /// # Errors
     /// Faults only.
-    pub fn sync_report<P: OpenMlsProvider>(&self, cx: Context<'_, P>) -> Result<SyncReport> {
+    pub fn sync_report<P: OpenMlsProvider>(
+        &self,
+        cx: Context<'_, P>,
+        fingerprints: &[Vec<u8>],
+        chain_head: Option<Epoch>,
+    ) -> Result<SyncReport> {
+        let mut newest: BTreeMap<Member, (Reading, &[u8])> = BTreeMap::new();
+        for bytes in fingerprints {
+            let Ok(reading) = self.album.read_fingerprint(cx.provider, bytes) else { continue };
+            match newest.get(&reading.sender()) {
+                Some((old, _)) if old.epoch() > reading.epoch() => {}
+                _ => {
+                    newest.insert(reading.sender(), (reading, bytes));
+                }
+            }
+        }
         let me = Member { user: cx.device.user(), device: cx.device.device() };
         let epoch = self.album.epoch();
         let quarantined = self.quarantine.is_some();
         let roster = self.album.members();
-        let head_seen = self.chain_head;
         let mut own = vec![me];
         let mut others: BTreeMap<(Epoch, Option<CommitHash>), Vec<Member>> = BTreeMap::new();
         let mut unheard = Vec::new();
         let mut ahead = false;
         let mut equivocation = None;
         for sender in roster.iter().copied().filter(|m| *m != me) {
-            let Some(received) = self.fingerprints.get(&sender) else {
-                unheard.push(sender);
-                continue;
-            };
-            // A refusal now (the sender left the album meanwhile) counts as not heard.
-            let Ok(reading) = self.album.read_fingerprint(cx.provider, &received.bytes) else {
+            let Some((reading, statement)) = newest.remove(&sender) else {
                 unheard.push(sender);
                 continue;
             };
@@ -223,16 +207,14 @@ impl ResilientAlbum {
                             theirs: theirs.commit,
                             their_committer: theirs.committer,
                             witness: sender,
-                            statement: received.bytes.clone(),
+                            statement: statement.to_vec(),
                         });
                     }
                     others.entry((theirs.epoch, theirs.commit)).or_default().push(sender);
                 }
-                // A fetch after this fingerprint arrived showed the chain at this
-                // device's epoch: the sender merged a commit the chain lacks.
-                Reading::Ahead { theirs, .. }
-                    if !quarantined && head_seen == Some(epoch) && received.fetches < self.fetches =>
-                {
+                // A fetch after this fingerprint was collected showed the chain
+                // at this device's epoch: the sender merged a commit the chain lacks.
+                Reading::Ahead { theirs, .. } if !quarantined && chain_head == Some(epoch) => {
                     if theirs.committer.is_some_and(|c| c != sender) {
                         equivocation.get_or_insert_with(|| Equivocation {
                             epoch,
@@ -240,7 +222,7 @@ impl ResilientAlbum {
                             theirs: theirs.commit,
                             their_committer: theirs.committer,
                             witness: sender,
-                            statement: received.bytes.clone(),
+                            statement: statement.to_vec(),
                         });
                     }
                     others.entry((theirs.epoch, theirs.commit)).or_default().push(sender);
@@ -268,7 +250,7 @@ impl ResilientAlbum {
             .collect();
         let off: usize = others.iter().map(|p| p.members.len()).sum();
         let heard = own.len().saturating_add(off);
-        let behind_chain = head_seen.is_some_and(|h| h > epoch);
+        let behind_chain = chain_head.is_some_and(|h| h > epoch);
         let class = if let Some(e) = equivocation {
             SyncClass::Equivocation(Box::new(e))
         } else if others.is_empty() && quarantined {
@@ -312,7 +294,8 @@ impl ResilientAlbum {
 
     /// The coordinator's half of healing a weak fork: proposes a re-add
     /// ([`Change::ReAddDevice`], OpenMLS's fork-resolution re-add) of every
-    /// member the current [`SyncReport`] has this device re-add, for which
+    /// member the [`SyncReport`] of `fingerprints` and `chain_head` has this
+    /// device re-add, for which
     /// `key_packages` holds a fresh KeyPackage (the member re-bootstrapped and
     /// published it). A member whose re-add is already under way is skipped,
     /// so calling again after a restart proposes nothing twice. Durable like
@@ -323,11 +306,13 @@ impl ResilientAlbum {
     pub fn heal_fork<P: OpenMlsProvider>(
         &mut self,
         cx: Context<'_, P>,
+        fingerprints: &[Vec<u8>],
+        chain_head: Option<Epoch>,
         key_packages: &[(Member, Vec<u8>)],
     ) -> Result<Vec<IntentId>> {
         self.ensure_not_quarantined()?;
         let me = Member { user: cx.device.user(), device: cx.device.device() };
-        let report = self.sync_report(cx)?;
+        let report = self.sync_report(cx, fingerprints, chain_head)?;
         let underway: Vec<Member> = self
             .intents
             .iter()
@@ -364,8 +349,8 @@ impl ResilientAlbum {
     /// device's reboot, the first submission loses the race: discard the new
     /// album and join the winner's group instead.
     ///
-    /// Members' fingerprints and this album's intents are not carried over:
-    /// unsettled changes are the application's to propose again.
+    /// This album's intents are not carried over: unsettled changes are the
+    /// application's to propose again.
     ///
     /// # Errors
     /// As [`capsule_mls::Album::reboot`]; [`crate::ResilienceError::Quarantined`]

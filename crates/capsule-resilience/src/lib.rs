@@ -70,8 +70,8 @@
 //! # Forks
 //!
 //! Members publish signed, sealed state fingerprints
-//! ([`ResilientAlbum::fingerprint`]) and take each other's
-//! ([`ResilientAlbum::observe_fingerprint`]); [`ResilientAlbum::sync_report`]
+//! ([`ResilientAlbum::fingerprint`]); from the ones the application collected
+//! and the chain's head fetched after, [`ResilientAlbum::sync_report`]
 //! classifies the album ([`SyncClass`]: in sync, behind, weak, hard,
 //! equivocation) and names who heals it: a re-add by the coordinator
 //! ([`ResilientAlbum::heal_fork`]) or a reboot ([`ResilientAlbum::reboot`]). The

@@ -108,10 +108,6 @@ impl ResilientAlbum {
         // must not keep the device fetching in a loop. A submitted commit's own
         // check, on the retry schedule, looks again.
         self.fetch_due = false;
-        if let Ok(fetched) = &result {
-            self.fetches = self.fetches.saturating_add(1);
-            self.chain_head = Some(fetched.head);
-        }
         match result {
             Ok(fetched) if from == self.fetch_from() => {
                 let reconciled = match fetched.check(from) {

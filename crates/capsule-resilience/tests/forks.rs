@@ -44,21 +44,31 @@ fn with<T>(
     f(n.album.as_mut().unwrap(), cx)
 }
 
-/// Every device in `devices` publishes its fingerprint; every other one takes it.
-fn gossip(net: &mut Net, devices: &[usize]) {
-    let published: Vec<(usize, Vec<u8>)> =
-        devices.iter().map(|&d| (d, with(net, d, |a, cx| a.fingerprint(cx).unwrap()))).collect();
-    for &reader in devices {
-        for (sender, bytes) in &published {
-            if *sender != reader {
-                with(net, reader, |a, cx| a.observe_fingerprint(cx, bytes.clone()).unwrap());
-            }
-        }
+/// What the server's fingerprint board would hold: the newest per device.
+type Board = std::collections::BTreeMap<usize, Vec<u8>>;
+
+/// Every device in `devices` publishes its fingerprint to `board`.
+fn publish(net: &mut Net, board: &mut Board, devices: &[usize]) {
+    for &d in devices {
+        let bytes = with(net, d, |a, cx| a.fingerprint(cx).unwrap());
+        board.insert(d, bytes);
     }
 }
 
-fn report(net: &mut Net, d: usize) -> SyncReport {
-    with(net, d, |a, cx| a.sync_report(cx).unwrap())
+/// Device `d`'s report from the board, with the chain's head fetched after
+/// reading it (`None`: not fetched).
+fn report(net: &mut Net, board: &Board, d: usize, chain_head: Option<Epoch>) -> SyncReport {
+    let others: Vec<Vec<u8>> = board.iter().filter(|(s, _)| **s != d).map(|(_, b)| b.clone()).collect();
+    with(net, d, |a, cx| a.sync_report(cx, &others, chain_head).unwrap())
+}
+
+/// Device `d` reconciles (its chain must answer) and reports with the head it saw.
+fn reconciled_report(net: &mut Net, board: &Board, d: usize) -> SyncReport {
+    let head = match net.reconcile(d).unwrap() {
+        ReconcileOutcome::Diverged { server_epoch, .. } => server_epoch,
+        _ => net.album(d).album().epoch(),
+    };
+    report(net, board, d, Some(head))
 }
 
 /// Device `d` merges a rotation the server never sees (a local state bug).
@@ -76,19 +86,20 @@ fn merge_off_chain(net: &mut Net, d: usize) -> capsule_mls::CommitHash {
 fn a_member_off_the_chain_is_detected_quarantined_and_readded() {
     let mut net = four();
     let all = [0, 1, 2, 3];
-    gossip(&mut net, &all);
+    let mut board = Board::new();
+    publish(&mut net, &mut board, &all);
     for d in all {
-        assert_eq!(report(&mut net, d).class, SyncClass::InSync, "device {d}");
+        assert_eq!(reconciled_report(&mut net, &board, d).class, SyncClass::InSync, "device {d}");
     }
     let fork = net.album(0).album().epoch();
     let bob_commit = merge_off_chain(&mut net, 1);
-    gossip(&mut net, &all);
+    publish(&mut net, &mut board, &[1]);
     // Before looking at the chain, the others only know Bob is ahead.
-    assert_eq!(report(&mut net, 0).class, SyncClass::Behind);
+    assert_eq!(report(&mut net, &board, 0, None).class, SyncClass::Behind);
     // The chain has nothing past `fork`: Bob merged a commit it never accepted.
     for d in [0, 2, 3] {
-        assert_eq!(net.reconcile(d).unwrap(), ReconcileOutcome::UpToDate);
-        let r = report(&mut net, d);
+        let r = reconciled_report(&mut net, &board, d);
+        assert_eq!(net.album(d).album().epoch(), fork);
         assert_eq!(r.class, SyncClass::Weak { minority: false }, "device {d}");
         assert_eq!(r.own, vec![member(&net, 0), member(&net, 2), member(&net, 3)]);
         assert_eq!(
@@ -100,18 +111,22 @@ fn a_member_off_the_chain_is_detected_quarantined_and_readded() {
     }
     // Bob learns from the chain that he diverged, and from the fingerprints
     // that he is the minority: his way out is a re-bootstrap.
-    assert!(matches!(net.reconcile(1).unwrap(), ReconcileOutcome::Diverged { .. }));
-    assert_eq!(report(&mut net, 1).class, SyncClass::Weak { minority: true });
+    assert_eq!(reconciled_report(&mut net, &board, 1).class, SyncClass::Weak { minority: true });
+    assert!(matches!(net.album(1).status(), AlbumStatus::Quarantined { .. }));
     let discarded = with(&mut net, 1, |a, cx| a.rebootstrap(cx.provider).unwrap());
     assert_eq!(discarded.last_applied, Some(bob_commit));
     let fresh = net.nodes[1].t.key_package().unwrap();
 
     // Only the coordinator proposes, once.
     let bob = member(&net, 1);
-    assert!(with(&mut net, 2, |a, cx| a.heal_fork(cx, &[(bob, fresh.clone())]).unwrap()).is_empty());
-    let proposed = with(&mut net, 0, |a, cx| a.heal_fork(cx, &[(bob, fresh.clone())]).unwrap());
+    let heal = |net: &mut Net, d: usize| {
+        let seen: Vec<Vec<u8>> = board.iter().filter(|(s, _)| **s != d).map(|(_, b)| b.clone()).collect();
+        with(net, d, |a, cx| a.heal_fork(cx, &seen, Some(fork), &[(bob, fresh.clone())]).unwrap())
+    };
+    assert!(heal(&mut net, 2).is_empty());
+    let proposed = heal(&mut net, 0);
     assert_eq!(proposed.len(), 1);
-    assert!(with(&mut net, 0, |a, cx| a.heal_fork(cx, &[(bob, fresh.clone())]).unwrap()).is_empty());
+    assert!(heal(&mut net, 0).is_empty());
     net.drive(0).unwrap();
     assert!(matches!(net.album(0).intent(proposed[0]).unwrap().state, IntentState::Confirmed { .. }));
     net.join_at(1, fork);
@@ -121,9 +136,9 @@ fn a_member_off_the_chain_is_detected_quarantined_and_readded() {
     for d in all {
         assert_eq!(versions(&net, d), versions(&net, 0), "device {d} holds every version");
     }
-    gossip(&mut net, &all);
+    publish(&mut net, &mut board, &all);
     for d in all {
-        let r = report(&mut net, d);
+        let r = reconciled_report(&mut net, &board, d);
         assert_eq!((r.class, r.others), (SyncClass::InSync, vec![]), "device {d}");
     }
 }
@@ -140,8 +155,9 @@ fn a_device_far_behind_catches_up_by_replay_alone() {
         net.reconcile(d).unwrap();
     }
     net.nodes[3].chain.partition(false);
-    gossip(&mut net, &[0, 1, 2, 3]);
-    let r = report(&mut net, 3);
+    let mut board = Board::new();
+    publish(&mut net, &mut board, &[0, 1, 2, 3]);
+    let r = report(&mut net, &board, 3, None);
     assert_eq!(r.class, SyncClass::Behind);
     assert!(r.others.is_empty());
     let intents = net.album(3).intents().len();
@@ -150,9 +166,9 @@ fn a_device_far_behind_catches_up_by_replay_alone() {
         other => panic!("{other:?}"),
     }
     assert_eq!(net.album(3).intents().len(), intents, "replay alone: nothing proposed");
-    gossip(&mut net, &[0, 1, 2, 3]);
+    publish(&mut net, &mut board, &[0, 1, 2, 3]);
     for d in 0..4 {
-        assert_eq!(report(&mut net, d).class, SyncClass::InSync, "device {d}");
+        assert_eq!(reconciled_report(&mut net, &board, d).class, SyncClass::InSync, "device {d}");
     }
     net.assert_converged();
 }
@@ -185,24 +201,26 @@ fn a_server_showing_two_commits_for_one_epoch_is_caught_on_both_sides_and_healed
     for d in 0..4 {
         assert_eq!(net.reconcile(d).unwrap(), ReconcileOutcome::UpToDate, "device {d}");
     }
-    gossip(&mut net, &[0, 1, 2, 3]);
+    let mut board = Board::new();
+    publish(&mut net, &mut board, &[0, 1, 2, 3]);
     for (d, witness, committer) in [(0, 3, 2), (1, 3, 2), (2, 1, 0), (3, 1, 0)] {
-        let SyncClass::Equivocation(e) = report(&mut net, d).class else { panic!("device {d} must see equivocation") };
+        let SyncClass::Equivocation(e) = reconciled_report(&mut net, &board, d).class else {
+            panic!("device {d} must see equivocation")
+        };
         assert_eq!(e.epoch, fork, "device {d}");
         assert_eq!(e.witness, member(&net, witness), "device {d}");
         assert_eq!(e.their_committer, Some(member(&net, committer)), "device {d}");
         assert_ne!(e.ours, e.theirs);
         assert!(e.ours.is_some() && e.theirs.is_some());
         // The evidence is the witness's signed statement, readable by members.
-        assert!(matches!(
-            with(&mut net, d, |a, cx| a.observe_fingerprint(cx, e.statement.clone()).unwrap()),
-            Reading::Forked { .. }
-        ));
+        let n = &net.nodes[d];
+        let reading = n.album.as_ref().unwrap().album().read_fingerprint(&n.t.provider, &e.statement).unwrap();
+        assert!(matches!(reading, Reading::Forked { .. }));
     }
 
     // Everyone names the same rebooter: the smallest admin device, Alice's.
     for d in 0..4 {
-        assert_eq!(report(&mut net, d).rebooter, Some(member(&net, 0)), "device {d}");
+        assert_eq!(reconciled_report(&mut net, &board, d).rebooter, Some(member(&net, 0)), "device {d}");
     }
     let held_before: Vec<_> = net.album(0).album().keyring().held().map(|(v, _)| v).collect();
     let fresh: Vec<(Member, Vec<u8>)> =
@@ -246,9 +264,10 @@ fn a_server_showing_two_commits_for_one_epoch_is_caught_on_both_sides_and_healed
         assert!(held_before.iter().all(|v| held.contains(v)), "device {d} lost a version");
         assert_eq!(open_photo(a.keyring(), &ALBUM, &photo).unwrap().as_slice(), b"before", "device {d}");
     }
-    gossip(&mut net, &[0, 1, 2, 3]);
+    let mut board = Board::new();
+    publish(&mut net, &mut board, &[0, 1, 2, 3]);
     for d in 0..4 {
-        assert_eq!(report(&mut net, d).class, SyncClass::InSync, "device {d}");
+        assert_eq!(reconciled_report(&mut net, &board, d).class, SyncClass::InSync, "device {d}");
     }
 }
 
@@ -288,9 +307,10 @@ fn a_commit_every_honest_member_refuses_is_healed_by_a_reboot_from_the_last_vali
         assert!(matches!(net.reconcile(d).unwrap(), ReconcileOutcome::Diverged { .. }), "device {d}");
         assert!(net.album(d).quarantine().unwrap().invalid_commit.is_some());
     }
-    gossip(&mut net, &[1, 2, 3]);
+    let mut board = Board::new();
+    publish(&mut net, &mut board, &[1, 2, 3]);
     for d in 1..4 {
-        let r = report(&mut net, d);
+        let r = reconciled_report(&mut net, &board, d);
         assert_eq!(r.class, SyncClass::Hard, "device {d}");
         assert_eq!(r.own, vec![member(&net, 1), member(&net, 2), member(&net, 3)]);
         // The honest admin, not the author of the refused commit.

@@ -199,20 +199,11 @@ impl Album {
         }
         let context = AlbumContext::from_extensions(staged.group_context().extensions())?;
         let album = context.metadata.album();
-        match generation_of(album.as_bytes(), group_id.as_slice()) {
-            None => return Err(MlsError::Refused("the group id is not the album's")),
-            // A reboot's group is created by the admin that rebooted it (leaf 0).
-            Some(g) if g > 0 => {
-                let creator = staged
-                    .members()
-                    .find(|m| m.index == LeafNodeIndex::new(0))
-                    .ok_or(MlsError::Refused("a rebooted group without its creator"))
-                    .and_then(|m| claimed_identity(&m.credential))?;
-                if !context.metadata.is_admin(&creator.user) {
-                    return Err(MlsError::Unauthorized("only admins reboot an album"));
-                }
-            }
-            Some(_) => {}
+        // Whether a rebooted group may replace the one this device holds is
+        // decided against that one (`Album::join_reboot`), never against what
+        // the new group says of itself.
+        if generation_of(album.as_bytes(), group_id.as_slice()).is_none() {
+            return Err(MlsError::Refused("the group id is not the album's"));
         }
         let secret = staged
             .export_secret(provider.crypto(), EXPORTER_LABEL, album.as_bytes(), 32)

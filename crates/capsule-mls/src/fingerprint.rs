@@ -21,7 +21,8 @@
 //!   holds `n - 1` too: the statement is then sealed under `n` only, and the
 //!   other side of a fork learns only that it cannot open it (still a fork,
 //!   see [`Reading::Apart`]). A non-member, the server included, reads
-//!   nothing but the album, the epoch, the seals' epochs and the sender; a
+//!   nothing but the group (album and reboot generation), the epoch, the seals'
+//!   epochs and the sender; a
 //!   device removed from the album reads nothing sealed after its removal.
 //! - **who vouches for it**: the sender signs the envelope (ciphertext
 //!   included) with its leaf's signature key, under a domain-separation
@@ -32,7 +33,6 @@
 //! [`KEPT_EPOCHS`] epochs in the album record, so it can judge statements
 //! about epochs it has passed. They protect fingerprints only, never photos.
 
-use capsule_amk::AlbumId;
 use capsule_identity::encoding;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -109,13 +109,11 @@ impl Fingerprint {
 
 impl core::fmt::Debug for Fingerprint {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let [a, b, ..] = self.value;
         f.debug_struct("Fingerprint")
             .field("epoch", &self.epoch)
             .field("commit", &self.commit)
             .field("committer", &self.committer)
-            .field("value", &format_args!("{a:02x}{b:02x}…"))
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -143,7 +141,9 @@ impl Drop for Statement {
 #[derive(Serialize, Deserialize)]
 struct Header {
     format: u8,
-    album: [u8; 16],
+    /// The MLS group id: the album and its reboot generation, so a
+    /// fingerprint of one generation never reads as another's.
+    group: Vec<u8>,
     epoch: Epoch,
     sender: Member,
 }
@@ -334,7 +334,7 @@ impl Album {
         let previous = epoch.previous().and_then(|p| self.mark(p)).filter(|_| !current.removed);
         let header = Header {
             format: FORMAT,
-            album: *self.id().as_bytes(),
+            group: self.group_id(),
             epoch,
             sender: Member { user: device.user(), device: device.device() },
         };
@@ -369,8 +369,8 @@ impl Album {
         if header.format != FORMAT {
             return Err(MlsError::Malformed("fingerprint format"));
         }
-        if AlbumId::from_bytes(header.album) != self.id() {
-            return Err(MlsError::NotMember("fingerprint of another album"));
+        if header.group != self.group_id() {
+            return Err(MlsError::NotMember("fingerprint of another album or generation"));
         }
         let sender = header.sender;
         let leaf = self

@@ -23,21 +23,26 @@
 //!   [`Change::AddUser`] in the new group (a commit adds the devices of one
 //!   user: they share one Welcome and one bundle). Only members of the old
 //!   group are re-added by a reboot.
-//! - **joiners** check that the new group is the album's (its id) and that
-//!   its creator (leaf 0) is an admin of the album
-//!   ([`Album::join`]); they then forget the old group
-//!   ([`Album::discard`]).
+//! - **members of the old group** join with [`Album::join_reboot`], which
+//!   decides against the group they hold, never against what the new group
+//!   says of itself: the same album, a later generation, the same metadata
+//!   and entitlements, and a creator (leaf 0) that is an admin and a member
+//!   of the old group. They then forget the old group ([`Album::discard`]).
+//!   A device added to the album later joins with [`Album::join`], from an
+//!   ordinary add.
 //!
 //! [`Change::AddUser`]: crate::Change::AddUser
 
+use openmls::prelude::LeafNodeIndex;
 use openmls::prelude::tls_codec::Serialize as _;
 use openmls_traits::OpenMlsProvider;
 
 use crate::album::{EXPORTER_LABEL, epoch_secret, group_id_of};
+use crate::binding::claimed_identity;
 use crate::binding::{DeviceIdentity, Validation, capabilities};
-use crate::boundary::During as _;
 use crate::outgoing::verified_key_package;
 use crate::{Album, AlbumContext, Change, CommitHash, Epoch, MlsError, Outgoing, Result};
+use openmls::prelude::{CommitMessageBundle, KeyPackage, MlsGroup};
 
 impl Album {
     /// Reboots the album into a new group (see the module docs): returns the
@@ -60,7 +65,6 @@ impl Album {
         key_packages: &[Vec<u8>],
         validation: Validation<'_>,
     ) -> Result<(Self, Outgoing)> {
-        const REBOOTING: &str = "rebooting the album";
         if !self.context.metadata.is_admin(&device.user()) {
             return Err(MlsError::Unauthorized("only admins reboot an album"));
         }
@@ -97,35 +101,123 @@ impl Album {
                 tracing::warn!(error = %e, "reboot failed");
                 MlsError::Refused("OpenMLS refused the reboot")
             })?;
+        // Nothing after `finish` may leave the new group behind in storage.
+        match Self::rebooted(provider, group, context, &self.keyring, &bundle, key_packages, first.as_ref(), *user) {
+            Ok(done) => {
+                tracing::info!(generation, "album rebooted into a new group");
+                Ok(done)
+            }
+            Err((mut group, e)) => {
+                group.delete(provider.storage()).map_err(|_| MlsError::Internal("dropping a failed reboot"))?;
+                Err(e)
+            }
+        }
+    }
+
+    /// The part of a reboot after OpenMLS created the group: on error the
+    /// group comes back for the caller to delete.
+    #[allow(clippy::too_many_arguments, clippy::result_large_err)] // one call site
+    fn rebooted<P: OpenMlsProvider>(
+        provider: &P,
+        group: MlsGroup,
+        context: AlbumContext,
+        keyring: &capsule_amk::AmkKeyring,
+        bundle: &CommitMessageBundle,
+        key_packages: &[Vec<u8>],
+        first: Option<&KeyPackage>,
+        user: capsule_identity::UserId,
+    ) -> core::result::Result<(Self, Outgoing), (MlsGroup, MlsError)> {
+        let album = context.metadata.album();
         // The new version comes from the new group's first epoch, which only
         // this device saw; joiners receive it in their bundles.
-        let secret = group.export_secret(provider.crypto(), EXPORTER_LABEL, album.as_bytes(), 32).during(REBOOTING)?;
-        let mut keyring = self.keyring.clone();
-        keyring.rotate(context.amk_version, &epoch_secret(secret)?)?;
+        let keyring = match group.export_secret(provider.crypto(), EXPORTER_LABEL, album.as_bytes(), 32) {
+            Ok(secret) => epoch_secret(secret).and_then(|secret| {
+                let mut keyring = keyring.clone();
+                keyring.rotate(context.amk_version, &secret)?;
+                Ok(keyring)
+            }),
+            Err(_) => Err(MlsError::Internal("exporting the rebooted group's secret")),
+        };
+        let keyring = match keyring {
+            Ok(k) => k,
+            Err(e) => return Err((group, e)),
+        };
         let mut rebooted =
             Self { group, context, keyring, pending: None, last_applied: None, evicted: false, marks: Vec::new() };
-        rebooted.mark_epoch(provider, None, None, false)?;
-        let commit = bundle.commit().tls_serialize_detached().map_err(|_| MlsError::Internal("commit encoding"))?;
-        let welcome = bundle
-            .to_welcome_msg()
-            .ok_or(MlsError::Internal("a reboot without a welcome"))?
-            .tls_serialize_detached()
-            .map_err(|_| MlsError::Internal("welcome encoding"))?;
-        let history = rebooted.history_for(first.as_ref(), None)?;
-        let sealed = match &history {
-            Some(history) => Some(rebooted.seal_bundle_for_pending(provider, history)?),
-            None => None,
-        };
-        let out = Outgoing {
-            change: Change::AddUser { user: *user, directory: key_packages.to_vec() },
-            epoch: Epoch::ZERO,
-            commit_hash: CommitHash::of(&commit),
-            commit,
-            welcome: Some(welcome),
-            bundle: sealed,
-        };
-        tracing::info!(generation, versions = rebooted.keyring.held().count(), "album rebooted into a new group");
-        rebooted.pending = Some(out.clone());
-        Ok((rebooted, out))
+        let out = (|| {
+            rebooted.mark_epoch(provider, None, None, false)?;
+            let commit = bundle.commit().tls_serialize_detached().map_err(|_| MlsError::Internal("commit encoding"))?;
+            let welcome = bundle
+                .to_welcome_msg()
+                .ok_or(MlsError::Internal("a reboot without a welcome"))?
+                .tls_serialize_detached()
+                .map_err(|_| MlsError::Internal("welcome encoding"))?;
+            let history = rebooted.history_for(first, None)?;
+            let sealed = match &history {
+                Some(history) => Some(rebooted.seal_bundle_for_pending(provider, history)?),
+                None => None,
+            };
+            Ok(Outgoing {
+                change: Change::AddUser { user, directory: key_packages.to_vec() },
+                epoch: Epoch::ZERO,
+                commit_hash: CommitHash::of(&commit),
+                commit,
+                welcome: Some(welcome),
+                bundle: sealed,
+            })
+        })();
+        match out {
+            Ok(out) => {
+                rebooted.pending = Some(out.clone());
+                Ok((rebooted, out))
+            }
+            Err(e) => Err((rebooted.group, e)),
+        }
+    }
+
+    /// Joins the next generation of an album this device holds (see the
+    /// module docs), from the Welcome and bundle of the rebooted group,
+    /// deciding against `old`: the same album, a later generation, the same
+    /// metadata and entitlements, and a creator (leaf 0, the rebooting
+    /// device, which the first joiners see in place) that is an admin and a
+    /// member of `old`. On a refusal nothing stays stored. The caller then
+    /// discards `old`.
+    ///
+    /// # Errors
+    /// As [`Album::join`]; [`MlsError::Refused`] or [`MlsError::Unauthorized`]
+    /// for a group that is not a reboot of `old` by one of its admins.
+    pub fn join_reboot<P: OpenMlsProvider>(
+        provider: &P,
+        old: &Self,
+        welcome: &[u8],
+        bundle: &[u8],
+        validation: Validation<'_>,
+    ) -> Result<Self> {
+        let mut joined = Self::join(provider, welcome, bundle, validation)?;
+        let verdict = (|| {
+            if joined.id() != old.id() || joined.generation() <= old.generation() {
+                return Err(MlsError::Refused("not a later generation of this album"));
+            }
+            let (new, before) = (joined.context(), old.context());
+            if new.metadata != before.metadata || new.entitlements != before.entitlements {
+                return Err(MlsError::Refused("a reboot carries the album's metadata and entitlements over"));
+            }
+            let creator = joined
+                .group
+                .member(LeafNodeIndex::new(0))
+                .ok_or(MlsError::Refused("a rebooted group without its creator"))
+                .and_then(claimed_identity)?;
+            if !before.metadata.is_admin(&creator.user) || !old.members().contains(&creator) {
+                return Err(MlsError::Unauthorized("only an admin of the album reboots it"));
+            }
+            Ok(())
+        })();
+        match verdict {
+            Ok(()) => Ok(joined),
+            Err(e) => {
+                joined.discard(provider)?;
+                Err(e)
+            }
+        }
     }
 }

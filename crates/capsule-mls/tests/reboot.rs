@@ -67,8 +67,10 @@ fn a_reboot_readds_every_member_with_every_amk_version() {
     assert_eq!(rebooted.context().amk_version, w.album(0).context().amk_version.next().unwrap());
     rebooted.confirm(&w.devices[0].provider).unwrap();
     let mut next = vec![rebooted];
+    // Members of the old group join the next generation against the group they hold.
     let join = |w: &World, d: usize, welcome: &[u8], bundle: &[u8]| {
-        Album::join(&w.devices[d].provider, welcome, bundle, Validation { trust: &w.dir.trust, now: NOW })
+        let validation = Validation { trust: &w.dir.trust, now: NOW };
+        Album::join_reboot(&w.devices[d].provider, w.album(d), welcome, bundle, validation)
     };
     let laptop = join(&w, 1, first.welcome.as_ref().unwrap(), first.bundle.as_ref().unwrap()).unwrap();
     next.push(laptop);

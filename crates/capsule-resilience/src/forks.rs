@@ -326,7 +326,11 @@ impl ResilientAlbum {
             .collect();
         let mut proposed = Vec::new();
         for readd in report.readds.iter().filter(|r| r.by == me && !underway.contains(&r.member)) {
-            if let Some((_, kp)) = key_packages.iter().find(|(m, _)| *m == readd.member) {
+            // The label is the caller's (or the server's): the KeyPackage must name that device.
+            let named = |kp: &Vec<u8>| {
+                capsule_mls::inspect_key_package(kp, cx.validation).is_ok_and(|info| info.member == readd.member)
+            };
+            if let Some((_, kp)) = key_packages.iter().find(|(m, kp)| *m == readd.member && named(kp)) {
                 proposed.push(self.propose(Change::ReAddDevice { key_package: kp.clone() }));
             }
         }

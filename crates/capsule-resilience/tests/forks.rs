@@ -247,7 +247,10 @@ fn a_server_showing_two_commits_for_one_epoch_is_caught_on_both_sides_and_healed
         let n = &mut net.nodes[d];
         let joined = entries
             .iter()
-            .find_map(|e| Album::join(&n.t.provider, e.welcome.as_ref()?, e.bundle.as_ref()?, validation).ok())
+            .find_map(|e| {
+                let old = n.album.as_ref()?.album();
+                Album::join_reboot(&n.t.provider, old, e.welcome.as_ref()?, e.bundle.as_ref()?, validation).ok()
+            })
             .unwrap_or_else(|| panic!("device {d} has a Welcome"));
         n.album.take().unwrap().into_album().discard(&n.t.provider).unwrap();
         n.album = Some(ResilientAlbum::new(joined, RetryPolicy::default()));
@@ -340,7 +343,10 @@ fn a_commit_every_honest_member_refuses_is_healed_by_a_reboot_from_the_last_vali
         let n = &mut net.nodes[d];
         let joined = entries
             .iter()
-            .find_map(|e| Album::join(&n.t.provider, e.welcome.as_ref()?, e.bundle.as_ref()?, validation).ok())
+            .find_map(|e| {
+                let old = n.album.as_ref()?.album();
+                Album::join_reboot(&n.t.provider, old, e.welcome.as_ref()?, e.bundle.as_ref()?, validation).ok()
+            })
             .unwrap();
         n.album.take().unwrap().into_album().discard(&n.t.provider).unwrap();
         n.album = Some(ResilientAlbum::new(joined, RetryPolicy::default()));

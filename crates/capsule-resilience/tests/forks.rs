@@ -82,6 +82,43 @@ fn merge_off_chain(net: &mut Net, d: usize) -> capsule_mls::CommitHash {
     out.commit_hash
 }
 
+/// The rebooter's new album replaces its old one on a fresh honest chain
+/// kept under the new group id; the rebooter drives it, and each of `joiners`
+/// (each its own user here) joins from the Welcome made for it, against the
+/// group it holds, and forgets the old group. Returns the old album's epoch.
+fn switch_to_reboot(net: &mut Net, rebooter: usize, rebooted: ResilientAlbum, joiners: &[usize]) -> Epoch {
+    let group = rebooted.album().group_id();
+    let honest = MemoryServer::new();
+    honest.create_album(&group, Epoch::ZERO);
+    for &d in joiners.iter().chain([&rebooter]) {
+        net.nodes[d].chain = FaultyChain::new(TestChain::Memory(honest.connect(&group)), net.clock.clone());
+    }
+    let old = net.nodes[rebooter].album.replace(rebooted).unwrap();
+    let old_epoch = old.album().epoch();
+    with(net, rebooter, |_, cx| old.into_album().discard(cx.provider).unwrap());
+    net.drive(rebooter).unwrap();
+    assert!(net.album(rebooter).intents().iter().all(|i| matches!(i.state, IntentState::Confirmed { .. })));
+    let entries = honest.entries(&group);
+    assert_eq!(entries.len(), joiners.len(), "one commit per user");
+    for &d in joiners {
+        let validation = Validation { trust: &net.dir.trust, now: NOW };
+        let n = &mut net.nodes[d];
+        let joined = entries
+            .iter()
+            .find_map(|e| {
+                let old = n.album.as_ref()?.album();
+                Album::join_reboot(&n.t.provider, old, e.welcome.as_ref()?, e.bundle.as_ref()?, validation).ok()
+            })
+            .unwrap_or_else(|| panic!("device {d} has a Welcome"));
+        n.album.take().unwrap().into_album().discard(&n.t.provider).unwrap();
+        n.album = Some(ResilientAlbum::new(joined, RetryPolicy::default()));
+    }
+    for &d in joiners.iter().chain([&rebooter]) {
+        net.reconcile(d).unwrap();
+    }
+    old_epoch
+}
+
 #[test]
 fn a_member_off_the_chain_is_detected_quarantined_and_readded() {
     let mut net = four();
@@ -228,36 +265,7 @@ fn a_server_showing_two_commits_for_one_epoch_is_caught_on_both_sides_and_healed
     let rebooted = with(&mut net, 0, |a, cx| a.reboot(cx, &fresh).unwrap());
     assert_eq!(rebooted.album().generation(), 1);
     assert_eq!(rebooted.intents().len(), 3, "one add per user");
-    // The new group's chain, on an honest server.
-    let group = rebooted.album().group_id();
-    let honest = MemoryServer::new();
-    honest.create_album(&group, Epoch::ZERO);
-    for d in 0..4 {
-        net.nodes[d].chain = FaultyChain::new(TestChain::Memory(honest.connect(&group)), net.clock.clone());
-    }
-    let old = net.nodes[0].album.replace(rebooted).unwrap();
-    with(&mut net, 0, |_, cx| old.into_album().discard(cx.provider).unwrap());
-    net.drive(0).unwrap();
-    assert!(net.album(0).intents().iter().all(|i| matches!(i.state, IntentState::Confirmed { .. })));
-    // Each member joins from the Welcome made for it, forgets the old group, and catches up.
-    let entries = honest.entries(&group);
-    assert_eq!(entries.len(), 3);
-    for d in 1..4 {
-        let validation = Validation { trust: &net.dir.trust, now: NOW };
-        let n = &mut net.nodes[d];
-        let joined = entries
-            .iter()
-            .find_map(|e| {
-                let old = n.album.as_ref()?.album();
-                Album::join_reboot(&n.t.provider, old, e.welcome.as_ref()?, e.bundle.as_ref()?, validation).ok()
-            })
-            .unwrap_or_else(|| panic!("device {d} has a Welcome"));
-        n.album.take().unwrap().into_album().discard(&n.t.provider).unwrap();
-        n.album = Some(ResilientAlbum::new(joined, RetryPolicy::default()));
-    }
-    for d in 0..4 {
-        net.reconcile(d).unwrap();
-    }
+    switch_to_reboot(&mut net, 0, rebooted, &[1, 2, 3]);
     let first = net.album(0).album();
     for d in 0..4 {
         let a = net.album(d).album();
@@ -327,32 +335,9 @@ fn a_commit_every_honest_member_refuses_is_healed_by_a_reboot_from_the_last_vali
         rebooted.album().keyring().current_version(),
         net.album(1).album().keyring().current_version().next().unwrap()
     );
-    let group = rebooted.album().group_id();
-    let honest = MemoryServer::new();
-    honest.create_album(&group, Epoch::ZERO);
+    let old_epoch = switch_to_reboot(&mut net, 1, rebooted, &[2, 3]);
+    assert_eq!(old_epoch, last_valid, "rebooted from the last valid epoch");
     for d in 1..4 {
-        net.nodes[d].chain = FaultyChain::new(TestChain::Memory(honest.connect(&group)), net.clock.clone());
-    }
-    let old = net.nodes[1].album.replace(rebooted).unwrap();
-    assert_eq!(old.album().epoch(), last_valid, "rebooted from the last valid epoch");
-    with(&mut net, 1, |_, cx| old.into_album().discard(cx.provider).unwrap());
-    net.drive(1).unwrap();
-    let entries = honest.entries(&group);
-    for d in [2, 3] {
-        let validation = Validation { trust: &net.dir.trust, now: NOW };
-        let n = &mut net.nodes[d];
-        let joined = entries
-            .iter()
-            .find_map(|e| {
-                let old = n.album.as_ref()?.album();
-                Album::join_reboot(&n.t.provider, old, e.welcome.as_ref()?, e.bundle.as_ref()?, validation).ok()
-            })
-            .unwrap();
-        n.album.take().unwrap().into_album().discard(&n.t.provider).unwrap();
-        n.album = Some(ResilientAlbum::new(joined, RetryPolicy::default()));
-    }
-    for d in 1..4 {
-        net.reconcile(d).unwrap();
         assert_eq!(net.album(d).status(), AlbumStatus::InSync, "device {d}");
         let a = net.album(d).album();
         assert_eq!(a.epoch_authenticator(), net.album(1).album().epoch_authenticator(), "device {d}");

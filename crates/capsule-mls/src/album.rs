@@ -154,7 +154,8 @@ impl Album {
         let keyring = AmkKeyring::create(album, &epoch_secret(secret)?)?;
         let mut created =
             Self { group, context, keyring, pending: None, last_applied: None, evicted: false, marks: Vec::new() };
-        created.mark_epoch(provider, None, None, false)?;
+        let mark = created.current_mark(provider, None, None, false)?;
+        created.push_mark(mark);
         Ok(created)
     }
 
@@ -224,11 +225,13 @@ impl Album {
             return Err(MlsError::Refused("bundle's current version is not the group's"));
         }
         keyring.attest_ceiling(context.amk_version);
+        // Marked before anything is stored, so joining cannot fail after it.
+        let epoch = Epoch(staged.group_context().epoch().as_u64());
+        let mark = EpochMark::derive(epoch, None, None, false, |label| {
+            staged.export_secret(provider.crypto(), label, album.as_bytes(), 32).during(JOINING)
+        })?;
         let group = staged.into_group(provider).during(JOINING)?;
-        let mut joined =
-            Self { group, context, keyring, pending: None, last_applied: None, evicted: false, marks: Vec::new() };
-        joined.mark_epoch(provider, None, None, false)?;
-        Ok(joined)
+        Ok(Self { group, context, keyring, pending: None, last_applied: None, evicted: false, marks: vec![mark] })
     }
 
     /// The wrapper's own state, to persist beside OpenMLS's (holds the keyring:

@@ -73,6 +73,24 @@ pub(crate) struct EpochMark {
     seal_key: [u8; 32],
 }
 
+impl EpochMark {
+    /// The mark of `epoch` from that epoch's exporter (a group's, a staged
+    /// commit's or a staged Welcome's: computed before anything is merged).
+    pub(crate) fn derive(
+        epoch: Epoch,
+        commit: Option<CommitHash>,
+        committer: Option<Member>,
+        removed: bool,
+        export: impl Fn(&str) -> Result<Vec<u8>>,
+    ) -> Result<Self> {
+        let secret = |label| -> Result<[u8; 32]> {
+            let out = Zeroizing::new(export(label)?);
+            out.as_slice().try_into().map_err(|_| MlsError::Internal("exporter length"))
+        };
+        Ok(Self { epoch, commit, committer, removed, value: secret(VALUE_LABEL)?, seal_key: secret(SEAL_LABEL)? })
+    }
+}
+
 impl core::fmt::Debug for EpochMark {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("EpochMark").field("epoch", &self.epoch).field("commit", &self.commit).finish_non_exhaustive()
@@ -254,23 +272,17 @@ impl Reading {
 
 impl Album {
     /// Records the mark of the epoch just entered (after a create, join or
-    /// merge), and forgets marks older than [`KEPT_EPOCHS`].
-    pub(crate) fn mark_epoch<P: OpenMlsProvider>(
-        &mut self,
-        provider: &P,
-        commit: Option<CommitHash>,
-        committer: Option<Member>,
-        removed: bool,
-    ) -> Result<()> {
-        let mark = self.current_mark(provider, commit, committer, removed)?;
+    /// merge), and forgets marks older than [`KEPT_EPOCHS`]. Infallible, so
+    /// it runs after a merge without a way to fail half-way.
+    pub(crate) fn push_mark(&mut self, mark: EpochMark) {
         self.marks.retain(|m| m.epoch < mark.epoch);
         self.marks.push(mark);
         let excess = self.marks.len().saturating_sub(KEPT_EPOCHS);
         self.marks.drain(..excess);
-        Ok(())
     }
 
-    fn current_mark<P: OpenMlsProvider>(
+    /// The mark of the epoch the group is in now.
+    pub(crate) fn current_mark<P: OpenMlsProvider>(
         &self,
         provider: &P,
         commit: Option<CommitHash>,
@@ -278,21 +290,10 @@ impl Album {
         removed: bool,
     ) -> Result<EpochMark> {
         let album = self.id();
-        let export = |label| -> Result<[u8; 32]> {
-            let out = Zeroizing::new(
-                self.group
-                    .export_secret(provider.crypto(), label, album.as_bytes(), 32)
-                    .during("exporting a fingerprint secret")?,
-            );
-            out.as_slice().try_into().map_err(|_| MlsError::Internal("exporter length"))
-        };
-        Ok(EpochMark {
-            epoch: self.epoch(),
-            commit,
-            committer,
-            removed,
-            value: export(VALUE_LABEL)?,
-            seal_key: export(SEAL_LABEL)?,
+        EpochMark::derive(self.epoch(), commit, committer, removed, |label| {
+            self.group
+                .export_secret(provider.crypto(), label, album.as_bytes(), 32)
+                .during("exporting a fingerprint secret")
         })
     }
 
@@ -325,7 +326,9 @@ impl Album {
         let current = match self.mark(epoch) {
             Some(m) => m,
             None => {
-                fresh = self.current_mark(provider, self.last_applied, None, false)?;
+                // Whether that commit removed a member is not known: seal
+                // under this epoch only.
+                fresh = self.current_mark(provider, self.last_applied, None, true)?;
                 &fresh
             }
         };

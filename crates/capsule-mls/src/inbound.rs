@@ -14,6 +14,7 @@ use openmls_traits::OpenMlsProvider;
 use crate::album::{EXPORTER_LABEL, epoch_secret};
 use crate::binding::{Validation, claimed_identity};
 use crate::boundary::{During as _, handshake_at, processing};
+use crate::fingerprint::EpochMark;
 use crate::rules::{Verdict, Violation, check_commit};
 use crate::{Album, AlbumContext, CommitHash, Epoch, Member, MlsError, Outgoing, Result};
 
@@ -44,6 +45,9 @@ pub(crate) struct Effects {
     new_context: AlbumContext,
     rotation: Option<AmkKeyring>,
     evicted: bool,
+    /// The fingerprint mark of the epoch the commit reaches (none for a
+    /// device it removes: that device holds no new epoch).
+    mark: Option<EpochMark>,
 }
 
 impl Album {
@@ -88,28 +92,11 @@ impl Album {
         let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
             return Err(Violation::NotAMemberCommit.into());
         };
-        let effects = self.effects_of(provider, &staged, Some((sender, validation)))?;
-        let committer = self.group.member(sender).and_then(|c| claimed_identity(c).ok());
+        let effects = self.effects_of(provider, &staged, Some((sender, validation)), hash)?;
         // Valid: the commit wins this epoch. Our own pending commit, if any, lost.
         let superseded = if self.pending.is_some() { self.reject(provider)? } else { None };
         self.group.merge_staged_commit(provider, *staged).during("merging a commit")?;
-        let applied = self.finish(effects, hash, superseded)?;
-        self.mark_applied(provider, &applied, committer)?;
-        Ok(applied)
-    }
-
-    /// Records the fingerprint mark of the epoch a commit reached (nothing
-    /// for a device the commit removed: it holds no new epoch).
-    pub(crate) fn mark_applied<P: OpenMlsProvider>(
-        &mut self,
-        provider: &P,
-        applied: &Applied,
-        committer: Option<Member>,
-    ) -> Result<()> {
-        if applied.evicted {
-            return Ok(());
-        }
-        self.mark_epoch(provider, Some(applied.commit_hash), committer, !applied.removed.is_empty())
+        self.finish(effects, hash, superseded)
     }
 
     /// The member a commit claims as its committer, without verifying anything:
@@ -136,6 +123,7 @@ impl Album {
         provider: &P,
         staged: &StagedCommit,
         incoming: Option<(LeafNodeIndex, Validation<'_>)>,
+        hash: CommitHash,
     ) -> Result<Effects> {
         let Verdict { added, removed, new_context, rotates } =
             check_commit(&self.context, &self.group, staged, incoming)?;
@@ -151,7 +139,23 @@ impl Album {
         } else {
             None
         };
-        Ok(Effects { added, removed, new_context, rotation, evicted })
+        let mark = if evicted {
+            None
+        } else {
+            let committer = match incoming {
+                Some((sender, _)) => self.group.member(sender),
+                None => self.group.own_leaf().map(|leaf| leaf.credential()),
+            }
+            .and_then(|credential| claimed_identity(credential).ok());
+            let epoch = Epoch(staged.group_context().epoch().as_u64());
+            let album = self.context.metadata.album();
+            Some(EpochMark::derive(epoch, Some(hash), committer, !removed.is_empty(), |label| {
+                staged
+                    .export_secret(provider.crypto(), label, album.as_bytes(), 32)
+                    .during("exporting a fingerprint secret")
+            })?)
+        };
+        Ok(Effects { added, removed, new_context, rotation, evicted, mark })
     }
 
     /// Applies what a merged commit did to the wrapper's own state.
@@ -168,6 +172,9 @@ impl Album {
         self.context = effects.new_context;
         self.last_applied = Some(hash);
         self.evicted = effects.evicted;
+        if let Some(mark) = effects.mark {
+            self.push_mark(mark);
+        }
         let applied = Applied {
             epoch: self.epoch(),
             commit_hash: hash,

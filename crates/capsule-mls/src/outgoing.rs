@@ -421,13 +421,10 @@ impl Album {
     pub fn confirm<P: OpenMlsProvider>(&mut self, provider: &P) -> Result<Applied> {
         let pending = self.pending.clone().ok_or(MlsError::NoPendingCommit)?;
         let staged = self.group.pending_commit().ok_or(MlsError::NoPendingCommit)?;
-        let effects = self.effects_of(provider, staged, None)?;
-        let committer = self.group.own_leaf().and_then(|leaf| claimed_identity(leaf.credential()).ok());
+        let effects = self.effects_of(provider, staged, None, pending.commit_hash)?;
         self.group.merge_pending_commit(provider).during("merging the pending commit")?;
         self.pending = None;
-        let applied = self.finish(effects, pending.commit_hash, None)?;
-        self.mark_applied(provider, &applied, committer)?;
-        Ok(applied)
+        self.finish(effects, pending.commit_hash, None)
     }
 
     /// The server refused the pending commit: clear it; the album is as before.

@@ -145,7 +145,8 @@ impl Album {
         let mut rebooted =
             Self { group, context, keyring, pending: None, last_applied: None, evicted: false, marks: Vec::new() };
         let out = (|| {
-            rebooted.mark_epoch(provider, None, None, false)?;
+            let mark = rebooted.current_mark(provider, None, None, false)?;
+            rebooted.push_mark(mark);
             let commit = bundle.commit().tls_serialize_detached().map_err(|_| MlsError::Internal("commit encoding"))?;
             let welcome = bundle
                 .to_welcome_msg()

@@ -376,11 +376,6 @@ impl ResilientAlbum {
         AlbumStatus::InSync
     }
 
-    /// A commit was merged: say so.
-    pub(crate) fn applied(&mut self, applied: Applied) {
-        self.events.push(Event::Applied(Box::new(applied)));
-    }
-
     pub(crate) fn ensure_not_quarantined(&self) -> Result<()> {
         match self.quarantine {
             Some(d) => Err(ResilienceError::Quarantined { local_epoch: d.local_epoch, server_epoch: d.server_epoch }),

@@ -145,6 +145,34 @@ pub struct SyncReport {
     pub rebooter: Option<Member>,
 }
 
+/// Where each other side left this device's history, and its members.
+type Sides = BTreeMap<(Epoch, Option<CommitHash>), Vec<Member>>;
+
+/// A member whose state left this device's history (which is the chain's) at
+/// `theirs.epoch`: put on its side, and, when it merged a commit somebody
+/// else committed (which an honest client does only when the chain delivered
+/// it), kept as evidence of equivocation.
+fn off_chain(
+    theirs: capsule_mls::Fingerprint,
+    ours: Option<CommitHash>,
+    sender: Member,
+    statement: &[u8],
+    equivocation: &mut Option<Equivocation>,
+    others: &mut Sides,
+) {
+    if theirs.committer.is_some_and(|c| c != sender) {
+        equivocation.get_or_insert_with(|| Equivocation {
+            epoch: theirs.epoch.previous().unwrap_or(theirs.epoch),
+            ours,
+            theirs: theirs.commit,
+            their_committer: theirs.committer,
+            witness: sender,
+            statement: statement.to_vec(),
+        });
+    }
+    others.entry((theirs.epoch, theirs.commit)).or_default().push(sender);
+}
+
 impl ResilientAlbum {
     /// This device's signed, sealed fingerprint of its current state, to
     /// publish after every commit it merges (and when asked).
@@ -187,7 +215,7 @@ impl ResilientAlbum {
         let quarantined = self.quarantine.is_some();
         let roster = self.album.members();
         let mut own = vec![me];
-        let mut others: BTreeMap<(Epoch, Option<CommitHash>), Vec<Member>> = BTreeMap::new();
+        let mut others: Sides = BTreeMap::new();
         let mut unheard = Vec::new();
         let mut ahead = false;
         let mut equivocation = None;
@@ -199,34 +227,16 @@ impl ResilientAlbum {
             match reading {
                 Reading::Agrees { epoch: theirs, .. } if theirs == epoch || !quarantined => own.push(sender),
                 Reading::Agrees { epoch: theirs, .. } => others.entry((theirs, None)).or_default().push(sender),
-                Reading::Forked { theirs, ours, .. } => {
-                    if !quarantined && theirs.committer.is_some_and(|c| c != sender) {
-                        equivocation.get_or_insert_with(|| Equivocation {
-                            epoch: theirs.epoch.previous().unwrap_or(theirs.epoch),
-                            ours: ours.commit,
-                            theirs: theirs.commit,
-                            their_committer: theirs.committer,
-                            witness: sender,
-                            statement: statement.to_vec(),
-                        });
-                    }
-                    others.entry((theirs.epoch, theirs.commit)).or_default().push(sender);
+                // Off this device's history at `theirs.epoch`: forked there, or
+                // (a fetch after this fingerprint was collected showed the chain
+                // at this device's epoch) ahead on a commit the chain lacks.
+                Reading::Forked { theirs, ours, .. } if !quarantined => {
+                    off_chain(theirs, ours.commit, sender, statement, &mut equivocation, &mut others);
                 }
-                // A fetch after this fingerprint was collected showed the chain
-                // at this device's epoch: the sender merged a commit the chain lacks.
                 Reading::Ahead { theirs, .. } if !quarantined && chain_head == Some(epoch) => {
-                    if theirs.committer.is_some_and(|c| c != sender) {
-                        equivocation.get_or_insert_with(|| Equivocation {
-                            epoch,
-                            ours: None,
-                            theirs: theirs.commit,
-                            their_committer: theirs.committer,
-                            witness: sender,
-                            statement: statement.to_vec(),
-                        });
-                    }
-                    others.entry((theirs.epoch, theirs.commit)).or_default().push(sender);
+                    off_chain(theirs, None, sender, statement, &mut equivocation, &mut others);
                 }
+                Reading::Forked { theirs, .. } => others.entry((theirs.epoch, theirs.commit)).or_default().push(sender),
                 Reading::Ahead { .. } => {
                     ahead = true;
                     unheard.push(sender);

@@ -274,7 +274,7 @@ impl ResilientAlbum {
             Ok(SubmitAnswer::Accepted { epoch: at }) if at == epoch => {
                 let applied = self.album.confirm(cx.provider)?;
                 self.set_state(id, IntentState::Confirmed { epoch: applied.epoch }, now);
-                self.applied(applied);
+                self.events.push(Event::Applied(Box::new(applied)));
             }
             // Lost the race (or the server moved on): catch up; the change is re-proposed.
             Ok(SubmitAnswer::Accepted { .. } | SubmitAnswer::Conflict { .. }) => self.fetch_due = true,

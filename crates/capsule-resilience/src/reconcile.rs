@@ -217,7 +217,7 @@ impl ResilientAlbum {
                     applied_commits.push(entry.commit_hash);
                     self.settle_in_flight(own, &applied);
                     let evicted = applied.evicted;
-                    self.applied(applied);
+                    self.events.push(Event::Applied(Box::new(applied)));
                     if evicted {
                         return Ok(Ok(self.evicted()));
                     }

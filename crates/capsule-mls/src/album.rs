@@ -112,6 +112,15 @@ pub(crate) fn generation_of(album: &[u8; 16], group_id: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(bytes)).filter(|g| *g > 0)
 }
 
+/// The album and reboot generation a group id names (the chain of a rebooted
+/// album, and its mailbox deliveries, are kept under the group id); `None`
+/// for bytes that are no album's group id.
+#[must_use]
+pub fn album_of_group(group_id: &[u8]) -> Option<(AlbumId, u32)> {
+    let album: [u8; 16] = group_id.get(..16)?.try_into().ok()?;
+    Some((AlbumId::from_bytes(album), generation_of(&album, group_id)?))
+}
+
 /// The group id of an album's `generation`th reboot.
 pub(crate) fn group_id_of(album: &AlbumId, generation: u32) -> GroupId {
     if generation == 0 {

@@ -58,7 +58,7 @@ pub mod rules;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use album::{Album, CommitHash};
+pub use album::{Album, CommitHash, album_of_group};
 pub use binding::{ALBUM_EXTENSION_TYPE, CREDENTIAL_TYPE, DeviceIdentity, Validation, capabilities};
 pub use change::Change;
 pub use context::{AlbumContext, RekeyId, RekeyMarker, RekeyReason};

@@ -176,6 +176,34 @@ impl Album {
         }
     }
 
+    /// Whether this album, just joined, is a reboot of `old` (the album this
+    /// device holds) by one of its admins: the same album, a later
+    /// generation, the same metadata and entitlements, and a creator (leaf 0)
+    /// that is an admin and a member of `old`. A durable caller that joined
+    /// inside a transaction checks this before it commits, and rolls back
+    /// on a refusal.
+    ///
+    /// # Errors
+    /// [`MlsError::Refused`] or [`MlsError::Unauthorized`] as above.
+    pub fn verify_reboot_of(&self, old: &Self) -> Result<()> {
+        if self.id() != old.id() || self.generation() <= old.generation() {
+            return Err(MlsError::Refused("not a later generation of this album"));
+        }
+        let (new, before) = (self.context(), old.context());
+        if new.metadata != before.metadata || new.entitlements != before.entitlements {
+            return Err(MlsError::Refused("a reboot carries the album's metadata and entitlements over"));
+        }
+        let creator = self
+            .group
+            .member(LeafNodeIndex::new(0))
+            .ok_or(MlsError::Refused("a rebooted group without its creator"))
+            .and_then(claimed_identity)?;
+        if !before.metadata.is_admin(&creator.user) || !old.members().contains(&creator) {
+            return Err(MlsError::Unauthorized("only an admin of the album reboots it"));
+        }
+        Ok(())
+    }
+
     /// Joins the next generation of an album this device holds (see the
     /// module docs), from the Welcome and bundle of the rebooted group,
     /// deciding against `old`: the same album, a later generation, the same
@@ -195,24 +223,7 @@ impl Album {
         validation: Validation<'_>,
     ) -> Result<Self> {
         let mut joined = Self::join(provider, welcome, bundle, validation)?;
-        let verdict = (|| {
-            if joined.id() != old.id() || joined.generation() <= old.generation() {
-                return Err(MlsError::Refused("not a later generation of this album"));
-            }
-            let (new, before) = (joined.context(), old.context());
-            if new.metadata != before.metadata || new.entitlements != before.entitlements {
-                return Err(MlsError::Refused("a reboot carries the album's metadata and entitlements over"));
-            }
-            let creator = joined
-                .group
-                .member(LeafNodeIndex::new(0))
-                .ok_or(MlsError::Refused("a rebooted group without its creator"))
-                .and_then(claimed_identity)?;
-            if !before.metadata.is_admin(&creator.user) || !old.members().contains(&creator) {
-                return Err(MlsError::Unauthorized("only an admin of the album reboots it"));
-            }
-            Ok(())
-        })();
+        let verdict = joined.verify_reboot_of(old);
         match verdict {
             Ok(()) => Ok(joined),
             Err(e) => {

@@ -347,6 +347,17 @@ impl Store {
     pub fn join_album(&self, welcome: &[u8], bundle: &[u8], validation: Validation<'_>) -> Result<AlbumId> {
         self.transaction(|conn, p| {
             let album = Album::join(p, welcome, bundle, validation)?;
+            // A Welcome into another group of an album this device holds is a
+            // reboot: decided against the group held (a refusal rolls the
+            // join back), which is then forgotten in this transaction.
+            if let Some(mut old) = get(conn, KIND_ALBUM, album.id().as_bytes())?
+                .map(|record| Album::load(p, &record))
+                .transpose()?
+                .filter(|old| old.group_id() != album.group_id())
+            {
+                album.verify_reboot_of(&old)?;
+                old.discard(p)?;
+            }
             self.write_album(conn, &album)?;
             delete(conn, KIND_RESILIENCE, album.id().as_bytes())?;
             // A re-bootstrap is answered: the device is a member again.
@@ -419,6 +430,20 @@ impl Store {
         self.read(|conn, p| Ok(f(&load_resilient(conn, p, id, policy)?)))
     }
 
+    /// [`Store::read_resilient`] with OpenMLS's storage at hand (a fingerprint,
+    /// a sync report): a read transaction, nothing is written.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn read_resilient_with<T>(
+        &self,
+        id: AlbumId,
+        policy: RetryPolicy,
+        f: impl FnOnce(&ResilientAlbum, &SqliteProvider<'_>) -> T,
+    ) -> Result<T> {
+        self.read(|conn, p| Ok(f(&load_resilient(conn, p, id, policy)?, p)))
+    }
+
     /// Re-bootstraps a stuck album (quarantined, removed, or beyond a pruned
     /// chain) in one transaction: discards OpenMLS's group state and Capsule's
     /// records of it, keeps what was discarded for investigation, and makes a
@@ -446,6 +471,33 @@ impl Store {
             put(conn, KIND_REBOOTSTRAP, id.as_bytes(), &record)?;
             let made = make_key_package(conn, p, device, false, capsule_mls::KEY_PACKAGE_LIFETIME_SECS)?;
             Ok((discarded, made.bytes))
+        })
+    }
+
+    /// Reboots a stored album into its next generation's group (see
+    /// [`ResilientAlbum::reboot`]) in one transaction: the new group and its
+    /// first commit (pending) are written, the album record now names the new
+    /// group, the old group's state is deleted, and the old generation's
+    /// intents go with it. A crash leaves either the old album whole or the
+    /// new one.
+    ///
+    /// # Errors
+    /// As [`ResilientAlbum::reboot`] (nothing changes); storage errors.
+    pub fn reboot_album(
+        &self,
+        id: AlbumId,
+        policy: RetryPolicy,
+        cx: (&DeviceIdentity, Validation<'_>),
+        key_packages: &[(capsule_mls::Member, Vec<u8>)],
+    ) -> Result<Vec<u8>> {
+        let (device, validation) = cx;
+        self.transaction(|conn, p| {
+            let old = load_resilient(conn, p, id, policy)?;
+            let rebooted = old.reboot(Context { provider: p, device, validation }, key_packages)?;
+            old.into_album().discard(p)?;
+            self.write_album(conn, rebooted.album())?;
+            put(conn, KIND_RESILIENCE, id.as_bytes(), &rebooted.to_record()?)?;
+            Ok(rebooted.album().group_id())
         })
     }
 

@@ -10,9 +10,9 @@ use capsule_identity::{
 };
 use capsule_mls::{DeviceIdentity, Epoch, Genesis, Member, RekeyId, Validation};
 use capsule_resilience::{
-    AlbumStatus, AmkEscrow, Change, Clock, CommitChain, Delivery, Discarded, Event, IntentId, IntentState,
+    AlbumStatus, AmkEscrow, Change, Clock, CommitChain, Context, Delivery, Discarded, Event, IntentId, IntentState,
     KeyPackageDirectory, KeyPackageStock, KeyPackageUpload, Mailbox, ReconcileOutcome, RekeyReason, RekeySchedule,
-    ResilienceError, ResilientAlbum, RetryPolicy, Timestamp,
+    ResilienceError, ResilientAlbum, RetryPolicy, SyncReport, Timestamp,
 };
 use capsule_store::{Store, StoreError};
 use getrandom::SysRng;
@@ -410,26 +410,31 @@ impl Device {
     /// stays joined); store faults.
     pub fn receive_welcomes(&self, mailbox: &mut impl Mailbox, validation: Validation<'_>) -> Result<Vec<Received>> {
         let deliveries = mailbox.deliveries()?;
-        let newest: BTreeMap<&[u8], Epoch> = deliveries.iter().fold(BTreeMap::new(), |mut newest, d| {
-            let e = newest.entry(d.album.as_slice()).or_insert(d.epoch);
-            *e = (*e).max(d.epoch);
+        // Deliveries are kept under the group id: a rebooted album's newer
+        // generation supersedes every Welcome of an older one.
+        let newest: BTreeMap<AlbumId, (u32, Epoch)> = deliveries.iter().fold(BTreeMap::new(), |mut newest, d| {
+            if let Some((album, generation)) = capsule_mls::album_of_group(&d.album) {
+                let e = newest.entry(album).or_insert((generation, d.epoch));
+                *e = (*e).max((generation, d.epoch));
+            }
             newest
         });
         let mut received = Vec::with_capacity(deliveries.len());
         for delivery in &deliveries {
             let epoch = delivery.epoch;
-            let Ok(id) = <[u8; 16]>::try_from(delivery.album.as_slice()).map(AlbumId::from_bytes) else {
+            let Some((id, generation)) = capsule_mls::album_of_group(&delivery.album) else {
                 mailbox.acknowledge(delivery)?;
                 let error = Error::Mls(capsule_mls::MlsError::Malformed("album id"));
                 received.push(Received::Refused { album: None, epoch, error });
                 continue;
             };
-            if newest.get(delivery.album.as_slice()).is_some_and(|n| *n > epoch) {
+            let held = self.store.album(id).ok().map(|a| a.generation());
+            if newest.get(&id).is_some_and(|n| *n > (generation, epoch)) || held.is_some_and(|g| g > generation) {
                 mailbox.acknowledge(delivery)?;
                 received.push(Received::Superseded { album: id, epoch });
                 continue;
             }
-            let outcome = self.join_delivered(id, delivery, validation);
+            let outcome = self.join_delivered(id, generation, delivery, validation);
             match outcome {
                 Ok(()) => {
                     mailbox.acknowledge(delivery)?;
@@ -447,11 +452,24 @@ impl Device {
     }
 
     /// Joins from one delivery, unless this device joined from it already.
-    fn join_delivered(&self, album: AlbumId, delivery: &Delivery, validation: Validation<'_>) -> Result<()> {
+    fn join_delivered(
+        &self,
+        album: AlbumId,
+        generation: u32,
+        delivery: &Delivery,
+        validation: Validation<'_>,
+    ) -> Result<()> {
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
         let joined_at = delivery.epoch.saturating_add(1);
-        match self.store.album(album).ok().map(|a| (a.epoch(), !a.is_evicted())) {
+        // A later generation (a reboot) is joined against the group held.
+        match self
+            .store
+            .album(album)
+            .ok()
+            .filter(|a| a.generation() == generation)
+            .map(|a| (a.epoch(), !a.is_evicted()))
+        {
             Some((epoch, true)) if epoch >= joined_at => return Ok(()),
             // Still a member of an older epoch: it must first learn, from the
             // chain, of the removal this Welcome follows.
@@ -1058,6 +1076,18 @@ impl Device {
         }
     }
 
+    /// Why the album is quarantined, if it is: the epochs, and the chain's
+    /// commit this device refused as invalid with the committer it names
+    /// (what to report), when that is the cause. The ways out: the report
+    /// of [`Device::sync_report`] (a reboot when every honest member refused
+    /// the same commit), or [`Device::rebootstrap`].
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn quarantine(&self, album: AlbumId) -> Result<Option<capsule_resilience::Divergence>> {
+        Ok(self.store.read_resilient(album, self.policy.clone(), ResilientAlbum::quarantine)?)
+    }
+
     /// The way out of quarantine, and of an album this device cannot catch up
     /// with (removed, or beyond a pruned chain): discards this device's state
     /// of the album in one transaction and returns what was discarded (for
@@ -1130,6 +1160,130 @@ impl Device {
             Change::AddUser { user: member.user, directory: vec![key_package] }
         };
         self.propose(album, change)
+    }
+
+    /// The MLS group the album is in now, which names the chain (and the
+    /// mailbox) to talk to: the album id itself until a reboot, then the
+    /// album id followed by the reboot generation ([`Device::reboot`]).
+    ///
+    /// # Errors
+    /// Store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// assert_eq!(alice.group_id(ALBUM)?, ALBUM.as_bytes().to_vec());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn group_id(&self, album: AlbumId) -> Result<Vec<u8>> {
+        Ok(self.store.album(album)?.group_id())
+    }
+
+    /// This device's signed state fingerprint of the album, sealed so that
+    /// only members read it (`capsule_mls`'s fingerprint module): publish it
+    /// after every commit this device merges, for the others'
+    /// [`Device::sync_report`].
+    ///
+    /// # Errors
+    /// [`Error::Mls`] once removed; store errors.
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use capsule::resilience::SyncClass;
+    ///
+    /// let board = vec![alice.fingerprint(ALBUM)?, bob.fingerprint(ALBUM)?];
+    /// let report = alice.sync_report(ALBUM, &board, &mut fx.chain(), fx.validation())?;
+    /// assert_eq!(report.class, SyncClass::InSync);
+    /// assert_eq!(report.own, vec![alice.member(), bob.member()]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fingerprint(&self, album: AlbumId) -> Result<Vec<u8>> {
+        let me = &self.me;
+        Ok(self.store.read_resilient_with(album, self.policy.clone(), |r, p| r.album().fingerprint(p, me))??)
+    }
+
+    /// How this device sees the album from the members' `fingerprints` (as
+    /// the application collected them) and the chain's head, which this call
+    /// fetches *after* they were collected (no store transaction is open
+    /// meanwhile): in sync, behind, a weak fork (who re-adds whom), a hard
+    /// fork or an equivocating server (who reboots). The rule and every way
+    /// out are in [`capsule_resilience::forks`]. Changes nothing.
+    ///
+    /// # Errors
+    /// The chain not answering; store errors.
+    ///
+    /// # Examples
+    /// See [`Device::fingerprint`].
+    pub fn sync_report(
+        &self,
+        album: AlbumId,
+        fingerprints: &[Vec<u8>],
+        chain: &mut impl CommitChain,
+        validation: Validation<'_>,
+    ) -> Result<SyncReport> {
+        let head = chain.head()?;
+        let lock = self.album_lock(album);
+        let _serial = hold(&lock);
+        let me = &self.me;
+        Ok(self.store.read_resilient_with(album, self.policy.clone(), |r, p| {
+            r.sync_report(Context { provider: p, device: me, validation }, fingerprints, Some(head))
+        })??)
+    }
+
+    /// The coordinator's half of healing a weak fork: proposes the re-add of
+    /// every member [`Device::sync_report`] has this device re-add, from
+    /// the fresh KeyPackages in `key_packages` (what each re-bootstrapped
+    /// member published). Durable intents, committed by [`Device::sync`];
+    /// calling again proposes nothing twice.
+    ///
+    /// # Errors
+    /// The chain not answering; quarantine; store errors.
+    pub fn heal_fork(
+        &self,
+        album: AlbumId,
+        fingerprints: &[Vec<u8>],
+        chain: &mut impl CommitChain,
+        key_packages: &[(Member, Vec<u8>)],
+        validation: Validation<'_>,
+    ) -> Result<Vec<IntentId>> {
+        let head = chain.head()?;
+        let lock = self.album_lock(album);
+        let _serial = hold(&lock);
+        let me = &self.me;
+        Ok(self.store.with_resilient(album, self.policy.clone(), |r, p| {
+            r.heal_fork(Context { provider: p, device: me, validation }, fingerprints, Some(head), key_packages)
+        })?)
+    }
+
+    /// The rebooter's way out of a hard fork, an equivocating server, or a
+    /// commit every honest member refuses ([`Device::sync_report`] names the
+    /// rebooter): the album moves, in one transaction, into a new MLS group
+    /// (the next generation) with the same album id, metadata and every AMK
+    /// version this device holds plus a new one; every member of
+    /// `key_packages` (fresh KeyPackages of the album's other members) is
+    /// re-added by a durable change. Returns the new group id: create its
+    /// chain on the server, then [`Device::sync`] against it. The other
+    /// members [`Device::join`] (or receive) the new group's Welcome, which
+    /// is checked against the group they hold. Unsettled changes of the old
+    /// group are dropped: propose them again.
+    ///
+    /// # Errors
+    /// [`Error::Mls`]: only an admin reboots; KeyPackages of non-members or
+    /// of this device. Nothing changes on any error.
+    pub fn reboot(
+        &self,
+        album: AlbumId,
+        key_packages: &[(Member, Vec<u8>)],
+        validation: Validation<'_>,
+    ) -> Result<Vec<u8>> {
+        let lock = self.album_lock(album);
+        let _serial = hold(&lock);
+        Ok(self.store.reboot_album(album, self.policy.clone(), (&self.me, validation), key_packages)?)
     }
 
     /// The album's current epoch and epoch authenticator.

@@ -25,11 +25,12 @@
 //! | a member of another side merged a commit somebody else committed | `Equivocation` | reboot (the server showed two commits for one epoch: an honest client merges another member's commit only when the chain delivered it) |
 //! | this device is quarantined and heard nobody on another side: everyone heard agrees with it, so the chain disagrees with all of them (a commit every honest member refused) | `Hard` | reboot from the last valid epoch |
 //! | this device is quarantined and heard nobody at all | `Weak` (`minority: true`) | re-bootstrap (the seed's path for a device off the chain); gossip first |
-//! | no other side; someone is ahead, or the chain's head is past this device | `Behind` | reconcile: replay from the chain |
+//! | the chain's head is past this device (and it is not quarantined): it judges nothing before it replays | `Behind` | reconcile: replay from the chain |
+//! | no other side; someone is ahead | `Behind` | reconcile: replay from the chain |
 //! | no other side | `InSync` | nothing |
 //! | this device is on the chain (not quarantined) and its side is a strict majority of the members heard from | `Weak` (`minority: false`) | the coordinator re-adds the other sides' members ([`ResilientAlbum::heal_fork`]) |
-//! | this device is quarantined and the other sides are a strict majority | `Weak` (`minority: true`) | re-bootstrap ([`ResilientAlbum::rebootstrap`]), then be re-added |
-//! | anything else (no majority, or the majority is off the chain) | `Hard` | reboot |
+//! | this device is quarantined and heard a member on another side, however many: the chain orders, so its side is not the one to keep | `Weak` (`minority: true`) | re-bootstrap ([`ResilientAlbum::rebootstrap`]), then be re-added (or rebooted in) by the chain's side |
+//! | anything else (no majority on the chain's side) | `Hard` | reboot |
 //!
 //! The majority is counted among the members heard from, not the whole
 //! member list: devices that are offline for a week must not turn every fork
@@ -242,6 +243,13 @@ impl ResilientAlbum {
                     unheard.push(sender);
                 }
                 Reading::Apart { sealed_under, .. } => others.entry((sealed_under, None)).or_default().push(sender),
+                // Two or more epochs past this device's, which is the chain's
+                // head: that member merged commits the chain does not hold.
+                Reading::Unjudged { epoch: theirs, .. }
+                    if !quarantined && theirs > epoch && chain_head == Some(epoch) =>
+                {
+                    others.entry((theirs, None)).or_default().push(sender);
+                }
                 Reading::Unjudged { epoch: theirs, .. } => {
                     // About an epoch past this device's: someone is ahead.
                     ahead |= theirs > epoch;
@@ -263,6 +271,10 @@ impl ResilientAlbum {
         let behind_chain = chain_head.is_some_and(|h| h > epoch);
         let class = if let Some(e) = equivocation {
             SyncClass::Equivocation(Box::new(e))
+        } else if behind_chain && !quarantined {
+            // Not at the chain's head: what this device would count as sides
+            // may be commits it has not replayed yet. Replay, then judge.
+            SyncClass::Behind
         } else if others.is_empty() && quarantined {
             // Everyone heard merged what this device merged, and the chain
             // disagrees with all of them (a commit every one of them refused):
@@ -272,7 +284,10 @@ impl ResilientAlbum {
             if ahead || behind_chain { SyncClass::Behind } else { SyncClass::InSync }
         } else if !quarantined && own.len().saturating_mul(2) > heard {
             SyncClass::Weak { minority: false }
-        } else if quarantined && off.saturating_mul(2) > heard {
+        } else if quarantined {
+            // The chain orders, so the side off it is never the one to keep:
+            // a reboot from here would carry what only this side merged (an
+            // AMK version the chain's side holds under another key).
             SyncClass::Weak { minority: true }
         } else {
             SyncClass::Hard

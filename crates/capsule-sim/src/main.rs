@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     };
     let started = std::time::Instant::now();
     let (mut runs, mut ops, mut faults, mut checks, mut violations) = (0u64, 0u64, 0u64, 0u64, Vec::new());
-    let (mut rebootstraps, mut refusals) = (0u64, 0u64);
+    let (mut rebootstraps, mut refusals, mut forks, mut reboots) = (0u64, 0u64, 0u64, 0u64);
     // Seeds are independent worlds (own stores, own server): workers take the
     // next seed from a shared counter and report back here, where all output is.
     let next = AtomicU64::new(from);
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
                 loop {
                     let seed = next.fetch_add(1, Ordering::Relaxed);
                     if seed >= from + seeds
-                        || tx.send(capsule_sim::check_seed_on(seed, capsule_sim::Mix::Recovery, chain)).is_err()
+                        || tx.send(capsule_sim::check_seed_on(seed, capsule_sim::Mix::Forks, chain)).is_err()
                     {
                         break;
                     }
@@ -59,6 +59,8 @@ fn main() -> ExitCode {
             checks += report.stats.checks;
             rebootstraps += report.stats.rebootstraps;
             refusals += report.stats.refusals;
+            forks += report.stats.forks;
+            reboots += report.stats.reboots;
             if let Some((msg, trace)) = report.violation {
                 eprintln!("\nseed {}: {msg}\n  shrunk trace ({} ops): {trace:?}", report.seed, trace.len());
                 violations.push(report.seed);
@@ -78,11 +80,11 @@ fn main() -> ExitCode {
     eprintln!();
     violations.sort_unstable();
     println!(
-        "| scenarios run | operations | faults injected | re-bootstraps | refused changes | invariant checks | violations | time |"
+        "| scenarios run | operations | faults injected | re-bootstraps | refused changes | forks | reboots | invariant checks | violations | time |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     println!(
-        "| {runs} | {ops} | {faults} | {rebootstraps} | {refusals} | {checks} | {} | {:.0?} |",
+        "| {runs} | {ops} | {faults} | {rebootstraps} | {refusals} | {forks} | {reboots} | {checks} | {} | {:.0?} |",
         violations.len(),
         started.elapsed()
     );

@@ -12,7 +12,7 @@ use capsule_amk::{AlbumId, AlbumUpgrade, AmkVersion, HistoryPolicy};
 use capsule_identity::{DeviceId, IdentityKeyPair, IdentityPublicKey, IdentitySeed, UnixTime, UserId, Validity};
 use capsule_mls::{Epoch, Member, RekeyId, RekeyReason, Validation};
 use capsule_resilience::testkit::{Fault, FaultyChain, MemoryEscrow, MemoryServer, SimClock, TestChain, TestServer};
-use capsule_resilience::{AlbumStatus, Change, IntentId, IntentState, ReconcileOutcome, ResilienceError};
+use capsule_resilience::{AlbumStatus, Change, IntentId, IntentState, ReconcileOutcome, ResilienceError, SyncClass};
 use chacha20::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -74,6 +74,17 @@ pub enum Op {
     Prune(usize),
     /// An admin device upgrades the album's history policy (capped or full).
     Upgrade(usize, bool),
+    /// A modified client holding a copy of this admin device's store adds an
+    /// impostor (a forged identity key for the guest's user, which only it
+    /// trusts): the chain orders the commit and every honest device refuses
+    /// it. The album must come back by a reboot from the last valid epoch.
+    BadCommit(usize),
+    /// The server starts lying: from now on the devices of this set (a bit
+    /// per device; always a minority: one or two devices) are shown a copy of
+    /// the chain that goes its own way. The lie lasts until healing starts
+    /// (the server is caught); commits on both sides make a fork, which the
+    /// fingerprints must show and a re-add or a reboot must heal.
+    Equivocate(u8),
 }
 
 /// Which operations a seed draws from.
@@ -91,6 +102,12 @@ pub enum Mix {
     /// pruned chain, album upgrades; the simulated application re-adds every
     /// device that awaits a re-add.
     Recovery,
+    /// Everything in [`Mix::Recovery`], plus forks: a commit every honest
+    /// device refuses stored by the chain, and a server that shows a
+    /// minority of devices another history; the simulated application
+    /// publishes fingerprints, reads the sync reports, and takes the way out
+    /// each names (re-bootstrap, the coordinator's re-add, the rebooter's reboot).
+    Forks,
 }
 
 /// Counters of a run.
@@ -107,6 +124,10 @@ pub struct Stats {
     pub rebootstraps: u64,
     /// Changes the MLS layer refused, each ending `Failed` without wedging the album.
     pub refusals: u64,
+    /// Forks made (a bad commit in the chain, a lie that split the album).
+    pub forks: u64,
+    /// Reboots into a new group.
+    pub reboots: u64,
 }
 
 /// The outcome of one seed.
@@ -132,9 +153,11 @@ pub fn generate(seed: u64, len: usize, mix: Mix) -> Vec<Op> {
         Mix::Membership => 20,
         Mix::Full => 24,
         Mix::Recovery => 30,
+        Mix::Forks => 32,
     };
-    let full = matches!(mix, Mix::Full | Mix::Recovery);
-    let recovery = mix == Mix::Recovery;
+    let full = matches!(mix, Mix::Full | Mix::Recovery | Mix::Forks);
+    let recovery = matches!(mix, Mix::Recovery | Mix::Forks);
+    let forks = mix == Mix::Forks;
     (0..len)
         .map(|_| {
             let device = pick(u32::try_from(DEVICES).unwrap_or(1));
@@ -160,6 +183,12 @@ pub fn generate(seed: u64, len: usize, mix: Mix) -> Vec<Op> {
                 25 if recovery => Op::Rebootstrap(device),
                 26 if recovery => Op::Prune(device),
                 27 if recovery => Op::Upgrade(admin, pick(2) == 0),
+                28 if forks => Op::BadCommit(admin),
+                // One device, or two: a minority of the five.
+                29 if forks => {
+                    let other = pick(u32::try_from(DEVICES).unwrap_or(1));
+                    Op::Equivocate((1u8 << device) | if pick(2) == 0 { 1u8 << other } else { 0 })
+                }
                 _ => Op::Wait(u16::try_from(pick(900)).unwrap_or(0)),
             }
         })
@@ -170,6 +199,20 @@ struct Node {
     path: PathBuf,
     device: Option<Device>,
     chain: FaultyChain<TestChain>,
+    /// The group (chain) the connection is to, and whether to the lying copy.
+    group: Vec<u8>,
+    on_lie: bool,
+    /// Whether the device's network is cut (kept across reconnections).
+    cut: bool,
+}
+
+/// A server showing some devices a copy of the chain that goes its own way.
+struct Lie {
+    copy: MemoryServer,
+    /// The group whose chain is copied.
+    group: Vec<u8>,
+    /// A bit per device shown the copy.
+    side: u8,
 }
 
 struct World {
@@ -195,6 +238,22 @@ struct World {
     awaiting: BTreeMap<usize, Vec<u8>>,
     /// Settle rounds before a re-add is proposed again.
     readd_wait: BTreeMap<usize, u32>,
+    /// The newest group: the album id, then the generation after each reboot.
+    group: Vec<u8>,
+    lie: Option<Lie>,
+    /// Devices that were shown the lie: quarantine is expected of them until
+    /// they are back on the chain (re-added or rejoined).
+    lied: std::collections::BTreeSet<usize>,
+    /// A commit every honest device refuses is in the chain (until a reboot).
+    bad: bool,
+    /// The newest fingerprint each device published (the board the server keeps).
+    board: BTreeMap<usize, Vec<u8>>,
+    /// Settle rounds a quarantined device has waited for a reboot.
+    waiting: BTreeMap<usize, u32>,
+    /// Devices whose sync report saw a fork, and devices that read one,
+    /// since the fork was first seen.
+    detected: std::collections::BTreeSet<usize>,
+    reported: std::collections::BTreeSet<usize>,
     stats: Stats,
     observed: Vec<String>,
 }
@@ -266,7 +325,8 @@ impl World {
             let device =
                 Device::enroll(&path, id, user, DeviceId::from_bytes([n; 16]), forever).map_err(|e| e.to_string())?;
             let chain = FaultyChain::new(server.connect(ALBUM.as_bytes()), clock.clone());
-            nodes.push(Node { path, device: Some(device), chain });
+            let group = ALBUM.as_bytes().to_vec();
+            nodes.push(Node { path, device: Some(device), chain, group, on_lie: false, cut: false });
         }
         let mut w = Self {
             root,
@@ -284,6 +344,14 @@ impl World {
             diverged: std::collections::BTreeSet::new(),
             awaiting: BTreeMap::new(),
             readd_wait: BTreeMap::new(),
+            group: ALBUM.as_bytes().to_vec(),
+            lie: None,
+            lied: std::collections::BTreeSet::new(),
+            bad: false,
+            board: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            detected: std::collections::BTreeSet::new(),
+            reported: std::collections::BTreeSet::new(),
             stats: Stats::default(),
             observed: Vec::new(),
         };
@@ -306,6 +374,35 @@ impl World {
 
     fn dev(&self, d: usize) -> Result<&Device, String> {
         self.nodes.get(d).and_then(|n| n.device.as_ref()).ok_or_else(|| format!("device {d} missing"))
+    }
+
+    /// Device `d`'s connection to the chain of the group it is in (the newest
+    /// one when it holds none), through the lying copy while it is shown the lie.
+    fn connection(&mut self, d: usize) -> Result<&mut FaultyChain<TestChain>, String> {
+        let held = self.nodes.get(d).and_then(|n| n.device.as_ref()).and_then(|dev| dev.group_id(ALBUM).ok());
+        let group = held.unwrap_or_else(|| self.group.clone());
+        let lie = self.lie.as_ref().filter(|l| l.side & (1 << d) != 0 && l.group == group);
+        let on_lie = lie.is_some();
+        let node = self.nodes.get(d).ok_or("node")?;
+        if node.group != group || node.on_lie != on_lie {
+            let connection = match lie {
+                Some(l) => TestChain::Memory(l.copy.connect(&group)),
+                None => self.server.connect(&group),
+            };
+            let node = self.nodes.get_mut(d).ok_or("node")?;
+            node.chain = FaultyChain::new(connection, self.clock.clone());
+            node.chain.partition(node.cut);
+            node.group = group;
+            node.on_lie = on_lie;
+        }
+        Ok(&mut self.nodes.get_mut(d).ok_or("node")?.chain)
+    }
+
+    /// Whether a quarantine of `d` is expected: a bug or a lie put it beside
+    /// the chain, or a commit every honest device refuses is in it.
+    fn excused(&self, d: usize) -> bool {
+        let stale = self.dev(d).is_ok_and(|dev| dev.group_id(ALBUM).is_ok_and(|g| g != self.group));
+        self.diverged.contains(&d) || self.lied.contains(&d) || self.bad || stale
     }
 
     fn validation(&self) -> Validation<'_> {
@@ -336,16 +433,16 @@ impl World {
                 return Ok(());
             }
         }
+        self.connection(d)?;
+        let excused = self.excused(d);
         let v = Validation { trust: &self.trust, now: NOW };
         let node = self.nodes.get_mut(d).ok_or("node")?;
         let dev = node.device.as_ref().ok_or("device")?;
         match dev.sync(ALBUM, &mut node.chain, &self.clock, v) {
             Ok(_) => Ok(()),
             Err(e) if unreachable(&e) => Ok(()),
-            // A device a bug put beside the chain refuses to send: expected.
-            Err(capsule::Error::Resilience(ResilienceError::Quarantined { .. })) if self.diverged.contains(&d) => {
-                Ok(())
-            }
+            // A device a bug or a lie put beside the chain refuses to send: expected.
+            Err(capsule::Error::Resilience(ResilienceError::Quarantined { .. })) if excused => Ok(()),
             Err(e) => fail(format!("device {d} sync: {e}")),
         }
     }
@@ -354,13 +451,23 @@ impl World {
         if !self.active(d) {
             return Ok(());
         }
+        self.connection(d)?;
         let v = Validation { trust: &self.trust, now: NOW };
+        let excused = self.excused(d);
         let node = self.nodes.get_mut(d).ok_or("node")?;
         let dev = node.device.as_ref().ok_or("device")?;
         match dev.reconcile_with_server(ALBUM, &mut node.chain, v) {
-            Ok(ReconcileOutcome::Diverged { .. }) if self.diverged.contains(&d) => Ok(()),
+            Ok(ReconcileOutcome::Diverged { .. }) if excused => Ok(()),
             Ok(ReconcileOutcome::Diverged { local_epoch, server_epoch }) => {
                 fail(format!("device {d} diverged ({local_epoch} vs {server_epoch}) under honest faults"))
+            }
+            Ok(ReconcileOutcome::UpToDate | ReconcileOutcome::Reconciled { .. })
+                if self.lie.is_none() && node.group == self.group =>
+            {
+                // On the real chain, with nothing of a lie merged (the chain's
+                // commit at its epoch is the one it applied last).
+                self.lied.remove(&d);
+                Ok(())
             }
             // Removed devices (the guest, a lost phone, a re-key straggler) cannot
             // catch up; a member wrongly left behind fails the healing check.
@@ -376,7 +483,7 @@ impl World {
         // used, is refused: not a violation. If the add it answers was undone
         // later, the device learns that when it reconciles.
         let dev = self.dev(d)?;
-        for entry in self.server.entries(ALBUM.as_bytes()).iter().rev() {
+        for entry in self.server.entries(&self.group).iter().rev() {
             if let (Some(w), Some(b)) = (entry.welcome.as_deref(), entry.bundle.as_deref())
                 && dev.join(w, b, self.validation()).is_ok()
             {
@@ -385,6 +492,8 @@ impl World {
                 self.evicted_at.remove(&d);
                 self.rekey_admins.retain(|_, admin| *admin != d);
                 self.diverged.remove(&d);
+                self.lied.remove(&d);
+                self.waiting.remove(&d);
                 self.awaiting.remove(&d);
                 self.readd_wait.remove(&d);
                 break;
@@ -401,6 +510,8 @@ impl World {
         }
         self.rekeys += 1;
         let id = RekeyId(self.rekeys);
+        self.connection(d)?;
+        let excused = self.excused(d);
         let v = Validation { trust: &self.trust, now: NOW };
         let node = self.nodes.get_mut(d).ok_or("node")?;
         let dev = node.device.as_ref().ok_or("device")?;
@@ -424,7 +535,7 @@ impl World {
             ) => {
                 return Ok(());
             }
-            Err(capsule::Error::Resilience(ResilienceError::Quarantined { .. })) if self.diverged.contains(&d) => {
+            Err(capsule::Error::Resilience(ResilienceError::Quarantined { .. })) if excused => {
                 return Ok(());
             }
             Err(e) => return fail(format!("device {d} rekey: {e}")),
@@ -489,11 +600,12 @@ impl World {
                     3 => Fault::Delay(Duration::from_secs(45)),
                     _ => Fault::Reorder,
                 };
-                self.nodes.get_mut(*d).ok_or("node")?.chain.on_next_submit(fault);
+                self.connection(*d)?.on_next_submit(fault);
             }
             Op::Partition(d, cut) => {
                 self.stats.faults += 1;
-                self.nodes.get_mut(*d).ok_or("node")?.chain.partition(*cut);
+                self.nodes.get_mut(*d).ok_or("node")?.cut = *cut;
+                self.connection(*d)?.partition(*cut);
             }
             Op::Crash(d) => {
                 self.stats.faults += 1;
@@ -541,6 +653,8 @@ impl World {
                 }
             }
             Op::Diverge(d) => self.diverge(*d)?,
+            Op::BadCommit(d) => self.bad_commit(*d)?,
+            Op::Equivocate(side) => self.equivocate(*side)?,
             Op::Rebootstrap(d) => self.rebootstrap(*d)?,
             Op::Prune(d) => {
                 // Every other member device still reads from the epoch before its own.
@@ -550,7 +664,7 @@ impl World {
                     keep = keep.min(epoch.previous().unwrap_or(Epoch::ZERO));
                 }
                 self.stats.faults += 1;
-                self.server.prune_before(ALBUM.as_bytes(), keep);
+                self.server.prune_before(&self.group, keep);
             }
             Op::Upgrade(d, capped) => {
                 let policy = if *capped {
@@ -570,7 +684,7 @@ impl World {
 
     /// The chain's head: the epoch of its next commit (entries may be pruned).
     fn head(&self) -> Result<Epoch, String> {
-        let entries = self.server.entries(ALBUM.as_bytes());
+        let entries = self.server.entries(&self.group);
         Ok(entries.last().map_or(Epoch::ZERO, |e| Epoch(e.epoch.0.saturating_add(1))))
     }
 
@@ -581,7 +695,7 @@ impl World {
     fn diverge(&mut self, d: usize) -> Check {
         let healthy_admins =
             ADMINS.iter().filter(|a| **a != d && !self.diverged.contains(a) && self.active(**a)).count();
-        if !self.active(d) || !self.diverged.is_empty() || healthy_admins < 2 {
+        if !self.active(d) || !self.diverged.is_empty() || healthy_admins < 2 || self.lie.is_some() || self.bad {
             return Ok(());
         }
         let v = Validation { trust: &self.trust, now: NOW };
@@ -632,17 +746,240 @@ impl World {
         Ok(())
     }
 
+    /// A modified client (a copy of admin `a`'s store, with a trust store of
+    /// its own) adds an impostor for the guest's user; the chain orders it.
+    fn bad_commit(&mut self, a: usize) -> Check {
+        let guest = UserId::from_bytes([OWNERS.get(GUEST).copied().unwrap_or(4); 16]);
+        let quiet = self.bad || self.lie.is_some() || !self.diverged.is_empty();
+        if quiet
+            || self.status(a) != Some(AlbumStatus::InSync)
+            || self.dev(a)?.group_id(ALBUM).ok() != Some(self.group.clone())
+        {
+            return Ok(());
+        }
+        if self.dev(a)?.members(ALBUM).map_err(|e| e.to_string())?.iter().any(|m| m.user == guest) {
+            return Ok(());
+        }
+        let n = self.stats.forks;
+        let copy = self.root.join(format!("modified{n}.db"));
+        {
+            // The device's process is stopped while its file is copied (SQLite's
+            // write-ahead log holds the newest transactions).
+            let node = self.nodes.get_mut(a).ok_or("node")?;
+            node.device = None;
+            for suffix in ["", "-wal", "-shm"] {
+                let from = PathBuf::from(format!("{}{suffix}", node.path.display()));
+                if from.exists() {
+                    std::fs::copy(&from, format!("{}{suffix}", copy.display())).map_err(|e| e.to_string())?;
+                }
+            }
+            node.device = Some(Device::open(&node.path).map_err(|e| format!("device {a} reopen: {e}"))?);
+        }
+        let forged = IdentityKeyPair::from_seed(&IdentitySeed::from_bytes([0x99; 32])).map_err(|e| e.to_string())?;
+        let forever = Validity::new(UnixTime(0), UnixTime(u64::MAX)).map_err(|e| e.to_string())?;
+        let impostor = Device::enroll(
+            &self.root.join(format!("impostor{n}.db")),
+            &forged,
+            guest,
+            DeviceId::from_bytes([0x99; 16]),
+            forever,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut trust = self.trust.clone();
+        trust.insert(guest, forged.public_key().clone());
+        let v = Validation { trust: &trust, now: NOW };
+        let modified = Device::open(&copy).map_err(|e| e.to_string())?;
+        let mut chain = self.server.connect(&self.group);
+        let before = self.server.entries(&self.group).len();
+        if !matches!(
+            modified.reconcile_with_server(ALBUM, &mut chain, v),
+            Ok(ReconcileOutcome::UpToDate | ReconcileOutcome::Reconciled { .. })
+        ) {
+            return Ok(());
+        }
+        let kp = impostor.key_package().map_err(|e| e.to_string())?;
+        modified.propose(ALBUM, Change::AddUser { user: guest, directory: vec![kp] }).map_err(|e| e.to_string())?;
+        let _ = modified.sync(ALBUM, &mut chain, &self.clock, v);
+        if self.server.entries(&self.group).len() > before {
+            self.bad = true;
+            self.stats.forks += 1;
+        }
+        Ok(())
+    }
+
+    /// The server shows the devices of `side` a copy of the chain from now on.
+    fn equivocate(&mut self, side: u8) -> Check {
+        let side = side & ((1 << DEVICES) - 1);
+        let real_admins = ADMINS.iter().filter(|a| side & (1 << **a) == 0 && self.active(**a)).count();
+        if self.bad || self.lie.is_some() || !self.diverged.is_empty() || real_admins < 2 || side == 0 {
+            return Ok(());
+        }
+        let copy = MemoryServer::new();
+        let entries = self.server.entries(&self.group);
+        copy.create_album(&self.group, entries.first().map_or(self.head()?, |e| e.epoch));
+        let mut chain = copy.connect(&self.group);
+        for e in &entries {
+            let submission = capsule_resilience::Submission {
+                epoch: e.epoch,
+                commit: e.commit.clone(),
+                welcome: e.welcome.clone(),
+                bundle: e.bundle.clone(),
+            };
+            capsule_resilience::CommitChain::submit(&mut chain, &submission).map_err(|e| e.to_string())?;
+        }
+        for d in (0..DEVICES).filter(|d| side & (1 << d) != 0) {
+            self.lied.insert(d);
+        }
+        self.lie = Some(Lie { copy, group: self.group.clone(), side });
+        self.stats.forks += 1;
+        Ok(())
+    }
+
+    /// The rebooter named by the fingerprints moves the album into a new
+    /// group, re-adding every other device its member list names.
+    fn reboot(&mut self, d: usize) -> Check {
+        let members = self.dev(d)?.members(ALBUM).map_err(|e| e.to_string())?;
+        let mut fresh = Vec::new();
+        for o in (0..DEVICES).filter(|o| *o != d && members.contains(&member_id(*o))) {
+            fresh.push((member_id(o), self.dev(o)?.key_package().map_err(|e| e.to_string())?));
+        }
+        let group = {
+            let v = Validation { trust: &self.trust, now: NOW };
+            self.dev(d)?.reboot(ALBUM, &fresh, v).map_err(|e| format!("device {d} reboot: {e}"))?
+        };
+        if group != self.group {
+            self.server.create_album(&group, Epoch::ZERO).map_err(|e| e.to_string())?;
+            self.group = group;
+        }
+        self.stats.reboots += 1;
+        self.bad = false;
+        self.lie = None;
+        self.diverged.remove(&d);
+        self.lied.remove(&d);
+        self.waiting.remove(&d);
+        self.sync(d)
+    }
+
+    /// The coordinator the fingerprints name for re-adding `d` proposes it.
+    fn heal_fork(&mut self, d: usize, kp: &[u8]) -> Result<bool, String> {
+        let fingerprints: Vec<Vec<u8>> = self.board.values().cloned().collect();
+        let fresh = [(member_id(d), kp.to_vec())];
+        for c in (0..DEVICES).filter(|c| *c != d) {
+            if !matches!(self.status(c), Some(AlbumStatus::InSync | AlbumStatus::Syncing | AlbumStatus::Surfaced)) {
+                continue;
+            }
+            self.connection(c)?;
+            let v = Validation { trust: &self.trust, now: NOW };
+            let node = self.nodes.get_mut(c).ok_or("node")?;
+            let dev = node.device.as_ref().ok_or("device")?;
+            match dev.heal_fork(ALBUM, &fingerprints, &mut node.chain, &fresh, v) {
+                Ok(ids) if !ids.is_empty() => {
+                    self.proposed.entry(c).or_default().extend(ids);
+                    return Ok(true);
+                }
+                Ok(_) => {}
+                Err(e) if unreachable(&e) => {}
+                Err(e) => return fail(format!("device {c} heal_fork: {e}")),
+            }
+        }
+        Ok(false)
+    }
+
+    /// In the round a fork first shows: every quarantined device that read
+    /// the fingerprints sees it, and so does at least one device on the
+    /// chain's side that still lists a quarantined one (a device that joined
+    /// after the fork cannot read what was sealed before its join; one whose
+    /// member list no longer names the forked device has nothing to heal).
+    fn fork_seen(&self) -> Check {
+        let quarantined: Vec<usize> =
+            (0..DEVICES).filter(|d| matches!(self.status(*d), Some(AlbumStatus::Quarantined { .. }))).collect();
+        for d in self.reported.iter().filter(|d| quarantined.contains(d)) {
+            if !self.detected.contains(d) {
+                return fail(format!("quarantined device {d} read the fingerprints and did not see the fork"));
+            }
+        }
+        let chain_side: Vec<usize> = self.reported.iter().copied().filter(|d| !quarantined.contains(d)).collect();
+        let concerned = chain_side.iter().any(|d| {
+            self.dev(*d).is_ok_and(|dev| {
+                dev.members(ALBUM).is_ok_and(|m| quarantined.iter().any(|q| m.contains(&member_id(*q))))
+            })
+        });
+        if concerned && !chain_side.iter().any(|d| self.detected.contains(d)) {
+            return fail(format!("no device on the chain's side ({chain_side:?}) saw the fork"));
+        }
+        Ok(())
+    }
+
+    /// The application's side of forks: devices of an older group join the
+    /// newest; every device publishes its fingerprint; each reads its sync
+    /// report and takes the way out it names (the rebooter reboots, a
+    /// quarantined minority re-bootstraps; a quarantined device nobody
+    /// reboots for re-bootstraps after a while, as its user would).
+    fn application_forks(&mut self) -> Check {
+        for d in 0..DEVICES {
+            let stale = self.dev(d).is_ok_and(|dev| dev.group_id(ALBUM).is_ok_and(|g| g != self.group));
+            if stale {
+                self.join_latest(d)?;
+            }
+        }
+        for d in 0..DEVICES {
+            if let Ok(fingerprint) = self.dev(d)?.fingerprint(ALBUM) {
+                self.board.insert(d, fingerprint);
+            }
+        }
+        let fingerprints: Vec<Vec<u8>> = self.board.values().cloned().collect();
+        let mut reports = Vec::new();
+        for d in 0..DEVICES {
+            let current = self.dev(d).is_ok_and(|dev| dev.group_id(ALBUM).is_ok_and(|g| g == self.group));
+            if !self.active(d) || !current {
+                continue;
+            }
+            self.connection(d)?;
+            let v = Validation { trust: &self.trust, now: NOW };
+            let node = self.nodes.get_mut(d).ok_or("node")?;
+            let dev = node.device.as_ref().ok_or("device")?;
+            match dev.sync_report(ALBUM, &fingerprints, &mut node.chain, v) {
+                Ok(report) => {
+                    self.reported.insert(d);
+                    if !matches!(report.class, SyncClass::InSync | SyncClass::Behind) {
+                        self.detected.insert(d);
+                    }
+                    reports.push((d, report));
+                }
+                Err(e) if unreachable(&e) => {}
+                Err(e) => return fail(format!("device {d} sync_report: {e}")),
+            }
+        }
+        let mut rebooted = false;
+        for (d, report) in reports {
+            if std::env::var_os("SIM_DEBUG").is_some() {
+                eprintln!("device {d} {:?}: {report:?}", self.status(d));
+            }
+            let quarantined = matches!(self.status(d), Some(AlbumStatus::Quarantined { .. }));
+            match report.class {
+                SyncClass::Hard | SyncClass::Equivocation(_) if !rebooted && report.rebooter == Some(member_id(d)) => {
+                    self.reboot(d)?;
+                    rebooted = true;
+                }
+                SyncClass::Weak { minority: true } if quarantined => self.rebootstrap(d)?,
+                _ if quarantined => {
+                    let waited = self.waiting.entry(d).or_insert(0);
+                    *waited += 1;
+                    if *waited > 8 {
+                        self.rebootstrap(d)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// The application's side of re-bootstrap: a device stuck in quarantine or
     /// left behind a pruned chain while still listed is re-bootstrapped, and
     /// every device awaiting a re-add is re-added by another device of its user,
     /// or by an admin.
     fn application_readds(&mut self) -> Check {
-        // The user of a quarantined device chooses re-bootstrap.
-        for d in 0..DEVICES {
-            if matches!(self.status(d), Some(AlbumStatus::Quarantined { .. })) {
-                self.rebootstrap(d)?;
-            }
-        }
         let healthy = |w: &Self, d: usize| {
             matches!(
                 w.status(d),
@@ -674,8 +1011,14 @@ impl World {
                 *wait -= 1;
                 continue;
             }
+            // The coordinator the fingerprints name re-adds it ...
+            *wait = 6;
+            if self.heal_fork(d, &kp)? {
+                continue;
+            }
+            // ... or, when no fork names one (a pruned chain, the user's own
+            // choice), a device of its user or an admin.
             if let Some(by) = by {
-                *wait = 6;
                 let id = self.dev(by)?.readd(ALBUM, member_id(d), kp).map_err(|e| format!("device {by} readd: {e}"))?;
                 self.proposed.entry(by).or_default().push(id);
             }
@@ -702,10 +1045,13 @@ impl World {
                 continue;
             }
             let epoch = dev.epoch(ALBUM).map_err(|e| e.to_string())?;
-            let diverged = self.diverged.contains(&d);
-            if matches!(status, AlbumStatus::Quarantined { .. }) && !diverged {
+            // A device still in the group before a reboot (it joins the new one).
+            let stale = dev.group_id(ALBUM).map_err(|e| e.to_string())? != self.group;
+            let excused = self.diverged.contains(&d) || self.lied.contains(&d) || self.bad || stale;
+            if matches!(status, AlbumStatus::Quarantined { .. }) && !excused {
                 return fail(format!("device {d} quarantined under honest faults"));
             }
+            let diverged = self.diverged.contains(&d) || self.lied.contains(&d);
             let ring = dev.keyring(ALBUM).map_err(|e| e.to_string())?;
             observed.push(format!("{d}:{status:?}@{}/{}", epoch.0, ring.current_version()));
             if diverged {
@@ -723,6 +1069,9 @@ impl World {
                 continue;
             }
             self.evicted_at.remove(&d);
+            if stale {
+                continue;
+            }
             if epoch.0 > head {
                 return fail(format!("device {d} at epoch {} beyond the head {head}", epoch.0));
             }
@@ -749,8 +1098,12 @@ impl World {
 
     /// The network heals; every device catches up; everything settles.
     fn settle(&mut self) -> Check {
+        // The lie ends: the server is caught, or stops.
+        self.lie = None;
+        let mut fork_round = None;
         for d in 0..DEVICES {
             let node = self.nodes.get_mut(d).ok_or("node")?;
+            node.cut = false;
             node.chain.partition(false);
             if let Some(dev) = &node.device {
                 let _ = dev.connectivity_restored(ALBUM, &self.clock);
@@ -762,7 +1115,7 @@ impl World {
         // membership and everyone in the album is in sync.
         for round in 1..=40 {
             let before: Vec<bool> = (0..DEVICES).map(|d| self.active(d)).collect();
-            let head = self.server.entries(ALBUM.as_bytes()).len();
+            let head = (self.group.clone(), self.server.entries(&self.group).len());
             for d in 0..DEVICES {
                 // A device out of the album tries the Welcomes made for it (a
                 // re-key straggler re-added, a lost phone added back).
@@ -771,6 +1124,19 @@ impl World {
                 }
                 self.reconcile(d)?;
                 self.sync(d)?;
+            }
+            // A fork shows as a quarantine (the chain disagrees with a device):
+            // from that round on, every device that reads the fingerprints
+            // must see it in the same round.
+            let quarantined = (0..DEVICES).any(|d| matches!(self.status(d), Some(AlbumStatus::Quarantined { .. })));
+            if quarantined && fork_round.is_none() {
+                fork_round = Some(round);
+                self.detected.clear();
+                self.reported.clear();
+            }
+            self.application_forks()?;
+            if fork_round == Some(round) {
+                self.fork_seen()?;
             }
             self.application_readds()?;
             // A re-key whose admin was removed never finishes by itself: as an
@@ -792,13 +1158,16 @@ impl World {
             }
             self.clock.advance(Duration::from_secs(700));
             self.check()?;
-            let settled = self.server.entries(ALBUM.as_bytes()).len() == head
+            let settled = (self.group.clone(), self.server.entries(&self.group).len()) == head
                 && self.awaiting.is_empty()
                 && (0..DEVICES).all(|d| {
                     let active = self.active(d);
                     before.get(d) == Some(&active)
                         && (!active
-                            || self.dev(d).is_ok_and(|dev| dev.status(ALBUM).is_ok_and(|s| s == AlbumStatus::InSync)))
+                            || self.dev(d).is_ok_and(|dev| {
+                                dev.status(ALBUM).is_ok_and(|s| s == AlbumStatus::InSync)
+                                    && dev.group_id(ALBUM).is_ok_and(|g| g == self.group)
+                            }))
                 });
             if settled {
                 break;
@@ -921,7 +1290,7 @@ pub fn shrink_on(seed: u64, ops: &[Op], failed_at: usize, chain: Chain) -> Vec<O
 /// trace on failure.
 #[must_use]
 pub fn check_seed(seed: u64) -> Report {
-    check_seed_with(seed, Mix::Recovery)
+    check_seed_with(seed, Mix::Forks)
 }
 
 /// [`check_seed`] with the operations drawn from `mix`.

@@ -73,7 +73,7 @@ fn every_seed_that_ever_failed_passes() {
 
 #[test]
 fn a_trace_replays_exactly_from_its_seed() {
-    for mix in [Mix::Membership, Mix::Full, Mix::Recovery] {
+    for mix in [Mix::Membership, Mix::Full, Mix::Recovery, Mix::Forks] {
         assert_eq!(capsule_sim::generate(7, 40, mix), capsule_sim::generate(7, 40, mix));
         assert_ne!(capsule_sim::generate(7, 40, mix), capsule_sim::generate(8, 40, mix));
     }
@@ -107,6 +107,53 @@ fn the_recovery_mix_draws_the_ways_out_of_dead_ends() {
     for wanted in ["Refused", "Cancel", "Diverge", "Rebootstrap", "Prune", "Upgrade", "Rekey", "LoseDevice"] {
         assert!(ops.iter().any(|op| format!("{op:?}").starts_with(wanted)), "{wanted} never drawn");
     }
+}
+
+#[test]
+fn the_forks_mix_draws_bad_commits_and_a_lying_server() {
+    let ops: Vec<_> = (0..20).flat_map(|seed| capsule_sim::generate(seed, 40, Mix::Forks)).collect();
+    for wanted in ["BadCommit", "Equivocate", "Diverge", "Rebootstrap", "Upgrade", "Rekey"] {
+        assert!(ops.iter().any(|op| format!("{op:?}").starts_with(wanted)), "{wanted} never drawn");
+    }
+    // The recovery mix keeps its traces: seeds that failed under it replay.
+    let recovery: Vec<_> = (0..20).flat_map(|seed| capsule_sim::generate(seed, 40, Mix::Recovery)).collect();
+    assert!(!recovery.iter().any(|op| matches!(op, capsule_sim::Op::BadCommit(_) | capsule_sim::Op::Equivocate(_))));
+}
+
+/// A commit every honest device refuses, stored by the chain: every device
+/// is quarantined, sees from the fingerprints that the album needs a
+/// reboot, the rebooter (the smallest admin device) reboots it, and every
+/// device ends in the new group, in sync (`settle` fails otherwise).
+#[test]
+fn a_bad_commit_in_the_chain_is_healed_by_a_reboot() {
+    use capsule_sim::Op;
+    let (stats, _) = capsule_sim::run(4, &[Op::Rotate(3), Op::Sync(3), Op::BadCommit(2), Op::Reconcile(0)]).unwrap();
+    assert_eq!((stats.forks, stats.reboots), (1, 1));
+}
+
+/// A server shows one or two devices another history, and both sides
+/// commit: the fork is seen by every device that reads the fingerprints,
+/// and healed (re-add or reboot) until every device is on one epoch.
+#[test]
+fn a_lying_server_is_caught_and_the_fork_healed() {
+    use capsule_sim::Op;
+    // Carol alone is lied to and rotates; Alice rotates on the real chain.
+    let minority = [Op::Equivocate(1 << 3), Op::Rotate(3), Op::Sync(3), Op::Rotate(0), Op::Sync(0)];
+    let (stats, _) = capsule_sim::run(5, &minority).unwrap();
+    assert_eq!(stats.forks, 1);
+    // Carol and Bob are lied to; Bob (an admin) rotates there and Carol
+    // merges his commit: a witness of the lie. Healed by a reboot.
+    let half = [
+        Op::Equivocate((1 << 2) | (1 << 3)),
+        Op::Rotate(2),
+        Op::Sync(2),
+        Op::Reconcile(3),
+        Op::Rotate(0),
+        Op::Sync(0),
+        Op::Reconcile(1),
+    ];
+    let (stats, _) = capsule_sim::run(6, &half).unwrap();
+    assert_eq!((stats.forks, stats.reboots), (1, 1));
 }
 
 /// No device stays without a way forward: a device a bug put beside the

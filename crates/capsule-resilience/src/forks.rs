@@ -10,7 +10,8 @@
 //!
 //! - **its side**: members in the state it is in, and (unless this device is
 //!   quarantined) members behind it on the same history, who catch up by
-//!   replaying;
+//!   replaying; a quarantined device counts a member behind it that is at
+//!   the chain's head as the chain's side, and one further behind on no side;
 //! - **the other sides**: members that merged a different commit at some
 //!   epoch (a fork there), whose fingerprint does not open under a state this
 //!   device holds, or (once a fetch after their fingerprint showed the chain's
@@ -227,7 +228,13 @@ impl ResilientAlbum {
             };
             match reading {
                 Reading::Agrees { epoch: theirs, .. } if theirs == epoch || !quarantined => own.push(sender),
-                Reading::Agrees { epoch: theirs, .. } => others.entry((theirs, None)).or_default().push(sender),
+                // Behind this quarantined device on its own history: at the
+                // chain's head, that member is the chain's side; further
+                // behind, on no side yet.
+                Reading::Agrees { epoch: theirs, .. } if chain_head == Some(theirs) => {
+                    others.entry((theirs, None)).or_default().push(sender);
+                }
+                Reading::Agrees { .. } => unheard.push(sender),
                 // Off this device's history at `theirs.epoch`: forked there, or
                 // (a fetch after this fingerprint was collected showed the chain
                 // at this device's epoch) ahead on a commit the chain lacks.

@@ -55,7 +55,8 @@
 //! | `Syncing` | the caller drives again at [`ResilientAlbum::next_deadline`]; the chain confirms or supersedes |
 //! | `Surfaced` | [`ResilientAlbum::connectivity_restored`], then a drive: the same commit, a fresh budget |
 //! | `Rekeying` | every member drives (self-updates); the admin finishes; once [`ResilientAlbum::stalled_rekey`] reports it stalled, any owner (admin) runs [`ResilientAlbum::recover_stalled_rekey`]: lineage from the [`AmkEscrow`], a new marker, re-driven to the end |
-//! | `Quarantined` | the user chooses [`ResilientAlbum::rebootstrap`] (discard, report what was discarded) → `AwaitingReadd` |
+//! | `Quarantined` | the application reads [`ResilientAlbum::sync_report`] from the members' fingerprints: `Weak { minority: true }` (this device is off the chain) → the user chooses [`ResilientAlbum::rebootstrap`] (discard, report what was discarded) → `AwaitingReadd`, re-added by the coordinator ([`ResilientAlbum::heal_fork`]); `Hard` (everyone heard refused the same chain commit) → the named rebooter runs [`ResilientAlbum::reboot`] and the others join the new group; with no report that names a way (nobody heard, the rebooter silent), re-bootstrap is always there |
+//! | quarantined, or in sync, in a group a reboot replaced | join the new group's Welcome (checked against the group held: `capsule_mls::Album::verify_reboot_of`); a refusal while behind: reconcile the old group to its chain's head (where the rebooter left it), then join; a quarantined device may also re-bootstrap and join as a new device |
 //! | `NeedsRebootstrap` | [`ResilientAlbum::rebootstrap`] → `AwaitingReadd` |
 //! | `AwaitingReadd` (the store's, after a re-bootstrap) | another device of the user, or an admin, re-adds the device from its fresh KeyPackage; it joins from the Welcome |
 //!

@@ -4,7 +4,10 @@
 //!
 //! A run draws a list of [`Op`]s from the seed (ceremonies, uploads, syncs,
 //! reconciliations, full re-keys, a lost device removed and added back, devices
-//! rejoining, dropped, duplicated, delayed and reordered submissions,
+//! rejoining, refused changes, cancels, divergence and re-bootstrap, a pruned
+//! chain, album upgrades, a modified client's commit that every honest device
+//! refuses, a server that shows a minority of devices another history,
+//! dropped, duplicated, delayed and reordered submissions,
 //! partitions, process crashes and restarts, time passing), applies them one by
 //! one and checks the invariants after every step:
 //!
@@ -14,7 +17,13 @@
 //! - no device decrypts a photo it is not entitled to (a removed guest, a lost
 //!   phone or a re-key straggler never opens a photo sealed after its removal);
 //! - honest faults never cause a divergence or a quarantine (none is repaired
-//!   silently because none may happen);
+//!   silently because none may happen); only a bug's divergence, a lying
+//!   server's copy of the chain, or a bad commit in the chain may;
+//! - a fork is seen in the round it first shows (a quarantine): by every
+//!   quarantined device that reads the fingerprints, and by at least one
+//!   device on the chain's side that still lists a forked one;
+//! - after healing (the rebooter's reboot, the coordinator's re-add, a
+//!   re-bootstrap) every device is on one group and one epoch;
 //! - after the network heals every intent ends confirmed or surfaced, every
 //!   re-key finishes, every member is on the head, and exactly the devices the
 //!   head lists are in the album;

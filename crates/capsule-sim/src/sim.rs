@@ -952,9 +952,6 @@ impl World {
         }
         let mut rebooted = false;
         for (d, report) in reports {
-            if std::env::var_os("SIM_DEBUG").is_some() {
-                eprintln!("device {d} {:?}: {report:?}", self.status(d));
-            }
             let quarantined = matches!(self.status(d), Some(AlbumStatus::Quarantined { .. }));
             match report.class {
                 SyncClass::Hard | SyncClass::Equivocation(_) if !rebooted && report.rebooter == Some(member_id(d)) => {

@@ -39,6 +39,24 @@
 //! re-added, and the re-key never finished; it now supplies one for every
 //! device the group lists, as an application would from the directory.
 
+//!
+//! Under [`Mix::Forks`] (a bad commit stored by the chain, a lying server),
+//! the first runs found two real bugs in the fork classification. Seed 46: a
+//! device that had not replayed the chain's newest commit judged the fork
+//! from a partial view (the members who had merged that commit looked
+//! "unheard"), found no majority and called `Hard`, naming itself the
+//! rebooter; a device behind the chain's head now reports `Behind` and
+//! judges nothing before it replays. Seed 54: a quarantined admin that heard
+//! one member on the chain's side and nobody else (the rest were ahead)
+//! found no majority, called `Hard` and rebooted from its off-chain state,
+//! carrying an AMK version the chain's side held under another key; a
+//! quarantined device that hears any other side is now always the minority
+//! (the chain orders). Seed 109 then showed the other half: a member merely
+//! behind a quarantined device on its own history (a device that never
+//! caught up, pruned out) counted as "another side", so every honest device
+//! refusing a bad commit re-bootstrapped and nobody was left to re-add them;
+//! such a member is now the chain's side only when it is at the chain's head.
+
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code
 
 use capsule_sim::Mix;
@@ -59,6 +77,9 @@ const SEEDS: &[(u64, Mix)] = &[
     (2528, Mix::Recovery),
     (1727, Mix::Recovery),
     (3829, Mix::Recovery),
+    (46, Mix::Forks),
+    (54, Mix::Forks),
+    (109, Mix::Forks),
 ];
 
 #[test]

@@ -136,6 +136,65 @@ fn welcome_processing_survives_a_crash_at_every_step() {
     }
 }
 
+/// A reboot (issue: forks) under crashes: Alice's move into the next group
+/// dies at `step`, then the confirm of its creating commit (the new chain
+/// accepted it), then Bob's join of its Welcome against the group he holds;
+/// each restarts on its file and finishes. Both end in the new group, in the
+/// same state, with every AMK version plus the reboot's.
+#[test]
+fn a_reboot_survives_a_crash_at_every_step() {
+    for step in Step::ALL {
+        let s = Scenario::new(&format!("reboot-{step:?}"));
+        let (welcome, bundle) = s.add("bob", 2);
+        s.open("bob").join_album(&welcome, &bundle, s.dir.validation()).unwrap();
+        let kp = {
+            let bob = s.open("bob");
+            let me = bob.load_device().unwrap();
+            bob.with_provider(|p| capsule_mls::key_package(p, &me)).unwrap()
+        };
+        let kp_file = s.file("kp", &kp);
+        let at = format!("{step:?}");
+        assert!(child(&["reboot", s.path("alice").to_str().unwrap(), kp_file.to_str().unwrap(), &at]), "{at}");
+        let alice = s.open("alice");
+        match alice.album(ALBUM).unwrap().generation() {
+            // Rolled back whole: the old group is intact, and the reboot runs again.
+            0 => {
+                let me = alice.load_device().unwrap();
+                let member = capsule_mls::inspect_key_package(&kp, s.dir.validation()).unwrap().member;
+                let policy = capsule_resilience::RetryPolicy::default();
+                alice.reboot_album(ALBUM, policy, (&me, s.dir.validation()), &[(member, kp.clone())]).unwrap();
+            }
+            1 => assert_eq!(step, Step::Committed, "{at}: only a committed transaction survives"),
+            other => panic!("{at}: generation {other}"),
+        }
+        let rebooted = alice.album(ALBUM).unwrap();
+        assert_eq!(rebooted.group_id().len(), 20, "{at}: album id and generation");
+        let out = rebooted.pending().cloned().unwrap();
+        drop(alice);
+        // The new chain accepted the creating commit.
+        assert!(child(&["confirm", s.path("alice").to_str().unwrap(), &at]), "{at}");
+        let alice = s.open("alice");
+        if alice.album(ALBUM).unwrap().pending().is_some() {
+            alice.with_album(ALBUM, |a, p| a.confirm(p)).unwrap();
+        }
+        let (w, b) = (s.file("welcome", &out.welcome.unwrap()), s.file("bundle", &out.bundle.unwrap()));
+        let bob = s.path("bob");
+        assert!(child(&["join", bob.to_str().unwrap(), w.to_str().unwrap(), b.to_str().unwrap(), &at]), "{at}");
+        let bob = s.open("bob");
+        if bob.album(ALBUM).unwrap().generation() == 0 {
+            // The old group is still whole: join again against it.
+            bob.join_album(&std::fs::read(&w).unwrap(), &std::fs::read(&b).unwrap(), s.dir.validation()).unwrap();
+        } else {
+            assert_eq!(step, Step::Committed, "{at}");
+        }
+        let (a, b) = (inspect(&s, "alice"), inspect(&s, "bob"));
+        assert_eq!(a, b, "{at}");
+        // The creating commit reached epoch 1 of generation 1; AMK v1 kept, v2 the reboot's.
+        assert!(a.starts_with("generation=1 epoch=1 ") && a.contains("amk=2 ") && a.contains("keyring=2 "), "{a}");
+        assert!(a.contains("pending=false"), "{a}");
+    }
+}
+
 /// Alice (admin), Bob and Carol, in an album whose commits went through a chain
 /// kept in files, so the server outlives the crashing processes.
 fn rekey_scenario(name: &str) -> (Scenario, std::path::PathBuf) {

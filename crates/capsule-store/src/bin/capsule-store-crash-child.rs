@@ -3,7 +3,8 @@
 //! the stored state for a fresh-process read.
 //!
 //! `capsule-store-crash-child <op> <db> [files…] <step|none>`, where `op` is
-//! `confirm`, `process <commit>`, `join <welcome> <bundle>` or `inspect`; and
+//! `confirm`, `process <commit>`, `join <welcome> <bundle>`, `reboot <key package>`
+//! (the album into its next group, re-adding that KeyPackage's device) or `inspect`; and
 //! `capsule-store-crash-child rekey <admin.db> <chain-dir> <step|none> <n> <member.db>…`
 //! runs a whole re-key over every store, aborting the admin at its `n`-th `step`.
 
@@ -125,11 +126,22 @@ fn run(args: &[String]) -> Result<(), String> {
         ("join", [welcome, bundle, ..]) => {
             store.join_album(&read(welcome)?, &read(bundle)?, dir.validation()).map(drop).map_err(|e| e.to_string())
         }
+        ("reboot", [key_package, ..]) => {
+            let key_package = read(key_package)?;
+            let member =
+                capsule_mls::inspect_key_package(&key_package, dir.validation()).map_err(|e| e.to_string())?.member;
+            let device = store.load_device().map_err(|e| e.to_string())?;
+            store
+                .reboot_album(ALBUM, RetryPolicy::default(), (&device, dir.validation()), &[(member, key_package)])
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
         ("inspect", _) => {
             let album = store.album(ALBUM).map_err(|e| e.to_string())?;
             let auth: String = album.epoch_authenticator().iter().map(|b| format!("{b:02x}")).collect();
             println!(
-                "epoch={} auth={auth} amk={} pending={} keyring={} rekeying={}",
+                "generation={} epoch={} auth={auth} amk={} pending={} keyring={} rekeying={}",
+                album.generation(),
                 album.epoch(),
                 album.keyring().current_version().get(),
                 album.pending().is_some(),

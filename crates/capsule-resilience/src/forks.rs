@@ -24,7 +24,9 @@
 //! | what it sees | [`SyncClass`] | the way out |
 //! | --- | --- | --- |
 //! | a member of another side merged a commit somebody else committed | `Equivocation` | reboot (the server showed two commits for one epoch: an honest client merges another member's commit only when the chain delivered it) |
-//! | this device is quarantined and heard nobody on another side: everyone heard agrees with it, so the chain disagrees with all of them (a commit every honest member refused) | `Hard` | reboot from the last valid epoch |
+//! | this device is quarantined for refusing the chain's commit: members that merged that commit are the chain's side, and nothing else counts as a side (a forked or unreadable statement, which one member can forge, is no evidence here); more refusers heard than mergers, two at least (a commit every honest member refused) | `Hard` | reboot from the last valid epoch |
+//! | the same, otherwise (this device is the odd one out: a stale trust store, say) | `Weak` (`minority: true`) | re-bootstrap |
+//! | this device is quarantined and heard nobody on another side: everyone heard agrees with it | `Hard` | reboot from the last valid epoch |
 //! | this device is quarantined and heard nobody at all | `Weak` (`minority: true`) | re-bootstrap (the seed's path for a device off the chain); gossip first |
 //! | the chain's head is past this device (and it is not quarantined): it judges nothing before it replays | `Behind` | reconcile: replay from the chain |
 //! | no other side; someone is ahead | `Behind` | reconcile: replay from the chain |
@@ -215,6 +217,11 @@ impl ResilientAlbum {
         let me = Member { user: cx.device.user(), device: cx.device.device() };
         let epoch = self.album.epoch();
         let quarantined = self.quarantine.is_some();
+        // Quarantined for refusing the chain's commit: this device's history
+        // is the chain's up to that commit, so only members shown to have
+        // merged it are the chain's side; any other disagreement (a forked or
+        // unreadable statement, which a single member can forge) is no side.
+        let refused = self.quarantine.and_then(|q| q.invalid_commit).map(|i| i.commit_hash);
         let roster = self.album.members();
         let mut own = vec![me];
         let mut others: Sides = BTreeMap::new();
@@ -244,6 +251,10 @@ impl ResilientAlbum {
                 Reading::Ahead { theirs, .. } if !quarantined && chain_head == Some(epoch) => {
                     off_chain(theirs, None, sender, statement, &mut equivocation, &mut others);
                 }
+                Reading::Ahead { theirs, .. } if refused.is_some() && theirs.commit == refused => {
+                    others.entry((theirs.epoch, theirs.commit)).or_default().push(sender);
+                }
+                Reading::Forked { .. } | Reading::Apart { .. } if refused.is_some() => unheard.push(sender),
                 Reading::Forked { theirs, .. } => others.entry((theirs.epoch, theirs.commit)).or_default().push(sender),
                 Reading::Ahead { .. } => {
                     ahead = true;
@@ -282,6 +293,12 @@ impl ResilientAlbum {
             // Not at the chain's head: what this device would count as sides
             // may be commits it has not replayed yet. Replay, then judge.
             SyncClass::Behind
+        } else if refused.is_some() {
+            // Everyone heard who refused the same commit, against those who
+            // merged it: more refusers (two at least) is a commit the honest
+            // members refuse (reboot); otherwise this device is the odd one
+            // (a stale trust store, say) and re-bootstraps.
+            if own.len() > 1 && own.len() > off { SyncClass::Hard } else { SyncClass::Weak { minority: true } }
         } else if others.is_empty() && quarantined {
             // Everyone heard merged what this device merged, and the chain
             // disagrees with all of them (a commit every one of them refused):

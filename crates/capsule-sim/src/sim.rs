@@ -760,7 +760,8 @@ impl World {
         if self.dev(a)?.members(ALBUM).map_err(|e| e.to_string())?.iter().any(|m| m.user == guest) {
             return Ok(());
         }
-        let n = self.stats.forks;
+        // Files of their own per attempt (an attempt may stop before it forks).
+        let n = self.stats.ops;
         let copy = self.root.join(format!("modified{n}.db"));
         {
             // The device's process is stopped while its file is copied (SQLite's

@@ -136,6 +136,33 @@ fn welcome_processing_survives_a_crash_at_every_step() {
     }
 }
 
+/// A re-add (OpenMLS's fork-resolution re-add of Carol from a fresh
+/// KeyPackage, as the coordinator of a weak fork runs it) under crashes:
+/// Alice's confirm and Bob's processing each die at `step`, restart, and end
+/// in the same state.
+#[test]
+fn a_readd_survives_a_crash_at_every_step_of_confirm_and_process() {
+    for step in Step::ALL {
+        let s = Scenario::new(&format!("readd-{step:?}"));
+        let v = s.dir.validation();
+        let (welcome, bundle) = s.add("carol", 3);
+        s.open("carol").join_album(&welcome, &bundle, v).unwrap();
+        let (welcome, bundle) = s.add("bob", 2);
+        s.open("bob").join_album(&welcome, &bundle, v).unwrap();
+        let fresh = {
+            let carol = s.open("carol");
+            let me = carol.load_device().unwrap();
+            carol.with_provider(|p| capsule_mls::key_package(p, &me)).unwrap()
+        };
+        let carol = s.open("carol").load_device().unwrap();
+        let carol = capsule_mls::Member { user: carol.user(), device: carol.device() };
+        sweep(&s, step, "alice", "bob", |st, me| stage(st, me, &Change::ReAddDevice { key_package: fresh }, v));
+        // Carol is still listed (her leaf replaced), once.
+        let members = s.open("bob").album(ALBUM).unwrap().members();
+        assert_eq!(members.iter().filter(|m| **m == carol).count(), 1, "{step:?}");
+    }
+}
+
 /// A reboot (issue: forks) under crashes: Alice's move into the next group
 /// dies at `step`, then the confirm of its creating commit (the new chain
 /// accepted it), then Bob's join of its Welcome against the group he holds;

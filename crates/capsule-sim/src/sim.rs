@@ -655,7 +655,21 @@ impl World {
             Op::Diverge(d) => self.diverge(*d)?,
             Op::BadCommit(d) => self.bad_commit(*d)?,
             Op::Equivocate(side) => self.equivocate(*side)?,
-            Op::Rebootstrap(d) => self.rebootstrap(*d)?,
+            Op::Rebootstrap(d) => {
+                // While a commit every honest device refuses is at the chain's
+                // head, the last admin device holding the album is what a
+                // reboot starts from: discarding it too leaves only the
+                // escrow (an album rebuilt from it is not built). Like
+                // `Diverge`, the simulated user keeps one.
+                let holders = ADMINS
+                    .iter()
+                    .filter(|a| **a != *d && self.dev(**a).is_ok_and(|dev| dev.group_id(ALBUM).is_ok()))
+                    .filter(|a| self.status(**a) != Some(AlbumStatus::NeedsRebootstrap))
+                    .count();
+                if !(self.bad && ADMINS.contains(d) && holders == 0) {
+                    self.rebootstrap(*d)?;
+                }
+            }
             Op::Prune(d) => {
                 // Every other member device still reads from the epoch before its own.
                 let mut keep = self.head()?.previous().unwrap_or(Epoch::ZERO);

@@ -23,16 +23,14 @@
 //!
 //! | what it sees | [`SyncClass`] | the way out |
 //! | --- | --- | --- |
-//! | a member of another side merged a commit somebody else committed | `Equivocation` | reboot (the server showed two commits for one epoch: an honest client merges another member's commit only when the chain delivered it) |
+//! | the chain's head is past this device (and it is not quarantined): it judges nothing before it replays, not even evidence of equivocation (its member list may be stale; the chain may have removed it) | `Behind` | reconcile: replay from the chain |
+//! | (not quarantined) a member of another side merged a commit somebody else committed | `Equivocation` | reboot (the server showed two commits for one epoch: an honest client merges another member's commit only when the chain delivered it) |
 //! | this device is quarantined for refusing the chain's commit: members that merged that commit are the chain's side, and nothing else counts as a side (a forked or unreadable statement, which one member can forge, is no evidence here); more refusers heard than mergers, two at least (a commit every honest member refused) | `Hard` | reboot from the last valid epoch |
 //! | the same, otherwise (this device is the odd one out: a stale trust store, say) | `Weak` (`minority: true`) | re-bootstrap |
-//! | this device is quarantined and heard nobody on another side: everyone heard agrees with it | `Hard` | reboot from the last valid epoch |
-//! | this device is quarantined and heard nobody at all | `Weak` (`minority: true`) | re-bootstrap (the seed's path for a device off the chain); gossip first |
-//! | the chain's head is past this device (and it is not quarantined): it judges nothing before it replays | `Behind` | reconcile: replay from the chain |
+//! | this device is quarantined because a commit it merged is not the chain's (its own commit lost, a server that showed it another history), whoever it heard: the chain's commit was made by a member on the chain's side, heard or not, and the chain orders; a reboot from this side would carry what only it merged (an AMK version the chain's side holds under another key) | `Weak` (`minority: true`) | re-bootstrap (the seed's path for a device off the chain), then be re-added (or rebooted in) by the chain's side |
 //! | no other side; someone is ahead | `Behind` | reconcile: replay from the chain |
 //! | no other side | `InSync` | nothing |
-//! | this device is on the chain (not quarantined) and its side is a strict majority of the members heard from | `Weak` (`minority: false`) | the coordinator re-adds the other sides' members ([`ResilientAlbum::heal_fork`]) |
-//! | this device is quarantined and heard a member on another side, however many: the chain orders, so its side is not the one to keep | `Weak` (`minority: true`) | re-bootstrap ([`ResilientAlbum::rebootstrap`]), then be re-added (or rebooted in) by the chain's side |
+//! | its side (on the chain) is a strict majority of the members heard from | `Weak` (`minority: false`) | the coordinator re-adds the other sides' members ([`ResilientAlbum::heal_fork`]) |
 //! | anything else (no majority on the chain's side) | `Hard` | reboot |
 //!
 //! The majority is counted among the members heard from, not the whole
@@ -287,32 +285,34 @@ impl ResilientAlbum {
         let off: usize = others.iter().map(|p| p.members.len()).sum();
         let heard = own.len().saturating_add(off);
         let behind_chain = chain_head.is_some_and(|h| h > epoch);
-        let class = if let Some(e) = equivocation {
-            SyncClass::Equivocation(Box::new(e))
-        } else if behind_chain && !quarantined {
+        let class = if behind_chain && !quarantined {
             // Not at the chain's head: what this device would count as sides
-            // may be commits it has not replayed yet. Replay, then judge.
+            // may be commits it has not replayed yet, and its member list may
+            // be out of date (it may have been removed): replay, then judge.
+            // Even evidence of equivocation waits, so a device the chain
+            // removed never names itself rebooter.
             SyncClass::Behind
+        } else if let Some(e) = equivocation {
+            SyncClass::Equivocation(Box::new(e))
         } else if refused.is_some() {
             // Everyone heard who refused the same commit, against those who
             // merged it: more refusers (two at least) is a commit the honest
             // members refuse (reboot); otherwise this device is the odd one
             // (a stale trust store, say) and re-bootstraps.
             if own.len() > 1 && own.len() > off { SyncClass::Hard } else { SyncClass::Weak { minority: true } }
-        } else if others.is_empty() && quarantined {
-            // Everyone heard merged what this device merged, and the chain
-            // disagrees with all of them (a commit every one of them refused):
-            // reboot. Alone, this device is the one off the chain.
-            if own.len() > 1 { SyncClass::Hard } else { SyncClass::Weak { minority: true } }
+        } else if quarantined {
+            // Quarantined because a commit it merged is not the chain's (its
+            // own commit lost, a server that showed it another history): the
+            // chain's commit was made by a member on the chain's side, heard
+            // or not, and the chain orders. Whoever agrees with this device,
+            // its side is never the one to keep: a reboot from here would
+            // carry what only this side merged (an AMK version the chain's
+            // side holds under another key).
+            SyncClass::Weak { minority: true }
         } else if others.is_empty() {
             if ahead || behind_chain { SyncClass::Behind } else { SyncClass::InSync }
-        } else if !quarantined && own.len().saturating_mul(2) > heard {
+        } else if own.len().saturating_mul(2) > heard {
             SyncClass::Weak { minority: false }
-        } else if quarantined {
-            // The chain orders, so the side off it is never the one to keep:
-            // a reboot from here would carry what only this side merged (an
-            // AMK version the chain's side holds under another key).
-            SyncClass::Weak { minority: true }
         } else {
             SyncClass::Hard
         };

@@ -61,6 +61,19 @@
 //! device holding the album to reboot from (only the escrow would; an album
 //! rebuilt from it is not built): the simulated user now keeps one, as
 //! `Diverge` does.
+//!
+//! Seeds 1972 and 2466 found two more, both ending in "an AMK version with
+//! two keys". Seed 1972: a device that had not replayed the chain (which
+//! had removed it meanwhile) held evidence of the lying server, reported
+//! `Equivocation` before `Behind`, named itself rebooter from its stale
+//! member list and rebooted; a device behind the chain now judges nothing,
+//! equivocation included, before it replays. Seed 2466: the two devices the
+//! server had lied to, quarantined, heard only each other (the chain's side
+//! was ahead, unreadable to them), found "nobody on another side" and called
+//! `Hard`, so their admin rebooted the album from the lie's history; a device
+//! quarantined because a commit it merged is not the chain's is now always
+//! the minority, whoever it hears (only a refusal of the chain's commit can
+//! make a quarantined side the one to keep).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code
 
@@ -86,6 +99,8 @@ const SEEDS: &[(u64, Mix)] = &[
     (54, Mix::Forks),
     (109, Mix::Forks),
     (716, Mix::Forks),
+    (1972, Mix::Forks),
+    (2466, Mix::Forks),
 ];
 
 #[test]

@@ -392,8 +392,12 @@ impl Classify for ApplyUpdatePathError {
     fn classify(self, during: &'static str) -> MlsError {
         match self {
             Self::LibraryError(e) => e.classify(during),
+            // The commit's signature verified before its path is applied: a
+            // path that does not fit is its committer's doing, not the
+            // server's, so the commit is refused (quarantine, committer named)
+            // rather than blamed on the chain (which would be retried forever).
             Self::PathLengthMismatch | Self::PathMismatch | Self::MissingCiphertext => {
-                MlsError::Malformed("update path")
+                MlsError::Refused("update path does not fit the tree: the committer's path is invalid")
             }
             Self::ParentHashMismatch | Self::MissingParentHash => {
                 MlsError::Refused("update path parent hash does not verify")

@@ -11,7 +11,10 @@
 //!   key schedule, so the group context (epoch, tree hash, transcript, album
 //!   metadata) and every secret. The tree hash (de-MLS's proposal) is not
 //!   enough: it covers neither the epoch nor the group context, so two forks
-//!   with equal trees (two rotations of the same epoch) share it.
+//!   with equal trees (two rotations of the same epoch) share it. A member
+//!   quarantined for refusing the chain's next commit also states that
+//!   commit's hash, so the members that merged it read a side of its own
+//!   rather than a member behind ([`Reading::Refuses`]).
 //! - **who can read it**: the statement is sealed (XChaCha20-Poly1305) under
 //!   a key from the exporter of epoch `n - 1` (label `capsule fingerprint
 //!   seal v1`), which both sides of a fork at `n` still hold, so each side
@@ -55,8 +58,9 @@ const SEAL_LABEL: &str = "capsule fingerprint seal v1";
 /// What a signature covers starts with this, so it is never valid as
 /// anything else the leaf key signs.
 const SIGNATURE_DOMAIN: &[u8] = b"capsule fingerprint signature v1";
-/// Format of [`Envelope`].
-const FORMAT: u8 = 1;
+/// Format of [`Envelope`] written now. Format 1 (read still) had no
+/// `refused` in its statement.
+const FORMAT: u8 = 2;
 /// How many epochs' marks a device keeps.
 pub const KEPT_EPOCHS: usize = 64;
 
@@ -147,11 +151,43 @@ struct Statement {
     commit: Option<CommitHash>,
     committer: Option<Member>,
     value: [u8; 32],
+    /// The commit that follows this epoch on the chain, which the sender
+    /// refused (it is quarantined for it): members that merged it read the
+    /// sender as another side, not as merely behind.
+    refused: Option<CommitHash>,
 }
 
 impl Drop for Statement {
     fn drop(&mut self) {
         self.value.zeroize();
+    }
+}
+
+/// The sealed part of a format-1 envelope.
+#[derive(Serialize, Deserialize)]
+struct StatementV1 {
+    commit: Option<CommitHash>,
+    committer: Option<Member>,
+    value: [u8; 32],
+}
+
+impl Drop for StatementV1 {
+    fn drop(&mut self) {
+        self.value.zeroize();
+    }
+}
+
+impl Statement {
+    /// Decodes the statement of an envelope of `format`.
+    fn decode(format: u8, plaintext: &[u8]) -> Result<Self> {
+        let malformed = |_| MlsError::Malformed("fingerprint statement");
+        match format {
+            1 => {
+                let v1: StatementV1 = encoding::decode_canonical(plaintext).map_err(malformed)?;
+                Ok(Self { commit: v1.commit, committer: v1.committer, value: v1.value, refused: None })
+            }
+            _ => encoding::decode_canonical(plaintext).map_err(malformed),
+        }
     }
 }
 
@@ -208,6 +244,17 @@ pub enum Reading {
         /// The epoch it states.
         epoch: Epoch,
     },
+    /// The sender is in the state this device was in at `epoch`, and refused
+    /// `commit`, the commit this device merged next (the sender is
+    /// quarantined for it): another side, not merely behind.
+    Refuses {
+        /// Who sent it.
+        sender: Member,
+        /// The epoch it states.
+        epoch: Epoch,
+        /// The commit it refused.
+        commit: CommitHash,
+    },
     /// Both hold the epoch before `epoch`, and differ at `epoch`: a fork, with
     /// both sides' statements (the commit each merged, and who committed it).
     Forked {
@@ -253,6 +300,7 @@ impl Reading {
     pub const fn sender(&self) -> Member {
         match self {
             Self::Agrees { sender, .. }
+            | Self::Refuses { sender, .. }
             | Self::Forked { sender, .. }
             | Self::Apart { sender, .. }
             | Self::Ahead { sender, .. }
@@ -264,7 +312,10 @@ impl Reading {
     #[must_use]
     pub fn epoch(&self) -> Epoch {
         match self {
-            Self::Agrees { epoch, .. } | Self::Apart { epoch, .. } | Self::Unjudged { epoch, .. } => *epoch,
+            Self::Agrees { epoch, .. }
+            | Self::Refuses { epoch, .. }
+            | Self::Apart { epoch, .. }
+            | Self::Unjudged { epoch, .. } => *epoch,
             Self::Forked { theirs, .. } | Self::Ahead { theirs, .. } => theirs.epoch,
         }
     }
@@ -313,12 +364,19 @@ impl Album {
     }
 
     /// This device's signed, sealed fingerprint of its current epoch, to
-    /// publish for the other members.
+    /// publish for the other members; `refused`, the chain's commit that
+    /// follows this epoch, when this device refused it (so members that
+    /// merged it see a side of its own, not a member behind).
     ///
     /// # Errors
     /// [`MlsError::Evicted`] once removed; faults from the exporter, the
     /// signer or randomness.
-    pub fn fingerprint<P: OpenMlsProvider>(&self, provider: &P, device: &DeviceIdentity) -> Result<Vec<u8>> {
+    pub fn fingerprint<P: OpenMlsProvider>(
+        &self,
+        provider: &P,
+        device: &DeviceIdentity,
+        refused: Option<CommitHash>,
+    ) -> Result<Vec<u8>> {
         self.ensure_operational()?;
         let epoch = self.epoch();
         // An album record from before fingerprints has no mark of its epoch yet.
@@ -341,7 +399,8 @@ impl Album {
             epoch,
             sender: Member { user: device.user(), device: device.device() },
         };
-        let statement = Statement { commit: current.commit, committer: current.committer, value: current.value };
+        let statement =
+            Statement { commit: current.commit, committer: current.committer, value: current.value, refused };
         let plaintext =
             Zeroizing::new(encoding::encode(&statement).map_err(|_| MlsError::Internal("fingerprint encoding"))?);
         let mut seals = Vec::with_capacity(2);
@@ -369,7 +428,7 @@ impl Album {
     pub fn read_fingerprint<P: OpenMlsProvider>(&self, provider: &P, bytes: &[u8]) -> Result<Reading> {
         let envelope: Envelope = encoding::decode_canonical(bytes).map_err(|_| MlsError::Malformed("fingerprint"))?;
         let Envelope { header, seals, signature } = envelope;
-        if header.format != FORMAT {
+        if !(1..=FORMAT).contains(&header.format) {
             return Err(MlsError::Malformed("fingerprint format"));
         }
         if header.group != self.group_id() {
@@ -411,14 +470,39 @@ impl Album {
         let Ok(plaintext) = opened.map(Zeroizing::new) else {
             return Ok(Reading::Apart { sender, epoch, sealed_under: seal.under });
         };
-        let statement: Statement =
-            encoding::decode_canonical(&plaintext).map_err(|_| MlsError::Malformed("fingerprint statement"))?;
+        let statement = Statement::decode(header.format, &plaintext)?;
         let theirs =
             Fingerprint { epoch, commit: statement.commit, committer: statement.committer, value: statement.value };
+        // What this device merged after that epoch, if it did.
+        let next = epoch.next().and_then(|n| self.mark(n)).and_then(|m| m.commit);
         Ok(match self.fingerprint_of(epoch) {
-            Some(ours) if ours.agrees_with(&theirs) => Reading::Agrees { sender, epoch },
+            Some(ours) if ours.agrees_with(&theirs) => match statement.refused {
+                Some(commit) if next == Some(commit) => Reading::Refuses { sender, epoch, commit },
+                _ => Reading::Agrees { sender, epoch },
+            },
             Some(ours) => Reading::Forked { sender, theirs, ours },
             None => Reading::Ahead { sender, theirs },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code
+
+    use super::*;
+
+    #[test]
+    fn a_format_1_statement_still_decodes_and_an_unknown_one_does_not() {
+        let commit = Some(CommitHash::of(b"a commit"));
+        let v1 = encoding::encode(&StatementV1 { commit, committer: None, value: [7; 32] }).unwrap();
+        let read = Statement::decode(1, &v1).unwrap();
+        assert_eq!((read.commit, read.committer, read.value, read.refused), (commit, None, [7; 32], None));
+        // Format 2 round-trips, `refused` included; a format-1 body is not a format-2 one.
+        let refused = Some(CommitHash::of(b"refused"));
+        let v2 = encoding::encode(&Statement { commit, committer: None, value: [9; 32], refused }).unwrap();
+        let again = Statement::decode(2, &v2).unwrap();
+        assert_eq!((again.commit, again.value, again.refused), (commit, [9; 32], refused));
+        assert!(Statement::decode(2, &v1).is_err());
     }
 }

@@ -30,7 +30,7 @@ fn member(w: &World, d: usize) -> Member {
 
 fn fingerprint(w: &World, d: usize) -> Vec<u8> {
     let dev = &w.devices[d];
-    w.album(d).fingerprint(&dev.provider, &dev.me).unwrap()
+    w.album(d).fingerprint(&dev.provider, &dev.me, None).unwrap()
 }
 
 fn confirm(w: &mut World, d: usize) {
@@ -71,6 +71,29 @@ fn members_on_one_history_agree_and_a_device_behind_is_judged_later() {
     // Once she replays, she agrees.
     process(&mut w, 2, &out.commit);
     assert_eq!(read(&w, 2, &fingerprint(&w, 0)).unwrap(), Reading::Agrees { sender: member(&w, 0), epoch: ahead });
+}
+
+#[test]
+fn a_member_that_refused_the_next_commit_is_another_side_to_those_that_merged_it() {
+    let mut w = trio();
+    let before = w.album(0).epoch();
+    let out = w.stage(0, &Change::RotateAmk).unwrap();
+    process(&mut w, 1, &out.commit);
+    confirm(&mut w, 0);
+    // Carol refused that commit (she is quarantined for it) and says so.
+    let dev = &w.devices[2];
+    let refusing = w.album(2).fingerprint(&dev.provider, &dev.me, Some(out.commit_hash)).unwrap();
+    for reader in [0, 1] {
+        assert_eq!(
+            read(&w, reader, &refusing).unwrap(),
+            Reading::Refuses { sender: member(&w, 2), epoch: before, commit: out.commit_hash }
+        );
+    }
+    // A refusal of a commit the reader did not merge is no evidence about it:
+    // she is behind on its history.
+    let other = w.stage(1, &Change::SelfUpdate).unwrap();
+    let elsewhere = w.album(2).fingerprint(&w.devices[2].provider, &w.devices[2].me, Some(other.commit_hash)).unwrap();
+    assert_eq!(read(&w, 0, &elsewhere).unwrap(), Reading::Agrees { sender: member(&w, 2), epoch: before });
 }
 
 #[test]
@@ -138,7 +161,7 @@ fn a_removed_device_neither_reads_nor_forges_fingerprints() {
     // Bob can no longer make one, and one he signed before is refused: he is
     // not a member any more.
     let dev = &w.devices[1];
-    assert!(matches!(w.album(1).fingerprint(&dev.provider, &dev.me), Err(MlsError::Evicted)));
+    assert!(matches!(w.album(1).fingerprint(&dev.provider, &dev.me, None), Err(MlsError::Evicted)));
     assert!(matches!(read(&w, 0, &before_removal), Err(MlsError::NotMember(_))));
     assert!(matches!(read(&w, 2, &before_removal), Err(MlsError::NotMember(_))));
 }

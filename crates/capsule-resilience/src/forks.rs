@@ -16,7 +16,9 @@
 //!   epoch (a fork there), whose fingerprint does not open under a state this
 //!   device holds, or (once a fetch after their fingerprint showed the chain's
 //!   head at this device's epoch) that merged a commit the chain does not
-//!   hold.
+//!   hold; and (unless this device is quarantined) members that state they
+//!   refused a commit this device merged (quarantined for it: a path secret
+//!   they could not decrypt, a certificate their trust store rejects).
 //!
 //! Members not heard from, or whose statement cannot be judged yet, count on
 //! no side. Then, first match:
@@ -182,7 +184,14 @@ impl ResilientAlbum {
     /// # Errors
     /// [`capsule_mls::MlsError::Evicted`] once removed; faults.
     pub fn fingerprint<P: OpenMlsProvider>(&self, cx: Context<'_, P>) -> Result<Vec<u8>> {
-        Ok(self.album.fingerprint(cx.provider, cx.device)?)
+        Ok(self.album.fingerprint(cx.provider, cx.device, self.refused_commit())?)
+    }
+
+    /// The chain's commit this device is quarantined for refusing, if that is
+    /// why it is quarantined: what its fingerprint states it refused.
+    #[must_use]
+    pub fn refused_commit(&self) -> Option<CommitHash> {
+        self.quarantine.and_then(|q| q.invalid_commit).map(|i| i.commit_hash)
     }
 
     /// Classifies the album from the members' fingerprints (the rule is in
@@ -219,7 +228,7 @@ impl ResilientAlbum {
         // is the chain's up to that commit, so only members shown to have
         // merged it are the chain's side; any other disagreement (a forked or
         // unreadable statement, which a single member can forge) is no side.
-        let refused = self.quarantine.and_then(|q| q.invalid_commit).map(|i| i.commit_hash);
+        let refused = self.refused_commit();
         let roster = self.album.members();
         let mut own = vec![me];
         let mut others: Sides = BTreeMap::new();
@@ -240,6 +249,14 @@ impl ResilientAlbum {
                     others.entry((theirs, None)).or_default().push(sender);
                 }
                 Reading::Agrees { .. } => unheard.push(sender),
+                // At an epoch of this device's history, refusing the commit
+                // this device merged next (a commit whose path it could not
+                // decrypt, a certificate its trust store rejects): a side of
+                // its own, left at the epoch that commit reached.
+                Reading::Refuses { epoch: theirs, .. } if !quarantined => {
+                    others.entry((theirs.next().unwrap_or(theirs), None)).or_default().push(sender);
+                }
+                Reading::Refuses { .. } => unheard.push(sender),
                 // Off this device's history at `theirs.epoch`: forked there, or
                 // (a fetch after this fingerprint was collected showed the chain
                 // at this device's epoch) ahead on a commit the chain lacks.

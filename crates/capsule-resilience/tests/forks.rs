@@ -345,3 +345,248 @@ fn a_commit_every_honest_member_refuses_is_healed_by_a_reboot_from_the_last_vali
     }
     assert_eq!(net.album(1).album().members().len(), 3);
 }
+
+/// A committer's crypto that seals the path secret meant for one public key
+/// wrongly: garbage (the recipient cannot decrypt it) or a different secret
+/// (it decrypts, and the keys it derives do not match the path). Everything
+/// else, signature and confirmation tag included, is computed honestly over
+/// the tampered path, so the commit is well formed and correctly signed:
+/// only the targeted member can tell.
+mod tamper {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use capsule_mls::MemoryProvider;
+    use openmls::prelude::tls_codec::SecretVLBytes;
+    use openmls::prelude::*;
+
+    type Inner = <MemoryProvider as OpenMlsProvider>::CryptoProvider;
+
+    pub(super) struct Crypto<'a> {
+        inner: &'a Inner,
+        target: Vec<u8>,
+        wrong_secret: bool,
+        hits: AtomicUsize,
+    }
+
+    pub(super) struct Provider<'a> {
+        inner: &'a MemoryProvider,
+        crypto: Crypto<'a>,
+    }
+
+    impl<'a> Provider<'a> {
+        pub(super) fn new(inner: &'a MemoryProvider, target: Vec<u8>, wrong_secret: bool) -> Self {
+            let crypto = Crypto { inner: inner.crypto(), target, wrong_secret, hits: AtomicUsize::new(0) };
+            Self { inner, crypto }
+        }
+
+        /// How many seals to the target were tampered with.
+        pub(super) fn hits(&self) -> usize {
+            self.crypto.hits.load(Ordering::Relaxed)
+        }
+    }
+
+    impl<'a> OpenMlsProvider for Provider<'a> {
+        type CryptoProvider = Crypto<'a>;
+        type RandProvider = <MemoryProvider as OpenMlsProvider>::RandProvider;
+        type StorageProvider = <MemoryProvider as OpenMlsProvider>::StorageProvider;
+
+        fn storage(&self) -> &Self::StorageProvider {
+            self.inner.storage()
+        }
+
+        fn crypto(&self) -> &Self::CryptoProvider {
+            &self.crypto
+        }
+
+        fn rand(&self) -> &Self::RandProvider {
+            self.inner.rand()
+        }
+    }
+
+    impl OpenMlsCrypto for Crypto<'_> {
+        fn hpke_seal(
+            &self,
+            config: HpkeConfig,
+            pk_r: &[u8],
+            info: &[u8],
+            aad: &[u8],
+            ptxt: &[u8],
+        ) -> Result<HpkeCiphertext, CryptoError> {
+            if pk_r != self.target.as_slice() {
+                return self.inner.hpke_seal(config, pk_r, info, aad, ptxt);
+            }
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            if self.wrong_secret {
+                // Same length, so it still decodes as a path secret.
+                let mut other = ptxt.to_vec();
+                if let Some(last) = other.last_mut() {
+                    *last ^= 0x5a;
+                }
+                self.inner.hpke_seal(config, pk_r, info, aad, &other)
+            } else {
+                let mut sealed = self.inner.hpke_seal(config, pk_r, info, aad, ptxt)?;
+                let mut bytes = sealed.ciphertext.as_slice().to_vec();
+                if let Some(first) = bytes.first_mut() {
+                    *first ^= 0x5a;
+                }
+                sealed.ciphertext = bytes.into();
+                Ok(sealed)
+            }
+        }
+
+        fn supports(&self, ciphersuite: Ciphersuite) -> Result<(), CryptoError> {
+            self.inner.supports(ciphersuite)
+        }
+        fn supported_ciphersuites(&self) -> Vec<Ciphersuite> {
+            self.inner.supported_ciphersuites()
+        }
+        fn hkdf_extract(&self, h: HashType, salt: &[u8], ikm: &[u8]) -> Result<SecretVLBytes, CryptoError> {
+            self.inner.hkdf_extract(h, salt, ikm)
+        }
+        fn hmac(&self, h: HashType, key: &[u8], message: &[u8]) -> Result<SecretVLBytes, CryptoError> {
+            self.inner.hmac(h, key, message)
+        }
+        fn hkdf_expand(&self, h: HashType, prk: &[u8], info: &[u8], len: usize) -> Result<SecretVLBytes, CryptoError> {
+            self.inner.hkdf_expand(h, prk, info, len)
+        }
+        fn hash(&self, h: HashType, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+            self.inner.hash(h, data)
+        }
+        fn aead_encrypt(&self, a: AeadType, k: &[u8], d: &[u8], n: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+            self.inner.aead_encrypt(a, k, d, n, aad)
+        }
+        fn aead_decrypt(&self, a: AeadType, k: &[u8], c: &[u8], n: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+            self.inner.aead_decrypt(a, k, c, n, aad)
+        }
+        fn signature_key_gen(&self, alg: SignatureScheme) -> Result<(Vec<u8>, Vec<u8>), CryptoError> {
+            self.inner.signature_key_gen(alg)
+        }
+        fn verify_signature(&self, alg: SignatureScheme, d: &[u8], pk: &[u8], sig: &[u8]) -> Result<(), CryptoError> {
+            self.inner.verify_signature(alg, d, pk, sig)
+        }
+        fn sign(&self, alg: SignatureScheme, data: &[u8], key: &[u8]) -> Result<Vec<u8>, CryptoError> {
+            self.inner.sign(alg, data, key)
+        }
+        fn hpke_open(
+            &self,
+            config: HpkeConfig,
+            input: &HpkeCiphertext,
+            sk_r: &[u8],
+            info: &[u8],
+            aad: &[u8],
+        ) -> Result<Vec<u8>, CryptoError> {
+            self.inner.hpke_open(config, input, sk_r, info, aad)
+        }
+        fn hpke_setup_sender_and_export(
+            &self,
+            config: HpkeConfig,
+            pk_r: &[u8],
+            info: &[u8],
+            context: &[u8],
+            len: usize,
+        ) -> Result<(KemOutput, ExporterSecret), CryptoError> {
+            self.inner.hpke_setup_sender_and_export(config, pk_r, info, context, len)
+        }
+        fn hpke_setup_receiver_and_export(
+            &self,
+            config: HpkeConfig,
+            enc: &[u8],
+            sk_r: &[u8],
+            info: &[u8],
+            context: &[u8],
+            len: usize,
+        ) -> Result<ExporterSecret, CryptoError> {
+            self.inner.hpke_setup_receiver_and_export(config, enc, sk_r, info, context, len)
+        }
+        fn derive_hpke_keypair(&self, config: HpkeConfig, ikm: &[u8]) -> Result<HpkeKeyPair, CryptoError> {
+            self.inner.derive_hpke_keypair(config, ikm)
+        }
+    }
+}
+
+/// Device `d`'s own leaf encryption key, as OpenMLS's tree holds it.
+fn leaf_encryption_key(net: &Net, d: usize) -> Vec<u8> {
+    use openmls::prelude::{GroupId, MlsGroup, OpenMlsProvider as _};
+    let group_id = GroupId::from_slice(&net.album(d).album().group_id());
+    let group = MlsGroup::load(net.nodes[d].t.provider.storage(), &group_id).unwrap().unwrap();
+    let own = group.own_leaf_index();
+    group.members().find(|m| m.index == own).unwrap().encryption_key
+}
+
+/// A commit whose path secret only some members can decrypt (the committer's
+/// client tampers with one member's HPKE ciphertext, or seals it a different
+/// secret, and signs the result honestly): the others merge it, the target
+/// refuses it and is quarantined naming the committer; its fingerprint says
+/// what it refused, so the members that merged it see it as another side (not
+/// merely behind), name one coordinator, and re-add it. Everyone ends on one
+/// epoch with the same keyring; the photo sealed before the split opens.
+#[test]
+fn a_commit_whose_path_secret_only_some_members_can_decrypt_is_detected_and_healed_by_readding() {
+    for wrong_secret in [false, true] {
+        let mut net = four();
+        let all = [0, 1, 2, 3];
+        let mut rng = <chacha20::ChaCha20Rng as rand_core::SeedableRng>::from_seed([8; 32]);
+        let photo = seal_photo(net.album(0).album().keyring().current(), &ALBUM, b"before", &mut rng).unwrap();
+        // Bob's modified client targets Dave (Carol and Dave share a copath
+        // node with no key of its own, so each gets a ciphertext of their own).
+        let dave_key = leaf_encryption_key(&net, 3);
+        net.propose(1, Change::RotateAmk);
+        let hits = {
+            let validation = Validation { trust: &net.dir.trust, now: NOW };
+            let n = &mut net.nodes[1];
+            let evil = tamper::Provider::new(&n.t.provider, dave_key.clone(), wrong_secret);
+            let cx = Context { provider: &evil, device: &n.t.me, validation };
+            n.album.as_mut().unwrap().drive(cx, &mut n.chain, &net.clock).unwrap();
+            evil.hits()
+        };
+        assert_eq!(hits, 1, "exactly Dave's path secret is tampered with");
+        let split = net.album(1).album().epoch();
+        for d in [0, 2] {
+            assert!(matches!(net.reconcile(d).unwrap(), ReconcileOutcome::Reconciled { .. }), "device {d}");
+            assert_eq!(net.album(d).album().epoch(), split);
+        }
+        let outcome = net.reconcile(3).unwrap();
+        assert!(matches!(outcome, ReconcileOutcome::Diverged { .. }), "{wrong_secret}: {outcome:?}");
+        let refused = net.album(3).quarantine().unwrap().invalid_commit.unwrap();
+        assert_eq!(refused.committer, Some(member(&net, 1)), "the committer is named");
+        assert_eq!(net.album(3).refused_commit(), Some(refused.commit_hash));
+
+        let mut board = Board::new();
+        publish(&mut net, &mut board, &all);
+        // Dave is the odd one out: re-bootstrap.
+        assert_eq!(reconciled_report(&mut net, &board, 3).class, SyncClass::Weak { minority: true });
+        // The others see him refusing what they merged: another side.
+        for d in [0, 1, 2] {
+            let r = reconciled_report(&mut net, &board, d);
+            assert_eq!(r.class, SyncClass::Weak { minority: false }, "device {d}");
+            assert_eq!(r.others, vec![Partition { epoch: split, commit: None, members: vec![member(&net, 3)] }]);
+            assert_eq!(r.readds, vec![Readd { member: member(&net, 3), by: member(&net, 0) }], "device {d}");
+        }
+        let discarded = with(&mut net, 3, |a, cx| a.rebootstrap(cx.provider).unwrap());
+        assert_eq!(discarded.epoch.next(), Some(split));
+        assert_eq!(
+            discarded.divergence.and_then(|d| d.invalid_commit).map(|i| i.commit_hash),
+            Some(refused.commit_hash)
+        );
+        let fresh = net.nodes[3].t.key_package().unwrap();
+        let dave = member(&net, 3);
+        let heal = |net: &mut Net, d: usize| {
+            let seen: Vec<Vec<u8>> = board.iter().filter(|(s, _)| **s != d).map(|(_, b)| b.clone()).collect();
+            with(net, d, |a, cx| a.heal_fork(cx, &seen, Some(split), &[(dave, fresh.clone())]).unwrap())
+        };
+        assert!(heal(&mut net, 2).is_empty(), "only the coordinator re-adds");
+        let proposed = heal(&mut net, 0);
+        assert_eq!(proposed.len(), 1);
+        net.drive(0).unwrap();
+        assert!(matches!(net.album(0).intent(proposed[0]).unwrap().state, IntentState::Confirmed { .. }));
+        net.join_at(3, split);
+        net.sync_all();
+        net.assert_converged();
+        let versions = |net: &Net, d: usize| net.album(d).album().keyring().held().map(|(v, _)| v).collect::<Vec<_>>();
+        for d in all {
+            assert_eq!(versions(&net, d), versions(&net, 0), "device {d} holds every version");
+            let opened = open_photo(net.album(d).album().keyring(), &ALBUM, &photo).unwrap();
+            assert_eq!(opened.as_slice(), b"before");
+        }
+    }
+}

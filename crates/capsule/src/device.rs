@@ -1204,7 +1204,9 @@ impl Device {
     /// ```
     pub fn fingerprint(&self, album: AlbumId) -> Result<Vec<u8>> {
         let me = &self.me;
-        Ok(self.store.read_resilient_with(album, self.policy.clone(), |r, p| r.album().fingerprint(p, me))??)
+        Ok(self.store.read_resilient_with(album, self.policy.clone(), |r, p| {
+            r.album().fingerprint(p, me, r.refused_commit())
+        })??)
     }
 
     /// How this device sees the album from the members' `fingerprints` (as

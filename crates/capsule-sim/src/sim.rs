@@ -482,8 +482,15 @@ impl World {
         // A Welcome for another device's KeyPackage, or one this device already
         // used, is refused: not a violation. If the add it answers was undone
         // later, the device learns that when it reconciles.
+        // From the chain this device is shown: a device the server lies to
+        // sees the Welcomes of the lie's copy only, and stays lied to.
+        let lied_to = self.lie.as_ref().is_some_and(|l| l.side & (1 << d) != 0 && l.group == self.group);
+        let entries = match self.lie.as_ref().filter(|_| lied_to) {
+            Some(l) => l.copy.entries(&self.group),
+            None => self.server.entries(&self.group),
+        };
         let dev = self.dev(d)?;
-        for entry in self.server.entries(&self.group).iter().rev() {
+        for entry in entries.iter().rev() {
             if let (Some(w), Some(b)) = (entry.welcome.as_deref(), entry.bundle.as_deref())
                 && dev.join(w, b, self.validation()).is_ok()
             {
@@ -492,7 +499,9 @@ impl World {
                 self.evicted_at.remove(&d);
                 self.rekey_admins.retain(|_, admin| *admin != d);
                 self.diverged.remove(&d);
-                self.lied.remove(&d);
+                if !lied_to {
+                    self.lied.remove(&d);
+                }
                 self.waiting.remove(&d);
                 self.awaiting.remove(&d);
                 self.readd_wait.remove(&d);

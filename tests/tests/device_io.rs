@@ -51,6 +51,14 @@ impl CommitChain for LockProbe {
         self.take_write_lock();
         self.inner.welcome(epoch)
     }
+    fn post_fingerprint(&mut self, fingerprint: &[u8]) -> Result<(), ChainError> {
+        self.take_write_lock();
+        self.inner.post_fingerprint(fingerprint)
+    }
+    fn fingerprints(&mut self) -> Result<Vec<Vec<u8>>, ChainError> {
+        self.take_write_lock();
+        self.inner.fingerprints()
+    }
 }
 
 #[test]
@@ -66,6 +74,12 @@ fn no_store_transaction_is_open_while_the_chain_is_called() {
     let mut probe_b = LockProbe { inner: fx.chain(), db: fx.path("user2-device2"), calls: 0 };
     bob.sync(ALBUM, &mut probe_b, &fx.clock, fx.validation()).unwrap();
     alice.reconcile_with_server(ALBUM, &mut probe, fx.validation()).unwrap();
+    // The fingerprint board: posting and reading it, then judging it.
+    alice.publish_fingerprint(ALBUM, &mut probe).unwrap();
+    bob.publish_fingerprint(ALBUM, &mut probe_b).unwrap();
+    let board = probe.fingerprints().unwrap();
+    let report = alice.sync_report(ALBUM, &board, &mut probe, fx.validation()).unwrap();
+    assert_eq!(report.own.len(), 2, "{report:?}");
     assert!(probe.calls >= 3 && probe_b.calls >= 3, "{} {}", probe.calls, probe_b.calls);
     assert_eq!(alice.keyring(ALBUM).unwrap().current_version().get(), 3);
     assert_eq!(alice.epoch(ALBUM).unwrap(), bob.epoch(ALBUM).unwrap());

@@ -142,6 +142,10 @@ pub enum Refused {
     /// against the album's public state (see [`capsule_mls::PublicAlbum`]).
     #[error("the commit is invalid: {0}")]
     Invalid(Invalid),
+    /// What was posted to the fingerprint board is not a fingerprint of
+    /// this album.
+    #[error("not a fingerprint of this album")]
+    NotAFingerprint,
 }
 
 /// Why a server's validation refused a commit, as members would refuse it.
@@ -283,6 +287,22 @@ pub trait CommitChain {
     /// [`ChainError::Unavailable`], or [`ChainError::Pruned`] when the chain
     /// no longer reaches `epoch`.
     fn welcome(&mut self, epoch: Epoch) -> Result<Option<WelcomeBlobs>, ChainError>;
+
+    /// Posts this device's state fingerprint to the album's board (members
+    /// only), replacing the one it posted before.
+    ///
+    /// # Errors
+    /// [`ChainError::Unavailable`]; [`ChainError::Refused`] for bytes that
+    /// are not a fingerprint of this album; [`ChainError::Denied`] for a
+    /// device that is not a member, or a fingerprint naming another sender.
+    fn post_fingerprint(&mut self, fingerprint: &[u8]) -> Result<(), ChainError>;
+
+    /// The album's fingerprint board: what each device posted last. Sealed
+    /// for members; a member judges them ([`capsule_mls::Album::read_fingerprint`]).
+    ///
+    /// # Errors
+    /// [`ChainError::Unavailable`]; [`ChainError::Denied`] for a non-member.
+    fn fingerprints(&mut self) -> Result<Vec<Vec<u8>>, ChainError>;
 }
 
 /// The server's KeyPackage directory as a device sees it, for its own

@@ -71,6 +71,14 @@ impl CommitSource {
         self.album.confirm(&self.device.provider).map(drop)
     }
 
+    /// This device's fingerprint of its current epoch.
+    ///
+    /// # Errors
+    /// MLS errors (none expected).
+    pub fn fingerprint(&self) -> Result<Vec<u8>, MlsError> {
+        self.album.fingerprint(&self.device.provider, &self.device.me, None)
+    }
+
     /// An MLS message that is not a commit: the Welcome of an add this device
     /// stages and drops. Call it with no commit pending.
     ///
@@ -161,6 +169,7 @@ pub fn run(harness: &mut impl Harness) -> Result<(), String> {
     an_unknown_album(harness)?;
     retention_prunes_old_epochs(harness)?;
     a_group_starting_later(harness)?;
+    a_fingerprint_board(harness)?;
     Ok(())
 }
 
@@ -311,5 +320,38 @@ fn a_group_starting_later(h: &mut impl Harness) -> Result<(), String> {
     ensure!(chain.fetch(Epoch(2)) == Err(ChainError::Pruned(Epoch(3))), "nothing before the base");
     let s = src.stage().map_err(mls)?;
     ensure!(chain.submit(&s) == Ok(SubmitAnswer::Accepted { epoch: Epoch(3) }), "the first commit at the base");
+    Ok(())
+}
+
+fn a_fingerprint_board(h: &mut impl Harness) -> Result<(), String> {
+    let mut src = CommitSource::new([0xCA; 16]).map_err(mls)?;
+    let other = CommitSource::new([0xCB; 16]).map_err(mls)?;
+    let mut chain = h.open(&src.album(), Epoch::ZERO, None);
+    ensure!(chain.fingerprints() == Ok(Vec::new()), "a new album's board is empty");
+    let first = src.fingerprint().map_err(mls)?;
+    ensure!(chain.post_fingerprint(&first) == Ok(()), "a member's fingerprint is filed");
+    ensure!(chain.fingerprints() == Ok(vec![first.clone()]), "the board holds it");
+    let refusals = [
+        (other.fingerprint().map_err(mls)?, Refused::NotAFingerprint),
+        (b"not a fingerprint".to_vec(), Refused::NotAFingerprint),
+        (Vec::new(), Refused::NotAFingerprint),
+        (vec![0; 5000], Refused::TooLarge { limit: crate::rules::FINGERPRINT_LIMIT }),
+    ];
+    for (i, (bytes, refused)) in refusals.iter().enumerate() {
+        let got = chain.post_fingerprint(bytes);
+        ensure!(got == Err(ChainError::Refused(*refused)), "board case {i}: {got:?}, not {refused:?}");
+        ensure!(chain.fingerprints() == Ok(vec![first.clone()]), "board case {i}: a refusal changed the board");
+    }
+    // The same device again, a later epoch: its new one replaces the old.
+    let s = src.stage().map_err(mls)?;
+    ensure!(chain.submit(&s) == Ok(SubmitAnswer::Accepted { epoch: Epoch(0) }), "accepted");
+    src.accepted().map_err(mls)?;
+    let later = src.fingerprint().map_err(mls)?;
+    ensure!(chain.post_fingerprint(&later) == Ok(()), "filed again");
+    ensure!(chain.fingerprints() == Ok(vec![later]), "one per device, the last it posted");
+    let mut unknown = h.unknown(&other.album());
+    ensure!(unknown.fingerprints() == Err(ChainError::UnknownAlbum), "the board of an unknown album");
+    let got = unknown.post_fingerprint(&other.fingerprint().map_err(mls)?);
+    ensure!(got == Err(ChainError::UnknownAlbum), "posting to an unknown album: {got:?}");
     Ok(())
 }

@@ -4,6 +4,8 @@
 //! functions what to do, so "accepted", "conflict" and "pruned" have one
 //! definition.
 
+use std::collections::BTreeMap;
+
 use capsule_mls::{CommitHash, Epoch};
 
 use crate::{ChainEntry, ChainError, Refused, Submission, SubmitAnswer};
@@ -75,6 +77,28 @@ pub fn check_submission(album: &[u8], submission: &Submission, limits: &Limits) 
         return Err(Refused::EpochOutOfRange);
     }
     Ok(())
+}
+
+/// The largest fingerprint a board files: a header, two seals of a short
+/// statement and a signature take well under a kilobyte.
+pub const FINGERPRINT_LIMIT: u64 = 4096;
+
+/// Checks a fingerprint posted to `album`'s board without opening it: its
+/// size, that it is one, and that it is of `album`'s group. Returns its
+/// header: a server also requires the sender it names to be the device that
+/// authenticated the request, so no device fills another's place.
+///
+/// # Errors
+/// [`Refused::TooLarge`]; [`Refused::NotAFingerprint`] for anything else.
+pub fn check_fingerprint(album: &[u8], bytes: &[u8]) -> Result<capsule_mls::FingerprintHeader, Refused> {
+    if u64::try_from(bytes.len()).map_or(true, |n| n > FINGERPRINT_LIMIT) {
+        return Err(Refused::TooLarge { limit: FINGERPRINT_LIMIT });
+    }
+    let header = capsule_mls::fingerprint_header(bytes).map_err(|_| Refused::NotAFingerprint)?;
+    if header.group != album {
+        return Err(Refused::NotAFingerprint);
+    }
+    Ok(header)
 }
 
 /// What to do with a checked submission.
@@ -155,13 +179,15 @@ pub struct ChainLog {
     base: Epoch,
     entries: Vec<ChainEntry>,
     keep: Option<u64>,
+    /// The fingerprint board: what each device posted last.
+    board: BTreeMap<capsule_mls::Member, Vec<u8>>,
 }
 
 impl ChainLog {
     /// An empty chain whose group starts at `base` (0 for a new MLS group).
     #[must_use]
     pub const fn new(base: Epoch) -> Self {
-        Self { base, entries: Vec::new(), keep: None }
+        Self { base, entries: Vec::new(), keep: None, board: BTreeMap::new() }
     }
 
     /// Keeps only the last `keep` epochs from now on.
@@ -251,6 +277,25 @@ impl ChainLog {
             .iter()
             .find(|e| e.epoch == epoch)
             .map(|e| crate::WelcomeBlobs { welcome: e.welcome.clone(), bundle: e.bundle.clone() }))
+    }
+
+    /// Files a fingerprint on the board (checked with [`check_fingerprint`]),
+    /// replacing the one its sender posted before: the board holds what each
+    /// device said last. The double trusts the sender the header names; the
+    /// server checks it against the device that signed the request.
+    ///
+    /// # Errors
+    /// Why it was refused; nothing changes then.
+    pub fn post_fingerprint(&mut self, album: &[u8], bytes: &[u8]) -> Result<(), Refused> {
+        let header = check_fingerprint(album, bytes)?;
+        self.board.insert(header.sender, bytes.to_vec());
+        Ok(())
+    }
+
+    /// The board, one fingerprint per device, ordered by device.
+    #[must_use]
+    pub fn fingerprints(&self) -> Vec<Vec<u8>> {
+        self.board.values().cloned().collect()
     }
 
     /// Forgets entries before `epoch` (never the last one), as a server with

@@ -379,6 +379,10 @@ pub enum Reply {
     Mailbox(Vec<Delivery>),
     /// A delivery was removed from the mailbox (or was not there).
     Acknowledged,
+    /// A fingerprint was filed on the album's board.
+    Posted,
+    /// The album's fingerprint board: what each device posted last.
+    Fingerprints(Vec<Vec<u8>>),
 }
 
 #[cfg(test)]
@@ -451,6 +455,10 @@ mod tests {
             )
             .prop_map(Reply::Mailbox),
             Just(Reply::Acknowledged),
+            Just(Reply::Posted),
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..4)
+                .prop_map(Reply::Fingerprints),
+            Just(Reply::Error(ServerError::Refused(Refused::NotAFingerprint))),
             Just(Reply::Error(ServerError::KeyPackage(KeyPackageRefusal::TooMany { limit: 9 }))),
         ]
     }

@@ -223,6 +223,8 @@ fn unexpected(reply: Reply) -> ChainError {
         Reply::Claimed(_) => "claimed",
         Reply::Mailbox(_) => "mailbox",
         Reply::Acknowledged => "acknowledged",
+        Reply::Posted => "posted",
+        Reply::Fingerprints(_) => "fingerprints",
     };
     tracing::warn!(kind, "the chain server answered another question");
     ChainError::BadAnswer(BadAnswer::Undecodable)
@@ -286,6 +288,22 @@ impl CommitChain for HttpChain {
         let url = format!("{}/welcomes/{}", self.album_url, epoch.0);
         match self.request("GET", &url, None)? {
             Reply::Welcome(blobs) => Ok(blobs),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn post_fingerprint(&mut self, fingerprint: &[u8]) -> Result<(), ChainError> {
+        let url = format!("{}/fingerprints", self.album_url);
+        match self.request("POST", &url, Some(fingerprint))? {
+            Reply::Posted => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn fingerprints(&mut self) -> Result<Vec<Vec<u8>>, ChainError> {
+        let url = format!("{}/fingerprints", self.album_url);
+        match self.request("GET", &url, None)? {
+            Reply::Fingerprints(board) => Ok(board),
             other => Err(unexpected(other)),
         }
     }

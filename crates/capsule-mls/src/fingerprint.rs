@@ -321,6 +321,35 @@ impl Reading {
     }
 }
 
+/// What anyone, the server included, reads of a fingerprint without opening
+/// it: the group (album and reboot generation), the epoch it states, and the
+/// sender it names. Nothing here is verified: a server checks the sender
+/// against the device that authenticated the request; a member checks the
+/// signature when it reads the fingerprint ([`Album::read_fingerprint`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FingerprintHeader {
+    /// The MLS group id.
+    pub group: Vec<u8>,
+    /// The epoch the sender states.
+    pub epoch: Epoch,
+    /// The sender it names.
+    pub sender: Member,
+}
+
+/// The public header of a fingerprint.
+///
+/// # Errors
+/// [`MlsError::Malformed`] for bytes that are not a fingerprint of a known
+/// format.
+pub fn fingerprint_header(bytes: &[u8]) -> Result<FingerprintHeader> {
+    let envelope: Envelope = encoding::decode_canonical(bytes).map_err(|_| MlsError::Malformed("fingerprint"))?;
+    let Header { format, group, epoch, sender } = envelope.header;
+    if !(1..=FORMAT).contains(&format) {
+        return Err(MlsError::Malformed("fingerprint format"));
+    }
+    Ok(FingerprintHeader { group, epoch, sender })
+}
+
 impl Album {
     /// Records the mark of the epoch just entered (after a create, join or
     /// merge), and forgets marks older than [`KEPT_EPOCHS`]. Infallible, so

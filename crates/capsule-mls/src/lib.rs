@@ -63,7 +63,7 @@ pub use binding::{ALBUM_EXTENSION_TYPE, CREDENTIAL_TYPE, DeviceIdentity, Validat
 pub use change::Change;
 pub use context::{AlbumContext, RekeyId, RekeyMarker, RekeyReason};
 pub use error::{MlsError, Result};
-pub use fingerprint::{Fingerprint, KEPT_EPOCHS, Reading};
+pub use fingerprint::{Fingerprint, FingerprintHeader, KEPT_EPOCHS, Reading, fingerprint_header};
 pub use framing::{Framing, framing};
 pub use ids::{Epoch, Member};
 pub use inbound::Applied;

@@ -327,6 +327,12 @@ impl CommitChain for Liar<'_> {
     fn welcome(&mut self, epoch: Epoch) -> core::result::Result<Option<WelcomeBlobs>, ChainError> {
         self.inner.welcome(epoch)
     }
+    fn post_fingerprint(&mut self, fingerprint: &[u8]) -> core::result::Result<(), ChainError> {
+        self.inner.post_fingerprint(fingerprint)
+    }
+    fn fingerprints(&mut self) -> core::result::Result<Vec<Vec<u8>>, ChainError> {
+        self.inner.fingerprints()
+    }
 }
 
 fn rehash(e: &mut ChainEntry) {
@@ -416,6 +422,12 @@ impl CommitChain for AnswersThenSilence<'_> {
     fn welcome(&mut self, _: Epoch) -> core::result::Result<Option<WelcomeBlobs>, ChainError> {
         self.requests += 1;
         Err(ChainError::Unavailable)
+    }
+    fn post_fingerprint(&mut self, fingerprint: &[u8]) -> core::result::Result<(), ChainError> {
+        self.inner.post_fingerprint(fingerprint)
+    }
+    fn fingerprints(&mut self) -> core::result::Result<Vec<Vec<u8>>, ChainError> {
+        self.inner.fingerprints()
     }
 }
 
@@ -531,6 +543,12 @@ impl CommitChain for Refuses<'_> {
     }
     fn welcome(&mut self, epoch: Epoch) -> core::result::Result<Option<WelcomeBlobs>, ChainError> {
         self.inner.welcome(epoch)
+    }
+    fn post_fingerprint(&mut self, fingerprint: &[u8]) -> core::result::Result<(), ChainError> {
+        self.inner.post_fingerprint(fingerprint)
+    }
+    fn fingerprints(&mut self) -> core::result::Result<Vec<Vec<u8>>, ChainError> {
+        self.inner.fingerprints()
     }
 }
 

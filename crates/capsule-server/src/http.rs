@@ -118,6 +118,7 @@ pub fn router<S: Storage>(storage: S, settings: Settings, metrics: Arc<Metrics>)
         .route("/v1/albums/{album}/commits", get(fetch::<S>).post(submit::<S>))
         .route("/v1/albums/{album}/head", get(head::<S>))
         .route("/v1/albums/{album}/welcomes/{epoch}", get(welcome::<S>))
+        .route("/v1/albums/{album}/fingerprints", get(fingerprints::<S>).post(post_fingerprint::<S>))
         .route("/v1/users/{user}", put(register_user::<S>).get(directory::<S>))
         .route("/v1/users/{user}/devices", put(register_device::<S>))
         .route("/v1/key-packages", get(stock::<S>).post(publish::<S>))
@@ -433,6 +434,56 @@ async fn welcome<S: Storage>(
     };
     match run.await {
         Ok(blobs) => reply(StatusCode::OK, &Reply::Welcome(blobs)),
+        Err(e) => error(e),
+    }
+}
+
+/// A member files its state fingerprint on the album's board: a current
+/// member only, and under its own name only (the sender the fingerprint names
+/// is the device that signed the request), so no device fills another's
+/// place. The server cannot open it; members judge it.
+async fn post_fingerprint<S: Storage>(
+    State(app): State<Arc<App<S>>>,
+    album: Segments<String>,
+    (method, uri, headers): (Method, Uri, HeaderMap),
+    raw: Body,
+) -> Response {
+    let run = async {
+        let album = album_id(&album.map_err(|_| MALFORMED)?.0)?;
+        let bytes = body(raw, rules::FINGERPRINT_LIMIT).await?;
+        let caller = Request { method, uri, headers }.caller(&app, &bytes).await?;
+        if readable(&app, &album, caller).await?.is_some() {
+            return Err(ServerError::Forbidden);
+        }
+        let header = rules::check_fingerprint(&album, &bytes).map_err(ServerError::Refused)?;
+        let sender = validate::member_id(header.sender);
+        if caller.is_some_and(|c| c != sender) {
+            return Err(ServerError::Forbidden);
+        }
+        app.run(&album, app.storage.post_fingerprint(album.clone(), sender, bytes)).await
+    };
+    match run.await {
+        Ok(()) => reply(StatusCode::OK, &Reply::Posted),
+        Err(e) => error(e),
+    }
+}
+
+/// The album's fingerprint board, for its current members.
+async fn fingerprints<S: Storage>(
+    State(app): State<Arc<App<S>>>,
+    album: Segments<String>,
+    (method, uri, headers): (Method, Uri, HeaderMap),
+) -> Response {
+    let run = async {
+        let album = album_id(&album.map_err(|_| MALFORMED)?.0)?;
+        let caller = Request { method, uri, headers }.caller(&app, &[]).await?;
+        if readable(&app, &album, caller).await?.is_some() {
+            return Err(ServerError::Forbidden);
+        }
+        app.run(&album, app.storage.fingerprints(album.clone())).await
+    };
+    match run.await {
+        Ok(board) => reply(StatusCode::OK, &Reply::Fingerprints(board)),
         Err(e) => error(e),
     }
 }

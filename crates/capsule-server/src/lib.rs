@@ -260,6 +260,25 @@ impl Storage for Backend {
             Self::Postgres(s) => s.welcome(album, epoch).await,
         }
     }
+
+    async fn post_fingerprint(
+        &self,
+        album: Vec<u8>,
+        member: MemberId,
+        fingerprint: Vec<u8>,
+    ) -> Result<(), StorageError> {
+        match self {
+            Self::Sqlite(s) => s.post_fingerprint(album, member, fingerprint).await,
+            Self::Postgres(s) => s.post_fingerprint(album, member, fingerprint).await,
+        }
+    }
+
+    async fn fingerprints(&self, album: Vec<u8>) -> Result<Vec<Vec<u8>>, StorageError> {
+        match self {
+            Self::Sqlite(s) => s.fingerprints(album).await,
+            Self::Postgres(s) => s.fingerprints(album).await,
+        }
+    }
 }
 
 /// Why a server did not start.

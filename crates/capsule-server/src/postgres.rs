@@ -84,6 +84,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_id, device, album, epoch)
     );
 ",
+    "
+    CREATE TABLE fingerprints (
+        album BYTEA NOT NULL REFERENCES albums (album),
+        member BYTEA NOT NULL,
+        fingerprint BYTEA NOT NULL,
+        PRIMARY KEY (album, member)
+    );
+",
 ];
 
 /// Any lock id, the same in every replica: migrations run one at a time.
@@ -749,5 +757,40 @@ impl Storage for PostgresStorage {
         tx.commit().await.map_err(db)?;
         row.map(|r| Ok(WelcomeBlobs { welcome: r.try_get(0).map_err(db)?, bundle: r.try_get(1).map_err(db)? }))
             .transpose()
+    }
+
+    async fn post_fingerprint(
+        &self,
+        album: Vec<u8>,
+        member: MemberId,
+        fingerprint: Vec<u8>,
+    ) -> Result<(), StorageError> {
+        let client = self.pool.get().await.map_err(db)?;
+        // One statement: the album must exist (the insert selects from it).
+        let filed = client
+            .execute(
+                "INSERT INTO fingerprints (album, member, fingerprint)
+                 SELECT album, $2, $3 FROM albums WHERE album = $1
+                 ON CONFLICT (album, member) DO UPDATE SET fingerprint = EXCLUDED.fingerprint",
+                &[&album, &member.as_slice(), &fingerprint],
+            )
+            .await
+            .map_err(db)?;
+        if filed == 0 {
+            return Err(StorageError::UnknownAlbum);
+        }
+        Ok(())
+    }
+
+    async fn fingerprints(&self, album: Vec<u8>) -> Result<Vec<Vec<u8>>, StorageError> {
+        let mut client = self.pool.get().await.map_err(db)?;
+        let tx = snapshot(&mut client).await?;
+        album_row(&tx, &album, false).await?;
+        let rows = tx
+            .query("SELECT fingerprint FROM fingerprints WHERE album = $1 ORDER BY member", &[&album])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        rows.iter().map(|r| r.try_get(0).map_err(db)).collect()
     }
 }

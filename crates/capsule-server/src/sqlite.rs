@@ -82,6 +82,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_id, device, album, epoch)
     ) STRICT;
 ",
+    "
+    CREATE TABLE fingerprints (
+        album BLOB NOT NULL REFERENCES albums (album),
+        member BLOB NOT NULL,
+        fingerprint BLOB NOT NULL,
+        PRIMARY KEY (album, member)
+    ) STRICT;
+",
 ];
 
 fn db(e: rusqlite::Error) -> StorageError {
@@ -713,6 +721,39 @@ impl Storage for SqliteStorage {
             )
             .optional()
             .map_err(db)
+        })
+        .await
+    }
+
+    async fn post_fingerprint(
+        &self,
+        album: Vec<u8>,
+        member: MemberId,
+        fingerprint: Vec<u8>,
+    ) -> Result<(), StorageError> {
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(db)?;
+            album_row(&tx, &album)?;
+            tx.execute(
+                "INSERT INTO fingerprints (album, member, fingerprint) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (album, member) DO UPDATE SET fingerprint = excluded.fingerprint",
+                params![album, member.as_slice(), fingerprint],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn fingerprints(&self, album: Vec<u8>) -> Result<Vec<Vec<u8>>, StorageError> {
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(db)?;
+            album_row(&tx, &album)?;
+            let mut stmt =
+                tx.prepare("SELECT fingerprint FROM fingerprints WHERE album = ?1 ORDER BY member").map_err(db)?;
+            let rows = stmt.query_map([album.as_slice()], |r| r.get(0)).map_err(db)?;
+            let board = rows.collect::<Result<Vec<Vec<u8>>, _>>().map_err(db)?;
+            Ok(board)
         })
         .await
     }

@@ -256,6 +256,19 @@ pub trait Storage: Clone + Send + Sync + 'static {
         album: Vec<u8>,
         epoch: Epoch,
     ) -> impl Future<Output = Result<Option<WelcomeBlobs>, StorageError>> + Send;
+
+    /// Files `member`'s fingerprint (checked with
+    /// `capsule_chain::rules::check_fingerprint`) on `album`'s board,
+    /// replacing the one it posted before.
+    fn post_fingerprint(
+        &self,
+        album: Vec<u8>,
+        member: MemberId,
+        fingerprint: Vec<u8>,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// `album`'s board: what each device posted last, ordered by device.
+    fn fingerprints(&self, album: Vec<u8>) -> impl Future<Output = Result<Vec<Vec<u8>>, StorageError>> + Send;
 }
 
 /// An epoch as the databases store it (a signed 64-bit integer).

@@ -60,7 +60,7 @@ async fn trust<S: Storage>(
     Ok(trust)
 }
 
-fn member_id(member: Member) -> MemberId {
+pub(crate) fn member_id(member: Member) -> MemberId {
     let mut id = [0u8; 32];
     let (user, device) = id.split_at_mut(16);
     user.copy_from_slice(member.user.as_bytes());

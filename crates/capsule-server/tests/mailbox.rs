@@ -2,8 +2,9 @@
 //! own checked KeyPackages, each is handed out once (the last-resort one only
 //! when nothing else is left, none that ends too soon), only to a member that
 //! may add its user; an accepted commit's Welcome goes to the mailbox of each
-//! device it adds, and only that device reads and acknowledges it. On SQLite
-//! and on PostgreSQL.
+//! device it adds, and only that device reads and acknowledges it. The
+//! fingerprint board files a member's own fingerprint only. On SQLite and on
+//! PostgreSQL.
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)] // test code
 
@@ -265,6 +266,69 @@ fn mailbox(database: &Database) {
     phone.acknowledge(&delivery).unwrap();
     // The laptop's is still there.
     assert_eq!(directory_of(&server, &b1).deliveries().unwrap().len(), 1);
+}
+
+#[test]
+fn the_fingerprint_board_files_a_members_own_fingerprint_only() {
+    for (database, _dir) in databases("fingerprints") {
+        fingerprint_board(&database);
+    }
+}
+
+fn fingerprint_board(database: &Database) {
+    use capsule_mls::Reading;
+    let server = Running::start(database, LOOPBACK, Settings::default()).unwrap();
+    let open = HttpDirectory::new(&server.url(), T);
+    let People { dir, alice, bob, a0, b0, c0, .. } = people(&open, 54);
+    let upload = KeyPackageUpload { key_packages: vec![kp(&b0, false, MONTH)], last_resort: None };
+    directory_of(&server, &b0).publish(&upload).unwrap();
+    let metadata = AlbumMetadata::new(ALBUM, HistoryPolicy::Full, [alice].into()).unwrap();
+    let mut a = Album::create(&a0.provider, &a0.me, metadata).unwrap();
+    let mut alice_chain = chain_of(&server, &a0);
+    alice_chain.create_album(Epoch::ZERO, Some(&a.genesis(&a0.provider, &a0.me).unwrap())).unwrap();
+    let claimed = directory_of(&server, &a0).claim(ALBUM.as_bytes(), bob).unwrap();
+    let add = Change::AddUser { user: bob, directory: vec![claimed[0].key_package.clone()] };
+    let out = a.stage(&a0.provider, &a0.me, &add, dir.validation()).unwrap();
+    alice_chain.submit(&Submission::from(&out)).unwrap();
+    a.confirm(&a0.provider).unwrap();
+    let b = Album::join(&b0.provider, out.welcome.as_ref().unwrap(), out.bundle.as_ref().unwrap(), dir.validation())
+        .unwrap();
+
+    let mut bob_chain = chain_of(&server, &b0);
+    assert_eq!(bob_chain.fingerprints(), Ok(Vec::new()), "an empty board");
+    let alices = a.fingerprint(&a0.provider, &a0.me, None).unwrap();
+    let bobs = b.fingerprint(&b0.provider, &b0.me, None).unwrap();
+    alice_chain.post_fingerprint(&alices).unwrap();
+    bob_chain.post_fingerprint(&bobs).unwrap();
+    let board = bob_chain.fingerprints().unwrap();
+    assert_eq!(board.len(), 2);
+    let epoch = b.epoch();
+    let readings: Vec<Reading> = board.iter().filter_map(|f| b.read_fingerprint(&b0.provider, f).ok()).collect();
+    assert_eq!(readings, vec![Reading::Agrees { sender: capsule_mls::Member { user: alice, device: a0.id }, epoch }]);
+
+    // Nobody files under another's name, nor as a non-member, nor unsigned;
+    // bytes that are no fingerprint of this album are refused. Nothing changes.
+    let refusals = [
+        ("Alice's, posted by Bob", chain_of(&server, &b0), alices.clone(), ChainError::Denied),
+        ("by a non-member", chain_of(&server, &c0), alices.clone(), ChainError::Denied),
+        ("unsigned", HttpChain::new(&server.url(), ALBUM.as_bytes(), T), alices.clone(), ChainError::Denied),
+        ("not a fingerprint", chain_of(&server, &b0), vec![1, 2, 3], ChainError::Refused(Refused::NotAFingerprint)),
+    ];
+    for (what, mut chain, bytes, refusal) in refusals {
+        assert_eq!(chain.post_fingerprint(&bytes), Err(refusal), "{what}");
+        assert_eq!(bob_chain.fingerprints().unwrap(), board, "{what}: the board changed");
+    }
+    assert_eq!(chain_of(&server, &c0).fingerprints(), Err(ChainError::Denied), "a non-member reads nothing");
+
+    // A device's later fingerprint replaces its earlier one.
+    let rotate = a.stage(&a0.provider, &a0.me, &Change::RotateAmk, dir.validation()).unwrap();
+    alice_chain.submit(&Submission::from(&rotate)).unwrap();
+    a.confirm(&a0.provider).unwrap();
+    let later = a.fingerprint(&a0.provider, &a0.me, None).unwrap();
+    alice_chain.post_fingerprint(&later).unwrap();
+    let board = bob_chain.fingerprints().unwrap();
+    assert_eq!(board.len(), 2);
+    assert!(board.contains(&later) && !board.contains(&alices));
 }
 
 /// The server's clock (the real one): KeyPackage lifetimes are OpenMLS's.

@@ -246,8 +246,6 @@ struct World {
     lied: std::collections::BTreeSet<usize>,
     /// A commit every honest device refuses is in the chain (until a reboot).
     bad: bool,
-    /// The newest fingerprint each device published (the board the server keeps).
-    board: BTreeMap<usize, Vec<u8>>,
     /// Settle rounds a quarantined device has waited for a reboot.
     waiting: BTreeMap<usize, u32>,
     /// Devices whose sync report saw a fork, and devices that read one,
@@ -348,7 +346,6 @@ impl World {
             lie: None,
             lied: std::collections::BTreeSet::new(),
             bad: false,
-            board: BTreeMap::new(),
             waiting: BTreeMap::new(),
             detected: std::collections::BTreeSet::new(),
             reported: std::collections::BTreeSet::new(),
@@ -886,7 +883,6 @@ impl World {
 
     /// The coordinator the fingerprints name for re-adding `d` proposes it.
     fn heal_fork(&mut self, d: usize, kp: &[u8]) -> Result<bool, String> {
-        let fingerprints: Vec<Vec<u8>> = self.board.values().cloned().collect();
         let fresh = [(member_id(d), kp.to_vec())];
         for c in (0..DEVICES).filter(|c| *c != d) {
             if !matches!(self.status(c), Some(AlbumStatus::InSync | AlbumStatus::Syncing | AlbumStatus::Surfaced)) {
@@ -896,6 +892,11 @@ impl World {
             let v = Validation { trust: &self.trust, now: NOW };
             let node = self.nodes.get_mut(c).ok_or("node")?;
             let dev = node.device.as_ref().ok_or("device")?;
+            let fingerprints = match capsule_resilience::CommitChain::fingerprints(&mut node.chain) {
+                Ok(board) => board,
+                Err(capsule_resilience::ChainError::Unavailable) => continue,
+                Err(e) => return fail(format!("device {c} board: {e}")),
+            };
             match dev.heal_fork(ALBUM, &fingerprints, &mut node.chain, &fresh, v) {
                 Ok(ids) if !ids.is_empty() => {
                     self.proposed.entry(c).or_default().extend(ids);
@@ -946,12 +947,17 @@ impl World {
                 self.join_latest(d)?;
             }
         }
+        // Every device posts its fingerprint to the board of the chain it is
+        // shown (a device removed, or awaiting a re-add, has none to post).
         for d in 0..DEVICES {
-            if let Ok(fingerprint) = self.dev(d)?.fingerprint(ALBUM) {
-                self.board.insert(d, fingerprint);
+            if self.dev(d).is_err() {
+                continue;
             }
+            self.connection(d)?;
+            let node = self.nodes.get_mut(d).ok_or("node")?;
+            let dev = node.device.as_ref().ok_or("device")?;
+            let _ = dev.publish_fingerprint(ALBUM, &mut node.chain);
         }
-        let fingerprints: Vec<Vec<u8>> = self.board.values().cloned().collect();
         let mut reports = Vec::new();
         for d in 0..DEVICES {
             let current = self.dev(d).is_ok_and(|dev| dev.group_id(ALBUM).is_ok_and(|g| g == self.group));
@@ -962,6 +968,12 @@ impl World {
             let v = Validation { trust: &self.trust, now: NOW };
             let node = self.nodes.get_mut(d).ok_or("node")?;
             let dev = node.device.as_ref().ok_or("device")?;
+            // The board as this device's server shows it (a lying one shows its own).
+            let fingerprints = match capsule_resilience::CommitChain::fingerprints(&mut node.chain) {
+                Ok(board) => board,
+                Err(capsule_resilience::ChainError::Unavailable) => continue,
+                Err(e) => return fail(format!("device {d} board: {e}")),
+            };
             match dev.sync_report(ALBUM, &fingerprints, &mut node.chain, v) {
                 Ok(report) => {
                     self.reported.insert(d);

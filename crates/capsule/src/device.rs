@@ -1182,31 +1182,49 @@ impl Device {
     }
 
     /// This device's signed state fingerprint of the album, sealed so that
-    /// only members read it (`capsule_mls`'s fingerprint module): publish it
-    /// after every commit this device merges, for the others'
-    /// [`Device::sync_report`].
+    /// only members read it (`capsule_mls`'s fingerprint module), stating the
+    /// chain's commit it refused if it is quarantined for one:
+    /// [`Device::publish_fingerprint`] posts it to the album's board.
     ///
     /// # Errors
     /// [`Error::Mls`] once removed; store errors.
+    pub fn fingerprint(&self, album: AlbumId) -> Result<Vec<u8>> {
+        let me = &self.me;
+        Ok(self.store.read_resilient_with(album, self.policy.clone(), |r, p| {
+            r.album().fingerprint(p, me, r.refused_commit())
+        })??)
+    }
+
+    /// Posts this device's fingerprint ([`Device::fingerprint`]) to the
+    /// album's board on the server, replacing the one it posted before:
+    /// after every commit it merges, and once it is quarantined. The others
+    /// read the board ([`CommitChain::fingerprints`]) for their
+    /// [`Device::sync_report`]. No store transaction is open while the
+    /// chain is called.
+    ///
+    /// # Errors
+    /// As [`Device::fingerprint`]; the chain not answering or refusing.
     ///
     /// # Examples
     /// ```
     /// # use capsule::testkit::{Fixture, ALBUM};
     /// # let mut fx = Fixture::new()?;
     /// # let (alice, bob) = fx.alice_and_bob()?;
-    /// use capsule::resilience::SyncClass;
+    /// use capsule::resilience::{CommitChain as _, SyncClass};
     ///
-    /// let board = vec![alice.fingerprint(ALBUM)?, bob.fingerprint(ALBUM)?];
-    /// let report = alice.sync_report(ALBUM, &board, &mut fx.chain(), fx.validation())?;
+    /// let mut chain = fx.chain();
+    /// alice.publish_fingerprint(ALBUM, &mut chain)?;
+    /// bob.publish_fingerprint(ALBUM, &mut chain)?;
+    /// let board = chain.fingerprints()?;
+    /// let report = alice.sync_report(ALBUM, &board, &mut chain, fx.validation())?;
     /// assert_eq!(report.class, SyncClass::InSync);
     /// assert_eq!(report.own, vec![alice.member(), bob.member()]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn fingerprint(&self, album: AlbumId) -> Result<Vec<u8>> {
-        let me = &self.me;
-        Ok(self.store.read_resilient_with(album, self.policy.clone(), |r, p| {
-            r.album().fingerprint(p, me, r.refused_commit())
-        })??)
+    pub fn publish_fingerprint(&self, album: AlbumId, chain: &mut impl CommitChain) -> Result<()> {
+        let fingerprint = self.fingerprint(album)?;
+        chain.post_fingerprint(&fingerprint)?;
+        Ok(())
     }
 
     /// How this device sees the album from the members' `fingerprints` (as
@@ -1220,7 +1238,7 @@ impl Device {
     /// The chain not answering; store errors.
     ///
     /// # Examples
-    /// See [`Device::fingerprint`].
+    /// See [`Device::publish_fingerprint`].
     pub fn sync_report(
         &self,
         album: AlbumId,

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use capsule::amk::HistoryPolicy;
 use capsule::identity::{DeviceId, IdentityKeyPair, IdentitySeed, UnixTime, Validity};
 use capsule::mls::{Epoch, Validation};
-use capsule::resilience::{AlbumStatus, Change, ReconcileOutcome, SyncClass};
+use capsule::resilience::{AlbumStatus, Change, CommitChain as _, ReconcileOutcome, SyncClass};
 use capsule::testkit::{ALBUM, Fixture, NOW, user};
 use capsule::{Device, Error};
 
@@ -65,9 +65,15 @@ fn a_commit_every_honest_member_refuses_is_healed_by_a_reboot_through_the_facade
         // A quarantined device neither sends nor writes.
         assert!(d.seal_photo(ALBUM, b"no").is_err());
     }
-    // Everyone publishes a fingerprint; the honest devices agree the album
-    // needs a reboot and that Bob, the honest admin, does it.
-    let board: Vec<Vec<u8>> = [&alice, &bob, &carol].iter().map(|d| d.fingerprint(ALBUM).unwrap()).collect();
+    // Everyone posts a fingerprint to the album's board on the server; the
+    // honest devices agree the album needs a reboot and that Bob, the honest
+    // admin, does it.
+    let mut chain = fx.chain();
+    for d in [&alice, &bob, &carol] {
+        d.publish_fingerprint(ALBUM, &mut chain).unwrap();
+    }
+    let board = chain.fingerprints().unwrap();
+    assert_eq!(board.len(), 3);
     for d in [&bob, &carol] {
         let report = d.sync_report(ALBUM, &board, &mut fx.chain(), fx.validation()).unwrap();
         assert_eq!(report.class, SyncClass::Hard);

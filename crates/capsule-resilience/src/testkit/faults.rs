@@ -137,6 +137,22 @@ impl<C: CommitChain> CommitChain for FaultyChain<C> {
         }
         self.inner.welcome(epoch)
     }
+
+    fn post_fingerprint(&mut self, fingerprint: &[u8]) -> Result<(), ChainError> {
+        self.release_due();
+        if self.blocked() {
+            return Err(ChainError::Unavailable);
+        }
+        self.inner.post_fingerprint(fingerprint)
+    }
+
+    fn fingerprints(&mut self) -> Result<Vec<Vec<u8>>, ChainError> {
+        self.release_due();
+        if self.blocked() {
+            return Err(ChainError::Unavailable);
+        }
+        self.inner.fingerprints()
+    }
 }
 
 impl<C: CommitChain> FaultyChain<C> {

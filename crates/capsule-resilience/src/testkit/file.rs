@@ -93,4 +93,24 @@ impl CommitChain for FileChain {
     fn welcome(&mut self, epoch: Epoch) -> Result<Option<WelcomeBlobs>, ChainError> {
         Ok(self.read(epoch).map(|e| WelcomeBlobs { welcome: e.welcome, bundle: e.bundle }))
     }
+
+    fn post_fingerprint(&mut self, fingerprint: &[u8]) -> Result<(), ChainError> {
+        let header = rules::check_fingerprint(&self.album, fingerprint).map_err(ChainError::Refused)?;
+        let sender: String = [header.sender.user.as_bytes().as_slice(), header.sender.device.as_bytes().as_slice()]
+            .concat()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.write_atomically(&self.folder.join(format!("{sender}.fingerprint")), fingerprint)
+    }
+
+    fn fingerprints(&mut self) -> Result<Vec<Vec<u8>>, ChainError> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.folder)
+            .map_err(|_| ChainError::Unavailable)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "fingerprint"))
+            .collect();
+        paths.sort();
+        paths.iter().map(|p| std::fs::read(p).map_err(|_| ChainError::Unavailable)).collect()
+    }
 }

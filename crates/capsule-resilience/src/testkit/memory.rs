@@ -106,4 +106,14 @@ impl CommitChain for MemoryChain {
     fn welcome(&mut self, epoch: Epoch) -> Result<Option<WelcomeBlobs>, ChainError> {
         self.server.with(&self.album, |chain| chain.log.welcome(epoch))?
     }
+
+    fn post_fingerprint(&mut self, fingerprint: &[u8]) -> Result<(), ChainError> {
+        let album = self.album.clone();
+        self.server
+            .with(&self.album, |chain| chain.log.post_fingerprint(&album, fingerprint).map_err(ChainError::Refused))?
+    }
+
+    fn fingerprints(&mut self) -> Result<Vec<Vec<u8>>, ChainError> {
+        self.server.with(&self.album, |chain| chain.log.fingerprints())
+    }
 }

@@ -173,4 +173,18 @@ impl CommitChain for TestChain {
             Self::Http(c) => c.welcome(epoch),
         }
     }
+
+    fn post_fingerprint(&mut self, fingerprint: &[u8]) -> Result<(), ChainError> {
+        match self {
+            Self::Memory(c) => c.post_fingerprint(fingerprint),
+            Self::Http(c) => c.post_fingerprint(fingerprint),
+        }
+    }
+
+    fn fingerprints(&mut self) -> Result<Vec<Vec<u8>>, ChainError> {
+        match self {
+            Self::Memory(c) => c.fingerprints(),
+            Self::Http(c) => c.fingerprints(),
+        }
+    }
 }

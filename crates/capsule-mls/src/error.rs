@@ -51,6 +51,12 @@ pub enum MlsError {
     /// A change, commit or Welcome whose content breaks Capsule's or MLS's rules.
     #[error("refused: {0}")]
     Refused(&'static str),
+    /// A group joined as the next generation of an album this device holds
+    /// that is no reboot of it by one of its admins, judged against the group
+    /// held ([`crate::Album::verify_reboot_of`]); the group held may also be
+    /// behind where the rebooter left it, so reconcile it and try again.
+    #[error("not a reboot of the album held: {0}")]
+    NotAReboot(&'static str),
     /// A commit that breaks one of Capsule's commit rules (the ones a server
     /// checks too: see [`crate::rules`]).
     #[error("commit refused: {0}")]
@@ -131,6 +137,7 @@ impl MlsError {
             | Self::BadSignature
             | Self::Unauthorized(_)
             | Self::Refused(_)
+            | Self::NotAReboot(_)
             | Self::Rule(_)
             | Self::RekeyState(_)
             | Self::AlreadyMember(..)

@@ -184,22 +184,22 @@ impl Album {
     /// on a refusal.
     ///
     /// # Errors
-    /// [`MlsError::Refused`] or [`MlsError::Unauthorized`] as above.
+    /// [`MlsError::NotAReboot`] as above.
     pub fn verify_reboot_of(&self, old: &Self) -> Result<()> {
         if self.id() != old.id() || self.generation() <= old.generation() {
-            return Err(MlsError::Refused("not a later generation of this album"));
+            return Err(MlsError::NotAReboot("not a later generation of this album"));
         }
         let (new, before) = (self.context(), old.context());
         if new.metadata != before.metadata || new.entitlements != before.entitlements {
-            return Err(MlsError::Refused("a reboot carries the album's metadata and entitlements over"));
+            return Err(MlsError::NotAReboot("a reboot carries the album's metadata and entitlements over"));
         }
         let creator = self
             .group
             .member(LeafNodeIndex::new(0))
-            .ok_or(MlsError::Refused("a rebooted group without its creator"))
+            .ok_or(MlsError::NotAReboot("a rebooted group without its creator"))
             .and_then(claimed_identity)?;
         if !before.metadata.is_admin(&creator.user) || !old.members().contains(&creator) {
-            return Err(MlsError::Unauthorized("only an admin of the album reboots it"));
+            return Err(MlsError::NotAReboot("only an admin of the album reboots it"));
         }
         Ok(())
     }
@@ -213,8 +213,8 @@ impl Album {
     /// discards `old`.
     ///
     /// # Errors
-    /// As [`Album::join`]; [`MlsError::Refused`] or [`MlsError::Unauthorized`]
-    /// for a group that is not a reboot of `old` by one of its admins.
+    /// As [`Album::join`]; [`MlsError::NotAReboot`] for a group that is not
+    /// a reboot of `old` by one of its admins.
     pub fn join_reboot<P: OpenMlsProvider>(
         provider: &P,
         old: &Self,

@@ -57,8 +57,12 @@ pub enum Received {
         epoch: Epoch,
     },
     /// Kept in the mailbox, to try again: an identity key the trust store
-    /// does not hold yet, or a membership of the album this device has not
-    /// yet learned it lost ([`Device::reconcile_with_server`] first).
+    /// does not hold yet, a membership of the album this device has not
+    /// yet learned it lost ([`Device::reconcile_with_server`] first), or a
+    /// reboot of an album this device holds that it refuses against the
+    /// group it holds (reconcile that group to its chain's head, where the
+    /// rebooter left it, then receive again; one still refused there is no
+    /// reboot by an admin of the album: acknowledge it in the mailbox).
     Waiting {
         /// The album.
         album: AlbumId,
@@ -132,6 +136,12 @@ const _: () = {
 /// Whether a Welcome that cannot be joined may be joinable later.
 fn waits(error: &Error) -> bool {
     matches!(error, Error::Mls(capsule_mls::MlsError::UnknownIdentity { .. } | capsule_mls::MlsError::AlreadyMember(_)))
+}
+
+/// A reboot refused by `capsule_mls::Album::verify_reboot_of` (not a later
+/// generation by an admin, the metadata or entitlements differ).
+const fn refuses_reboot(error: &Error) -> bool {
+    matches!(error, Error::Mls(capsule_mls::MlsError::NotAReboot(_)))
 }
 
 /// A failure of this device (its store, a bug), not of the Welcome.
@@ -442,6 +452,14 @@ impl Device {
                 }
                 Err(error) if waits(&error) => received.push(Received::Waiting { album: id, epoch, error }),
                 Err(error) if is_fault(&error) => return Err(error),
+                // A later generation refused against the group held: that
+                // group may be behind where the rebooter left it (a metadata
+                // change, an admin added, not replayed yet). Kept, so a
+                // reconcile and another try join it; removing it would leave
+                // this device in a generation nobody commits to.
+                Err(error) if refuses_reboot(&error) => {
+                    received.push(Received::Waiting { album: id, epoch, error });
+                }
                 Err(error) => {
                     mailbox.acknowledge(delivery)?;
                     received.push(Received::Refused { album: Some(id), epoch, error });

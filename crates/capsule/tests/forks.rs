@@ -9,12 +9,14 @@
 
 use std::collections::BTreeMap;
 
-use capsule::amk::HistoryPolicy;
+use capsule::amk::{AlbumUpgrade, HistoryPolicy};
 use capsule::identity::{DeviceId, IdentityKeyPair, IdentitySeed, UnixTime, Validity};
-use capsule::mls::{Epoch, Validation};
-use capsule::resilience::{AlbumStatus, Change, CommitChain as _, ReconcileOutcome, SyncClass};
+use capsule::mls::{Epoch, MlsError, Validation};
+use capsule::resilience::{
+    AlbumStatus, ChainError, Change, CommitChain as _, Delivery, Mailbox, ReconcileOutcome, SyncClass,
+};
 use capsule::testkit::{ALBUM, Fixture, NOW, user};
-use capsule::{Device, Error};
+use capsule::{Device, Error, Received};
 
 /// Alice (admin) adds a guest whose identity key is a forgery: her modified
 /// client trusts it, nobody else does.
@@ -120,4 +122,62 @@ fn a_commit_every_honest_member_refuses_is_healed_by_a_reboot_through_the_facade
     // The same Welcome again is no later generation: refused, nothing changes.
     assert!(carol.join(&welcome, &bundle, fx.validation()).is_err());
     assert_eq!(carol.epoch(ALBUM).unwrap(), bob.epoch(ALBUM).unwrap());
+}
+
+/// A mailbox holding deliveries in memory.
+struct Inbox(Vec<Delivery>);
+
+impl Mailbox for Inbox {
+    fn deliveries(&mut self) -> Result<Vec<Delivery>, ChainError> {
+        Ok(self.0.clone())
+    }
+
+    fn acknowledge(&mut self, delivery: &Delivery) -> Result<(), ChainError> {
+        self.0.retain(|d| d != delivery);
+        Ok(())
+    }
+}
+
+/// Bob has not replayed Alice's album upgrade when she reboots the album: he
+/// refuses the reboot's Welcome against the group he holds (the metadata
+/// differs), and it stays in his mailbox (`Waiting`, nothing changed) rather
+/// than being dropped, which would leave him in a generation nobody commits
+/// to. Once he reconciles the old group to its head, he joins from it.
+#[test]
+fn a_reboot_refused_while_behind_waits_in_the_mailbox_until_the_old_group_is_replayed() {
+    let mut fx = Fixture::new().unwrap();
+    let (alice, bob) = fx.alice_and_bob().unwrap();
+    let capped = HistoryPolicy::Capped { last: std::num::NonZeroU32::MIN.saturating_add(2) };
+    let upgrade = AlbumUpgrade { history_policy: Some(capped), admins: None };
+    alice.propose(ALBUM, Change::UpgradeAlbum { upgrade }).unwrap();
+    alice.sync(ALBUM, &mut fx.chain(), &fx.clock, fx.validation()).unwrap();
+    let group = alice.reboot(ALBUM, &[(bob.member(), bob.key_package().unwrap())], fx.validation()).unwrap();
+    fx.server.create_album(&group, Epoch::ZERO);
+    alice.sync(ALBUM, &mut fx.server.connect(&group), &fx.clock, fx.validation()).unwrap();
+    let entry = fx.server.entries(&group).into_iter().next().unwrap();
+    let delivery = Delivery {
+        album: group.clone(),
+        epoch: entry.epoch,
+        reference: Vec::new(),
+        welcome: entry.welcome.unwrap(),
+        bundle: entry.bundle,
+    };
+    let mut inbox = Inbox(vec![delivery]);
+
+    let before = (bob.epoch(ALBUM).unwrap(), bob.group_id(ALBUM).unwrap());
+    let received = bob.receive_welcomes(&mut inbox, fx.validation()).unwrap();
+    assert!(
+        matches!(received.as_slice(), [Received::Waiting { error: Error::Mls(MlsError::NotAReboot(_)), .. }]),
+        "{received:?}"
+    );
+    assert_eq!(inbox.0.len(), 1, "kept in the mailbox");
+    assert_eq!((bob.epoch(ALBUM).unwrap(), bob.group_id(ALBUM).unwrap()), before, "nothing changed");
+
+    bob.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
+    let received = bob.receive_welcomes(&mut inbox, fx.validation()).unwrap();
+    assert!(matches!(received.as_slice(), [Received::Joined { .. }]), "{received:?}");
+    assert!(inbox.0.is_empty());
+    assert_eq!(bob.group_id(ALBUM).unwrap(), group);
+    assert_eq!(bob.epoch(ALBUM).unwrap(), alice.epoch(ALBUM).unwrap());
+    assert_eq!(bob.status(ALBUM).unwrap(), AlbumStatus::InSync);
 }

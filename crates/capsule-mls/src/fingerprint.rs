@@ -255,6 +255,17 @@ pub enum Reading {
         /// The commit it refused.
         commit: CommitHash,
     },
+    /// The sender is in the state this device is (or was) in at `epoch`, and
+    /// refused `commit`, which this device did not merge after that epoch: a
+    /// fellow refuser, for a device quarantined for refusing the same commit.
+    AlsoRefuses {
+        /// Who sent it.
+        sender: Member,
+        /// The epoch it states.
+        epoch: Epoch,
+        /// The commit it refused.
+        commit: CommitHash,
+    },
     /// Both hold the epoch before `epoch`, and differ at `epoch`: a fork, with
     /// both sides' statements (the commit each merged, and who committed it).
     Forked {
@@ -301,6 +312,7 @@ impl Reading {
         match self {
             Self::Agrees { sender, .. }
             | Self::Refuses { sender, .. }
+            | Self::AlsoRefuses { sender, .. }
             | Self::Forked { sender, .. }
             | Self::Apart { sender, .. }
             | Self::Ahead { sender, .. }
@@ -314,6 +326,7 @@ impl Reading {
         match self {
             Self::Agrees { epoch, .. }
             | Self::Refuses { epoch, .. }
+            | Self::AlsoRefuses { epoch, .. }
             | Self::Apart { epoch, .. }
             | Self::Unjudged { epoch, .. } => *epoch,
             Self::Forked { theirs, .. } | Self::Ahead { theirs, .. } => theirs.epoch,
@@ -507,7 +520,8 @@ impl Album {
         Ok(match self.fingerprint_of(epoch) {
             Some(ours) if ours.agrees_with(&theirs) => match statement.refused {
                 Some(commit) if next == Some(commit) => Reading::Refuses { sender, epoch, commit },
-                _ => Reading::Agrees { sender, epoch },
+                Some(commit) => Reading::AlsoRefuses { sender, epoch, commit },
+                None => Reading::Agrees { sender, epoch },
             },
             Some(ours) => Reading::Forked { sender, theirs, ours },
             None => Reading::Ahead { sender, theirs },

@@ -89,11 +89,15 @@ fn a_member_that_refused_the_next_commit_is_another_side_to_those_that_merged_it
             Reading::Refuses { sender: member(&w, 2), epoch: before, commit: out.commit_hash }
         );
     }
-    // A refusal of a commit the reader did not merge is no evidence about it:
-    // she is behind on its history.
+    // A refusal of a commit the reader did not merge: a fellow refuser in
+    // the reader's state there (what a device quarantined for the same
+    // commit counts on its side), never mistaken for a refusal of its own.
     let other = w.stage(1, &Change::SelfUpdate).unwrap();
     let elsewhere = w.album(2).fingerprint(&w.devices[2].provider, &w.devices[2].me, Some(other.commit_hash)).unwrap();
-    assert_eq!(read(&w, 0, &elsewhere).unwrap(), Reading::Agrees { sender: member(&w, 2), epoch: before });
+    assert_eq!(
+        read(&w, 0, &elsewhere).unwrap(),
+        Reading::AlsoRefuses { sender: member(&w, 2), epoch: before, commit: other.commit_hash }
+    );
 }
 
 #[test]

@@ -27,8 +27,9 @@
 //! | --- | --- | --- |
 //! | the chain's head is past this device (and it is not quarantined): it judges nothing before it replays, not even evidence of equivocation (its member list may be stale; the chain may have removed it) | `Behind` | reconcile: replay from the chain |
 //! | (not quarantined) a member of another side merged a commit somebody else committed | `Equivocation` | reboot (the server showed two commits for one epoch: an honest client merges another member's commit only when the chain delivered it) |
-//! | this device is quarantined for refusing the chain's commit: members that merged that commit are the chain's side, and nothing else counts as a side (a forked or unreadable statement, which one member can forge, is no evidence here); more refusers heard than mergers, two at least (a commit every honest member refused) | `Hard` | reboot from the last valid epoch |
+//! | this device is quarantined for refusing the chain's commit: members that merged that commit are the chain's side, its own side only members in its state whose fingerprint says they refused the same commit (never that commit's committer; a member merely behind is no side), and nothing else counts as a side (a forked or unreadable statement, which one member can forge, is no evidence here); more refusers heard than mergers, two at least (a commit every honest member refused) | `Hard` | reboot from the last valid epoch |
 //! | the same, otherwise (this device is the odd one out: a stale trust store, say) | `Weak` (`minority: true`) | re-bootstrap |
+//! | this device is quarantined because the chain's head is below its epoch, it heard nobody at the chain's head or on another side, and someone agrees with it: the chain lost history everyone heard merged (a server restored from a backup, or rolled back), and nobody is left on the chain's side to re-add anyone | `Hard` | reboot from here |
 //! | this device is quarantined because a commit it merged is not the chain's (its own commit lost, a server that showed it another history), whoever it heard: the chain's commit was made by a member on the chain's side, heard or not, and the chain orders; a reboot from this side would carry what only it merged (an AMK version the chain's side holds under another key) | `Weak` (`minority: true`) | re-bootstrap (the seed's path for a device off the chain), then be re-added (or rebooted in) by the chain's side |
 //! | no other side; someone is ahead | `Behind` | reconcile: replay from the chain |
 //! | no other side | `InSync` | nothing |
@@ -229,6 +230,9 @@ impl ResilientAlbum {
         // merged it are the chain's side; any other disagreement (a forked or
         // unreadable statement, which a single member can forge) is no side.
         let refused = self.refused_commit();
+        // The committer of the refused commit is never a fellow refuser: it
+        // could state a refusal of its own commit to tip the count.
+        let refused_by = self.quarantine.and_then(|q| q.invalid_commit).and_then(|i| i.committer);
         let roster = self.album.members();
         let mut own = vec![me];
         let mut others: Sides = BTreeMap::new();
@@ -241,14 +245,36 @@ impl ResilientAlbum {
                 continue;
             };
             match reading {
-                Reading::Agrees { epoch: theirs, .. } if theirs == epoch || !quarantined => own.push(sender),
+                // Quarantined for refusing the chain's commit: on its side only
+                // members in its state that say they refused the same commit
+                // (one merely behind has not replayed it yet: no side).
+                Reading::AlsoRefuses { epoch: theirs, commit, .. }
+                    if refused.is_some()
+                        && theirs == epoch
+                        && Some(commit) == refused
+                        && refused_by != Some(sender) =>
+                {
+                    own.push(sender);
+                }
+                Reading::Agrees { epoch: theirs, .. } | Reading::AlsoRefuses { epoch: theirs, .. }
+                    if refused.is_some() && theirs == epoch =>
+                {
+                    unheard.push(sender);
+                }
+                Reading::Agrees { epoch: theirs, .. } | Reading::AlsoRefuses { epoch: theirs, .. }
+                    if theirs == epoch || !quarantined =>
+                {
+                    own.push(sender);
+                }
                 // Behind this quarantined device on its own history: at the
                 // chain's head, that member is the chain's side; further
                 // behind, on no side yet.
-                Reading::Agrees { epoch: theirs, .. } if chain_head == Some(theirs) => {
+                Reading::Agrees { epoch: theirs, .. } | Reading::AlsoRefuses { epoch: theirs, .. }
+                    if chain_head == Some(theirs) =>
+                {
                     others.entry((theirs, None)).or_default().push(sender);
                 }
-                Reading::Agrees { .. } => unheard.push(sender),
+                Reading::Agrees { .. } | Reading::AlsoRefuses { .. } => unheard.push(sender),
                 // At an epoch of this device's history, refusing the commit
                 // this device merged next (a commit whose path it could not
                 // decrypt, a certificate its trust store rejects): a side of
@@ -317,6 +343,12 @@ impl ResilientAlbum {
             // members refuse (reboot); otherwise this device is the odd one
             // (a stale trust store, say) and re-bootstraps.
             if own.len() > 1 && own.len() > off { SyncClass::Hard } else { SyncClass::Weak { minority: true } }
+        } else if quarantined && others.is_empty() && own.len() > 1 && chain_head.is_some_and(|h| h < epoch) {
+            // The chain is behind everyone heard, and nobody is at its head:
+            // it lost history they all merged (a server restored from a
+            // backup, or rolled back). Nobody is left on the chain's side to
+            // re-add anyone: reboot from here.
+            SyncClass::Hard
         } else if quarantined {
             // Quarantined because a commit it merged is not the chain's (its
             // own commit lost, a server that showed it another history): the

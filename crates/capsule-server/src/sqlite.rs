@@ -732,7 +732,8 @@ impl Storage for SqliteStorage {
         fingerprint: Vec<u8>,
     ) -> Result<(), StorageError> {
         self.with(move |conn| {
-            let tx = conn.transaction().map_err(db)?;
+            // A write: take the lock first, like every other write here.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
             album_row(&tx, &album)?;
             tx.execute(
                 "INSERT INTO fingerprints (album, member, fingerprint) VALUES (?1, ?2, ?3)

@@ -62,7 +62,8 @@ pub enum Received {
     /// reboot of an album this device holds that it refuses against the
     /// group it holds (reconcile that group to its chain's head, where the
     /// rebooter left it, then receive again; one still refused there is no
-    /// reboot by an admin of the album: acknowledge it in the mailbox).
+    /// reboot by an admin of the album: the application may acknowledge it
+    /// in the mailbox; kept, it pushes out no other Welcome).
     Waiting {
         /// The album.
         album: AlbumId,
@@ -408,8 +409,9 @@ impl Device {
     }
 
     /// Joins the albums whose Welcomes wait in this device's mailbox: for
-    /// each album, the newest Welcome (older ones are superseded), joined in
-    /// one transaction, then acknowledged. A Welcome that cannot be joined yet
+    /// each album, the newest Welcome first (older ones are superseded once a
+    /// newer one is joined, or this device holds a later generation), joined
+    /// in one transaction, then acknowledged. A Welcome that cannot be joined yet
     /// stays ([`Received::Waiting`]); one that never can is acknowledged and
     /// reported ([`Received::Refused`]). No store transaction is open while
     /// the mailbox is called; a crash between a join and its acknowledgement
@@ -420,26 +422,25 @@ impl Device {
     /// stays joined); store faults.
     pub fn receive_welcomes(&self, mailbox: &mut impl Mailbox, validation: Validation<'_>) -> Result<Vec<Received>> {
         let deliveries = mailbox.deliveries()?;
-        // Deliveries are kept under the group id: a rebooted album's newer
-        // generation supersedes every Welcome of an older one.
-        let newest: BTreeMap<AlbumId, (u32, Epoch)> = deliveries.iter().fold(BTreeMap::new(), |mut newest, d| {
-            if let Some((album, generation)) = capsule_mls::album_of_group(&d.album) {
-                let e = newest.entry(album).or_insert((generation, d.epoch));
-                *e = (*e).max((generation, d.epoch));
-            }
-            newest
-        });
+        // Deliveries are kept under the group id (album, reboot generation).
+        // Newest first within each album, and an older one is superseded only
+        // once a newer one was joined: a Welcome that cannot be joined (a
+        // forged "later generation", say) never pushes out one that can.
+        let mut order: Vec<(Option<(AlbumId, u32)>, &Delivery)> =
+            deliveries.iter().map(|d| (capsule_mls::album_of_group(&d.album), d)).collect();
+        order.sort_by_key(|(key, d)| (key.map(|(album, _)| album), core::cmp::Reverse(key.map(|(_, g)| (g, d.epoch)))));
+        let mut joined: BTreeMap<AlbumId, (u32, Epoch)> = BTreeMap::new();
         let mut received = Vec::with_capacity(deliveries.len());
-        for delivery in &deliveries {
+        for (key, delivery) in order {
             let epoch = delivery.epoch;
-            let Some((id, generation)) = capsule_mls::album_of_group(&delivery.album) else {
+            let Some((id, generation)) = key else {
                 mailbox.acknowledge(delivery)?;
                 let error = Error::Mls(capsule_mls::MlsError::Malformed("album id"));
                 received.push(Received::Refused { album: None, epoch, error });
                 continue;
             };
             let held = self.store.album(id).ok().map(|a| a.generation());
-            if newest.get(&id).is_some_and(|n| *n > (generation, epoch)) || held.is_some_and(|g| g > generation) {
+            if joined.get(&id).is_some_and(|n| *n > (generation, epoch)) || held.is_some_and(|g| g > generation) {
                 mailbox.acknowledge(delivery)?;
                 received.push(Received::Superseded { album: id, epoch });
                 continue;
@@ -448,6 +449,7 @@ impl Device {
             match outcome {
                 Ok(()) => {
                     mailbox.acknowledge(delivery)?;
+                    joined.insert(id, (generation, epoch));
                     received.push(Received::Joined { album: id, epoch });
                 }
                 Err(error) if waits(&error) => received.push(Received::Waiting { album: id, epoch, error }),

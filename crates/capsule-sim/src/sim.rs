@@ -881,6 +881,16 @@ impl World {
         self.sync(d)
     }
 
+    /// The fingerprint board as device `d`'s server shows it (a lying one
+    /// shows its own); `None` when it cannot reach it.
+    fn board(&mut self, d: usize) -> Result<Option<Vec<Vec<u8>>>, String> {
+        match capsule_resilience::CommitChain::fingerprints(self.connection(d)?) {
+            Ok(board) => Ok(Some(board)),
+            Err(capsule_resilience::ChainError::Unavailable) => Ok(None),
+            Err(e) => fail(format!("device {d} board: {e}")),
+        }
+    }
+
     /// The coordinator the fingerprints name for re-adding `d` proposes it.
     fn heal_fork(&mut self, d: usize, kp: &[u8]) -> Result<bool, String> {
         let fresh = [(member_id(d), kp.to_vec())];
@@ -888,15 +898,10 @@ impl World {
             if !matches!(self.status(c), Some(AlbumStatus::InSync | AlbumStatus::Syncing | AlbumStatus::Surfaced)) {
                 continue;
             }
-            self.connection(c)?;
+            let Some(fingerprints) = self.board(c)? else { continue };
             let v = Validation { trust: &self.trust, now: NOW };
             let node = self.nodes.get_mut(c).ok_or("node")?;
             let dev = node.device.as_ref().ok_or("device")?;
-            let fingerprints = match capsule_resilience::CommitChain::fingerprints(&mut node.chain) {
-                Ok(board) => board,
-                Err(capsule_resilience::ChainError::Unavailable) => continue,
-                Err(e) => return fail(format!("device {c} board: {e}")),
-            };
             match dev.heal_fork(ALBUM, &fingerprints, &mut node.chain, &fresh, v) {
                 Ok(ids) if !ids.is_empty() => {
                     self.proposed.entry(c).or_default().extend(ids);
@@ -964,16 +969,10 @@ impl World {
             if !self.active(d) || !current {
                 continue;
             }
-            self.connection(d)?;
+            let Some(fingerprints) = self.board(d)? else { continue };
             let v = Validation { trust: &self.trust, now: NOW };
             let node = self.nodes.get_mut(d).ok_or("node")?;
             let dev = node.device.as_ref().ok_or("device")?;
-            // The board as this device's server shows it (a lying one shows its own).
-            let fingerprints = match capsule_resilience::CommitChain::fingerprints(&mut node.chain) {
-                Ok(board) => board,
-                Err(capsule_resilience::ChainError::Unavailable) => continue,
-                Err(e) => return fail(format!("device {d} board: {e}")),
-            };
             match dev.sync_report(ALBUM, &fingerprints, &mut node.chain, v) {
                 Ok(report) => {
                     self.reported.insert(d);

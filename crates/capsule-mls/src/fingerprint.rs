@@ -59,8 +59,9 @@ const SEAL_LABEL: &str = "capsule fingerprint seal v1";
 /// anything else the leaf key signs.
 const SIGNATURE_DOMAIN: &[u8] = b"capsule fingerprint signature v1";
 /// Format of [`Envelope`] written now. Format 1 (read still) had no
-/// `refused` in its statement.
-const FORMAT: u8 = 2;
+/// `refused` in its statement; format 2 (read still) no `departing` in its
+/// header.
+const FORMAT: u8 = 3;
 /// How many epochs' marks a device keeps.
 pub const KEPT_EPOCHS: usize = 64;
 
@@ -200,6 +201,60 @@ struct Header {
     group: Vec<u8>,
     epoch: Epoch,
     sender: Member,
+    /// The sender's last word before it discarded its state to be re-added
+    /// (a re-bootstrap): its statement stands, but it holds the group no
+    /// more, so it coordinates nothing. Public like the rest of the header:
+    /// the server sees the re-add coming anyway.
+    departing: bool,
+}
+
+/// The header of formats 1 and 2.
+#[derive(Serialize, Deserialize)]
+struct HeaderV2 {
+    format: u8,
+    group: Vec<u8>,
+    epoch: Epoch,
+    sender: Member,
+}
+
+/// A format-1 or format-2 envelope.
+#[derive(Serialize, Deserialize)]
+struct EnvelopeV2 {
+    header: HeaderV2,
+    seals: Vec<Seal>,
+    signature: Vec<u8>,
+}
+
+/// An envelope of any format read, with what its signature and seals are
+/// bound to: the header as that format encoded it.
+struct Received {
+    header: Header,
+    seals: Vec<Seal>,
+    signature: Vec<u8>,
+    /// The header's encoding in its own format.
+    header_bytes: Vec<u8>,
+}
+
+impl Received {
+    /// Decodes an envelope of a format this version reads.
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let malformed = |_| MlsError::Malformed("fingerprint");
+        let internal = |_| MlsError::Internal("fingerprint encoding");
+        match bytes.first().copied() {
+            Some(1 | 2) => {
+                let EnvelopeV2 { header, seals, signature } = encoding::decode_canonical(bytes).map_err(malformed)?;
+                let header_bytes = encoding::encode(&header).map_err(internal)?;
+                let HeaderV2 { format, group, epoch, sender } = header;
+                let header = Header { format, group, epoch, sender, departing: false };
+                Ok(Self { header, seals, signature, header_bytes })
+            }
+            Some(FORMAT) => {
+                let Envelope { header, seals, signature } = encoding::decode_canonical(bytes).map_err(malformed)?;
+                Ok(Self { header_bytes: encoding::encode(&header).map_err(internal)?, header, seals, signature })
+            }
+            _ => Err(MlsError::Malformed("fingerprint format")),
+        }
+    }
 }
 
 /// The statement sealed under one epoch's key.
@@ -220,15 +275,17 @@ struct Envelope {
     signature: Vec<u8>,
 }
 
-/// The signed bytes: the domain, then the header and the seals.
-fn signed_bytes(header: &Header, seals: &[Seal]) -> Result<Vec<u8>> {
-    let body = encoding::encode(&(header, seals)).map_err(|_| MlsError::Internal("fingerprint encoding"))?;
-    Ok([SIGNATURE_DOMAIN, &body].concat())
+/// The signed bytes: the domain, then the header (as encoded) and the seals.
+fn signed_bytes(header: &[u8], seals: &[Seal]) -> Result<Vec<u8>> {
+    let seals = encoding::encode(&seals).map_err(|_| MlsError::Internal("fingerprint encoding"))?;
+    Ok([SIGNATURE_DOMAIN, header, &seals].concat())
 }
 
-/// What a seal's AEAD binds: the header and the epoch it is sealed under.
-fn aad(header: &Header, under: Epoch) -> Result<Vec<u8>> {
-    encoding::encode(&(header, under)).map_err(|_| MlsError::Internal("fingerprint encoding"))
+/// What a seal's AEAD binds: the header (as encoded) and the epoch it is
+/// sealed under.
+fn aad(header: &[u8], under: Epoch) -> Result<Vec<u8>> {
+    let under = encoding::encode(&under).map_err(|_| MlsError::Internal("fingerprint encoding"))?;
+    Ok([header, &under].concat())
 }
 
 /// What a received fingerprint says about the sender, judged against this
@@ -347,6 +404,9 @@ pub struct FingerprintHeader {
     pub epoch: Epoch,
     /// The sender it names.
     pub sender: Member,
+    /// Whether it is the sender's farewell before a re-bootstrap
+    /// ([`Album::farewell`]).
+    pub departing: bool,
 }
 
 /// The public header of a fingerprint.
@@ -355,12 +415,8 @@ pub struct FingerprintHeader {
 /// [`MlsError::Malformed`] for bytes that are not a fingerprint of a known
 /// format.
 pub fn fingerprint_header(bytes: &[u8]) -> Result<FingerprintHeader> {
-    let envelope: Envelope = encoding::decode_canonical(bytes).map_err(|_| MlsError::Malformed("fingerprint"))?;
-    let Header { format, group, epoch, sender } = envelope.header;
-    if !(1..=FORMAT).contains(&format) {
-        return Err(MlsError::Malformed("fingerprint format"));
-    }
-    Ok(FingerprintHeader { group, epoch, sender })
+    let Header { group, epoch, sender, departing, .. } = Received::decode(bytes)?.header;
+    Ok(FingerprintHeader { group, epoch, sender, departing })
 }
 
 impl Album {
@@ -419,6 +475,32 @@ impl Album {
         device: &DeviceIdentity,
         refused: Option<CommitHash>,
     ) -> Result<Vec<u8>> {
+        self.sealed_fingerprint(provider, device, refused, false)
+    }
+
+    /// This device's last fingerprint before it discards its state to be
+    /// re-added (a re-bootstrap): what [`Album::fingerprint`] states, marked
+    /// departing, so the others still count what it saw (a refusal, say)
+    /// but never wait on it to re-add or reboot anyone.
+    ///
+    /// # Errors
+    /// As [`Album::fingerprint`].
+    pub fn farewell<P: OpenMlsProvider>(
+        &self,
+        provider: &P,
+        device: &DeviceIdentity,
+        refused: Option<CommitHash>,
+    ) -> Result<Vec<u8>> {
+        self.sealed_fingerprint(provider, device, refused, true)
+    }
+
+    fn sealed_fingerprint<P: OpenMlsProvider>(
+        &self,
+        provider: &P,
+        device: &DeviceIdentity,
+        refused: Option<CommitHash>,
+        departing: bool,
+    ) -> Result<Vec<u8>> {
         self.ensure_operational()?;
         let epoch = self.epoch();
         // An album record from before fingerprints has no mark of its epoch yet.
@@ -440,7 +522,9 @@ impl Album {
             group: self.group_id(),
             epoch,
             sender: Member { user: device.user(), device: device.device() },
+            departing,
         };
+        let header_bytes = encoding::encode(&header).map_err(|_| MlsError::Internal("fingerprint encoding"))?;
         let statement =
             Statement { commit: current.commit, committer: current.committer, value: current.value, refused };
         let plaintext =
@@ -450,11 +534,12 @@ impl Album {
             let nonce: [u8; 24] = provider.rand().random_array().map_err(|_| MlsError::Internal("randomness"))?;
             let cipher = XChaCha20Poly1305::new((&mark.seal_key).into());
             let ciphertext = cipher
-                .encrypt(&XNonce::from(nonce), Payload { msg: &plaintext, aad: &aad(&header, mark.epoch)? })
+                .encrypt(&XNonce::from(nonce), Payload { msg: &plaintext, aad: &aad(&header_bytes, mark.epoch)? })
                 .map_err(|_| MlsError::Internal("fingerprint sealing"))?;
             seals.push(Seal { under: mark.epoch, nonce, ciphertext });
         }
-        let signature = device.sign(&signed_bytes(&header, &seals)?).map_err(|_| MlsError::Internal("signing"))?;
+        let signature =
+            device.sign(&signed_bytes(&header_bytes, &seals)?).map_err(|_| MlsError::Internal("signing"))?;
         encoding::encode(&Envelope { header, seals, signature }).map_err(|_| MlsError::Internal("fingerprint encoding"))
     }
 
@@ -468,11 +553,7 @@ impl Album {
     /// [`MlsError::BadSignature`] for a signature that does not verify;
     /// [`MlsError::Refused`] for this device's own.
     pub fn read_fingerprint<P: OpenMlsProvider>(&self, provider: &P, bytes: &[u8]) -> Result<Reading> {
-        let envelope: Envelope = encoding::decode_canonical(bytes).map_err(|_| MlsError::Malformed("fingerprint"))?;
-        let Envelope { header, seals, signature } = envelope;
-        if !(1..=FORMAT).contains(&header.format) {
-            return Err(MlsError::Malformed("fingerprint format"));
-        }
+        let Received { header, seals, signature, header_bytes } = Received::decode(bytes)?;
         if header.group != self.group_id() {
             return Err(MlsError::NotMember("fingerprint of another album or generation"));
         }
@@ -489,7 +570,7 @@ impl Album {
             .crypto()
             .verify_signature(
                 SignatureScheme::ED25519,
-                &signed_bytes(&header, &seals)?,
+                &signed_bytes(&header_bytes, &seals)?,
                 &leaf.signature_key,
                 &signature,
             )
@@ -507,8 +588,10 @@ impl Album {
             return Ok(Reading::Unjudged { sender, epoch });
         };
         let cipher = XChaCha20Poly1305::new((&mark.seal_key).into());
-        let opened = cipher
-            .decrypt(&XNonce::from(seal.nonce), Payload { msg: &seal.ciphertext, aad: &aad(&header, seal.under)? });
+        let opened = cipher.decrypt(
+            &XNonce::from(seal.nonce),
+            Payload { msg: &seal.ciphertext, aad: &aad(&header_bytes, seal.under)? },
+        );
         let Ok(plaintext) = opened.map(Zeroizing::new) else {
             return Ok(Reading::Apart { sender, epoch, sealed_under: seal.under });
         };
@@ -547,5 +630,37 @@ mod tests {
         let again = Statement::decode(2, &v2).unwrap();
         assert_eq!((again.commit, again.value, again.refused), (commit, [9; 32], refused));
         assert!(Statement::decode(2, &v1).is_err());
+    }
+
+    fn member(n: u8) -> Member {
+        Member {
+            user: capsule_identity::UserId::from_bytes([n; 16]),
+            device: capsule_identity::DeviceId::from_bytes([n; 16]),
+        }
+    }
+
+    /// A format-2 envelope (no `departing` in its header) still decodes, and
+    /// its signature and seals are checked over the bytes format 2 signed and
+    /// sealed: `(header, seals)` and `(header, under)` as one encoding each.
+    #[test]
+    fn a_format_2_envelope_is_read_over_the_bytes_it_was_signed_and_sealed_over() {
+        let header = HeaderV2 { format: 2, group: vec![1; 16], epoch: Epoch(7), sender: member(3) };
+        let seals = vec![Seal { under: Epoch(6), nonce: [4; 24], ciphertext: vec![5; 40] }];
+        let signed_then = [SIGNATURE_DOMAIN, &encoding::encode(&(&header, &seals)).unwrap()].concat();
+        let aad_then = encoding::encode(&(&header, Epoch(6))).unwrap();
+        let bytes = encoding::encode(&EnvelopeV2 { header, seals, signature: vec![9; 64] }).unwrap();
+        let read = Received::decode(&bytes).unwrap();
+        assert_eq!(signed_bytes(&read.header_bytes, &read.seals).unwrap(), signed_then);
+        assert_eq!(aad(&read.header_bytes, Epoch(6)).unwrap(), aad_then);
+        assert!(!read.header.departing);
+        let public = fingerprint_header(&bytes).unwrap();
+        assert_eq!((public.epoch, public.sender, public.departing), (Epoch(7), member(3), false));
+        // Format 3 carries the flag; an unknown format is refused.
+        let header = Header { format: 3, group: vec![1; 16], epoch: Epoch(7), sender: member(3), departing: true };
+        let three = encoding::encode(&Envelope { header, seals: Vec::new(), signature: vec![9; 64] }).unwrap();
+        assert!(fingerprint_header(&three).unwrap().departing);
+        let mut four = three.clone();
+        four[0] = 4;
+        assert!(matches!(fingerprint_header(&four), Err(MlsError::Malformed(_))));
     }
 }

@@ -115,6 +115,26 @@ impl Album {
         }
     }
 
+    /// Whether `commit` is the one that made this device's current epoch: a
+    /// commit of this group in the epoch before, whose confirmation tag is the
+    /// epoch's. The tag is a MAC over the new epoch's transcript under its
+    /// secrets, so no other commit carries it. This is how a device that joined
+    /// from a Welcome (and so applied no commit) checks that the chain's commit
+    /// at its join is the one its Welcome followed: a server showing it one
+    /// history's Welcome and another history's chain is caught here.
+    #[must_use]
+    pub fn made_this_epoch(&self, commit: &[u8]) -> bool {
+        let Ok(message) = MlsMessageIn::tls_deserialize_exact(commit) else {
+            return false;
+        };
+        let Ok(ProtocolMessage::PublicMessage(message)) = message.try_into_protocol_message() else {
+            return false;
+        };
+        Some(message.epoch().as_u64()) == self.epoch().0.checked_sub(1)
+            && message.group_id() == self.group.group_id()
+            && message.confirmation_tag() == Some(self.group.confirmation_tag())
+    }
+
     /// Checks a staged commit against Capsule's rules (`rules::check_commit`,
     /// the same function the server runs) and computes what it does, without
     /// changing anything. `incoming` is `None` for this device's own commit.

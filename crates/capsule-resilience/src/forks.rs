@@ -21,7 +21,10 @@
 //!   they could not decrypt, a certificate their trust store rejects).
 //!
 //! Members not heard from, or whose statement cannot be judged yet, count on
-//! no side. Then, first match:
+//! no side. A member that re-bootstrapped is heard by its farewell
+//! ([`ResilientAlbum::farewell`]: the last state it held, marked departing),
+//! which counts like any fingerprint, so a device is never left thinking it
+//! is alone because the others gave up first. Then, first match:
 //!
 //! | what it sees | [`SyncClass`] | the way out |
 //! | --- | --- | --- |
@@ -42,6 +45,9 @@
 //! the [`SyncReport`] and takes the way out.
 //!
 //! # Who coordinates a re-add
+//!
+//! Nobody is named who left: a member whose newest fingerprint is a farewell
+//! holds no group to re-add or reboot from.
 //!
 //! The rebooter, for `Hard` and `Equivocation`, is the smallest admin device
 //! on this device's side, else the smallest admin heard on another side (so
@@ -188,6 +194,24 @@ impl ResilientAlbum {
         Ok(self.album.fingerprint(cx.provider, cx.device, self.refused_commit())?)
     }
 
+    /// This device's farewell ([`capsule_mls::Album::farewell`]): its last
+    /// fingerprint before a re-bootstrap discards its state, marked
+    /// departing, for the durable caller to keep and publish while it awaits
+    /// its re-add. `None` once removed (it has nothing to state).
+    ///
+    /// # Errors
+    /// Faults only.
+    pub fn farewell<P: OpenMlsProvider>(
+        &self,
+        provider: &P,
+        device: &capsule_mls::DeviceIdentity,
+    ) -> Result<Option<Vec<u8>>> {
+        if self.album.is_evicted() {
+            return Ok(None);
+        }
+        Ok(Some(self.album.farewell(provider, device, self.refused_commit())?))
+    }
+
     /// The chain's commit this device is quarantined for refusing, if that is
     /// why it is quarantined: what its fingerprint states it refused.
     #[must_use]
@@ -222,6 +246,15 @@ impl ResilientAlbum {
                 }
             }
         }
+        // Senders whose newest word is a farewell (they re-bootstrapped): what
+        // they state counts, but they hold the group no more, so they are
+        // never named to re-add or reboot.
+        let departed: Vec<Member> = newest
+            .iter()
+            .filter(|(_, (_, bytes))| capsule_mls::fingerprint_header(bytes).is_ok_and(|h| h.departing))
+            .map(|(m, _)| *m)
+            .collect();
+        let present = |m: &Member| !departed.contains(m);
         let me = Member { user: cx.device.user(), device: cx.device.device() };
         let epoch = self.album.epoch();
         let quarantined = self.quarantine.is_some();
@@ -367,12 +400,13 @@ impl ResilientAlbum {
         };
         let readds = if class == (SyncClass::Weak { minority: false }) {
             let admins = &self.album.context().metadata;
-            let admin = own.iter().copied().filter(|m| admins.is_admin(&m.user)).min();
+            let admin = own.iter().copied().filter(|m| admins.is_admin(&m.user) && present(m)).min();
             others
                 .iter()
                 .flat_map(|p| p.members.iter().copied())
                 .filter_map(|member| {
-                    let by = admin.or_else(|| own.iter().copied().filter(|m| m.user == member.user).min())?;
+                    let by =
+                        admin.or_else(|| own.iter().copied().filter(|m| m.user == member.user && present(m)).min())?;
                     Some(Readd { member, by })
                 })
                 .collect()
@@ -382,7 +416,7 @@ impl ResilientAlbum {
         let rebooter = matches!(class, SyncClass::Hard | SyncClass::Equivocation(_))
             .then(|| {
                 let metadata = &self.album.context().metadata;
-                let admin = |m: &Member| metadata.is_admin(&m.user);
+                let admin = |m: &Member| metadata.is_admin(&m.user) && present(m);
                 let heard = others.iter().flat_map(|p| p.members.iter());
                 own.iter().copied().filter(admin).min().or_else(|| heard.copied().filter(admin).min())
             })

@@ -26,14 +26,16 @@
 //! # Which outcome
 //!
 //! Let `E` be the device's epoch, `H` the chain's head (the epoch of the next
-//! commit), and `L` the hash of the last commit the device applied (none right
-//! after creating or joining).
+//! commit), and `L` the commit that made epoch `E`: the last one the device
+//! applied, or, right after joining, the one whose confirmation tag its
+//! Welcome carried (`capsule_mls::Album::made_this_epoch`); a group just
+//! created has none.
 //!
 //! | situation | outcome |
 //! | --- | --- |
-//! | removed from the album (now, or while replaying), or the chain is pruned before the epoch it needs | `Unrecoverable` (re-bootstrap) |
+//! | removed from the album (now, or while replaying), or the chain is pruned before the epoch it needs (`E - 1`, to check `L`) | `Unrecoverable` (re-bootstrap) |
 //! | `H < E`: the device holds epochs the chain never saw | `Diverged`, quarantined |
-//! | `L` is not the chain's commit at `E - 1` (a commit the server never persisted, beside the chain) | `Diverged`, quarantined |
+//! | `L` is not the chain's commit at `E - 1` (a commit the server never persisted, beside the chain; a Welcome from a history the chain does not hold) | `Diverged`, quarantined |
 //! | the answer is not one an honest chain gives: entries out of order or missing, a hash that is not its commit's, a commit that does not decode, belongs to another group, or was made in another epoch than its position | no outcome: the error `ChainError::BadAnswer`, counted in `server_faults`, nothing changed by it, no quarantine; the next honest answer reconciles |
 //! | a chain commit naming a user (its committer, or a member it adds) whose identity key the trust store does not hold yet | no outcome: the error [`ResilienceError::CannotVerifyYet`] ("I cannot verify this yet"), nothing changed, no quarantine; reconcile again once the trust store learns the key |
 //! | a well-formed chain commit at `E ..` that this device refuses (a certificate that does not verify under the trusted key, an unauthorized change, an AMK step that skips, …) | `Diverged`, quarantined, with the commit and the committer it names in [`Divergence::invalid_commit`] and an [`Event::InvalidCommit`] to report ("this commit is invalid") |
@@ -55,10 +57,10 @@
 //! | `Syncing` | the caller drives again at [`ResilientAlbum::next_deadline`]; the chain confirms or supersedes |
 //! | `Surfaced` | [`ResilientAlbum::connectivity_restored`], then a drive: the same commit, a fresh budget |
 //! | `Rekeying` | every member drives (self-updates); the admin finishes; once [`ResilientAlbum::stalled_rekey`] reports it stalled, any owner (admin) runs [`ResilientAlbum::recover_stalled_rekey`]: lineage from the [`AmkEscrow`], a new marker, re-driven to the end |
-//! | `Quarantined` | the application reads [`ResilientAlbum::sync_report`] from the members' fingerprints: `Weak { minority: true }` (this device is off the chain) → the user chooses [`ResilientAlbum::rebootstrap`] (discard, report what was discarded) → `AwaitingReadd`, re-added by the coordinator ([`ResilientAlbum::heal_fork`]); `Hard` (everyone heard refused the same chain commit, or the chain is behind everyone heard: it lost history) → the named rebooter runs [`ResilientAlbum::reboot`] and the others join the new group; with no report that names a way (nobody heard, the rebooter silent), re-bootstrap is always there |
+//! | `Quarantined` | the application reads [`ResilientAlbum::sync_report`] from the members' fingerprints: `Weak { minority: true }` (this device is off the chain) → the user chooses [`ResilientAlbum::rebootstrap`] (discard, report what was discarded; its [`ResilientAlbum::farewell`], made first, is what it publishes until re-added, so the others still count it) → `AwaitingReadd`, re-added by the coordinator ([`ResilientAlbum::heal_fork`]); `Hard` (everyone heard refused the same chain commit, or the chain is behind everyone heard: it lost history) → the named rebooter runs [`ResilientAlbum::reboot`] and the others join the new group; with no report that names a way (nobody heard, the rebooter silent), re-bootstrap is always there |
 //! | quarantined, or in sync, in a group a reboot replaced | join the new group's Welcome (checked against the group held: `capsule_mls::Album::verify_reboot_of`); a refusal (`MlsError::NotAReboot`) may mean the group held is behind where the rebooter left it: the facade's `receive_welcomes` keeps that Welcome in the mailbox (`Received::Waiting`); reconcile the old group to its chain's head, then receive again (or join from the chain's copy of the Welcome); one still refused there is no reboot by an admin of the album, and the device stays in the group it holds; a quarantined device may also re-bootstrap and join as a new device |
 //! | `NeedsRebootstrap` | [`ResilientAlbum::rebootstrap`] → `AwaitingReadd` |
-//! | `AwaitingReadd` (the store's, after a re-bootstrap) | another device of the user, or an admin, re-adds the device from its fresh KeyPackage; it joins from the Welcome |
+//! | `AwaitingReadd` (the store's, after a re-bootstrap) | another device of the user, or an admin, re-adds the device from its fresh KeyPackage (or a rebooter adds it to the new group); it joins from the Welcome; meanwhile it publishes its farewell |
 //!
 //! A commit every honest member refuses as invalid, once at the head of the
 //! chain, quarantines all of them (the validating server refuses such commits

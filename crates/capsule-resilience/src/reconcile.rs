@@ -4,7 +4,9 @@
 use capsule_mls::{CommitHash, Epoch, Member, MlsError, OpenMlsProvider};
 use serde::{Deserialize, Serialize};
 
-use crate::{Answer, BadAnswer, ChainError, Context, Event, Fetched, ResilienceError, ResilientAlbum, Result};
+use crate::{
+    Answer, BadAnswer, ChainEntry, ChainError, Context, Event, Fetched, ResilienceError, ResilientAlbum, Result,
+};
 
 /// What [`ResilientAlbum::reconcile_with_server`] found. The rule that picks one
 /// is on the crate root.
@@ -66,14 +68,12 @@ pub enum ReconcileStep {
 }
 
 impl ResilientAlbum {
-    /// The epoch to read the chain from: the commit this device applied last
-    /// must be the chain's at `epoch - 1`, so reading starts there.
+    /// The epoch to read the chain from: the commit that made this device's
+    /// epoch (the one it applied last, or the one its Welcome followed) must
+    /// be the chain's at `epoch - 1`, so reading starts there.
     pub(crate) fn fetch_from(&self) -> Epoch {
         let local = self.album.epoch();
-        match (self.album.last_applied(), local.previous()) {
-            (Some(_), Some(previous)) => previous,
-            _ => local,
-        }
+        local.previous().unwrap_or(local)
     }
 
     /// The outcome when no fetch can change it.
@@ -201,8 +201,14 @@ impl ResilientAlbum {
         }
         let mut entries = fetched.entries.into_iter().peekable();
         if from < local {
+            let made_here = |e: &ChainEntry| match self.album.last_applied() {
+                Some(last) => e.commit_hash == last,
+                // Joined from a Welcome: the chain's commit must be the one the
+                // Welcome followed, or this device is in another history.
+                None => self.album.made_this_epoch(&e.commit),
+            };
             match entries.next() {
-                Some(e) if e.epoch == from && Some(e.commit_hash) == self.album.last_applied() => {}
+                Some(e) if e.epoch == from && made_here(&e) => {}
                 _ => return Ok(Ok(self.diverged(local, head))),
             }
         }

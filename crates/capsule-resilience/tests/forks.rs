@@ -282,6 +282,63 @@ fn a_server_showing_two_commits_for_one_epoch_is_caught_on_both_sides_and_healed
     }
 }
 
+/// A server that hands a joiner the Welcome of one history and then shows it
+/// another: Alice adds Eve on a copy of the chain only Alice sees, while the
+/// real chain takes Bob's rotation for that epoch. Eve joins from the copy's
+/// Welcome, so she has applied no commit; her first reconcile against the real
+/// chain, at the same epoch, must not call her up to date: the chain's commit
+/// before her epoch does not carry her Welcome's confirmation tag.
+#[test]
+fn a_device_joined_from_a_welcome_of_another_history_is_quarantined_not_up_to_date() {
+    let mut net = four();
+    // Dave joined last, from the real chain's Welcome: the check passes.
+    assert_eq!(net.album(3).album().last_applied(), None);
+    assert_eq!(net.reconcile(3).unwrap(), ReconcileOutcome::UpToDate);
+    let other = MemoryServer::new();
+    other.create_album(ALBUM.as_bytes(), Epoch::ZERO);
+    let mut copy = other.connect(ALBUM.as_bytes());
+    for e in net.server.entries(ALBUM.as_bytes()) {
+        let submission = Submission { epoch: e.epoch, commit: e.commit, welcome: e.welcome, bundle: e.bundle };
+        copy.submit(&submission).unwrap();
+    }
+    let real = std::mem::replace(
+        &mut net.nodes[0].chain,
+        FaultyChain::new(TestChain::Memory(other.connect(ALBUM.as_bytes())), net.clock.clone()),
+    );
+    let fork = net.album(0).album().epoch();
+    net.propose(1, Change::RotateAmk);
+    net.drive(1).unwrap();
+    let eve = net.user(5);
+    let e0 = net.device(eve);
+    let directory = vec![net.nodes[e0].t.key_package().unwrap()];
+    net.propose(0, Change::AddUser { user: eve, directory });
+    net.drive(0).unwrap();
+    let lie = other.entries(ALBUM.as_bytes()).into_iter().find(|e| e.epoch == fork).unwrap();
+    {
+        let validation = Validation { trust: &net.dir.trust, now: NOW };
+        let n = &mut net.nodes[e0];
+        let joined =
+            Album::join(&n.t.provider, lie.welcome.as_ref().unwrap(), lie.bundle.as_ref().unwrap(), validation)
+                .unwrap();
+        n.album = Some(ResilientAlbum::new(joined, RetryPolicy::default()));
+    }
+    assert_eq!(net.album(e0).album().epoch(), Epoch(fork.0 + 1));
+    // The commit that made Eve's epoch is recognised, and the chain's is not it.
+    assert!(net.album(e0).album().made_this_epoch(&lie.commit));
+    let honest = net.server.entries(ALBUM.as_bytes()).into_iter().find(|e| e.epoch == fork).unwrap();
+    assert!(!net.album(e0).album().made_this_epoch(&honest.commit));
+    let before = net.album(e0).album().epoch_authenticator();
+    assert_eq!(
+        net.reconcile(e0).unwrap(),
+        ReconcileOutcome::Diverged { local_epoch: Epoch(fork.0 + 1), server_epoch: Epoch(fork.0 + 1) }
+    );
+    assert_eq!(net.album(e0).album().epoch_authenticator(), before, "nothing merged");
+    assert!(matches!(net.album(e0).status(), AlbumStatus::Quarantined { .. }));
+    // Alice, back on the real chain, is beside it too: her add is not its commit.
+    net.nodes[0].chain = real;
+    assert!(matches!(net.reconcile(0).unwrap(), ReconcileOutcome::Diverged { .. }));
+}
+
 /// A commit every honest member refuses, at the head of the chain (Alice's
 /// modified client adds an impostor; the server here only orders): the honest
 /// members are all quarantined, their fingerprints agree, and the chain
@@ -344,6 +401,76 @@ fn a_commit_every_honest_member_refuses_is_healed_by_a_reboot_from_the_last_vali
         assert_eq!(open_photo(a.keyring(), &ALBUM, &photo).unwrap().as_slice(), b"valid");
     }
     assert_eq!(net.album(1).album().members().len(), 3);
+}
+
+/// The same refused commit, and the first honest admin gives up first: Bob
+/// re-bootstraps (the user's choice) and leaves a farewell. The others still
+/// count his refusal, never name him (he holds nothing) to reboot, and name
+/// Carol, the next admin; with Dave gone too, Carol, the last device holding
+/// the album, hears two fellow refusers and reboots instead of discarding
+/// the album's last copy.
+#[test]
+fn a_member_that_re_bootstrapped_counts_by_its_farewell_and_is_never_named() {
+    let mut net = Net::new(72);
+    let (alice, bob, carol) = (net.user(1), net.user(2), net.user(3));
+    let a0 = net.device(alice);
+    net.create(a0, HistoryPolicy::Full, &[alice, bob, carol]);
+    for n in 2..=4 {
+        net.add_user(a0, n, 1);
+    }
+    net.sync_all();
+    let mallory = net.user(5);
+    let mut impostor = capsule_mls::testkit::Directory::new(99);
+    let fake_user = impostor.user(5).unwrap();
+    let fake = impostor.device(fake_user).unwrap();
+    let mut modified = net.dir.trust.clone();
+    modified.insert(mallory, impostor.trust[&mallory].clone());
+    net.propose(0, Change::AddUser { user: mallory, directory: vec![fake.key_package().unwrap()] });
+    {
+        let validation = Validation { trust: &modified, now: NOW };
+        let n = &mut net.nodes[0];
+        let cx = Context { provider: &n.t.provider, device: &n.t.me, validation };
+        n.album.as_mut().unwrap().drive(cx, &mut n.chain, &net.clock).unwrap();
+    }
+    for d in 1..4 {
+        assert!(matches!(net.reconcile(d).unwrap(), ReconcileOutcome::Diverged { .. }), "device {d}");
+    }
+    let head = Some(Epoch(u64::try_from(net.server.entries(ALBUM.as_bytes()).len()).unwrap()));
+    let mut board = Board::new();
+    // Bob's farewell, then his state is gone.
+    let farewell = {
+        let n = &mut net.nodes[1];
+        let album = n.album.as_mut().unwrap();
+        let farewell = album.farewell(&n.t.provider, &n.t.me).unwrap().unwrap();
+        album.rebootstrap(&n.t.provider).unwrap();
+        farewell
+    };
+    assert!(capsule_mls::fingerprint_header(&farewell).unwrap().departing);
+    net.nodes[1].album = None;
+    board.insert(1, farewell);
+    publish(&mut net, &mut board, &[2, 3]);
+    for d in [2, 3] {
+        let r = report(&mut net, &board, d, head);
+        assert_eq!(r.class, SyncClass::Hard, "device {d}");
+        assert_eq!(r.own, vec![member(&net, 1), member(&net, 2), member(&net, 3)], "device {d}: Bob's refusal counts");
+        assert_eq!(r.rebooter, Some(member(&net, 2)), "device {d}: Carol, not Bob, who left");
+    }
+    // Dave leaves as well: Carol alone holds the album, and still reboots.
+    let farewell = {
+        let n = &mut net.nodes[3];
+        let album = n.album.as_mut().unwrap();
+        let farewell = album.farewell(&n.t.provider, &n.t.me).unwrap().unwrap();
+        album.rebootstrap(&n.t.provider).unwrap();
+        farewell
+    };
+    net.nodes[3].album = None;
+    board.insert(3, farewell);
+    let r = report(&mut net, &board, 2, head);
+    assert_eq!((r.class, r.rebooter), (SyncClass::Hard, Some(member(&net, 2))));
+    // Without the farewells she would have heard nobody and been told to
+    // re-bootstrap herself: the album's last copy.
+    let r = report(&mut net, &Board::new(), 2, head);
+    assert_eq!(r.class, SyncClass::Weak { minority: true });
 }
 
 /// A committer's crypto that seals the path secret meant for one public key

@@ -37,6 +37,9 @@ const KIND_ALBUM: &str = "album";
 const KIND_RESILIENCE: &str = "resilience";
 /// What a re-bootstrap discarded, kept until the device joins again.
 const KIND_REBOOTSTRAP: &str = "rebootstrap";
+/// The signed fingerprint a device made as it re-bootstrapped (its state is
+/// gone after), kept to publish until it joins again.
+const KIND_FAREWELL: &str = "farewell";
 /// A KeyPackage this device made (by reference): its private keys are in
 /// OpenMLS's tables until a Welcome uses it or it expires.
 const KIND_KEY_PACKAGE: &str = "key_package";
@@ -362,6 +365,7 @@ impl Store {
             delete(conn, KIND_RESILIENCE, album.id().as_bytes())?;
             // A re-bootstrap is answered: the device is a member again.
             delete(conn, KIND_REBOOTSTRAP, album.id().as_bytes())?;
+            delete(conn, KIND_FAREWELL, album.id().as_bytes())?;
             Ok(album.id())
         })
     }
@@ -462,6 +466,8 @@ impl Store {
     ) -> Result<(Discarded, Vec<u8>)> {
         self.transaction(|conn, p| {
             let mut resilient = load_resilient(conn, p, id, policy)?;
+            // Made while the state exists; what it states stays the others' to count.
+            let farewell = resilient.farewell(p, device)?;
             let discarded = resilient.rebootstrap(p)?;
             self.step(Step::MlsWritten);
             delete(conn, KIND_ALBUM, id.as_bytes())?;
@@ -469,6 +475,10 @@ impl Store {
             let record =
                 capsule_identity::encoding::encode(&discarded).map_err(|_| StoreError::Record("rebootstrap"))?;
             put(conn, KIND_REBOOTSTRAP, id.as_bytes(), &record)?;
+            match farewell {
+                Some(farewell) => put(conn, KIND_FAREWELL, id.as_bytes(), &farewell)?,
+                None => delete(conn, KIND_FAREWELL, id.as_bytes())?,
+            }
             let made = make_key_package(conn, p, device, false, capsule_mls::KEY_PACKAGE_LIFETIME_SECS)?;
             Ok((discarded, made.bytes))
         })
@@ -574,6 +584,16 @@ impl Store {
                 })
                 .transpose()
         })
+    }
+
+    /// The farewell fingerprint a re-bootstrap of the album made
+    /// ([`ResilientAlbum::farewell`]), while the device awaits its re-add (a
+    /// read: nothing is written).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn farewell(&self, id: AlbumId) -> Result<Option<Vec<u8>>> {
+        self.read(|conn, _| Ok(get(conn, KIND_FAREWELL, id.as_bytes())?.map(|bytes| bytes.to_vec())))
     }
 
     /// Makes progress on a stored album's intents against the chain: decide in

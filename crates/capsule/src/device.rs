@@ -1204,11 +1204,17 @@ impl Device {
     /// This device's signed state fingerprint of the album, sealed so that
     /// only members read it (`capsule_mls`'s fingerprint module), stating the
     /// chain's commit it refused if it is quarantined for one:
-    /// [`Device::publish_fingerprint`] posts it to the album's board.
+    /// [`Device::publish_fingerprint`] posts it to the album's board. While
+    /// the device awaits its re-add after [`Device::rebootstrap`], it is the
+    /// farewell made then (the last state it held, marked departing), so the
+    /// others count what it saw and never wait on it to re-add or reboot.
     ///
     /// # Errors
     /// [`Error::Mls`] once removed; store errors.
     pub fn fingerprint(&self, album: AlbumId) -> Result<Vec<u8>> {
+        if let Some(farewell) = self.store.farewell(album)? {
+            return Ok(farewell);
+        }
         let me = &self.me;
         Ok(self.store.read_resilient_with(album, self.policy.clone(), |r, p| {
             r.album().fingerprint(p, me, r.refused_commit())
@@ -1217,7 +1223,8 @@ impl Device {
 
     /// Posts this device's fingerprint ([`Device::fingerprint`]) to the
     /// album's board on the server, replacing the one it posted before:
-    /// after every commit it merges, and once it is quarantined. The others
+    /// after every commit it merges, once it is quarantined, and after a
+    /// re-bootstrap (its farewell) until it is re-added. The others
     /// read the board ([`CommitChain::fingerprints`]) for their
     /// [`Device::sync_report`]. No store transaction is open while the
     /// chain is called.

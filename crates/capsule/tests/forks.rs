@@ -124,6 +124,60 @@ fn a_commit_every_honest_member_refuses_is_healed_by_a_reboot_through_the_facade
     assert_eq!(carol.epoch(ALBUM).unwrap(), bob.epoch(ALBUM).unwrap());
 }
 
+/// Carol gives up on the quarantined album before anyone reads the board:
+/// she re-bootstraps. What she posts until she is re-added is the farewell
+/// made then (signed in the state she held, marked departing), which the
+/// server accepts from a member; Bob counts her refusal by it, reboots, and
+/// re-adds her from the fresh KeyPackage. Once she joins, her fingerprint is
+/// her new state's again.
+#[test]
+fn a_re_bootstrapped_device_posts_its_farewell_until_it_is_readded() {
+    let mut fx = Fixture::new().unwrap();
+    let alice = fx.enroll(1, 1).unwrap();
+    let bob = fx.enroll(2, 2).unwrap();
+    let carol = fx.enroll(3, 3).unwrap();
+    alice.create_album(ALBUM, HistoryPolicy::Full, [user(1), user(2)].into()).unwrap();
+    for (n, d) in [(2, &bob), (3, &carol)] {
+        alice.propose(ALBUM, Change::AddUser { user: user(n), directory: vec![d.key_package().unwrap()] }).unwrap();
+        fx.sync(&alice).unwrap();
+        fx.join(d).unwrap();
+    }
+    let _impostor = bad_commit(&mut fx, &alice);
+    for d in [&bob, &carol] {
+        let outcome = d.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
+        assert!(matches!(outcome, ReconcileOutcome::Diverged { .. }), "{outcome:?}");
+    }
+    let fresh = carol.rebootstrap(ALBUM).unwrap();
+    assert_eq!(carol.status(ALBUM).unwrap(), AlbumStatus::AwaitingReadd);
+    let farewell = carol.fingerprint(ALBUM).unwrap();
+    assert!(capsule::mls::fingerprint_header(&farewell).unwrap().departing);
+    // Stored: the same bytes after a restart.
+    drop(carol);
+    let carol = Device::open(&fx.path("user3-device3")).unwrap();
+    assert_eq!(carol.fingerprint(ALBUM).unwrap(), farewell);
+    let mut chain = fx.chain();
+    carol.publish_fingerprint(ALBUM, &mut chain).unwrap();
+    let board = chain.fingerprints().unwrap();
+    assert_eq!(board, vec![farewell.clone()]);
+    // Alone, Bob would have been told to re-bootstrap too; Carol's farewell
+    // says she refused the same commit.
+    let report = bob.sync_report(ALBUM, &board, &mut fx.chain(), fx.validation()).unwrap();
+    assert_eq!(report.class, SyncClass::Hard);
+    assert_eq!(report.own, vec![bob.member(), carol.member()]);
+    assert_eq!(report.rebooter, Some(bob.member()));
+
+    let group = bob.reboot(ALBUM, &[(carol.member(), fresh.key_package)], fx.validation()).unwrap();
+    fx.server.create_album(&group, Epoch::ZERO);
+    bob.sync(ALBUM, &mut fx.server.connect(&group), &fx.clock, fx.validation()).unwrap();
+    let entry = fx.server.entries(&group).into_iter().next().unwrap();
+    carol.join(&entry.welcome.unwrap(), &entry.bundle.unwrap(), fx.validation()).unwrap();
+    assert_eq!(carol.status(ALBUM).unwrap(), AlbumStatus::InSync);
+    let now = carol.fingerprint(ALBUM).unwrap();
+    let header = capsule::mls::fingerprint_header(&now).unwrap();
+    assert!(!header.departing);
+    assert_eq!(header.group, group);
+}
+
 /// A mailbox holding deliveries in memory.
 struct Inbox(Vec<Delivery>);
 

@@ -45,6 +45,7 @@ use openmls_traits::random::OpenMlsRand as _;
 use openmls_traits::signatures::Signer as _;
 use openmls_traits::types::SignatureScheme;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::binding::{DeviceIdentity, claimed_identity};
@@ -58,6 +59,8 @@ const SEAL_LABEL: &str = "capsule fingerprint seal v1";
 /// What a signature covers starts with this, so it is never valid as
 /// anything else the leaf key signs.
 const SIGNATURE_DOMAIN: &[u8] = b"capsule fingerprint signature v1";
+/// Prefix of the hash of the sender's leaf in a fingerprint's header.
+const LEAF_DOMAIN: &[u8] = b"capsule fingerprint leaf v1";
 /// Format of [`Envelope`] written now. Format 1 (read still) had no
 /// `refused` in its statement; format 2 (read still) no `departing` in its
 /// header.
@@ -206,6 +209,15 @@ struct Header {
     /// more, so it coordinates nothing. Public like the rest of the header:
     /// the server sees the re-add coming anyway.
     departing: bool,
+    /// The hash of the sender's leaf encryption key in the state it states:
+    /// a reader whose own history replaced that leaf since (the sender's own
+    /// update, or a re-add of it) knows the statement is superseded.
+    leaf: [u8; 32],
+}
+
+/// What a fingerprint's header says of the sender's leaf.
+fn leaf_hash(encryption_key: &[u8]) -> [u8; 32] {
+    Sha256::new().chain_update(LEAF_DOMAIN).chain_update(encryption_key).finalize().into()
 }
 
 /// The header of formats 1 and 2.
@@ -245,7 +257,8 @@ impl Received {
                 let EnvelopeV2 { header, seals, signature } = encoding::decode_canonical(bytes).map_err(malformed)?;
                 let header_bytes = encoding::encode(&header).map_err(internal)?;
                 let HeaderV2 { format, group, epoch, sender } = header;
-                let header = Header { format, group, epoch, sender, departing: false };
+                // No leaf stated: never read as superseded.
+                let header = Header { format, group, epoch, sender, departing: false, leaf: [0; 32] };
                 Ok(Self { header, seals, signature, header_bytes })
             }
             Some(FORMAT) => {
@@ -360,6 +373,16 @@ pub enum Reading {
         /// The epoch it states.
         epoch: Epoch,
     },
+    /// About an epoch of this device's history, before a commit this device
+    /// merged replaced the sender's leaf (its own update, or a re-add of it):
+    /// superseded, whatever it states (a refusal made before a re-add, a
+    /// farewell answered); the sender's next fingerprint counts.
+    Stale {
+        /// Who sent it.
+        sender: Member,
+        /// The epoch it states.
+        epoch: Epoch,
+    },
 }
 
 impl Reading {
@@ -373,7 +396,8 @@ impl Reading {
             | Self::Forked { sender, .. }
             | Self::Apart { sender, .. }
             | Self::Ahead { sender, .. }
-            | Self::Unjudged { sender, .. } => *sender,
+            | Self::Unjudged { sender, .. }
+            | Self::Stale { sender, .. } => *sender,
         }
     }
 
@@ -385,7 +409,8 @@ impl Reading {
             | Self::Refuses { epoch, .. }
             | Self::AlsoRefuses { epoch, .. }
             | Self::Apart { epoch, .. }
-            | Self::Unjudged { epoch, .. } => *epoch,
+            | Self::Unjudged { epoch, .. }
+            | Self::Stale { epoch, .. } => *epoch,
             Self::Forked { theirs, .. } | Self::Ahead { theirs, .. } => theirs.epoch,
         }
     }
@@ -502,6 +527,12 @@ impl Album {
         departing: bool,
     ) -> Result<Vec<u8>> {
         self.ensure_operational()?;
+        let own = self.group.own_leaf_index();
+        let own_leaf = self
+            .group
+            .members()
+            .find(|m| m.index == own)
+            .ok_or(MlsError::Internal("own leaf missing from the tree"))?;
         let epoch = self.epoch();
         // An album record from before fingerprints has no mark of its epoch yet.
         let fresh;
@@ -523,6 +554,7 @@ impl Album {
             epoch,
             sender: Member { user: device.user(), device: device.device() },
             departing,
+            leaf: leaf_hash(own_leaf.encryption_key.as_slice()),
         };
         let header_bytes = encoding::encode(&header).map_err(|_| MlsError::Internal("fingerprint encoding"))?;
         let statement =
@@ -600,7 +632,11 @@ impl Album {
             Fingerprint { epoch, commit: statement.commit, committer: statement.committer, value: statement.value };
         // What this device merged after that epoch, if it did.
         let next = epoch.next().and_then(|n| self.mark(n)).and_then(|m| m.commit);
+        // On this device's history at an epoch it has passed, with a leaf its
+        // tree no longer holds for the sender: a commit since replaced it.
+        let superseded = header.format >= 3 && epoch < self.epoch() && header.leaf != leaf_hash(&leaf.encryption_key);
         Ok(match self.fingerprint_of(epoch) {
+            Some(ours) if ours.agrees_with(&theirs) && superseded => Reading::Stale { sender, epoch },
             Some(ours) if ours.agrees_with(&theirs) => match statement.refused {
                 Some(commit) if next == Some(commit) => Reading::Refuses { sender, epoch, commit },
                 Some(commit) => Reading::AlsoRefuses { sender, epoch, commit },
@@ -656,7 +692,14 @@ mod tests {
         let public = fingerprint_header(&bytes).unwrap();
         assert_eq!((public.epoch, public.sender, public.departing), (Epoch(7), member(3), false));
         // Format 3 carries the flag; an unknown format is refused.
-        let header = Header { format: 3, group: vec![1; 16], epoch: Epoch(7), sender: member(3), departing: true };
+        let header = Header {
+            format: 3,
+            group: vec![1; 16],
+            epoch: Epoch(7),
+            sender: member(3),
+            departing: true,
+            leaf: [2; 32],
+        };
         let three = encoding::encode(&Envelope { header, seals: Vec::new(), signature: vec![9; 64] }).unwrap();
         assert!(fingerprint_header(&three).unwrap().departing);
         let mut four = three.clone();

@@ -73,6 +73,36 @@ fn members_on_one_history_agree_and_a_device_behind_is_judged_later() {
     assert_eq!(read(&w, 2, &fingerprint(&w, 0)).unwrap(), Reading::Agrees { sender: member(&w, 0), epoch: ahead });
 }
 
+/// A statement made before a commit the reader merged replaced the sender's
+/// leaf is superseded: Bob's fingerprint from before his own rotation (it
+/// updates his leaf) is stale to Alice once she merges that rotation, while
+/// Carol's from the same epoch (her leaf untouched) still reads as behind.
+/// A refusal made before the refuser was re-added is stale the same way.
+#[test]
+fn a_statement_from_before_the_senders_leaf_was_replaced_is_stale() {
+    let mut w = trio();
+    let before = w.album(0).epoch();
+    let (bob_then, carol_then) = (fingerprint(&w, 1), fingerprint(&w, 2));
+    let out = w.stage(1, &Change::RotateAmk).unwrap();
+    process(&mut w, 0, &out.commit);
+    confirm(&mut w, 1);
+    assert_eq!(read(&w, 0, &bob_then).unwrap(), Reading::Stale { sender: member(&w, 1), epoch: before });
+    assert_eq!(read(&w, 0, &carol_then).unwrap(), Reading::Agrees { sender: member(&w, 2), epoch: before });
+    // Carol, still at that epoch, reads Bob's old statement as ever.
+    assert_eq!(read(&w, 2, &bob_then).unwrap(), Reading::Agrees { sender: member(&w, 1), epoch: before });
+    // Carol refuses the rotation (say) and states it; Alice re-adds her.
+    let dev = &w.devices[2];
+    let refusing = w.album(2).fingerprint(&dev.provider, &dev.me, Some(out.commit_hash)).unwrap();
+    assert!(matches!(read(&w, 0, &refusing).unwrap(), Reading::Refuses { .. }));
+    let key_package = w.kp(2);
+    let readd = w.stage(0, &Change::ReAddDevice { key_package }).unwrap();
+    process(&mut w, 1, &readd.commit);
+    confirm(&mut w, 0);
+    for reader in [0, 1] {
+        assert_eq!(read(&w, reader, &refusing).unwrap(), Reading::Stale { sender: member(&w, 2), epoch: before });
+    }
+}
+
 #[test]
 fn a_member_that_refused_the_next_commit_is_another_side_to_those_that_merged_it() {
     let mut w = trio();

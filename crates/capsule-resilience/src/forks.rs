@@ -20,8 +20,9 @@
 //!   refused a commit this device merged (quarantined for it: a path secret
 //!   they could not decrypt, a certificate their trust store rejects).
 //!
-//! Members not heard from, or whose statement cannot be judged yet, count on
-//! no side. A member that re-bootstrapped is heard by its farewell
+//! Members not heard from, whose statement cannot be judged yet, or whose
+//! statement a later commit superseded (their leaf replaced since, by their
+//! own update or a re-add: [`Reading::Stale`]), count on no side. A member that re-bootstrapped is heard by its farewell
 //! ([`ResilientAlbum::farewell`]: the last state it held, marked departing),
 //! which counts like any fingerprint, so a device is never left thinking it
 //! is alone because the others gave up first. Then, first match:
@@ -342,6 +343,9 @@ impl ResilientAlbum {
                 {
                     others.entry((theirs, None)).or_default().push(sender);
                 }
+                // Superseded by a commit since (its leaf was replaced): wait
+                // for its next word.
+                Reading::Stale { .. } => unheard.push(sender),
                 Reading::Unjudged { epoch: theirs, .. } => {
                     // About an epoch past this device's: someone is ahead.
                     ahead |= theirs > epoch;

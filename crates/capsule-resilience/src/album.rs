@@ -149,6 +149,10 @@ pub struct ResilientAlbum {
     pub(crate) answered_rekeys: Vec<RekeyId>,
     /// Answers no honest chain gives, counted for the application.
     pub(crate) server_faults: u64,
+    /// The chain no longer holds the commit before the epoch this device
+    /// joined in, so its Welcome cannot be checked against the chain: it
+    /// reads from its own epoch instead (and says so in the log).
+    pub(crate) join_unchecked: bool,
     /// Not persisted: what happened since the caller last took them.
     pub(crate) events: Vec<Event>,
 }
@@ -169,12 +173,50 @@ struct ResilienceRecord {
     marker_seen: Option<(RekeyId, Timestamp)>,
     answered_rekeys: Vec<RekeyId>,
     server_faults: u64,
+    join_unchecked: bool,
+}
+
+/// A format-3 [`ResilienceRecord`]: no `join_unchecked`.
+#[derive(Serialize, Deserialize)]
+struct ResilienceRecordV3 {
+    format: u8,
+    intents: Vec<Intent>,
+    next_intent: u64,
+    quarantine: Option<Divergence>,
+    unrecoverable: bool,
+    fetch_due: bool,
+    rekey: Option<RekeyJournal>,
+    completed_rekeys: Vec<RekeyId>,
+    last_rekey: Option<Timestamp>,
+    marker_seen: Option<(RekeyId, Timestamp)>,
+    answered_rekeys: Vec<RekeyId>,
+    server_faults: u64,
+}
+
+impl From<ResilienceRecordV3> for ResilienceRecord {
+    fn from(r: ResilienceRecordV3) -> Self {
+        Self {
+            format: RECORD_FORMAT,
+            intents: r.intents,
+            next_intent: r.next_intent,
+            quarantine: r.quarantine,
+            unrecoverable: r.unrecoverable,
+            fetch_due: r.fetch_due,
+            rekey: r.rekey,
+            completed_rekeys: r.completed_rekeys,
+            last_rekey: r.last_rekey,
+            marker_seen: r.marker_seen,
+            answered_rekeys: r.answered_rekeys,
+            server_faults: r.server_faults,
+            join_unchecked: false,
+        }
+    }
 }
 
 /// Format version of [`ResilienceRecord`] (2: wall-clock deadlines, the send
 /// count of a staged intent, the fetch flag; 3: when a re-key marker was first
-/// seen).
-const RECORD_FORMAT: u8 = 3;
+/// seen; 4: a join the chain could no longer check). Format 3 is still read.
+const RECORD_FORMAT: u8 = 4;
 
 /// Everything a step needs from the device.
 pub struct Context<'a, P> {
@@ -224,6 +266,7 @@ impl ResilientAlbum {
             marker_seen: None,
             answered_rekeys: Vec::new(),
             server_faults: 0,
+            join_unchecked: false,
             events: Vec::new(),
         }
     }
@@ -253,6 +296,7 @@ impl ResilientAlbum {
             marker_seen: self.marker_seen,
             answered_rekeys: self.answered_rekeys.clone(),
             server_faults: self.server_faults,
+            join_unchecked: self.join_unchecked,
         };
         capsule_identity::encoding::encode(&record).map_err(|_| ResilienceError::Record("resilience record"))
     }
@@ -262,11 +306,15 @@ impl ResilientAlbum {
     /// # Errors
     /// [`ResilienceError::Record`] for a record that does not decode.
     pub fn from_record(album: Album, record: &[u8], policy: RetryPolicy) -> Result<Self> {
-        let r: ResilienceRecord = capsule_identity::encoding::decode_canonical(record)
-            .map_err(|_| ResilienceError::Record("resilience record"))?;
-        if r.format != RECORD_FORMAT {
-            return Err(ResilienceError::Record("resilience record format"));
-        }
+        let malformed = |_| ResilienceError::Record("resilience record");
+        // The format is the first byte (postcard writes a u8 as itself).
+        let r: ResilienceRecord = match record.first().copied() {
+            Some(3) => {
+                ResilienceRecordV3::into(capsule_identity::encoding::decode_canonical(record).map_err(malformed)?)
+            }
+            Some(RECORD_FORMAT) => capsule_identity::encoding::decode_canonical(record).map_err(malformed)?,
+            _ => return Err(ResilienceError::Record("resilience record format")),
+        };
         Ok(Self {
             album,
             intents: r.intents,
@@ -281,6 +329,7 @@ impl ResilientAlbum {
             marker_seen: r.marker_seen,
             answered_rekeys: r.answered_rekeys,
             server_faults: r.server_faults,
+            join_unchecked: r.join_unchecked,
             events: Vec::new(),
         })
     }
@@ -526,9 +575,21 @@ impl ResilientAlbum {
         cx: Context<'_, P>,
         chain: &mut impl CommitChain,
     ) -> Result<ReconcileOutcome> {
-        match self.begin_reconcile() {
-            ReconcileStep::Done(outcome) => Ok(outcome),
-            ReconcileStep::Fetch(action) => self.finish_reconcile(cx, action.run(chain)),
+        let mut asked = None;
+        loop {
+            let action = match self.begin_reconcile() {
+                ReconcileStep::Done(outcome) => return Ok(outcome),
+                ReconcileStep::Fetch(action) => action,
+            };
+            // A second fetch only when the first changed where to read from
+            // (a join the chain can no longer check).
+            let retry = asked.is_none();
+            asked = Some(action.clone());
+            match self.finish_reconcile(cx, action.run(chain)) {
+                Err(ResilienceError::Chain(ChainError::Unavailable))
+                    if retry && self.begin_reconcile() != ReconcileStep::Fetch(action) => {}
+                other => return other,
+            }
         }
     }
 

@@ -20,9 +20,12 @@
 //!   refused a commit this device merged (quarantined for it: a path secret
 //!   they could not decrypt, a certificate their trust store rejects).
 //!
-//! Members not heard from, whose statement cannot be judged yet, or whose
-//! statement a later commit superseded (their leaf replaced since, by their
-//! own update or a re-add: [`Reading::Stale`]), count on no side. A member that re-bootstrapped is heard by its farewell
+//! Members not heard from, or whose statement cannot be judged yet, count on
+//! no side. A statement a later commit on this device's history superseded
+//! (the sender's leaf replaced since, by its own update or a re-add:
+//! [`Reading::Stale`]) counts like a member behind on this history (for a
+//! quarantined device, on no side), whatever it stated then, so a refusal
+//! answered by a re-add is no other side. A member that re-bootstrapped is heard by its farewell
 //! ([`ResilientAlbum::farewell`]: the last state it held, marked departing),
 //! which counts like any fingerprint, so a device is never left thinking it
 //! is alone because the others gave up first. Then, first match:
@@ -343,8 +346,12 @@ impl ResilientAlbum {
                 {
                     others.entry((theirs, None)).or_default().push(sender);
                 }
-                // Superseded by a commit since (its leaf was replaced): wait
-                // for its next word.
+                // On this device's history, superseded by a commit on it since
+                // (the sender's own update, or a re-add of it): with this
+                // device, like a member behind, whatever it stated then (a
+                // refusal answered by a re-add is no other side); for a
+                // quarantined device, no side.
+                Reading::Stale { .. } if !quarantined => own.push(sender),
                 Reading::Stale { .. } => unheard.push(sender),
                 Reading::Unjudged { epoch: theirs, .. } => {
                     // About an epoch past this device's: someone is ahead.

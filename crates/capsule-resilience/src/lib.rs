@@ -33,7 +33,7 @@
 //!
 //! | situation | outcome |
 //! | --- | --- |
-//! | removed from the album (now, or while replaying), or the chain is pruned before the epoch it needs (`E - 1`, to check `L`) | `Unrecoverable` (re-bootstrap) |
+//! | removed from the album (now, or while replaying), or the chain is pruned before the epoch it needs (`E - 1`, to check `L`; for a device that joined and has applied nothing, when only that commit is gone it reads from `E` instead, its Welcome unchecked, and says so in the log) | `Unrecoverable` (re-bootstrap) |
 //! | `H < E`: the device holds epochs the chain never saw | `Diverged`, quarantined |
 //! | `L` is not the chain's commit at `E - 1` (a commit the server never persisted, beside the chain; a Welcome from a history the chain does not hold) | `Diverged`, quarantined |
 //! | the answer is not one an honest chain gives: entries out of order or missing, a hash that is not its commit's, a commit that does not decode, belongs to another group, or was made in another epoch than its position | no outcome: the error `ChainError::BadAnswer`, counted in `server_faults`, nothing changed by it, no quarantine; the next honest answer reconciles |

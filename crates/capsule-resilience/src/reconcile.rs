@@ -73,6 +73,9 @@ impl ResilientAlbum {
     /// be the chain's at `epoch - 1`, so reading starts there.
     pub(crate) fn fetch_from(&self) -> Epoch {
         let local = self.album.epoch();
+        if self.album.last_applied().is_none() && self.join_unchecked {
+            return local;
+        }
         local.previous().unwrap_or(local)
     }
 
@@ -124,6 +127,24 @@ impl ResilientAlbum {
                 })
             }
             Ok(_) | Err(ChainError::Unavailable) => Ok(Ok(None)),
+            // Only the commit before the epoch this device joined in is gone:
+            // its Welcome cannot be checked against the chain any more, but
+            // everything after is there. Read from its own epoch (the next
+            // fetch), rather than re-bootstrap a device that can catch up.
+            Err(ChainError::Pruned(base))
+                if self.album.last_applied().is_none()
+                    && !self.join_unchecked
+                    && base == self.album.epoch()
+                    && from < base =>
+            {
+                tracing::warn!(
+                    epoch = base.0,
+                    "the chain no longer holds the commit this device joined after: unchecked"
+                );
+                self.join_unchecked = true;
+                self.fetch_due = true;
+                Ok(Ok(None))
+            }
             Err(ChainError::Pruned(_)) => Ok(Ok(Some(self.evicted()))),
             Err(e) => Ok(Err(e)),
         }

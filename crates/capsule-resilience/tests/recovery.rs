@@ -204,6 +204,33 @@ fn a_removed_device_or_a_pruned_chain_is_unrecoverable() {
     assert_eq!(net.reconcile(1).unwrap(), ReconcileOutcome::Unrecoverable);
 }
 
+/// A device that joined and has applied nothing checks the chain's commit
+/// before its epoch against its Welcome; when the chain was pruned of exactly
+/// that commit, it cannot check, but everything after is there: it reads
+/// from its own epoch and catches up (remembered across a restart) instead
+/// of being sent to re-bootstrap.
+#[test]
+fn a_joiner_whose_join_commit_was_pruned_still_catches_up() {
+    let mut net = album();
+    let joiner = net.add_user(0, 9, 1)[0];
+    let joined = net.album(joiner).album().epoch();
+    net.nodes[joiner].chain.partition(true);
+    net.propose(0, Change::RotateAmk);
+    net.drive(0).unwrap();
+    net.server.prune_before(ALBUM.as_bytes(), joined);
+    net.nodes[joiner].chain.partition(false);
+    let outcome = net.reconcile(joiner).unwrap();
+    assert!(matches!(outcome, ReconcileOutcome::Reconciled { .. }), "{outcome:?}");
+    let (a, b) = (net.album(0).album(), net.album(joiner).album());
+    assert_eq!((b.epoch(), b.epoch_authenticator()), (a.epoch(), a.epoch_authenticator()));
+    // The flag survives a restart: the next reconcile reads from its epoch.
+    let node = &mut net.nodes[joiner];
+    let album = node.album.take().unwrap();
+    let record = album.to_record().unwrap();
+    node.album = Some(ResilientAlbum::from_record(album.into_album(), &record, RetryPolicy::default()).unwrap());
+    assert_eq!(net.reconcile(joiner).unwrap(), ReconcileOutcome::UpToDate);
+}
+
 #[test]
 fn concurrent_rotations_serialize_and_the_loser_replays_on_the_winner() {
     let mut net = album();

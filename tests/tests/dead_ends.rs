@@ -64,12 +64,12 @@ fn a_quarantined_device_leaves_by_rebootstrap_and_ends_like_its_peers() {
     let path = fx.path("user2-device2");
     drop(bob);
     {
-        let store = capsule::store::Store::open(&path).unwrap();
+        let store = capsule::store::Store::open(&path, &capsule::testkit::db_key()).unwrap();
         let me = store.load_device().unwrap();
         store.with_album(ALBUM, |a, p| a.stage(p, &me, &Change::RotateAmk, fx.validation())).unwrap();
         store.with_album(ALBUM, |a, p| a.confirm(p)).unwrap();
     }
-    let bob = capsule::Device::open(&path).unwrap();
+    let bob = capsule::Device::open(&path, &capsule::testkit::db_key()).unwrap();
     let outcome = bob.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
     assert!(matches!(outcome, capsule::resilience::ReconcileOutcome::Diverged { .. }), "{outcome:?}");
     assert!(matches!(bob.status(ALBUM).unwrap(), AlbumStatus::Quarantined { .. }));
@@ -127,7 +127,15 @@ fn a_device_with_an_expired_certificate_commits_nothing_until_renewed() {
     let seed = capsule::identity::IdentitySeed::from_bytes([1; 32]);
     let identity = &capsule::identity::IdentityKeyPair::from_seed(&seed).unwrap();
     let path = fx.path("alice");
-    let mut alice = capsule::Device::enroll(&path, identity, user(1), DeviceId::from_bytes([1; 16]), short).unwrap();
+    let mut alice = capsule::Device::enroll(
+        &path,
+        &capsule::testkit::db_key(),
+        identity,
+        user(1),
+        DeviceId::from_bytes([1; 16]),
+        short,
+    )
+    .unwrap();
     let bob = fx.enroll(2, 2).unwrap();
     alice.create_album(ALBUM, capsule::amk::HistoryPolicy::Full, [user(1)].into()).unwrap();
     alice.propose(ALBUM, Change::AddUser { user: user(2), directory: vec![bob.key_package().unwrap()] }).unwrap();
@@ -161,7 +169,7 @@ fn a_device_with_an_expired_certificate_commits_nothing_until_renewed() {
     assert_eq!(bob.keyring(ALBUM).unwrap().current(), alice.keyring(ALBUM).unwrap().current());
     // And the renewed certificate survives a restart.
     drop(alice);
-    let alice = capsule::Device::open(&path).unwrap();
+    let alice = capsule::Device::open(&path, &capsule::testkit::db_key()).unwrap();
     alice.propose(ALBUM, Change::RotateAmk).unwrap();
     alice.sync(ALBUM, &mut fx.chain(), &fx.clock, later).unwrap();
     assert_eq!(alice.status(ALBUM).unwrap(), AlbumStatus::InSync);
@@ -460,7 +468,7 @@ fn a_removed_device_keeps_what_it_could_read_and_nothing_after() {
     assert_eq!(charlie.status(ALBUM).unwrap(), AlbumStatus::NeedsRebootstrap);
     let path = fx.path("user3-device3");
     drop(charlie);
-    let charlie = capsule::Device::open(&path).unwrap();
+    let charlie = capsule::Device::open(&path, &capsule::testkit::db_key()).unwrap();
     assert_eq!(charlie.open_photo(ALBUM, &v1).unwrap(), b"v1");
     assert_eq!(charlie.open_photo(ALBUM, &v2).unwrap(), b"v2");
     assert_eq!(charlie.keyring(ALBUM).unwrap().current_version().get(), 2);
@@ -486,12 +494,12 @@ fn a_diverged_admin_is_quarantined_before_its_keys_reach_the_escrow() {
     let path = fx.path("user1-device1");
     drop(alice);
     {
-        let store = capsule::store::Store::open(&path).unwrap();
+        let store = capsule::store::Store::open(&path, &capsule::testkit::db_key()).unwrap();
         let me = store.load_device().unwrap();
         store.with_album(ALBUM, |a, p| a.stage(p, &me, &Change::RotateAmk, fx.validation())).unwrap();
         store.with_album(ALBUM, |a, p| a.confirm(p)).unwrap();
     }
-    let alice = capsule::Device::open(&path).unwrap();
+    let alice = capsule::Device::open(&path, &capsule::testkit::db_key()).unwrap();
     let local_only = alice.keyring(ALBUM).unwrap();
     assert_eq!(local_only.current_version().get(), 2);
 

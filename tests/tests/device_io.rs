@@ -28,6 +28,8 @@ struct LockProbe {
 impl LockProbe {
     fn take_write_lock(&mut self) {
         let conn = rusqlite::Connection::open(&self.db).unwrap();
+        // The fixture's database key (`testkit::db_key`), spelled as SQLCipher reads it.
+        conn.pragma_update(None, "key", format!("x'{}'", "5d".repeat(32))).unwrap();
         conn.execute_batch("BEGIN IMMEDIATE").expect("the device holds its write lock while calling the chain");
         conn.execute_batch("ROLLBACK").unwrap();
         self.calls += 1;
@@ -120,7 +122,7 @@ fn a_device_restarted_with_its_clock_back_at_zero_still_retries_on_schedule() {
 
     // The device restarts; its clock now reads zero (a reset clock, or a
     // monotonic clock passed in by mistake).
-    let alice = Device::open(&fx.path("user1-device1")).unwrap();
+    let alice = Device::open(&fx.path("user1-device1"), &capsule::testkit::db_key()).unwrap();
     let clock = capsule::resilience::testkit::SimClock::new();
     // An application that sleeps until the deadline is woken within the schedule
     // (the longest wait is 10 minutes), not in 2027.

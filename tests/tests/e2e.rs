@@ -21,8 +21,9 @@ fn enroll_add_upload_decrypt_restart() {
     let forever = Validity::new(UnixTime(0), UnixTime(u64::MAX)).unwrap();
     let (alice_id, bob_id) = (IdentityKeyPair::generate().unwrap(), IdentityKeyPair::generate().unwrap());
     let (alice, bob) = (UserId::from_bytes([1; 16]), UserId::from_bytes([2; 16]));
-    let a = Device::enroll(&dir.join("a.db"), &alice_id, alice, DeviceId::from_bytes([1; 16]), forever).unwrap();
-    let b = Device::enroll(&dir.join("b.db"), &bob_id, bob, DeviceId::from_bytes([2; 16]), forever).unwrap();
+    let key = capsule::testkit::db_key();
+    let a = Device::enroll(&dir.join("a.db"), &key, &alice_id, alice, DeviceId::from_bytes([1; 16]), forever).unwrap();
+    let b = Device::enroll(&dir.join("b.db"), &key, &bob_id, bob, DeviceId::from_bytes([2; 16]), forever).unwrap();
     let trust: BTreeMap<_, _> = [(alice, alice_id.public_key().clone()), (bob, bob_id.public_key().clone())].into();
     let v = Validation { trust: &trust, now: UnixTime(1_800_000_000) };
     let album = AlbumId::from_bytes([3; 16]);
@@ -53,8 +54,8 @@ fn enroll_add_upload_decrypt_restart() {
 
     // Both restart from their files.
     drop((a, b));
-    let a = Device::open(&dir.join("a.db")).unwrap();
-    let b = Device::open(&dir.join("b.db")).unwrap();
+    let a = Device::open(&dir.join("a.db"), &key).unwrap();
+    let b = Device::open(&dir.join("b.db"), &key).unwrap();
     assert_eq!(a.epoch(album).unwrap(), b.epoch(album).unwrap());
     let photo = b.seal_photo(album, b"after restart").unwrap();
     assert_eq!(a.open_photo(album, &photo).unwrap(), b"after restart");

@@ -18,6 +18,11 @@ use rand_core::{Rng, SeedableRng};
 
 const ALBUM: AlbumId = AlbumId::from_bytes([0x51; 16]);
 const NOW: UnixTime = UnixTime(1_800_000_000);
+
+/// The key every simulated device's database is encrypted under.
+fn db_key() -> capsule::store::DatabaseKey {
+    capsule::store::DatabaseKey::from_bytes(&[0x51; 32])
+}
 /// Devices: Alice's two (admins), Bob's (admin), Carol's (member), the guest's.
 const DEVICES: usize = 5;
 const GUEST: usize = 4;
@@ -320,8 +325,8 @@ impl World {
             let user = UserId::from_bytes([*owner; 16]);
             let id = identities.get(owner).ok_or("identity")?;
             let n = u8::try_from(i).map_err(|e| e.to_string())?;
-            let device =
-                Device::enroll(&path, id, user, DeviceId::from_bytes([n; 16]), forever).map_err(|e| e.to_string())?;
+            let device = Device::enroll(&path, &db_key(), id, user, DeviceId::from_bytes([n; 16]), forever)
+                .map_err(|e| e.to_string())?;
             let chain = FaultyChain::new(server.connect(ALBUM.as_bytes()), clock.clone());
             let group = ALBUM.as_bytes().to_vec();
             nodes.push(Node { path, device: Some(device), chain, group, on_lie: false, cut: false });
@@ -617,7 +622,8 @@ impl World {
                 self.stats.faults += 1;
                 let node = self.nodes.get_mut(*d).ok_or("node")?;
                 node.device = None; // the process dies: nothing in memory survives
-                node.device = Some(Device::open(&node.path).map_err(|e| format!("device {d} restart: {e}"))?);
+                node.device =
+                    Some(Device::open(&node.path, &db_key()).map_err(|e| format!("device {d} restart: {e}"))?);
             }
             Op::Wait(s) => self.clock.advance(Duration::from_secs(u64::from(*s))),
             Op::Refused(d) => {
@@ -722,7 +728,7 @@ impl World {
         let node = self.nodes.get_mut(d).ok_or("node")?;
         node.device = None;
         let merged = {
-            let store = capsule::store::Store::open(&node.path).map_err(|e| e.to_string())?;
+            let store = capsule::store::Store::open(&node.path, &db_key()).map_err(|e| e.to_string())?;
             let me = store.load_device().map_err(|e| e.to_string())?;
             // A device with a commit pending is left alone: its commit may be in the chain.
             // (Staging the change already pending would return that very commit,
@@ -739,7 +745,7 @@ impl World {
                 Err(_) => false,
             }
         };
-        node.device = Some(Device::open(&node.path).map_err(|e| format!("device {d} reopen: {e}"))?);
+        node.device = Some(Device::open(&node.path, &db_key()).map_err(|e| format!("device {d} reopen: {e}"))?);
         if merged {
             self.diverged.insert(d);
         }
@@ -794,12 +800,13 @@ impl World {
                     std::fs::copy(&from, format!("{}{suffix}", copy.display())).map_err(|e| e.to_string())?;
                 }
             }
-            node.device = Some(Device::open(&node.path).map_err(|e| format!("device {a} reopen: {e}"))?);
+            node.device = Some(Device::open(&node.path, &db_key()).map_err(|e| format!("device {a} reopen: {e}"))?);
         }
         let forged = IdentityKeyPair::from_seed(&IdentitySeed::from_bytes([0x99; 32])).map_err(|e| e.to_string())?;
         let forever = Validity::new(UnixTime(0), UnixTime(u64::MAX)).map_err(|e| e.to_string())?;
         let impostor = Device::enroll(
             &self.root.join(format!("impostor{n}.db")),
+            &db_key(),
             &forged,
             guest,
             DeviceId::from_bytes([0x99; 16]),
@@ -809,7 +816,7 @@ impl World {
         let mut trust = self.trust.clone();
         trust.insert(guest, forged.public_key().clone());
         let v = Validation { trust: &trust, now: NOW };
-        let modified = Device::open(&copy).map_err(|e| e.to_string())?;
+        let modified = Device::open(&copy, &db_key()).map_err(|e| e.to_string())?;
         let mut chain = self.server.connect(&self.group);
         let before = self.server.entries(&self.group).len();
         if !matches!(

@@ -28,7 +28,7 @@ fn bench(c: &mut Criterion) {
     let alice = dir.device(uid(1)).unwrap();
     let bob_mem = dir.device(uid(2)).unwrap();
     let bob_disk = dir.device(uid(2)).unwrap();
-    let store = Store::open(&root.join("bob.db")).unwrap();
+    let store = Store::open(&root.join("bob.db"), &capsule_store::DatabaseKey::from_bytes(&[0x5D; 32])).unwrap();
     let meta = AlbumMetadata::new(ALBUM, HistoryPolicy::Full, [uid(1)].into()).unwrap();
     let mut a = Album::create(&alice.provider, &alice.me, meta).unwrap();
     let kps = vec![bob_mem.key_package().unwrap(), store.with_provider(|p| key_package(p, &bob_disk.me)).unwrap()];

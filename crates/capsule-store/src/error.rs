@@ -18,6 +18,14 @@ pub enum StoreError {
         /// The newest this build knows.
         supported: i64,
     },
+    /// The key does not open the file: another key (or bytes that are not
+    /// a database under any key: encrypted pages and noise look alike).
+    #[error("the database key does not open this file")]
+    WrongKey,
+    /// A file operation (encrypting a plaintext store) failed; the file is
+    /// as it was.
+    #[error("file: {0}")]
+    Io(#[from] std::io::Error),
     /// An SQLite database that is not a Capsule device store.
     #[error("not a Capsule device store")]
     Foreign,

@@ -16,7 +16,13 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::{JsonCodec, Result, StoreError};
+use crate::{DatabaseKey, JsonCodec, Result, StoreError};
+
+/// What every plaintext SQLite file starts with (an encrypted one starts
+/// with its random salt).
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+/// SQLCipher's page size: a file shorter than one page is truncated.
+const PAGE_SIZE: u64 = 4096;
 
 /// The OpenMLS provider over a store's connection.
 pub type SqliteProvider<'a> = CapsuleProvider<SqliteStorageProvider<JsonCodec, &'a Connection>>;
@@ -117,21 +123,41 @@ impl Drop for DeviceRecord {
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) the store at `path`, encrypted under `key`.
     ///
     /// A file that is not a healthy Capsule store is refused with a typed error
-    /// and left exactly as it was.
+    /// and left exactly as it was. A plaintext Capsule store (written by an
+    /// earlier version) is first encrypted under `key`, atomically: a crash
+    /// leaves the plaintext file or the encrypted one.
     ///
     /// # Errors
-    /// [`StoreError::Corrupt`], [`StoreError::NewerSchema`], [`StoreError::Foreign`].
-    pub fn open(path: &Path) -> Result<Self> {
-        let exists = path.exists();
-        let flags = if exists {
+    /// [`StoreError::WrongKey`], [`StoreError::Corrupt`],
+    /// [`StoreError::NewerSchema`], [`StoreError::Foreign`];
+    /// [`StoreError::Io`] while encrypting a plaintext store.
+    pub fn open(path: &Path, key: &DatabaseKey) -> Result<Self> {
+        let len = std::fs::metadata(path).map(|m| m.len()).ok();
+        if len.is_some_and(|len| len > 0) && starts_with_sqlite_header(path)? {
+            encrypt_plaintext_store(path, key)?;
+        }
+        let flags = if len.is_some() {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
         } else {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
         };
         let mut conn = Connection::open_with_flags(path, flags)?;
+        // A wrong key is this function's typed error, not a line on stderr.
+        conn.pragma_update(None, "cipher_log_level", "NONE")?;
+        conn.pragma_update(None, "key", key.sqlcipher_value().as_str())?;
+        // The first read of page 1 tells whether the key opens the file.
+        if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)) {
+            return Err(match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::NotADatabase) if len.is_some_and(|len| len < PAGE_SIZE) => {
+                    StoreError::Corrupt("truncated before its first page".into())
+                }
+                Some(rusqlite::ErrorCode::NotADatabase) => StoreError::WrongKey,
+                _ => e.into(),
+            });
+        }
         // Durability over speed: a phone can die at any instant.
         conn.pragma_update(None, "synchronous", "FULL")?;
         let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
@@ -172,6 +198,18 @@ impl Store {
             .run_migrations()
             .map_err(|e| StoreError::OpenMlsMigrations(e.to_string()))?;
         Ok(Self { conn: Mutex::new(conn), observer: None })
+    }
+
+    /// Re-encrypts the whole database under `key` (SQLCipher's rekey, one
+    /// transaction: a crash leaves the file under the old key or the new
+    /// one). The application stores the new key only once this returns.
+    ///
+    /// # Errors
+    /// SQLite errors (the file stays under the old key).
+    pub fn rekey(&self, key: &DatabaseKey) -> Result<()> {
+        let conn = self.connection();
+        conn.pragma_update(None, "rekey", key.sqlcipher_value().as_str())?;
+        Ok(())
     }
 
     /// Reports every [`Step`] of every logical operation to `observer`.
@@ -653,33 +691,92 @@ impl Store {
         validation: Validation<'_>,
         chain: &mut impl CommitChain,
     ) -> Result<ReconcileOutcome> {
-        let action = match self.read_resilient(id, policy.clone(), ResilientAlbum::begin_reconcile)? {
-            ReconcileStep::Done(outcome) => return Ok(outcome),
-            ReconcileStep::Fetch(action) => action,
-        };
-        let answer = action.run(chain);
-        self.step(Step::Sent);
-        let outcome = self.with_resilient(id, policy.clone(), |r, p| {
-            // No answer is the caller's error, not a failed transaction; a bug or
-            // a storage fault rolls everything back.
-            match r.finish_reconcile(Context { provider: p, device, validation }, answer) {
-                Err(ResilienceError::Chain(e)) => Ok(Err(e)),
-                other => other.map(Ok),
+        let mut asked = None;
+        loop {
+            let action = match self.read_resilient(id, policy.clone(), ResilientAlbum::begin_reconcile)? {
+                ReconcileStep::Done(outcome) => return Ok(outcome),
+                ReconcileStep::Fetch(action) => action,
+            };
+            // A second fetch only when the first changed where to read from
+            // (a join the chain can no longer check).
+            if asked.as_ref() == Some(&action) {
+                return Err(ResilienceError::Chain(capsule_resilience::ChainError::Unavailable).into());
             }
-        })?;
-        Ok(outcome.map_err(ResilienceError::from)?)
+            let answer = action.run(chain);
+            self.step(Step::Sent);
+            let outcome = self.with_resilient(id, policy.clone(), |r, p| {
+                // No answer is the caller's error, not a failed transaction; a bug or
+                // a storage fault rolls everything back.
+                match r.finish_reconcile(Context { provider: p, device, validation }, answer) {
+                    Err(ResilienceError::Chain(e)) => Ok(Err(e)),
+                    other => other.map(Ok),
+                }
+            })?;
+            match outcome {
+                Err(capsule_resilience::ChainError::Unavailable) if asked.is_none() => asked = Some(action),
+                other => return Ok(other.map_err(ResilienceError::from)?),
+            }
+        }
     }
 
-    /// Bytes the database file takes (page count × page size).
+    /// Bytes the database file takes (its length: encrypted pages, each
+    /// with SQLCipher's per-page overhead).
     ///
     /// # Errors
-    /// SQLite errors.
+    /// SQLite or file errors.
     pub fn size_on_disk(&self) -> Result<u64> {
         let conn = self.connection();
-        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-        let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        u64::try_from(pages.saturating_mul(size)).map_err(|_| StoreError::Record("page count"))
+        let path = conn.path().filter(|p| !p.is_empty()).ok_or(StoreError::NotFound("database file"))?;
+        Ok(std::fs::metadata(path)?.len())
     }
+}
+
+/// Whether the file at `path` starts as a plaintext SQLite database does.
+fn starts_with_sqlite_header(path: &Path) -> Result<bool> {
+    use std::io::Read as _;
+    let mut head = [0u8; 16];
+    let mut file = std::fs::File::open(path)?;
+    Ok(file.read_exact(&mut head).is_ok() && head == *SQLITE_HEADER)
+}
+
+/// Encrypts a plaintext Capsule store (an earlier version's) under `key`:
+/// checked first (a foreign, damaged or newer file is refused, untouched),
+/// exported to a file beside it, flushed, then renamed over it.
+fn encrypt_plaintext_store(path: &Path, key: &DatabaseKey) -> Result<()> {
+    let beside = path.with_extension("encrypting");
+    // A leftover of an encryption a crash interrupted: the plaintext file is whole.
+    if beside.exists() {
+        std::fs::remove_file(&beside)?;
+    }
+    {
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(StoreError::Corrupt(check));
+        }
+        let version = conn
+            .query_row("SELECT version FROM capsule_schema", [], |r| r.get::<_, i64>(0))
+            .map_err(|_| StoreError::Foreign)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema { found: version, supported: SCHEMA_VERSION });
+        }
+        let target = beside.to_str().ok_or(StoreError::Record("a path that is not UTF-8"))?;
+        // Made empty here: the connection may not create files.
+        std::fs::File::create(&beside)?;
+        conn.execute("ATTACH DATABASE ?1 AS encrypted KEY ?2", params![target, key.sqlcipher_value().as_str()])?;
+        let exported = conn.query_row("SELECT sqlcipher_export('encrypted')", [], |_| Ok(()));
+        conn.execute_batch("DETACH DATABASE encrypted")?;
+        exported?;
+    }
+    std::fs::File::open(&beside)?.sync_all()?;
+    std::fs::rename(&beside, path)?;
+    // The rename itself is durable once the directory is.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    tracing::info!("a plaintext store was encrypted");
+    Ok(())
 }
 
 /// Makes one KeyPackage and records it, inside the caller's transaction.

@@ -5,12 +5,12 @@
 mod common;
 
 use capsule_mls::MlsError;
-use capsule_store::{SCHEMA_VERSION, Store, StoreError};
+use capsule_store::{DatabaseKey, SCHEMA_VERSION, Store, StoreError};
 use common::*;
 
 fn refused(s: &Scenario, name: &str, bytes: &[u8]) -> StoreError {
     let path = s.file(name, bytes);
-    let err = Store::open(&path).unwrap_err();
+    let err = Store::open(&path, &key()).unwrap_err();
     assert_eq!(std::fs::read(&path).unwrap(), bytes, "a refused file is never modified");
     err
 }
@@ -20,8 +20,9 @@ fn corrupted_truncated_foreign_and_newer_files_are_refused() {
     let s = Scenario::new("refuse");
     let good = std::fs::read(s.path("alice")).unwrap();
     assert!(good.len() > 4096);
-    // Not a database at all.
-    assert!(matches!(refused(&s, "noise.db", &[0x5A; 8192]), StoreError::Corrupt(_)));
+    // Not a database at all: encrypted pages and noise look alike, so the
+    // key is what does not open it.
+    assert!(matches!(refused(&s, "noise.db", &[0x5A; 8192]), StoreError::WrongKey));
     // Truncated: the header survives, the pages do not.
     let half = &good[..good.len() / 2];
     assert!(matches!(refused(&s, "half.db", half), StoreError::Corrupt(_)), "half");
@@ -36,13 +37,13 @@ fn corrupted_truncated_foreign_and_newer_files_are_refused() {
     let foreign = s.root.join("foreign.db");
     rusqlite::Connection::open(&foreign).unwrap().execute_batch("CREATE TABLE photos (id INTEGER);").unwrap();
     let before = std::fs::read(&foreign).unwrap();
-    assert!(matches!(Store::open(&foreign), Err(StoreError::Foreign)));
+    assert!(matches!(Store::open(&foreign, &key()), Err(StoreError::Foreign)));
     assert_eq!(std::fs::read(&foreign).unwrap(), before);
     // A newer schema.
     let newer = s.file("newer.db", &good);
-    rusqlite::Connection::open(&newer).unwrap().execute_batch("UPDATE capsule_schema SET version = 99;").unwrap();
+    keyed(&newer).execute_batch("UPDATE capsule_schema SET version = 99;").unwrap();
     let before = std::fs::read(&newer).unwrap();
-    match Store::open(&newer) {
+    match Store::open(&newer, &key()) {
         Err(StoreError::NewerSchema { found: 99, supported }) => assert_eq!(supported, SCHEMA_VERSION),
         other => panic!("{other:?}"),
     }
@@ -53,7 +54,7 @@ fn corrupted_truncated_foreign_and_newer_files_are_refused() {
 fn a_device_key_that_does_not_match_its_certificate_is_refused() {
     let s = Scenario::new("keys");
     let path = s.path("bob");
-    let conn = rusqlite::Connection::open(&path).unwrap();
+    let conn = keyed(&path);
     let record: Vec<u8> =
         conn.query_row("SELECT value FROM capsule_records WHERE kind = 'device'", [], |r| r.get(0)).unwrap();
     let mut json: serde_json::Value = serde_json::from_slice(&record).unwrap();
@@ -61,7 +62,88 @@ fn a_device_key_that_does_not_match_its_certificate_is_refused() {
     conn.execute("UPDATE capsule_records SET value = ?1 WHERE kind = 'device'", [serde_json::to_vec(&json).unwrap()])
         .unwrap();
     drop(conn);
-    assert!(matches!(Store::open(&path).unwrap().load_device(), Err(StoreError::KeyMaterial)));
+    assert!(matches!(Store::open(&path, &key()).unwrap().load_device(), Err(StoreError::KeyMaterial)));
+}
+
+/// A raw connection to an encrypted test store.
+fn keyed(path: &std::path::Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.pragma_update(None, "key", format!("x'{}'", "5d".repeat(32))).unwrap();
+    conn
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A lost phone's database: the file holds no SQLite header, no device key,
+/// no AMK, no certificate in plaintext, and another key does not open it
+/// (a typed error, the file untouched).
+#[test]
+fn the_database_is_unreadable_without_its_key() {
+    let s = Scenario::new("at-rest");
+    let (welcome, bundle) = s.add("bob", 2);
+    let bob = s.open("bob");
+    bob.join_album(&welcome, &bundle, s.dir.validation()).unwrap();
+    let device = bob.load_device().unwrap();
+    let secret = *device.secret_key_bytes();
+    let certificate = device.certificate().to_bytes().unwrap();
+    let album = bob.album(ALBUM).unwrap();
+    let amk = *album.keyring().current().1.expose_secret();
+    drop(bob);
+    let bytes = std::fs::read(s.path("bob")).unwrap();
+    assert!(bytes.len() > 4096);
+    assert!(!contains(&bytes, b"SQLite format 3"), "no plaintext SQLite header");
+    assert!(!contains(&bytes, &secret), "no device key");
+    assert!(!contains(&bytes, &amk), "no AMK");
+    assert!(!contains(&bytes, &certificate[..64]), "no certificate");
+    assert!(!contains(&bytes, b"capsule_records"), "no schema");
+    let other = DatabaseKey::from_bytes(&[0x5E; 32]);
+    assert!(matches!(Store::open(&s.path("bob"), &other), Err(StoreError::WrongKey)));
+    assert_eq!(std::fs::read(s.path("bob")).unwrap(), bytes, "a refused open never writes");
+    // The right key still opens it.
+    assert_eq!(s.open("bob").album(ALBUM).unwrap().epoch_authenticator(), album.epoch_authenticator());
+}
+
+/// Re-keying the database: the old key no longer opens it, the new one
+/// opens everything it held.
+#[test]
+fn the_database_key_can_be_rotated() {
+    let s = Scenario::new("rekey");
+    let alice = s.open("alice");
+    let before = alice.album(ALBUM).unwrap().epoch_authenticator();
+    let new = DatabaseKey::from_bytes(&[0x77; 32]);
+    alice.rekey(&new).unwrap();
+    drop(alice);
+    assert!(matches!(Store::open(&s.path("alice"), &key()), Err(StoreError::WrongKey)));
+    let alice = Store::open(&s.path("alice"), &new).unwrap();
+    assert_eq!(alice.album(ALBUM).unwrap().epoch_authenticator(), before);
+    alice.load_device().unwrap();
+}
+
+/// A store an earlier version wrote in plaintext is encrypted on its first
+/// open under the key given, and everything in it is still there; a leftover
+/// of an interrupted encryption is cleared first.
+#[test]
+fn a_plaintext_store_is_encrypted_on_open() {
+    let s = Scenario::new("plaintext");
+    let before = s.open("alice").album(ALBUM).unwrap().epoch_authenticator();
+    // The plaintext copy an earlier version would have left.
+    let plain = s.root.join("plain.db");
+    let conn = keyed(&s.path("alice"));
+    conn.execute("ATTACH DATABASE ?1 AS plain KEY ''", [plain.to_str().unwrap()]).unwrap();
+    conn.query_row("SELECT sqlcipher_export('plain')", [], |_| Ok(())).unwrap();
+    conn.execute_batch("DETACH DATABASE plain").unwrap();
+    drop(conn);
+    assert!(std::fs::read(&plain).unwrap().starts_with(b"SQLite format 3\0"));
+    std::fs::write(plain.with_extension("encrypting"), b"half an export").unwrap();
+    let store = Store::open(&plain, &key()).unwrap();
+    assert_eq!(store.album(ALBUM).unwrap().epoch_authenticator(), before);
+    drop(store);
+    assert!(!contains(&std::fs::read(&plain).unwrap(), b"SQLite format 3"));
+    assert!(!plain.with_extension("encrypting").exists());
+    assert!(matches!(Store::open(&plain, &DatabaseKey::from_bytes(&[1; 32])), Err(StoreError::WrongKey)));
+    Store::open(&plain, &key()).unwrap().load_device().unwrap();
 }
 
 #[test]

@@ -18,6 +18,7 @@ use capsule::resilience::testkit::{Fault, FaultyChain, MemoryEscrow, SimClock};
 use capsule::resilience::{AmkEscrow, RekeyReason};
 use capsule::resilience::{Change, Clock, Event, ReconcileOutcome};
 use capsule::resilience::{CommitChain, WelcomeBlobs};
+use capsule::store::DatabaseKey;
 use capsule::{Device, Received};
 use capsule_client::{Credentials, HttpChain, HttpDirectory};
 use capsule_server::{Database, Outcome, Running, Settings};
@@ -28,6 +29,7 @@ const NOW: UnixTime = UnixTime(1_800_000_000);
 struct Phone {
     name: &'static str,
     path: std::path::PathBuf,
+    key: DatabaseKey,
     device: Device,
     chain: FaultyChain<HttpChain>,
 }
@@ -189,7 +191,10 @@ fn main() {
         for name in devices {
             n += 1;
             let path = dir.join(format!("{name}.db"));
-            let device = Device::enroll(&path, &identity, user, DeviceId::from_bytes([n; 16]), forever).unwrap();
+            // Each device's database is encrypted under a key from its
+            // platform's keychain (a real app generates it at random, once).
+            let key = DatabaseKey::from_bytes(&[n.wrapping_mul(37); 32]);
+            let device = Device::enroll(&path, &key, &identity, user, DeviceId::from_bytes([n; 16]), forever).unwrap();
             // Enrolled in the server's directory: the user's key with its
             // first device, then each device's certificate.
             if *name == devices[0] {
@@ -202,7 +207,7 @@ fn main() {
             let stock = device.refresh_key_packages(&mut w.directory_of(&device), today()).unwrap();
             assert_eq!(stock.available, capsule::KEY_PACKAGE_STOCK);
             let chain = FaultyChain::new(w.chain_of(&device), clock.clone());
-            w.phones.push(Phone { name, path, device, chain });
+            w.phones.push(Phone { name, path, key, device, chain });
         }
         println!(
             "   {user_name}: identity key {} B, {} device(s) certified",
@@ -367,7 +372,7 @@ fn main() {
     );
     // Every process dies mid-ceremony; each device restarts from its database file.
     for p in &mut w.phones {
-        let reopened = Device::open(&p.path).unwrap();
+        let reopened = Device::open(&p.path, &p.key).unwrap();
         p.device = reopened;
     }
     println!("   — every device crashes and restarts from its file —");

@@ -14,7 +14,7 @@ use capsule_resilience::{
     KeyPackageDirectory, KeyPackageStock, KeyPackageUpload, Mailbox, ReconcileOutcome, RekeyReason, RekeySchedule,
     ResilienceError, ResilientAlbum, RetryPolicy, SyncReport, Timestamp,
 };
-use capsule_store::{Store, StoreError};
+use capsule_store::{DatabaseKey, Store, StoreError};
 use getrandom::SysRng;
 
 use crate::{Error, Result};
@@ -174,19 +174,23 @@ impl Device {
     /// # let mut fx = Fixture::new()?;
     /// use capsule::Device;
     /// use capsule::identity::{DeviceId, IdentityKeyPair, UnixTime, UserId, Validity};
+    /// use capsule::store::DatabaseKey;
     ///
     /// let identity = IdentityKeyPair::generate()?;
     /// let validity = Validity::new(UnixTime(1_800_000_000), UnixTime(1_900_000_000))?;
     /// let user = UserId::from_bytes([7; 16]);
-    /// let phone = Device::enroll(&fx.path("phone"), &identity, user, DeviceId::from_bytes([1; 16]), validity)?;
+    /// // The database key comes from the platform keychain (random, 32 bytes).
+    /// let key = DatabaseKey::from_bytes(&[0x42; 32]);
+    /// let phone = Device::enroll(&fx.path("phone"), &key, &identity, user, DeviceId::from_bytes([1; 16]), validity)?;
     /// assert_eq!(phone.user(), user);
     /// // A store is enrolled once: its device key is never replaced.
-    /// let again = Device::enroll(&fx.path("phone"), &identity, user, DeviceId::from_bytes([2; 16]), validity);
+    /// let again = Device::enroll(&fx.path("phone"), &key, &identity, user, DeviceId::from_bytes([2; 16]), validity);
     /// assert!(matches!(again, Err(capsule::Error::Store(capsule::store::StoreError::AlreadyEnrolled))));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn enroll(
         path: &Path,
+        database_key: &DatabaseKey,
         identity: &IdentityKeyPair,
         user: UserId,
         device: DeviceId,
@@ -195,15 +199,18 @@ impl Device {
         let key = DeviceSigningKey::generate()?;
         let claims = DeviceClaims { user, device, device_key: key.public_key(), validity };
         let me = DeviceIdentity::new(key, identity.certify_device(&claims)?)?;
-        let store = Store::open(path)?;
+        let store = Store::open(path, database_key)?;
         store.save_device(&me)?;
         Ok(Self::with(store, me))
     }
 
-    /// Opens an enrolled device's store.
+    /// Opens an enrolled device's store with the key its database is
+    /// encrypted under (a store an earlier version wrote in plaintext is
+    /// encrypted under it first).
     ///
     /// # Errors
-    /// Store errors (corrupted, newer schema, key material mismatch).
+    /// Store errors (the wrong key, corrupted, newer schema, key material
+    /// mismatch).
     ///
     /// # Examples
     /// ```
@@ -216,14 +223,43 @@ impl Device {
     /// // The process dies; the device restarts from its file with everything it had.
     /// let epoch = bob.epoch(ALBUM)?;
     /// drop(bob);
-    /// let bob = Device::open(&path)?;
+    /// let bob = Device::open(&path, &capsule::testkit::db_key())?;
     /// assert_eq!(bob.epoch(ALBUM)?, epoch);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn open(path: &Path) -> Result<Self> {
-        let store = Store::open(path)?;
+    pub fn open(path: &Path, database_key: &DatabaseKey) -> Result<Self> {
+        let store = Store::open(path, database_key)?;
         let me = store.load_device()?;
         Ok(Self::with(store, me))
+    }
+
+    /// Re-encrypts this device's database under `new_key` (one transaction:
+    /// a crash leaves it under the old key or the new one). Store the new key
+    /// in the keychain once this returns; keep the old one until then.
+    ///
+    /// # Errors
+    /// Store errors (the database stays under the old key).
+    ///
+    /// # Examples
+    /// ```
+    /// # use capsule::testkit::{Fixture, ALBUM};
+    /// # let mut fx = Fixture::new()?;
+    /// # let (alice, bob) = fx.alice_and_bob()?;
+    /// use capsule::Device;
+    /// use capsule::store::{DatabaseKey, StoreError};
+    ///
+    /// let new_key = DatabaseKey::from_bytes(&[0x77; 32]);
+    /// bob.rekey_database(&new_key)?;
+    /// drop(bob);
+    /// let path = fx.path("user2-device2");
+    /// let old = Device::open(&path, &capsule::testkit::db_key());
+    /// assert!(matches!(old, Err(capsule::Error::Store(StoreError::WrongKey))));
+    /// let bob = Device::open(&path, &new_key)?;
+    /// assert_eq!(bob.epoch(ALBUM)?, alice.epoch(ALBUM)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn rekey_database(&self, new_key: &DatabaseKey) -> Result<()> {
+        Ok(self.store.rekey(new_key)?)
     }
 
     fn with(store: Store, me: DeviceIdentity) -> Self {

@@ -13,6 +13,7 @@
 //! use capsule::identity::{DeviceId, IdentityKeyPair, UnixTime, UserId, Validity};
 //! use capsule::mls::{Epoch, Validation};
 //! use capsule::resilience::{Change, testkit::{MemoryServer, SimClock}};
+//! use capsule::store::DatabaseKey;
 //!
 //! let dir = std::env::temp_dir().join(format!("capsule-doc-{}", std::process::id()));
 //! # let _ = std::fs::remove_dir_all(&dir); // a store is enrolled once: start clean
@@ -20,8 +21,10 @@
 //! let forever = Validity::new(UnixTime(0), UnixTime(u64::MAX))?;
 //! let (alice_id, bob_id) = (IdentityKeyPair::generate()?, IdentityKeyPair::generate()?);
 //! let (alice_user, bob_user) = (UserId::from_bytes([1; 16]), UserId::from_bytes([2; 16]));
-//! let alice = Device::enroll(&dir.join("a.db"), &alice_id, alice_user, DeviceId::from_bytes([1; 16]), forever)?;
-//! let bob = Device::enroll(&dir.join("b.db"), &bob_id, bob_user, DeviceId::from_bytes([2; 16]), forever)?;
+//! // Each database's key comes from its platform's keychain.
+//! let (alice_key, bob_key) = (DatabaseKey::from_bytes(&[0xA1; 32]), DatabaseKey::from_bytes(&[0xB0; 32]));
+//! let alice = Device::enroll(&dir.join("a.db"), &alice_key, &alice_id, alice_user, DeviceId::from_bytes([1; 16]), forever)?;
+//! let bob = Device::enroll(&dir.join("b.db"), &bob_key, &bob_id, bob_user, DeviceId::from_bytes([2; 16]), forever)?;
 //! let trust: std::collections::BTreeMap<_, _> =
 //!     [(alice_user, alice_id.public_key().clone()), (bob_user, bob_id.public_key().clone())].into();
 //! let v = Validation { trust: &trust, now: UnixTime(1_800_000_000) };

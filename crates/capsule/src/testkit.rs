@@ -17,6 +17,8 @@ use capsule_mls::{Epoch, Validation};
 use capsule_resilience::Change;
 use capsule_resilience::testkit::{MemoryChain, MemoryServer, SimClock};
 
+use capsule_store::DatabaseKey;
+
 use crate::Device;
 
 /// Any layer's error, or the file system's.
@@ -42,6 +44,13 @@ impl core::fmt::Debug for Fixture {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Fixture").field("dir", &self.dir).field("users", &self.trust.len()).finish_non_exhaustive()
     }
+}
+
+/// The key every fixture database is encrypted under (a real device's comes
+/// from its platform's keychain).
+#[must_use]
+pub fn db_key() -> DatabaseKey {
+    DatabaseKey::from_bytes(&[0x5D; 32])
 }
 
 /// User `n`'s id.
@@ -97,7 +106,7 @@ impl Fixture {
         let path = self.path(&format!("user{n}-device{device}"));
         let forever = Validity::new(UnixTime(0), UnixTime(u64::MAX))?;
         let identity = self.identity(n)?;
-        Ok(Device::enroll(&path, identity, user(n), DeviceId::from_bytes([device; 16]), forever)?)
+        Ok(Device::enroll(&path, &db_key(), identity, user(n), DeviceId::from_bytes([device; 16]), forever)?)
     }
 
     /// What every device checks certificates against.

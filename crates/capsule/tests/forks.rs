@@ -15,7 +15,7 @@ use capsule::mls::{Epoch, MlsError, Validation};
 use capsule::resilience::{
     AlbumStatus, ChainError, Change, CommitChain as _, Delivery, Mailbox, ReconcileOutcome, SyncClass,
 };
-use capsule::testkit::{ALBUM, Fixture, NOW, user};
+use capsule::testkit::{ALBUM, Fixture, NOW, db_key, user};
 use capsule::{Device, Error, Received};
 
 /// Alice (admin) adds a guest whose identity key is a forgery: her modified
@@ -24,7 +24,8 @@ fn bad_commit(fx: &mut Fixture, alice: &Device) -> Device {
     let forged = IdentityKeyPair::from_seed(&IdentitySeed::from_bytes([0x99; 32])).unwrap();
     let forever = Validity::new(UnixTime(0), UnixTime(u64::MAX)).unwrap();
     let impostor =
-        Device::enroll(&fx.path("impostor"), &forged, user(4), DeviceId::from_bytes([0x99; 16]), forever).unwrap();
+        Device::enroll(&fx.path("impostor"), &db_key(), &forged, user(4), DeviceId::from_bytes([0x99; 16]), forever)
+            .unwrap();
     fx.identity(4).unwrap(); // the real user 4, whom honest devices trust
     let mut modified: BTreeMap<_, _> =
         (1..=3).map(|n| (user(n), fx.identity(n).unwrap().public_key().clone())).collect();
@@ -153,7 +154,7 @@ fn a_re_bootstrapped_device_posts_its_farewell_until_it_is_readded() {
     assert!(capsule::mls::fingerprint_header(&farewell).unwrap().departing);
     // Stored: the same bytes after a restart.
     drop(carol);
-    let carol = Device::open(&fx.path("user3-device3")).unwrap();
+    let carol = Device::open(&fx.path("user3-device3"), &db_key()).unwrap();
     assert_eq!(carol.fingerprint(ALBUM).unwrap(), farewell);
     let mut chain = fx.chain();
     carol.publish_fingerprint(ALBUM, &mut chain).unwrap();

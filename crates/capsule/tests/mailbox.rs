@@ -61,7 +61,8 @@ fn devices_publish_key_packages_join_from_their_mailbox_and_delete_spent_keys() 
     let (alice, bob) = (UserId::from_bytes([1; 16]), UserId::from_bytes([2; 16]));
     let trust = BTreeMap::from([(alice, alice_id.public_key().clone()), (bob, bob_id.public_key().clone())]);
     let enroll = |name: &str, identity: &IdentityKeyPair, user, n| {
-        Device::enroll(&tmp.path().join(name), identity, user, DeviceId::from_bytes([n; 16]), forever).unwrap()
+        let key = capsule::testkit::db_key();
+        Device::enroll(&tmp.path().join(name), &key, identity, user, DeviceId::from_bytes([n; 16]), forever).unwrap()
     };
     let phone = enroll("alice-phone", &alice_id, alice, 1);
     let (bob_phone, bob_laptop) = (enroll("bob-phone", &bob_id, bob, 2), enroll("bob-laptop", &bob_id, bob, 3));

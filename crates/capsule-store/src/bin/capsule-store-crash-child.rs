@@ -37,6 +37,11 @@ fn step_named(name: &str) -> Option<Step> {
 }
 
 /// Drives a whole re-key over the stores; the admin's store aborts at its `n`-th `step`.
+/// The key the test stores are encrypted under (the tests' `common::key`).
+fn key() -> capsule_store::DatabaseKey {
+    capsule_store::DatabaseKey::from_bytes(&[0x5D; 32])
+}
+
 fn rekey(args: &[String]) -> Result<(), String> {
     let [admin, chain_dir, step, n, members @ ..] = args else { return Err("usage: rekey …".into()) };
     let e = |e: &dyn std::fmt::Display| e.to_string();
@@ -44,7 +49,7 @@ fn rekey(args: &[String]) -> Result<(), String> {
     for u in USERS {
         dir.user(u).map_err(|x| e(&x))?;
     }
-    let mut admin_store = Store::open(&PathBuf::from(admin)).map_err(|x| e(&x))?;
+    let mut admin_store = Store::open(&PathBuf::from(admin), &key()).map_err(|x| e(&x))?;
     if let Some(at) = step_named(step) {
         let target: u32 = n.parse().map_err(|x| e(&x))?;
         let seen = Arc::new(AtomicU32::new(0));
@@ -56,7 +61,7 @@ fn rekey(args: &[String]) -> Result<(), String> {
     }
     let mut stores = vec![];
     for m in members {
-        stores.push(Store::open(&PathBuf::from(m)).map_err(|x| e(&x))?);
+        stores.push(Store::open(&PathBuf::from(m), &key()).map_err(|x| e(&x))?);
     }
     let mut chain = FileChain::open(&PathBuf::from(chain_dir), ALBUM.as_bytes()).map_err(|x| e(&x))?;
     let clock = SimClock::new();
@@ -103,7 +108,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let [op, db, rest @ ..] = args else {
         return Err("usage: <op> <db> …".into());
     };
-    let mut store = Store::open(&PathBuf::from(db)).map_err(|e| e.to_string())?;
+    let mut store = Store::open(&PathBuf::from(db), &key()).map_err(|e| e.to_string())?;
     let crash_at = rest.last().and_then(|s| step_named(s));
     if let Some(at) = crash_at {
         store.set_observer(Box::new(move |s| {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use capsule_amk::{AlbumId, AlbumMetadata, HistoryPolicy};
 use capsule_mls::Change;
 use capsule_mls::testkit::{Directory, uid};
-use capsule_store::Store;
+use capsule_store::{DatabaseKey, Store};
 
 pub const ALBUM: AlbumId = AlbumId::from_bytes([0xC5; 16]);
 pub const SEED: u8 = 60;
@@ -16,6 +16,11 @@ pub const SEED: u8 = 60;
 pub struct Scenario {
     pub dir: Directory,
     pub root: PathBuf,
+}
+
+/// The key the test stores are encrypted under (the crash child's too).
+pub fn key() -> DatabaseKey {
+    DatabaseKey::from_bytes(&[0x5D; 32])
 }
 
 impl Scenario {
@@ -31,7 +36,7 @@ impl Scenario {
         }
         for (name, user) in [("alice", 1), ("bob", 2), ("carol", 3), ("bob2", 2)] {
             let device = dir.device(uid(user)).unwrap();
-            let store = Store::open(&root.join(format!("{name}.db"))).unwrap();
+            let store = Store::open(&root.join(format!("{name}.db")), &key()).unwrap();
             store.save_device(&device.me).unwrap();
         }
         let s = Self { dir, root };
@@ -47,7 +52,7 @@ impl Scenario {
     }
 
     pub fn open(&self, name: &str) -> Store {
-        Store::open(&self.path(name)).unwrap()
+        Store::open(&self.path(name), &key()).unwrap()
     }
 
     pub fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {

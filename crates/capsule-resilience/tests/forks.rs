@@ -339,6 +339,29 @@ fn a_device_joined_from_a_welcome_of_another_history_is_quarantined_not_up_to_da
     assert!(matches!(net.reconcile(0).unwrap(), ReconcileOutcome::Diverged { .. }));
 }
 
+/// Alice's modified client (device 0) adds an impostor for user 5 whose
+/// identity key only it trusts; the chain orders the commit, and devices 1 to
+/// 3 refuse it: each quarantined, naming the commit.
+fn impostor_added_by_alice(net: &mut Net) {
+    let mallory = net.user(5);
+    let mut impostor = capsule_mls::testkit::Directory::new(99);
+    assert_eq!(impostor.user(5).unwrap(), mallory);
+    let fake = impostor.device(mallory).unwrap();
+    let mut modified = net.dir.trust.clone();
+    modified.insert(mallory, impostor.trust[&mallory].clone());
+    net.propose(0, Change::AddUser { user: mallory, directory: vec![fake.key_package().unwrap()] });
+    {
+        let validation = Validation { trust: &modified, now: NOW };
+        let n = &mut net.nodes[0];
+        let cx = Context { provider: &n.t.provider, device: &n.t.me, validation };
+        n.album.as_mut().unwrap().drive(cx, &mut n.chain, &net.clock).unwrap();
+    }
+    for d in 1..4 {
+        assert!(matches!(net.reconcile(d).unwrap(), ReconcileOutcome::Diverged { .. }), "device {d}");
+        assert!(net.album(d).quarantine().unwrap().invalid_commit.is_some());
+    }
+}
+
 /// A commit every honest member refuses, at the head of the chain (Alice's
 /// modified client adds an impostor; the server here only orders): the honest
 /// members are all quarantined, their fingerprints agree, and the chain
@@ -358,23 +381,7 @@ fn a_commit_every_honest_member_refuses_is_healed_by_a_reboot_from_the_last_vali
     let photo = seal_photo(net.album(3).album().keyring().current(), &ALBUM, b"valid", &mut rng).unwrap();
     let last_valid = net.album(1).album().epoch();
 
-    let mallory = net.user(5);
-    let mut impostor = capsule_mls::testkit::Directory::new(99);
-    assert_eq!(impostor.user(5).unwrap(), mallory);
-    let fake = impostor.device(mallory).unwrap();
-    let mut modified = net.dir.trust.clone();
-    modified.insert(mallory, impostor.trust[&mallory].clone());
-    net.propose(0, Change::AddUser { user: mallory, directory: vec![fake.key_package().unwrap()] });
-    {
-        let validation = Validation { trust: &modified, now: NOW };
-        let n = &mut net.nodes[0];
-        let cx = Context { provider: &n.t.provider, device: &n.t.me, validation };
-        n.album.as_mut().unwrap().drive(cx, &mut n.chain, &net.clock).unwrap();
-    }
-    for d in 1..4 {
-        assert!(matches!(net.reconcile(d).unwrap(), ReconcileOutcome::Diverged { .. }), "device {d}");
-        assert!(net.album(d).quarantine().unwrap().invalid_commit.is_some());
-    }
+    impostor_added_by_alice(&mut net);
     let mut board = Board::new();
     publish(&mut net, &mut board, &[1, 2, 3]);
     for d in 1..4 {
@@ -419,22 +426,7 @@ fn a_member_that_re_bootstrapped_counts_by_its_farewell_and_is_never_named() {
         net.add_user(a0, n, 1);
     }
     net.sync_all();
-    let mallory = net.user(5);
-    let mut impostor = capsule_mls::testkit::Directory::new(99);
-    let fake_user = impostor.user(5).unwrap();
-    let fake = impostor.device(fake_user).unwrap();
-    let mut modified = net.dir.trust.clone();
-    modified.insert(mallory, impostor.trust[&mallory].clone());
-    net.propose(0, Change::AddUser { user: mallory, directory: vec![fake.key_package().unwrap()] });
-    {
-        let validation = Validation { trust: &modified, now: NOW };
-        let n = &mut net.nodes[0];
-        let cx = Context { provider: &n.t.provider, device: &n.t.me, validation };
-        n.album.as_mut().unwrap().drive(cx, &mut n.chain, &net.clock).unwrap();
-    }
-    for d in 1..4 {
-        assert!(matches!(net.reconcile(d).unwrap(), ReconcileOutcome::Diverged { .. }), "device {d}");
-    }
+    impostor_added_by_alice(&mut net);
     let head = Some(Epoch(u64::try_from(net.server.entries(ALBUM.as_bytes()).len()).unwrap()));
     let mut board = Board::new();
     // Bob's farewell, then his state is gone.

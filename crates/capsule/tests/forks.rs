@@ -36,8 +36,8 @@ fn bad_commit(fx: &mut Fixture, alice: &Device) -> Device {
     impostor
 }
 
-#[test]
-fn a_commit_every_honest_member_refuses_is_healed_by_a_reboot_through_the_facade() {
+/// Alice (admin) with Bob (admin) and Carol in an album.
+fn trio() -> (Fixture, Device, Device, Device) {
     let mut fx = Fixture::new().unwrap();
     let alice = fx.enroll(1, 1).unwrap();
     let bob = fx.enroll(2, 2).unwrap();
@@ -48,6 +48,12 @@ fn a_commit_every_honest_member_refuses_is_healed_by_a_reboot_through_the_facade
         fx.sync(&alice).unwrap();
         fx.join(d).unwrap();
     }
+    (fx, alice, bob, carol)
+}
+
+#[test]
+fn a_commit_every_honest_member_refuses_is_healed_by_a_reboot_through_the_facade() {
+    let (mut fx, alice, bob, carol) = trio();
     alice.propose(ALBUM, Change::RotateAmk).unwrap();
     fx.sync(&alice).unwrap();
     for d in [&bob, &carol] {
@@ -133,16 +139,7 @@ fn a_commit_every_honest_member_refuses_is_healed_by_a_reboot_through_the_facade
 /// her new state's again.
 #[test]
 fn a_re_bootstrapped_device_posts_its_farewell_until_it_is_readded() {
-    let mut fx = Fixture::new().unwrap();
-    let alice = fx.enroll(1, 1).unwrap();
-    let bob = fx.enroll(2, 2).unwrap();
-    let carol = fx.enroll(3, 3).unwrap();
-    alice.create_album(ALBUM, HistoryPolicy::Full, [user(1), user(2)].into()).unwrap();
-    for (n, d) in [(2, &bob), (3, &carol)] {
-        alice.propose(ALBUM, Change::AddUser { user: user(n), directory: vec![d.key_package().unwrap()] }).unwrap();
-        fx.sync(&alice).unwrap();
-        fx.join(d).unwrap();
-    }
+    let (mut fx, alice, bob, carol) = trio();
     let _impostor = bad_commit(&mut fx, &alice);
     for d in [&bob, &carol] {
         let outcome = d.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();

@@ -575,19 +575,20 @@ impl ResilientAlbum {
         cx: Context<'_, P>,
         chain: &mut impl CommitChain,
     ) -> Result<ReconcileOutcome> {
-        let mut asked = None;
+        let mut retried = false;
         loop {
             let action = match self.begin_reconcile() {
                 ReconcileStep::Done(outcome) => return Ok(outcome),
                 ReconcileStep::Fetch(action) => action,
             };
-            // A second fetch only when the first changed where to read from
-            // (a join the chain can no longer check).
-            let retry = asked.is_none();
-            asked = Some(action.clone());
             match self.finish_reconcile(cx, action.run(chain)) {
+                // A second fetch only when the first changed where to read
+                // from (a join the chain can no longer check).
                 Err(ResilienceError::Chain(ChainError::Unavailable))
-                    if retry && self.begin_reconcile() != ReconcileStep::Fetch(action) => {}
+                    if !retried && self.begin_reconcile() != ReconcileStep::Fetch(action) =>
+                {
+                    retried = true;
+                }
                 other => return other,
             }
         }

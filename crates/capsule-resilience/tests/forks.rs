@@ -119,6 +119,33 @@ fn switch_to_reboot(net: &mut Net, rebooter: usize, rebooted: ResilientAlbum, jo
     old_epoch
 }
 
+/// Heals a weak fork at `epoch` whose other side is `target` (re-bootstrapped):
+/// only the coordinator, Alice's device 0, proposes the re-add from a fresh
+/// KeyPackage, and only once (device 2 and a second call propose nothing);
+/// the target joins from its Welcome, and every device ends on the head
+/// holding every AMK version.
+fn readded_by_the_coordinator(net: &mut Net, board: &Board, target: usize, epoch: Epoch) {
+    let fresh = net.nodes[target].t.key_package().unwrap();
+    let who = member(net, target);
+    let heal = |net: &mut Net, d: usize| {
+        let seen: Vec<Vec<u8>> = board.iter().filter(|(s, _)| **s != d).map(|(_, b)| b.clone()).collect();
+        with(net, d, |a, cx| a.heal_fork(cx, &seen, Some(epoch), &[(who, fresh.clone())]).unwrap())
+    };
+    assert!(heal(net, 2).is_empty(), "only the coordinator re-adds");
+    let proposed = heal(net, 0);
+    assert_eq!(proposed.len(), 1);
+    assert!(heal(net, 0).is_empty(), "proposed once");
+    net.drive(0).unwrap();
+    assert!(matches!(net.album(0).intent(proposed[0]).unwrap().state, IntentState::Confirmed { .. }));
+    net.join_at(target, epoch);
+    net.sync_all();
+    net.assert_converged();
+    let versions = |net: &Net, d: usize| net.album(d).album().keyring().held().map(|(v, _)| v).collect::<Vec<_>>();
+    for d in net.active() {
+        assert_eq!(versions(net, d), versions(net, 0), "device {d} holds every version");
+    }
+}
+
 #[test]
 fn a_member_off_the_chain_is_detected_quarantined_and_readded() {
     let mut net = four();
@@ -152,27 +179,7 @@ fn a_member_off_the_chain_is_detected_quarantined_and_readded() {
     assert!(matches!(net.album(1).status(), AlbumStatus::Quarantined { .. }));
     let discarded = with(&mut net, 1, |a, cx| a.rebootstrap(cx.provider).unwrap());
     assert_eq!(discarded.last_applied, Some(bob_commit));
-    let fresh = net.nodes[1].t.key_package().unwrap();
-
-    // Only the coordinator proposes, once.
-    let bob = member(&net, 1);
-    let heal = |net: &mut Net, d: usize| {
-        let seen: Vec<Vec<u8>> = board.iter().filter(|(s, _)| **s != d).map(|(_, b)| b.clone()).collect();
-        with(net, d, |a, cx| a.heal_fork(cx, &seen, Some(fork), &[(bob, fresh.clone())]).unwrap())
-    };
-    assert!(heal(&mut net, 2).is_empty());
-    let proposed = heal(&mut net, 0);
-    assert_eq!(proposed.len(), 1);
-    assert!(heal(&mut net, 0).is_empty());
-    net.drive(0).unwrap();
-    assert!(matches!(net.album(0).intent(proposed[0]).unwrap().state, IntentState::Confirmed { .. }));
-    net.join_at(1, fork);
-    net.sync_all();
-    net.assert_converged();
-    let versions = |net: &Net, d: usize| net.album(d).album().keyring().held().map(|(v, _)| v).collect::<Vec<_>>();
-    for d in all {
-        assert_eq!(versions(&net, d), versions(&net, 0), "device {d} holds every version");
-    }
+    readded_by_the_coordinator(&mut net, &board, 1, fork);
     publish(&mut net, &mut board, &all);
     for d in all {
         let r = reconciled_report(&mut net, &board, d);
@@ -701,23 +708,8 @@ fn a_commit_whose_path_secret_only_some_members_can_decrypt_is_detected_and_heal
             discarded.divergence.and_then(|d| d.invalid_commit).map(|i| i.commit_hash),
             Some(refused.commit_hash)
         );
-        let fresh = net.nodes[3].t.key_package().unwrap();
-        let dave = member(&net, 3);
-        let heal = |net: &mut Net, d: usize| {
-            let seen: Vec<Vec<u8>> = board.iter().filter(|(s, _)| **s != d).map(|(_, b)| b.clone()).collect();
-            with(net, d, |a, cx| a.heal_fork(cx, &seen, Some(split), &[(dave, fresh.clone())]).unwrap())
-        };
-        assert!(heal(&mut net, 2).is_empty(), "only the coordinator re-adds");
-        let proposed = heal(&mut net, 0);
-        assert_eq!(proposed.len(), 1);
-        net.drive(0).unwrap();
-        assert!(matches!(net.album(0).intent(proposed[0]).unwrap().state, IntentState::Confirmed { .. }));
-        net.join_at(3, split);
-        net.sync_all();
-        net.assert_converged();
-        let versions = |net: &Net, d: usize| net.album(d).album().keyring().held().map(|(v, _)| v).collect::<Vec<_>>();
+        readded_by_the_coordinator(&mut net, &board, 3, split);
         for d in all {
-            assert_eq!(versions(&net, d), versions(&net, 0), "device {d} holds every version");
             let opened = open_photo(net.album(d).album().keyring(), &ALBUM, &photo).unwrap();
             assert_eq!(opened.as_slice(), b"before");
         }

@@ -45,6 +45,9 @@ pub(crate) fn section(title: &str) {
 fn test_matrix(sh: &Shell, slow: bool, no_postgres: bool, only: &[String]) -> Result<()> {
     let started = std::time::Instant::now();
     let packages = metadata::workspace_packages(sh)?;
+    // Every crate is built once per feature set: incremental caches would only
+    // pile up (a clean CI run once filled its disk with them), never be reused.
+    let _incremental = sh.push_env("CARGO_INCREMENTAL", "0");
     section("rustfmt");
     cmd!(sh, "cargo fmt --all --check").run()?;
     cmd!(sh, "cargo fmt --manifest-path fuzz/Cargo.toml --check").run()?;

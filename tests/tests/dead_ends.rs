@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)] // test code
 
 use capsule::resilience::{AlbumStatus, Change, Event, IntentState, Refusal};
-use capsule::testkit::{ALBUM, Fixture, user};
+use capsule::testkit::{ALBUM, Fixture, held_keys, user};
 
 #[test]
 fn a_refused_change_fails_with_its_reason_and_does_not_wedge_the_album() {
@@ -89,7 +89,7 @@ fn a_quarantined_device_leaves_by_rebootstrap_and_ends_like_its_peers() {
     // Server-authoritative state: the same epoch, authenticator and keyring as Alice.
     assert_eq!(bob.status(ALBUM).unwrap(), AlbumStatus::InSync);
     assert_eq!(bob.epoch(ALBUM).unwrap(), alice.epoch(ALBUM).unwrap());
-    assert_eq!(bob.keyring(ALBUM).unwrap().current(), alice.keyring(ALBUM).unwrap().current());
+    assert_eq!(held_keys(&bob, ALBUM).unwrap().current(), held_keys(&alice, ALBUM).unwrap().current());
     assert_eq!(bob.open_photo(ALBUM, &before).unwrap(), b"before", "no data lost");
     let after = alice.seal_photo(ALBUM, b"after").unwrap();
     assert_eq!(bob.open_photo(ALBUM, &after).unwrap(), b"after");
@@ -166,7 +166,7 @@ fn a_device_with_an_expired_certificate_commits_nothing_until_renewed() {
     let outcome = bob.reconcile_with_server(ALBUM, &mut fx.chain(), later).unwrap();
     assert!(matches!(outcome, capsule::resilience::ReconcileOutcome::Reconciled { .. }), "{outcome:?}");
     assert_eq!(bob.epoch(ALBUM).unwrap(), alice.epoch(ALBUM).unwrap());
-    assert_eq!(bob.keyring(ALBUM).unwrap().current(), alice.keyring(ALBUM).unwrap().current());
+    assert_eq!(held_keys(&bob, ALBUM).unwrap().current(), held_keys(&alice, ALBUM).unwrap().current());
     // And the renewed certificate survives a restart.
     drop(alice);
     let alice = capsule::Device::open(&path, &capsule::testkit::db_key()).unwrap();
@@ -209,8 +209,8 @@ fn a_scheduled_rekey_runs_when_due_and_counts_from_when_it_finished() {
         }
     }
     assert_eq!(alice.status(ALBUM).unwrap(), AlbumStatus::InSync);
-    assert_eq!(alice.keyring(ALBUM).unwrap().current_version().get(), 2, "a fresh AMK");
-    assert_eq!(bob.keyring(ALBUM).unwrap().current(), alice.keyring(ALBUM).unwrap().current());
+    assert_eq!(alice.amk_versions(ALBUM).unwrap().current.get(), 2, "a fresh AMK");
+    assert_eq!(held_keys(&bob, ALBUM).unwrap().current(), held_keys(&alice, ALBUM).unwrap().current());
     // The next one counts from when this one finished.
     assert_eq!(
         alice.rekey_if_due(ALBUM, monthly, budget, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow).unwrap(),
@@ -264,8 +264,8 @@ fn a_users_new_and_readded_devices_read_what_its_first_device_reads() {
     fx.sync(&phone).unwrap();
     fx.join(&laptop).unwrap();
     let same = |d: &capsule::Device| {
-        let (ring, reference) = (d.keyring(ALBUM).unwrap(), phone.keyring(ALBUM).unwrap());
-        assert_eq!((ring.first_held(), ring.current()), (reference.first_held(), reference.current()));
+        let (ring, reference) = (held_keys(d, ALBUM).unwrap(), held_keys(&phone, ALBUM).unwrap());
+        assert_eq!((ring.versions.first_held, ring.current()), (reference.versions.first_held, reference.current()));
         assert_eq!(d.open_photo(ALBUM, &at_join).unwrap(), b"v3");
         assert!(d.open_photo(ALBUM, &before_bob).is_err());
     };
@@ -324,7 +324,7 @@ fn a_stalled_rekey_is_redriven_by_another_owner_from_the_escrow_with_no_version_
     alice.propose(ALBUM, Change::AddUser { user: user(4), directory: vec![dave.key_package().unwrap()] }).unwrap();
     fx.sync(&alice).unwrap();
     fx.join(&dave).unwrap();
-    assert_eq!(dave.keyring(ALBUM).unwrap().first_held().get(), 5, "Dave joined under the cap");
+    assert_eq!(dave.amk_versions(ALBUM).unwrap().first_held.get(), 5, "Dave joined under the cap");
 
     // Alice starts a re-key, then her phone goes dark; the directory keeps
     // a KeyPackage of hers. Dave answers; Bob's phone is offline.
@@ -345,7 +345,7 @@ fn a_stalled_rekey_is_redriven_by_another_owner_from_the_escrow_with_no_version_
         .unwrap();
     fx.sync(&alice).unwrap();
     let lineage = escrow.sealed(ALBUM).unwrap().to_vec();
-    let v1_key = alice.keyring(ALBUM).unwrap().get(capsule::amk::AmkVersion::FIRST).unwrap().expose_secret().to_vec();
+    let v1_key = held_keys(&alice, ALBUM).unwrap().get(capsule::amk::AmkVersion::FIRST).unwrap().to_vec();
     assert!(!lineage.windows(v1_key.len()).any(|w| w == v1_key.as_slice()), "the escrow holds ciphertext only");
     dave.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
     fx.sync(&dave).unwrap();
@@ -359,7 +359,7 @@ fn a_stalled_rekey_is_redriven_by_another_owner_from_the_escrow_with_no_version_
     // Bob (not an owner) cannot; nor can Dave with an escrow that holds nothing.
     bob.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
     fx.sync(&bob).unwrap();
-    let dave_before = dave.keyring(ALBUM).unwrap();
+    let dave_before = held_keys(&dave, ALBUM).unwrap();
     assert!(
         bob.recover_stalled_rekey(ALBUM, Duration::ZERO, day, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow)
             .is_err()
@@ -376,14 +376,14 @@ fn a_stalled_rekey_is_redriven_by_another_owner_from_the_escrow_with_no_version_
         )
         .is_err()
     );
-    assert_eq!(dave.keyring(ALBUM).unwrap(), dave_before, "a refusal changes nothing");
+    assert_eq!(held_keys(&dave, ALBUM).unwrap(), dave_before, "a refusal changes nothing");
 
     // Dave re-drives it: the lineage comes back, and the re-key runs to the end.
     dave.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
     let id =
         dave.recover_stalled_rekey(ALBUM, week, day, &mut fx.chain(), fx.validation(), &fx.clock, &mut escrow).unwrap();
     assert_ne!(id, RekeyId(1));
-    assert_eq!(dave.keyring(ALBUM).unwrap().first_held().get(), 1, "no version lost");
+    assert_eq!(dave.amk_versions(ALBUM).unwrap().first_held.get(), 1, "no version lost");
     // Bob's phone stays offline through this re-key too: both are re-added.
     dave.provide_rekey_key_package(ALBUM, bob.member(), bob.key_package().unwrap()).unwrap();
     dave.provide_rekey_key_package(ALBUM, alice.member(), alice_kp).unwrap();
@@ -393,7 +393,7 @@ fn a_stalled_rekey_is_redriven_by_another_owner_from_the_escrow_with_no_version_
         fx.sync(&dave).unwrap();
     }
     assert_eq!(dave.status(ALBUM).unwrap(), AlbumStatus::InSync);
-    assert_eq!(dave.keyring(ALBUM).unwrap().current_version().get(), 6, "a fresh AMK");
+    assert_eq!(dave.amk_versions(ALBUM).unwrap().current.get(), 6, "a fresh AMK");
 
     // Bob and Alice come back, are in the new epoch, and lost nothing.
     for device in [&bob, &alice] {
@@ -401,10 +401,10 @@ fn a_stalled_rekey_is_redriven_by_another_owner_from_the_escrow_with_no_version_
         join_own_welcome(&fx, device);
         device.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
         assert_eq!(device.epoch(ALBUM).unwrap(), dave.epoch(ALBUM).unwrap());
-        assert_eq!(device.keyring(ALBUM).unwrap().current(), dave.keyring(ALBUM).unwrap().current());
+        assert_eq!(held_keys(device, ALBUM).unwrap().current(), held_keys(&dave, ALBUM).unwrap().current());
     }
     assert_eq!(bob.open_photo(ALBUM, &bobs).unwrap(), b"v3", "Bob keeps his whole entitlement");
-    assert_eq!(bob.keyring(ALBUM).unwrap().first_held().get(), 3);
+    assert_eq!(bob.amk_versions(ALBUM).unwrap().first_held.get(), 3);
     assert_eq!(alice.open_photo(ALBUM, &old).unwrap(), b"v1");
     assert_eq!(dave.open_photo(ALBUM, &old).unwrap(), b"v1");
     let after = dave.seal_photo(ALBUM, b"v6").unwrap();
@@ -471,7 +471,7 @@ fn a_removed_device_keeps_what_it_could_read_and_nothing_after() {
     let charlie = capsule::Device::open(&path, &capsule::testkit::db_key()).unwrap();
     assert_eq!(charlie.open_photo(ALBUM, &v1).unwrap(), b"v1");
     assert_eq!(charlie.open_photo(ALBUM, &v2).unwrap(), b"v2");
-    assert_eq!(charlie.keyring(ALBUM).unwrap().current_version().get(), 2);
+    assert_eq!(charlie.amk_versions(ALBUM).unwrap().current.get(), 2);
     assert!(charlie.open_photo(ALBUM, &after).is_err(), "nothing after the removal");
     assert!(charlie.seal_photo(ALBUM, b"no").is_err(), "a removed device uploads nothing");
 }
@@ -500,8 +500,8 @@ fn a_diverged_admin_is_quarantined_before_its_keys_reach_the_escrow() {
         store.with_album(ALBUM, |a, p| a.confirm(p)).unwrap();
     }
     let alice = capsule::Device::open(&path, &capsule::testkit::db_key()).unwrap();
-    let local_only = alice.keyring(ALBUM).unwrap();
-    assert_eq!(local_only.current_version().get(), 2);
+    let local_only = held_keys(&alice, ALBUM).unwrap();
+    assert_eq!(local_only.versions.current.get(), 2);
 
     let refused = alice.rekey_group(
         ALBUM,
@@ -516,7 +516,7 @@ fn a_diverged_admin_is_quarantined_before_its_keys_reach_the_escrow() {
     assert!(matches!(refused, Err(capsule::Error::Resilience(ResilienceError::Quarantined { .. }))), "{refused:?}");
     assert!(escrow.sealed(ALBUM).is_none(), "nothing deposited");
     assert!(matches!(alice.status(ALBUM).unwrap(), AlbumStatus::Quarantined { .. }));
-    assert_eq!(alice.keyring(ALBUM).unwrap(), local_only, "the refusal changed nothing else");
+    assert_eq!(held_keys(&alice, ALBUM).unwrap(), local_only, "the refusal changed nothing else");
     // Bob, in step with the chain, holds version 1 only: the chain never saw a rotation.
-    assert_eq!(bob.keyring(ALBUM).unwrap().current_version().get(), 1);
+    assert_eq!(bob.amk_versions(ALBUM).unwrap().current.get(), 1);
 }

@@ -83,7 +83,7 @@ fn no_store_transaction_is_open_while_the_chain_is_called() {
     let report = alice.sync_report(ALBUM, &board, &mut probe, fx.validation()).unwrap();
     assert_eq!(report.own.len(), 2, "{report:?}");
     assert!(probe.calls >= 3 && probe_b.calls >= 3, "{} {}", probe.calls, probe_b.calls);
-    assert_eq!(alice.keyring(ALBUM).unwrap().current_version().get(), 3);
+    assert_eq!(alice.amk_versions(ALBUM).unwrap().current.get(), 3);
     assert_eq!(alice.epoch(ALBUM).unwrap(), bob.epoch(ALBUM).unwrap());
 }
 
@@ -98,7 +98,7 @@ fn reads_write_nothing() {
     assert_eq!(alice.next_deadline(ALBUM, &fx.clock).unwrap(), Some(Timestamp(0)));
     assert_eq!(alice.epoch(ALBUM).unwrap().0, Epoch(1));
     assert_eq!(alice.members(ALBUM).unwrap().len(), 2);
-    assert_eq!(alice.keyring(ALBUM).unwrap().current_version().get(), 1);
+    assert_eq!(alice.amk_versions(ALBUM).unwrap().current.get(), 1);
     let photo = alice.seal_photo(ALBUM, b"read-only").unwrap();
     assert_eq!(alice.open_photo(ALBUM, &photo).unwrap(), b"read-only");
     // SQLite bumps the file's change counter on every committed write.
@@ -165,7 +165,7 @@ fn one_device_serves_threads_on_two_albums_and_serializes_one() {
     });
     for (album, rotations) in [(ALBUM, 6), (second, 3)] {
         assert_eq!(alice.status(album).unwrap(), AlbumStatus::InSync);
-        assert_eq!(alice.keyring(album).unwrap().current_version().get(), 1 + rotations);
+        assert_eq!(alice.amk_versions(album).unwrap().current.get(), 1 + rotations);
     }
     assert_eq!(fx.server.entries(ALBUM.as_bytes()).len(), 7); // the add and six rotations
     assert_eq!(fx.server.entries(second.as_bytes()).len(), 3);

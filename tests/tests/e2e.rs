@@ -93,5 +93,5 @@ fn a_removed_device_added_back_is_a_member_again() {
     fx.sync(&bob).unwrap();
     let outcome = alice.reconcile_with_server(ALBUM, &mut fx.chain(), fx.validation()).unwrap();
     assert!(matches!(outcome, ReconcileOutcome::Reconciled { ref applied_commits } if applied_commits.len() == 1));
-    assert_eq!(alice.keyring(ALBUM).unwrap().current_version(), bob.keyring(ALBUM).unwrap().current_version());
+    assert_eq!(alice.amk_versions(ALBUM).unwrap().current, bob.amk_versions(ALBUM).unwrap().current);
 }

@@ -20,13 +20,15 @@ const AAD_LABEL: &[u8] = b"capsule/amk/v1/history-bundle";
 
 /// What a joiner receives: the versions the album's policy grants, the current
 /// write-tier key, and the ceiling the bundle attests.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryBundle {
     format: u8,
     album: AlbumId,
     policy: HistoryPolicy,
     ceiling: AmkVersion,
+    #[serde(with = "crate::keys::serde_versioned_keys")]
     entries: Vec<(AmkVersion, Amk)>,
+    #[serde(with = "crate::keys::serde_key")]
     write_key: WriteKey,
 }
 
@@ -59,7 +61,7 @@ impl HistoryBundle {
         }
         let (current, _) = keyring.current();
         let entries =
-            keyring.held().skip_while(|(v, _)| *v < first).map(|(v, amk)| (v, amk.clone())).collect::<Vec<_>>();
+            keyring.held().skip_while(|(v, _)| *v < first).map(|(v, amk)| (v, amk.copy())).collect::<Vec<_>>();
         if entries.first().map(|(v, _)| *v) != Some(first) {
             return Err(AmkError::NotHeld(first));
         }
@@ -69,7 +71,7 @@ impl HistoryBundle {
             policy: metadata.history_policy(),
             ceiling: current,
             entries,
-            write_key: keyring.write_key().1.clone(),
+            write_key: keyring.write_key().1.copy(),
         })
     }
 
@@ -128,7 +130,7 @@ impl HistoryBundle {
     pub fn seal<R: TryCryptoRng + ?Sized>(&self, key: &BundleKey, rng: &mut R) -> Result<SealedBundle> {
         let mut nonce = [0u8; 24];
         rng.try_fill_bytes(&mut nonce).map_err(|_| AmkError::Rng)?;
-        let plaintext = Zeroizing::new(encoding::encode(self)?);
+        let plaintext = encoding::encode_secret(self)?;
         let cipher = XChaCha20Poly1305::new(key.expose_secret().into());
         let ciphertext = cipher
             .encrypt(&XNonce::from(nonce), Payload { msg: &plaintext, aad: &aad(&self.album) })
@@ -141,7 +143,7 @@ impl HistoryBundle {
     /// # Errors
     /// Only on a serializer bug.
     pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>> {
-        Ok(Zeroizing::new(encoding::encode(self)?))
+        Ok(encoding::encode_secret(self)?)
     }
 
     /// Decodes the opened form; [`SealedBundle::open`] calls it after decryption.

@@ -23,6 +23,26 @@ pub enum AmkSlot<'a> {
     NotHeld,
 }
 
+/// Which AMK versions a keyring holds: numbers only, never a key, so it can be
+/// handed to an application, shown and compared freely.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HeldVersions {
+    /// The oldest version held; older ones were withheld by the history policy.
+    pub first_held: AmkVersion,
+    /// The newest version held: the one uploads are encrypted under.
+    pub current: AmkVersion,
+    /// The highest version the admin-attested chain has shown.
+    pub ceiling: AmkVersion,
+}
+
+impl HeldVersions {
+    /// How many versions are held (`first_held ..= current`).
+    #[must_use]
+    pub const fn count(&self) -> u32 {
+        self.current.get().saturating_sub(self.first_held.get()).saturating_add(1)
+    }
+}
+
 /// The AMK versions a device holds for one album.
 ///
 /// Invariants, kept by every constructor and mutator:
@@ -32,15 +52,21 @@ pub enum AmkSlot<'a> {
 /// - only the current version's write-tier key is kept, so there is never a
 ///   second live write key;
 /// - the ceiling is at least the current version and never falls.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Not `Clone`: a copy of every key is made only on purpose
+/// ([`AmkKeyring::duplicate`]).
+#[derive(PartialEq, Eq, Serialize, Deserialize)]
 pub struct AmkKeyring {
     format: u8,
     album: AlbumId,
     first_held: AmkVersion,
     /// `older[i]` is version `first_held + i`; the last of them is `current - 1`.
+    #[serde(with = "crate::keys::serde_keys")]
     older: Vec<Amk>,
     current_version: AmkVersion,
+    #[serde(with = "crate::keys::serde_key")]
     current: Amk,
+    #[serde(with = "crate::keys::serde_key")]
     write_key: WriteKey,
     ceiling: AmkVersion,
 }
@@ -93,6 +119,23 @@ impl AmkKeyring {
         Ok(ring)
     }
 
+    /// A copy of every key this keyring holds: for work that must happen
+    /// outside a store transaction (merging with an escrowed lineage before a
+    /// network deposit). Everything else borrows.
+    #[must_use]
+    pub fn duplicate(&self) -> Self {
+        Self {
+            format: self.format,
+            album: self.album,
+            first_held: self.first_held,
+            older: self.older.iter().map(Amk::copy).collect(),
+            current_version: self.current_version,
+            current: self.current.copy(),
+            write_key: self.write_key.copy(),
+            ceiling: self.ceiling,
+        }
+    }
+
     /// The invariants a decoded record must meet (constructors meet them by design).
     fn validate(&self) -> Result<()> {
         let expected_current = u32::try_from(self.older.len()).ok().and_then(|n| self.first_held.get().checked_add(n));
@@ -112,6 +155,12 @@ impl AmkKeyring {
     #[must_use]
     pub const fn current_version(&self) -> AmkVersion {
         self.current_version
+    }
+
+    /// Which versions are held, without their keys.
+    #[must_use]
+    pub const fn versions(&self) -> HeldVersions {
+        HeldVersions { first_held: self.first_held, current: self.current_version, ceiling: self.ceiling }
     }
 
     /// The current AMK.
@@ -239,7 +288,7 @@ impl AmkKeyring {
         // Held versions are contiguous on both sides and they overlap, so the
         // lineage's versions below ours join ours without a gap.
         let below: Vec<Amk> =
-            lineage.held().take_while(|(v, _)| *v < self.first_held).map(|(_, amk)| amk.clone()).collect();
+            lineage.held().take_while(|(v, _)| *v < self.first_held).map(|(_, amk)| amk.copy()).collect();
         let added = below.len();
         if added > 0 {
             self.first_held = lineage.first_held;
@@ -253,7 +302,7 @@ impl AmkKeyring {
     /// # Errors
     /// Only on a serializer bug.
     pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>> {
-        Ok(Zeroizing::new(encoding::encode(self)?))
+        Ok(encoding::encode_secret(self)?)
     }
 
     /// Decodes a stored record and checks the invariants.

@@ -53,7 +53,11 @@ impl fmt::Display for AmkVersion {
 macro_rules! secret_key {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
+        ///
+        /// Neither `Clone` nor `Serialize`: a copy exists only where this crate
+        /// makes one on purpose, and the key reaches bytes only inside this
+        /// crate's own zeroized records.
+        #[derive(Zeroize, ZeroizeOnDrop)]
         pub struct $name([u8; 32]);
 
         impl $name {
@@ -63,6 +67,21 @@ macro_rules! secret_key {
                 &self.0
             }
 
+            /// A deliberate copy (a bundle or keyring built from another).
+            #[allow(dead_code)] // not every key type is copied
+            pub(crate) const fn copy(&self) -> Self {
+                Self(self.0)
+            }
+        }
+
+        impl SecretKey for $name {
+            fn bytes(&self) -> &[u8; 32] {
+                &self.0
+            }
+
+            fn from_bytes(bytes: &[u8; 32]) -> Self {
+                Self(*bytes)
+            }
         }
 
         impl PartialEq for $name {
@@ -79,6 +98,70 @@ macro_rules! secret_key {
             }
         }
     };
+}
+
+/// The keys this crate writes into its own records ([`serde_key`], [`serde_keys`]).
+pub(crate) trait SecretKey {
+    fn bytes(&self) -> &[u8; 32];
+    fn from_bytes(bytes: &[u8; 32]) -> Self;
+}
+
+/// 32 key bytes read from a record, zeroized once they are moved into a key.
+#[derive(Deserialize, Zeroize, ZeroizeOnDrop)]
+#[serde(transparent)]
+struct Raw([u8; 32]);
+
+/// Serde for one key field of this crate's records (`#[serde(with = ...)]`):
+/// the same 32 bytes the derived encoding of `[u8; 32]` gives.
+pub(crate) mod serde_key {
+    use serde::{Deserialize as _, Deserializer, Serialize as _, Serializer};
+
+    use super::{Raw, SecretKey};
+
+    pub(crate) fn serialize<K: SecretKey, S: Serializer>(key: &K, s: S) -> core::result::Result<S::Ok, S::Error> {
+        key.bytes().serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, K: SecretKey, D: Deserializer<'de>>(d: D) -> core::result::Result<K, D::Error> {
+        Ok(K::from_bytes(&Raw::deserialize(d)?.0))
+    }
+}
+
+/// Serde for a list of keys (see [`serde_key`]).
+pub(crate) mod serde_keys {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    use super::{Raw, SecretKey};
+
+    pub(crate) fn serialize<K: SecretKey, S: Serializer>(keys: &[K], s: S) -> core::result::Result<S::Ok, S::Error> {
+        s.collect_seq(keys.iter().map(SecretKey::bytes))
+    }
+
+    pub(crate) fn deserialize<'de, K: SecretKey, D: Deserializer<'de>>(
+        d: D,
+    ) -> core::result::Result<Vec<K>, D::Error> {
+        Ok(Vec::<Raw>::deserialize(d)?.iter().map(|raw| K::from_bytes(&raw.0)).collect())
+    }
+}
+
+/// Serde for a list of versioned keys (see [`serde_key`]).
+pub(crate) mod serde_versioned_keys {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    use super::{AmkVersion, Raw, SecretKey};
+
+    pub(crate) fn serialize<K: SecretKey, S: Serializer>(
+        keys: &[(AmkVersion, K)],
+        s: S,
+    ) -> core::result::Result<S::Ok, S::Error> {
+        s.collect_seq(keys.iter().map(|(v, k)| (v, k.bytes())))
+    }
+
+    pub(crate) fn deserialize<'de, K: SecretKey, D: Deserializer<'de>>(
+        d: D,
+    ) -> core::result::Result<Vec<(AmkVersion, K)>, D::Error> {
+        Ok(Vec::<(AmkVersion, Raw)>::deserialize(d)?.iter().map(|(v, raw)| (*v, K::from_bytes(&raw.0))).collect())
+    }
 }
 
 secret_key!(

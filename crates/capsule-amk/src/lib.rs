@@ -87,7 +87,7 @@ mod photo;
 
 pub use bundle::{HistoryBundle, SealedBundle, seal_for_joiner};
 pub use error::{AmkError, Result};
-pub use keyring::{AmkKeyring, AmkSlot};
+pub use keyring::{AmkKeyring, AmkSlot, HeldVersions};
 pub use keys::{Amk, AmkVersion, BundleKey, EpochSecret, WriteKey};
 pub use metadata::{AlbumId, AlbumMetadata, AlbumUpgrade, HistoryPolicy};
 pub use photo::{PhotoHeader, PhotoId, PhotoOpener, PhotoSealer, SealedPhoto, open_photo, seal_photo};

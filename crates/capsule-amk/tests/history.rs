@@ -145,7 +145,7 @@ fn a_removed_device_has_nothing_newer_than_where_it_stopped() {
 #[test]
 fn rotation_rules_keep_one_key_per_version() {
     let mut ring = ring_at(2);
-    let before = ring.clone();
+    let before = ring.duplicate();
     // Replaying the same rotation is a no-op; a different key for it is refused.
     ring.rotate(v(2), &epoch_secret(2)).unwrap();
     assert_eq!(ring, before);
@@ -158,11 +158,11 @@ fn rotation_rules_keep_one_key_per_version() {
     assert_eq!(joined.lookup(v(1)), AmkSlot::Withheld);
     // Write keys rotate with versions: the old one is gone.
     let (wv, w) = ring.write_key();
-    let old_write = w.clone();
+    let old_write = *w.expose_secret();
     ring.rotate(v(3), &epoch_secret(3)).unwrap();
     assert_eq!(wv, v(2));
     assert_eq!(ring.write_key().0, v(3));
-    assert_ne!(ring.write_key().1, &old_write);
+    assert_ne!(ring.write_key().1.expose_secret(), &old_write);
     // Different albums derive different keys from the same epoch secret.
     let other = AmkKeyring::create(AlbumId::from_bytes([8; 16]), &epoch_secret(1)).unwrap();
     assert_ne!(other.current().1, ring_at(1).current().1);
@@ -335,7 +335,7 @@ fn an_escrowed_lineage_gives_back_withheld_versions_and_nothing_else() {
     let other = ring_through(5, 0x80);
     let early = AmkKeyring::create(ALBUM, &EpochSecret::from_exporter([1; 32])).unwrap();
     let foreign = AmkKeyring::create(AlbumId::from_bytes([0xaa; 16]), &EpochSecret::from_exporter([1; 32])).unwrap();
-    let mut ring = window.clone();
+    let mut ring = window.duplicate();
     assert_eq!(ring.recover_history(&other).unwrap_err(), AmkError::KeyConflict(v(4)));
     assert!(matches!(ring.recover_history(&early).unwrap_err(), AmkError::LineageRefused(_)));
     assert!(matches!(ring.recover_history(&foreign).unwrap_err(), AmkError::LineageRefused(_)));

@@ -253,7 +253,7 @@ fn the_keyring_decides_who_reads() {
     let (_, current) = seal(&v3_ring, 100, 12);
     let bundle_key = epoch_secret(99).bundle_key(&ALBUM).unwrap();
     let joiner = seal_for_joiner(&v3_ring, &meta, &bundle_key, &mut rng(13)).unwrap().open(&bundle_key, &meta).unwrap();
-    let before = joiner.clone();
+    let before = joiner.duplicate();
 
     assert_eq!(open_photo(&joiner, &ALBUM, &old), Err(AmkError::Withheld(v(1))));
     assert!(open_photo(&joiner, &ALBUM, &current).is_ok());

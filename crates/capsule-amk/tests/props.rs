@@ -78,7 +78,7 @@ proptest! {
                 Op::Replay { device, back, forged } => {
                     let n = devices.len();
                     let d = &mut devices[device % n];
-                    let snapshot = d.clone();
+                    let snapshot = d.duplicate();
                     if let Some(target) = AmkVersion::new(d.current_version().get().saturating_sub(back)) {
                         let result = d.rotate(target, &secret(target.get(), u8::from(forged)));
                         let withheld = target < d.first_held();

@@ -5,6 +5,7 @@
 //! decoding here re-encodes the value and refuses anything that differs.
 
 use serde::{Serialize, de::DeserializeOwned};
+use zeroize::Zeroizing;
 
 use crate::DecodeError;
 
@@ -15,6 +16,22 @@ use crate::DecodeError;
 /// `Serialize` impl; our types always serialize).
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, DecodeError> {
     postcard::to_allocvec(value).map_err(|_| DecodeError::Malformed)
+}
+
+/// Encodes `value`, which holds secrets, in its canonical form: sized first,
+/// then written into one zeroized-on-drop buffer, so no reallocation leaves a
+/// copy of a key behind on the heap.
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_secret<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, DecodeError> {
+    let size = postcard::serialize_with_flavor::<T, _, usize>(value, postcard::ser_flavors::Size::default()).map_err(|_| DecodeError::Malformed)?;
+    let mut out = Zeroizing::new(vec![0u8; size]);
+    let written = postcard::to_slice(value, out.as_mut_slice()).map_err(|_| DecodeError::Malformed)?.len();
+    if written != size {
+        return Err(DecodeError::Malformed);
+    }
+    Ok(out)
 }
 
 /// Decodes exactly one canonical `T` from `bytes`.
@@ -29,7 +46,8 @@ pub fn decode_canonical<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes);
     }
-    if encode(&value)? != bytes {
+    // The re-encoding may hold secrets (stored keyrings do): zeroized too.
+    if encode_secret(&value)?.as_slice() != bytes {
         return Err(DecodeError::NonCanonical);
     }
     Ok(value)

@@ -50,7 +50,8 @@ impl core::fmt::Debug for CommitHash {
 struct AlbumRecord {
     format: u8,
     album: [u8; 16],
-    keyring: Vec<u8>,
+    /// The keyring's own record, zeroized wherever it is copied.
+    keyring: Zeroizing<Vec<u8>>,
     pending: Option<Outgoing>,
     last_applied: Option<CommitHash>,
     evicted: bool,
@@ -64,7 +65,7 @@ struct AlbumRecord {
 struct AlbumRecordV2 {
     format: u8,
     album: [u8; 16],
-    keyring: Vec<u8>,
+    keyring: Zeroizing<Vec<u8>>,
     pending: Option<Outgoing>,
     last_applied: Option<CommitHash>,
     evicted: bool,
@@ -252,14 +253,14 @@ impl Album {
         let record = AlbumRecord {
             format: RECORD_FORMAT,
             album: *self.context.metadata.album().as_bytes(),
-            keyring: self.keyring.to_bytes()?.to_vec(),
+            keyring: self.keyring.to_bytes()?,
             pending: self.pending.clone(),
             last_applied: self.last_applied,
             evicted: self.evicted,
             marks: self.marks.clone(),
             group: self.group.group_id().as_slice().to_vec(),
         };
-        Ok(Zeroizing::new(encoding::encode(&record).map_err(|_| MlsError::Internal("album record encoding"))?))
+        encoding::encode_secret(&record).map_err(|_| MlsError::Internal("album record encoding"))
     }
 
     /// Loads an album from the provider's storage and the record
@@ -364,9 +365,14 @@ impl Album {
         &self.keyring
     }
 
-    /// Mutable keyring access for ceiling attestations from the chain.
-    pub fn keyring_mut(&mut self) -> &mut AmkKeyring {
-        &mut self.keyring
+    /// Takes back the older AMK versions an escrowed `lineage` of this album
+    /// holds ([`AmkKeyring::recover_history`]); the only change to the keyring
+    /// that does not come from a commit. Returns how many versions were added.
+    ///
+    /// # Errors
+    /// As [`AmkKeyring::recover_history`]; the keyring is unchanged on error.
+    pub fn recover_history(&mut self, lineage: &AmkKeyring) -> Result<usize> {
+        Ok(self.keyring.recover_history(lineage)?)
     }
 
     /// The current epoch.

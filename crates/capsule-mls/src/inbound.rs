@@ -153,7 +153,7 @@ impl Album {
             let secret = staged
                 .export_secret(provider.crypto(), EXPORTER_LABEL, album.as_bytes(), 32)
                 .during("exporting the new epoch's secret")?;
-            let mut keyring = self.keyring.clone();
+            let mut keyring = self.keyring.duplicate();
             keyring.rotate(new_context.amk_version, &epoch_secret(secret)?)?;
             Some(keyring)
         } else {

@@ -132,7 +132,7 @@ impl Album {
         // this device saw; joiners receive it in their bundles.
         let keyring = match group.export_secret(provider.crypto(), EXPORTER_LABEL, album.as_bytes(), 32) {
             Ok(secret) => epoch_secret(secret).and_then(|secret| {
-                let mut keyring = keyring.clone();
+                let mut keyring = keyring.duplicate();
                 keyring.rotate(context.amk_version, &secret)?;
                 Ok(keyring)
             }),

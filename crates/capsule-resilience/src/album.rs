@@ -701,11 +701,12 @@ impl ResilientAlbum {
         let album = self.album.id();
         let lineage = escrow.recover(album).map_err(ResilienceError::Escrow)?;
         let lineage = lineage.ok_or_else(|| ResilienceError::Escrow("no lineage deposited for this album".into()))?;
-        let mut keyring = self.album.keyring().clone();
+        // Merged into a copy first: the album changes only once the escrow holds it.
+        let mut keyring = self.album.keyring().duplicate();
         let recovered = keyring.recover_history(&lineage).map_err(MlsError::Amk)?;
         escrow.deposit(album, &keyring).map_err(ResilienceError::Escrow)?;
         tracing::info!(stalled = stalled.id.0, id = id.0, recovered, "re-driving a stalled re-key");
-        *self.album.keyring_mut() = keyring;
+        self.album.recover_history(&keyring)?;
         // The stalled ceremony, if it was this device's own, is replaced.
         self.rekey = None;
         let journal = RekeyJournal::new(id, stalled.reason, self.album.leaf_fingerprints(), now, budget);

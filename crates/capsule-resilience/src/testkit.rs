@@ -106,7 +106,7 @@ impl AmkEscrow for MemoryEscrow {
     fn deposit(&mut self, album: AlbumId, keyring: &AmkKeyring) -> Result<(), String> {
         // What it holds already stays: older versions the depositor was
         // withheld are kept, and a version it holds differently is refused.
-        let mut keyring = keyring.clone();
+        let mut keyring = keyring.duplicate();
         if let Some(held) = self.recover(album)? {
             keyring.recover_history(&held).map_err(|e| format!("deposit would lose or change a version: {e}"))?;
         }

@@ -1091,20 +1091,22 @@ impl World {
                 return fail(format!("device {d} quarantined under honest faults"));
             }
             let diverged = self.diverged.contains(&d) || self.lied.contains(&d);
-            let ring = dev.keyring(ALBUM).map_err(|e| e.to_string())?;
-            observed.push(format!("{d}:{status:?}@{}/{}", epoch.0, ring.current_version()));
+            let held = dev.amk_versions(ALBUM).map_err(|e| e.to_string())?;
+            observed.push(format!("{d}:{status:?}@{}/{}", epoch.0, held.current));
             if diverged {
                 // Its local-only rotation is not the album's AMK; it never sends it.
                 continue;
             }
-            for (v, k) in ring.held() {
-                let key = *k.expose_secret();
+            let keys = dev
+                .with_keyring(ALBUM, |ring| ring.held().map(|(v, k)| (v, *k.expose_secret())).collect::<Vec<_>>())
+                .map_err(|e| e.to_string())?;
+            for (v, key) in keys {
                 if *self.amk_keys.entry(v).or_insert(key) != key {
                     return fail(format!("{v} has two keys (device {d})"));
                 }
             }
             if status == AlbumStatus::NeedsRebootstrap {
-                self.evicted_at.entry(d).or_insert_with(|| ring.current_version());
+                self.evicted_at.entry(d).or_insert_with(|| held.current);
                 continue;
             }
             self.evicted_at.remove(&d);
@@ -1114,8 +1116,8 @@ impl World {
             if epoch.0 > head {
                 return fail(format!("device {d} at epoch {} beyond the head {head}", epoch.0));
             }
-            if epoch.0 == head && dev.keyring(ALBUM).is_ok() {
-                let view = (epoch, dev.members(ALBUM).map_err(|e| e.to_string())?, ring.current_version());
+            if epoch.0 == head {
+                let view = (epoch, dev.members(ALBUM).map_err(|e| e.to_string())?, held.current);
                 match &at_head {
                     Some(first) if *first != view => return fail(format!("device {d} disagrees with the head")),
                     Some(_) => {}

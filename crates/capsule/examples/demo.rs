@@ -135,7 +135,7 @@ impl World {
             self.members().iter().map(|n| self.device(n).epoch(ALBUM).unwrap()).collect();
         let agree = states.windows(2).all(|w| w[0] == w[1]);
         let (epoch, auth) = &states[0];
-        let v = self.device(self.members()[0]).keyring(ALBUM).unwrap().current_version();
+        let v = self.device(self.members()[0]).amk_versions(ALBUM).unwrap().current;
         println!(
             "   all {} devices agree: epoch {epoch}, epoch authenticator {}…, AMK {v} — {}",
             states.len(),
@@ -282,7 +282,7 @@ fn main() {
     println!(
         "   photo 2 is under AMK {}; Charlie holds up to AMK {}",
         photo2.version(),
-        charlie.keyring(ALBUM).unwrap().current_version()
+        charlie.amk_versions(ALBUM).unwrap().current
     );
     println!("   Charlie opens photo 2: {}", describe(charlie.open_photo(ALBUM, &photo2)));
     println!("   Charlie still opens photo 1 he already had: {}", describe(charlie.open_photo(ALBUM, &photo1)));
@@ -346,7 +346,7 @@ fn main() {
 
     let t = step("A full re-key (suspected compromise) survives a crash of every device");
     let mut escrow = MemoryEscrow::new([0x0e; 32]);
-    let v_before = w.device("bob-laptop").keyring(ALBUM).unwrap().current_version();
+    let v_before = w.device("bob-laptop").amk_versions(ALBUM).unwrap().current;
     {
         let v = Validation { trust: &w.trust, now: NOW };
         let i = w.idx("alice-laptop");
@@ -389,7 +389,7 @@ fn main() {
             break;
         }
     }
-    let v_after = w.device("bob-laptop").keyring(ALBUM).unwrap().current_version();
+    let v_after = w.device("bob-laptop").amk_versions(ALBUM).unwrap().current;
     println!(
         "   completed after {rounds} rounds: AMK {v_before} → {v_after}; lineage escrowed up to {}",
         escrow.recover(ALBUM).unwrap().unwrap().current_version()

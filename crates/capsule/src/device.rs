@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use capsule_amk::{AlbumId, AlbumMetadata, AmkKeyring, HistoryPolicy, SealedPhoto as Photo};
+use capsule_amk::{AlbumId, AlbumMetadata, AmkKeyring, HeldVersions, HistoryPolicy, SealedPhoto as Photo};
 use capsule_identity::{
     DeviceCertificate, DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair, UserId, Validity,
 };
@@ -104,7 +104,7 @@ impl AmkEscrow for Deposited {
     }
 
     fn recover(&self, _: AlbumId) -> core::result::Result<Option<AmkKeyring>, String> {
-        Ok(self.recovered.clone())
+        Ok(self.recovered.as_ref().map(AmkKeyring::duplicate))
     }
 }
 
@@ -706,7 +706,7 @@ impl Device {
     /// alice.propose(ALBUM, Change::RotateAmk)?;
     /// let events = alice.sync(ALBUM, &mut fx.chain(), &fx.clock, fx.validation())?;
     /// assert!(events.iter().any(|e| matches!(e, Event::Confirmed { .. })));
-    /// assert_eq!(alice.keyring(ALBUM)?.current_version().get(), 2);
+    /// assert_eq!(alice.amk_versions(ALBUM)?.current.get(), 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn sync(
@@ -857,8 +857,8 @@ impl Device {
     ///     }
     /// }
     /// assert_eq!(alice.status(ALBUM)?, AlbumStatus::InSync);
-    /// assert_eq!(bob.keyring(ALBUM)?.current_version(), alice.keyring(ALBUM)?.current_version());
-    /// assert_eq!(alice.keyring(ALBUM)?.current_version().get(), 2);
+    /// assert_eq!(bob.amk_versions(ALBUM)?.current, alice.amk_versions(ALBUM)?.current);
+    /// assert_eq!(alice.amk_versions(ALBUM)?.current.get(), 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[allow(clippy::too_many_arguments)] // each is a separate decision of the caller's
@@ -895,7 +895,7 @@ impl Device {
         escrow: &mut dyn AmkEscrow,
     ) -> Result<()> {
         let lineage =
-            self.store.read_resilient(album, self.policy.clone(), |r| r.rekey_deposit(id).map(|l| l.cloned()))??;
+            self.store.read_resilient(album, self.policy.clone(), |r| r.rekey_deposit(id).map(|l| l.map(AmkKeyring::duplicate)))??;
         let Some(lineage) = lineage else { return Ok(()) };
         escrow.deposit(album, &lineage).map_err(ResilienceError::Escrow)?;
         let now = clock.now();
@@ -1033,7 +1033,7 @@ impl Device {
     /// fx.clock.advance(2 * day);
     /// fx.sync(&alice)?; // Bob is re-added, the re-key finishes
     /// fx.sync(&alice)?;
-    /// assert!(alice.status(ALBUM)? == AlbumStatus::InSync && alice.keyring(ALBUM)?.current_version().get() == 2);
+    /// assert!(alice.status(ALBUM)? == AlbumStatus::InSync && alice.amk_versions(ALBUM)?.current.get() == 2);
     /// assert_ne!(id, RekeyId(1));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -1055,13 +1055,13 @@ impl Device {
         // call for the real one) with no store transaction open.
         self.store.reconcile_album(album, &self.policy, &self.me, validation, chain)?;
         let (stalled, keyring) = self.store.read_resilient(album, self.policy.clone(), |r| {
-            r.stalled_rekey_recoverable(owner, now, stall).map(|m| (m, r.album().keyring().clone()))
+            r.stalled_rekey_recoverable(owner, now, stall).map(|m| (m, r.album().keyring().duplicate()))
         })??;
         let recovered = escrow.recover(album).map_err(ResilienceError::Escrow)?;
         let lineage =
-            recovered.clone().ok_or_else(|| ResilienceError::Escrow("no lineage deposited for this album".into()))?;
+            recovered.as_ref().ok_or_else(|| ResilienceError::Escrow("no lineage deposited for this album".into()))?;
         let mut merged = keyring;
-        merged.recover_history(&lineage)?;
+        merged.recover_history(lineage)?;
         escrow.deposit(album, &merged).map_err(ResilienceError::Escrow)?;
         // A fresh id, distinct from the stalled one even within a millisecond.
         let id = RekeyId(now.0.max(stalled.id.0.saturating_add(1)));
@@ -1408,7 +1408,8 @@ impl Device {
         Ok(self.store.album(album)?.members())
     }
 
-    /// The AMK versions this device holds, to decrypt with.
+    /// Which AMK versions this device holds of `album`: version numbers, never
+    /// a key (photos are opened with [`Device::open_photo`]).
     ///
     /// # Errors
     /// Store errors.
@@ -1418,13 +1419,24 @@ impl Device {
     /// # use capsule::testkit::{Fixture, ALBUM};
     /// # let mut fx = Fixture::new()?;
     /// # let (alice, bob) = fx.alice_and_bob()?;
-    /// let ring = bob.keyring(ALBUM)?;
-    /// assert_eq!(ring.current_version().get(), 1);
-    /// assert_eq!(ring.held().count(), 1);
+    /// let held = bob.amk_versions(ALBUM)?;
+    /// assert_eq!(held.current.get(), 1);
+    /// assert_eq!(held.count(), 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn keyring(&self, album: AlbumId) -> Result<AmkKeyring> {
-        Ok(self.store.album(album)?.keyring().clone())
+    pub fn amk_versions(&self, album: AlbumId) -> Result<HeldVersions> {
+        Ok(self.store.album(album)?.keyring().versions())
+    }
+
+    /// Runs `f` on the album's keyring, borrowed for the call: for what
+    /// [`Device::open_photo`] and [`Device::seal_photo`] do not cover (a
+    /// streaming [`capsule_amk::PhotoOpener`], say). Nothing hands the
+    /// application a copy of the keys; `f` should not make one.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn with_keyring<T>(&self, album: AlbumId, f: impl FnOnce(&AmkKeyring) -> T) -> Result<T> {
+        Ok(f(self.store.album(album)?.keyring()))
     }
 
     /// Encrypts a photo (or a video: it is sealed in 64 KiB chunks) under a
@@ -1442,7 +1454,7 @@ impl Device {
     /// # let mut fx = Fixture::new()?;
     /// # let (alice, bob) = fx.alice_and_bob()?;
     /// let photo = alice.seal_photo(ALBUM, b"beach.jpg")?;
-    /// assert_eq!(photo.version(), alice.keyring(ALBUM)?.current_version());
+    /// assert_eq!(photo.version(), alice.amk_versions(ALBUM)?.current);
     /// // Every photo has its own id, hence its own key.
     /// assert_ne!(alice.seal_photo(ALBUM, b"beach.jpg")?.id(), photo.id());
     /// assert!(!photo.to_bytes().windows(9).any(|w| w == b"beach.jpg"));
@@ -1450,12 +1462,14 @@ impl Device {
     /// ```
     pub fn seal_photo(&self, album: AlbumId, photo: &[u8]) -> Result<Photo> {
         // One snapshot: the status and the key it allows come from the same state.
-        let (status, ring) =
-            self.store.read_resilient(album, self.policy.clone(), |r| (r.status(), r.album().keyring().clone()))?;
-        if let AlbumStatus::Quarantined { .. } | AlbumStatus::NeedsRebootstrap | AlbumStatus::Rekeying { .. } = status {
-            return Err(Error::Photo("album does not accept writes now"));
-        }
-        Ok(capsule_amk::seal_photo(ring.current(), &album, photo, &mut SysRng)?)
+        self.store.read_resilient(album, self.policy.clone(), |r| {
+            if let AlbumStatus::Quarantined { .. } | AlbumStatus::NeedsRebootstrap | AlbumStatus::Rekeying { .. } =
+                r.status()
+            {
+                return Err(Error::Photo("album does not accept writes now"));
+            }
+            Ok(capsule_amk::seal_photo(r.album().keyring().current(), &album, photo, &mut SysRng)?)
+        })?
     }
 
     /// Decrypts a photo with the keyring.
@@ -1486,8 +1500,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_photo(&self, album: AlbumId, photo: &Photo) -> Result<Vec<u8>> {
-        let ring = self.keyring(album)?;
-        let mut plaintext = capsule_amk::open_photo(&ring, &album, photo)?;
+        let mut plaintext = self.with_keyring(album, |ring| capsule_amk::open_photo(ring, &album, photo))??;
         // Handed over whole: the caller owns the photo's bytes from here.
         Ok(core::mem::take(&mut *plaintext))
     }

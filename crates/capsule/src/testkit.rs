@@ -11,7 +11,7 @@ use std::collections::btree_map::Entry;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use capsule_amk::{AlbumId, HistoryPolicy};
+use capsule_amk::{AlbumId, AmkVersion, HeldVersions, HistoryPolicy};
 use capsule_identity::{DeviceId, IdentityKeyPair, IdentityPublicKey, IdentitySeed, UnixTime, UserId, Validity};
 use capsule_mls::{Epoch, Validation};
 use capsule_resilience::Change;
@@ -165,4 +165,45 @@ impl Drop for Fixture {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Every key a device holds of an album, copied out for a test to compare
+/// devices (the facade itself hands an application no copy of a key).
+#[derive(PartialEq, Eq)]
+pub struct HeldKeys {
+    /// Which versions are held.
+    pub versions: HeldVersions,
+    /// The key of each held version.
+    pub keys: BTreeMap<AmkVersion, [u8; 32]>,
+}
+
+impl HeldKeys {
+    /// The current version and its key.
+    #[must_use]
+    pub fn current(&self) -> (AmkVersion, Option<&[u8; 32]>) {
+        (self.versions.current, self.keys.get(&self.versions.current))
+    }
+
+    /// The key of `version`, if held.
+    #[must_use]
+    pub fn get(&self, version: AmkVersion) -> Option<&[u8; 32]> {
+        self.keys.get(&version)
+    }
+}
+
+impl core::fmt::Debug for HeldKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("HeldKeys").field("versions", &self.versions).finish_non_exhaustive()
+    }
+}
+
+/// The keys `device` holds of `album` ([`HeldKeys`]).
+///
+/// # Errors
+/// Store errors.
+pub fn held_keys(device: &Device, album: AlbumId) -> crate::Result<HeldKeys> {
+    device.with_keyring(album, |ring| HeldKeys {
+        versions: ring.versions(),
+        keys: ring.held().map(|(v, k)| (v, *k.expose_secret())).collect(),
+    })
 }

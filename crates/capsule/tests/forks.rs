@@ -61,7 +61,7 @@ fn a_commit_every_honest_member_refuses_is_healed_by_a_reboot_through_the_facade
     }
     let photo = carol.seal_photo(ALBUM, b"before").unwrap();
     let last_valid = bob.epoch(ALBUM).unwrap();
-    let versions = bob.keyring(ALBUM).unwrap().held().count();
+    let versions = bob.amk_versions(ALBUM).unwrap().count();
 
     let _impostor = bad_commit(&mut fx, &alice);
     for d in [&bob, &carol] {
@@ -114,8 +114,8 @@ fn a_commit_every_honest_member_refuses_is_healed_by_a_reboot_through_the_facade
     assert_eq!(carol.epoch(ALBUM).unwrap(), bob.epoch(ALBUM).unwrap());
     assert_eq!(carol.members(ALBUM).unwrap(), vec![bob.member(), carol.member()]);
     // Every version is still there, plus the reboot's; the photo from before opens.
-    assert_eq!(carol.keyring(ALBUM).unwrap().held().count(), versions + 1);
-    assert_eq!(carol.keyring(ALBUM).unwrap().current_version(), bob.keyring(ALBUM).unwrap().current_version());
+    assert_eq!(carol.amk_versions(ALBUM).unwrap().count(), versions + 1);
+    assert_eq!(carol.amk_versions(ALBUM).unwrap().current, bob.amk_versions(ALBUM).unwrap().current);
     for d in [&bob, &carol] {
         assert_eq!(d.open_photo(ALBUM, &photo).unwrap(), b"before");
     }

@@ -137,6 +137,9 @@ pub struct PublicAlbum {
     // The public group lives in OpenMLS's storage; each album has its own, so
     // its whole content is the album's state (see `to_bytes`).
     storage: MemoryStorage,
+    /// References of the regular KeyPackages this album has added: each is
+    /// used once.
+    spent: BTreeSet<Vec<u8>>,
 }
 
 impl core::fmt::Debug for PublicAlbum {
@@ -145,11 +148,21 @@ impl core::fmt::Debug for PublicAlbum {
     }
 }
 
-/// Format version of [`PublicAlbum::to_bytes`].
-const STATE_FORMAT: u8 = 1;
+/// Format version of [`PublicAlbum::to_bytes`]. 2: the spent KeyPackages.
+const STATE_FORMAT: u8 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct StateRecord {
+    format: u8,
+    album: [u8; 16],
+    values: Vec<(Vec<u8>, Vec<u8>)>,
+    spent: Vec<Vec<u8>>,
+}
+
+/// [`StateRecord`] as format 1 wrote it: read as a state that spent nothing
+/// (what it added before is unknown; nothing spent is forgotten after).
+#[derive(Serialize, Deserialize)]
+struct StateRecordV1 {
     format: u8,
     album: [u8; 16],
     values: Vec<(Vec<u8>, Vec<u8>)>,
@@ -199,7 +212,7 @@ impl PublicAlbum {
         if context.metadata.album() != album {
             return Err(MlsError::Refused("the album context names another album"));
         }
-        Ok(OpenedGenesis(Self { group, context, storage }))
+        Ok(OpenedGenesis(Self { group, context, storage, spent: BTreeSet::new() }))
     }
 
     /// The current epoch (the one the next commit is made in).
@@ -263,14 +276,22 @@ impl PublicAlbum {
             check_commit(&self.context, &self.group, &commit.staged, Some((commit.sender, validation)))?;
         let crypto = crypto()?;
         let mut welcomed = Vec::new();
+        let mut spends = Vec::new();
         for add in commit.staged.add_proposals() {
             let key_package = add.add_proposal().key_package();
             let member = claimed_identity(key_package.leaf_node().credential())?;
-            let reference = key_package.hash_ref(&crypto).during("hashing a key package")?;
-            welcomed.push((member, reference.as_slice().to_vec()));
+            let reference = key_package.hash_ref(&crypto).during("hashing a key package")?.as_slice().to_vec();
+            if !key_package.last_resort() {
+                if self.spent.contains(&reference) || spends.contains(&reference) {
+                    return Err(Violation::KeyPackageReused.into());
+                }
+                spends.push(reference.clone());
+            }
+            welcomed.push((member, reference));
         }
         self.group.merge_commit(&self.storage, commit.staged).during("merging a commit into the public state")?;
         self.context = new_context;
+        self.spent.extend(spends);
         Ok(PublicApplied { epoch: self.epoch(), added, removed, welcomed })
     }
 
@@ -283,7 +304,8 @@ impl PublicAlbum {
         let values = self.storage.values.read().map_err(|_| MlsError::Internal("public state lock"))?;
         let mut values: Vec<(Vec<u8>, Vec<u8>)> = values.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         values.sort();
-        let record = StateRecord { format: STATE_FORMAT, album, values };
+        let spent = self.spent.iter().cloned().collect();
+        let record = StateRecord { format: STATE_FORMAT, album, values, spent };
         encoding::encode(&record).map_err(|_| MlsError::Internal("public state encoding"))
     }
 
@@ -292,11 +314,20 @@ impl PublicAlbum {
     /// # Errors
     /// [`MlsError::Malformed`] for bytes that are not such a state.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let record: StateRecord =
-            encoding::decode_canonical(bytes).map_err(|_| MlsError::Malformed("public album state"))?;
-        if record.format != STATE_FORMAT {
-            return Err(MlsError::Malformed("public album state format"));
+        let malformed = |_| MlsError::Malformed("public album state");
+        let record: StateRecord = match bytes.first() {
+            Some(&STATE_FORMAT) => encoding::decode_canonical(bytes).map_err(malformed)?,
+            Some(1) => {
+                let StateRecordV1 { album, values, .. } = encoding::decode_canonical(bytes).map_err(malformed)?;
+                StateRecord { format: STATE_FORMAT, album, values, spent: Vec::new() }
+            }
+            _ => return Err(MlsError::Malformed("public album state format")),
+        };
+        // One canonical form: the spent references sorted, each once.
+        if !record.spent.windows(2).all(|w| matches!(w, [a, b] if a < b)) {
+            return Err(MlsError::Malformed("public album state"));
         }
+        let spent = record.spent.iter().cloned().collect();
         let storage = MemoryStorage::default();
         storage.values.write().map_err(|_| MlsError::Internal("public state lock"))?.extend(record.values);
         let group = PublicGroup::load(&storage, &GroupId::from_slice(&record.album))
@@ -306,6 +337,6 @@ impl PublicAlbum {
         if context.metadata.album().as_bytes() != &record.album {
             return Err(MlsError::Malformed("public album state of another album"));
         }
-        Ok(Self { group, context, storage })
+        Ok(Self { group, context, storage, spent })
     }
 }

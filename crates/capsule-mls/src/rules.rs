@@ -62,6 +62,12 @@ pub enum Violation {
     /// Entitlements that do not follow the membership change.
     #[error("entitlements disagree with the membership change")]
     Entitlements,
+    /// A regular KeyPackage this album already added once (its private keys
+    /// went with that join, so the new leaf would be one nobody holds). Only
+    /// last-resort KeyPackages are reused, by design. (Appended last: the wire
+    /// names violations by position.)
+    #[error("a key package is used once")]
+    KeyPackageReused,
 }
 
 /// The leaves of a tree, as the rules read them: both a member's group and

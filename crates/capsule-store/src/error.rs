@@ -32,6 +32,15 @@ pub enum StoreError {
     /// The stored device key and certificate do not belong together.
     #[error("stored device key material does not match its certificate")]
     KeyMaterial,
+    /// A record of a format this build does not know (written by a newer
+    /// version): refused, never guessed at.
+    #[error("stored {record} record of unknown format {format}")]
+    UnknownFormat {
+        /// Which record.
+        record: &'static str,
+        /// Its format byte.
+        format: u8,
+    },
     /// A record that does not decode.
     #[error("stored record malformed: {0}")]
     Record(&'static str),

@@ -25,6 +25,7 @@
 mod codec;
 mod error;
 mod key;
+mod records;
 mod store;
 
 pub use codec::JsonCodec;

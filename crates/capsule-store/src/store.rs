@@ -16,6 +16,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::records::{self, DeviceRecord};
 use crate::{DatabaseKey, JsonCodec, Result, StoreError};
 
 /// What every plaintext SQLite file starts with (an encrypted one starts
@@ -28,27 +29,40 @@ const PAGE_SIZE: u64 = 4096;
 pub type SqliteProvider<'a> = CapsuleProvider<SqliteStorageProvider<JsonCodec, &'a Connection>>;
 
 /// Capsule's own schema version (OpenMLS's tables have their own migrations).
-pub const SCHEMA_VERSION: i64 = 1;
+/// 2: every record carries its format ([`crate::records`]).
+pub const SCHEMA_VERSION: i64 = 2;
 
-/// Capsule's migrations, in order: `MIGRATIONS[i]` takes the schema from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["CREATE TABLE capsule_records (
+/// One step of Capsule's schema: SQL, or records rewritten in Rust.
+enum Migration {
+    Sql(&'static str),
+    Records(fn(&Connection) -> Result<()>),
+}
+
+/// Capsule's migrations, in order: `MIGRATIONS[i]` takes the schema from `i`
+/// to `i + 1`, in one transaction.
+const MIGRATIONS: &[Migration] = &[
+    Migration::Sql(
+        "CREATE TABLE capsule_records (
         kind TEXT NOT NULL,
         id BLOB NOT NULL,
         value BLOB NOT NULL,
         PRIMARY KEY (kind, id)
-    );"];
+    );",
+    ),
+    Migration::Records(records::upgrade_from_schema_1),
+];
 
-const KIND_DEVICE: &str = "device";
+pub(crate) const KIND_DEVICE: &str = "device";
 const KIND_ALBUM: &str = "album";
 const KIND_RESILIENCE: &str = "resilience";
 /// What a re-bootstrap discarded, kept until the device joins again.
-const KIND_REBOOTSTRAP: &str = "rebootstrap";
+pub(crate) const KIND_REBOOTSTRAP: &str = "rebootstrap";
 /// The signed fingerprint a device made as it re-bootstrapped (its state is
 /// gone after), kept to publish until it joins again.
 const KIND_FAREWELL: &str = "farewell";
 /// A KeyPackage this device made (by reference): its private keys are in
 /// OpenMLS's tables until a Welcome uses it or it expires.
-const KIND_KEY_PACKAGE: &str = "key_package";
+pub(crate) const KIND_KEY_PACKAGE: &str = "key_package";
 
 /// What the store keeps about one of its KeyPackages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,18 +121,6 @@ const MAX_ROUNDS: usize = 64;
 impl core::fmt::Debug for Store {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Store").finish_non_exhaustive()
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct DeviceRecord {
-    secret: [u8; 32],
-    certificate: Vec<u8>,
-}
-
-impl Drop for DeviceRecord {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.secret);
     }
 }
 
@@ -188,9 +190,12 @@ impl Store {
         }
         let pending =
             MIGRATIONS.iter().skip(usize::try_from(version).map_err(|_| StoreError::Record("schema version"))?);
-        for (step, sql) in (version + 1..).zip(pending) {
+        for (step, migration) in (version + 1..).zip(pending) {
             let tx = conn.transaction()?;
-            tx.execute_batch(sql)?;
+            match migration {
+                Migration::Sql(sql) => tx.execute_batch(sql)?,
+                Migration::Records(upgrade) => upgrade(&tx)?,
+            }
             tx.execute("UPDATE capsule_schema SET version = ?1", params![step])?;
             tx.commit()?;
         }
@@ -294,7 +299,7 @@ impl Store {
             secret: *device.secret_key_bytes(),
             certificate: device.certificate().to_bytes().map_err(MlsError::from)?,
         };
-        let bytes = Zeroizing::new(serde_json::to_vec(&record).map_err(|_| StoreError::Record("device"))?);
+        let bytes = record.encode()?;
         self.transaction(|conn, _| {
             if get(conn, KIND_DEVICE, b"self")?.is_some() {
                 return Err(StoreError::AlreadyEnrolled);
@@ -313,12 +318,11 @@ impl Store {
         let bytes = certificate.to_bytes().map_err(MlsError::from)?;
         self.transaction(|conn, _| {
             let stored = get(conn, KIND_DEVICE, b"self")?.ok_or(StoreError::NotFound("device identity"))?;
-            let mut record: DeviceRecord = serde_json::from_slice(&stored).map_err(|_| StoreError::Record("device"))?;
+            let mut record = DeviceRecord::decode(&stored)?;
             let renewed = DeviceIdentity::new(DeviceSigningKey::from_secret_bytes(&record.secret), certificate.clone())
                 .map_err(|_| StoreError::KeyMaterial)?;
             record.certificate = bytes.clone();
-            let json = Zeroizing::new(serde_json::to_vec(&record).map_err(|_| StoreError::Record("device"))?);
-            put(conn, KIND_DEVICE, b"self", &json)?;
+            put(conn, KIND_DEVICE, b"self", &record.encode()?)?;
             Ok(renewed)
         })
     }
@@ -351,7 +355,7 @@ impl Store {
     pub fn load_device(&self) -> Result<DeviceIdentity> {
         let bytes =
             self.read(|conn, _| get(conn, KIND_DEVICE, b"self"))?.ok_or(StoreError::NotFound("device identity"))?;
-        let record: DeviceRecord = serde_json::from_slice(&bytes).map_err(|_| StoreError::Record("device"))?;
+        let record = DeviceRecord::decode(&bytes)?;
         let certificate =
             DeviceCertificate::from_bytes(&record.certificate).map_err(|_| StoreError::Record("device certificate"))?;
         DeviceIdentity::new(DeviceSigningKey::from_secret_bytes(&record.secret), certificate)
@@ -510,8 +514,7 @@ impl Store {
             self.step(Step::MlsWritten);
             delete(conn, KIND_ALBUM, id.as_bytes())?;
             delete(conn, KIND_RESILIENCE, id.as_bytes())?;
-            let record =
-                capsule_identity::encoding::encode(&discarded).map_err(|_| StoreError::Record("rebootstrap"))?;
+            let record = records::encode_rebootstrap(&discarded)?;
             put(conn, KIND_REBOOTSTRAP, id.as_bytes(), &record)?;
             match farewell {
                 Some(farewell) => put(conn, KIND_FAREWELL, id.as_bytes(), &farewell)?,
@@ -617,9 +620,7 @@ impl Store {
     pub fn rebootstrap_record(&self, id: AlbumId) -> Result<Option<Discarded>> {
         self.read(|conn, _| {
             get(conn, KIND_REBOOTSTRAP, id.as_bytes())?
-                .map(|bytes| {
-                    capsule_identity::encoding::decode_canonical(&bytes).map_err(|_| StoreError::Record("rebootstrap"))
-                })
+                .map(|bytes| records::decode_rebootstrap(&bytes))
                 .transpose()
         })
     }
@@ -789,8 +790,7 @@ fn make_key_package(
 ) -> Result<NewKeyPackage> {
     let made = capsule_mls::new_key_package(p, device, last_resort, lifetime_secs)?;
     let record = KeyPackageRecord { not_after: made.not_after, last_resort };
-    let bytes = capsule_identity::encoding::encode(&record).map_err(|_| StoreError::Record("key package"))?;
-    put(conn, KIND_KEY_PACKAGE, &made.reference, &bytes)?;
+    put(conn, KIND_KEY_PACKAGE, &made.reference, &records::encode_key_package(&record)?)?;
     Ok(made)
 }
 
@@ -801,9 +801,7 @@ fn key_package_records(conn: &Connection) -> Result<Vec<(Vec<u8>, KeyPackageReco
     let mut out = Vec::new();
     for row in rows {
         let (id, value) = row?;
-        let record =
-            capsule_identity::encoding::decode_canonical(&value).map_err(|_| StoreError::Record("key package"))?;
-        out.push((id, record));
+        out.push((id, records::decode_key_package(&value)?));
     }
     Ok(out)
 }

@@ -1,6 +1,6 @@
 //! Opening files: what is refused (typed, file untouched), and what survives.
 
-#![allow(clippy::unwrap_used, clippy::panic)] // test code
+#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)] // test code
 
 mod common;
 
@@ -55,14 +55,78 @@ fn a_device_key_that_does_not_match_its_certificate_is_refused() {
     let s = Scenario::new("keys");
     let path = s.path("bob");
     let conn = keyed(&path);
-    let record: Vec<u8> =
+    let mut record: Vec<u8> =
         conn.query_row("SELECT value FROM capsule_records WHERE kind = 'device'", [], |r| r.get(0)).unwrap();
-    let mut json: serde_json::Value = serde_json::from_slice(&record).unwrap();
-    json["secret"][0] = serde_json::json!((json["secret"][0].as_u64().unwrap() + 1) % 256);
-    conn.execute("UPDATE capsule_records SET value = ?1 WHERE kind = 'device'", [serde_json::to_vec(&json).unwrap()])
-        .unwrap();
+    // Format byte, then the 32 secret bytes.
+    record[1] ^= 1;
+    conn.execute("UPDATE capsule_records SET value = ?1 WHERE kind = 'device'", [record]).unwrap();
     drop(conn);
     assert!(matches!(Store::open(&path, &key()).unwrap().load_device(), Err(StoreError::KeyMaterial)));
+}
+
+/// What schema 1 wrote: the device record as JSON, the key-package and
+/// re-bootstrap records without a format byte.
+fn as_schema_1(path: &std::path::Path) {
+    let conn = keyed(path);
+    let device: Vec<u8> =
+        conn.query_row("SELECT value FROM capsule_records WHERE kind = 'device'", [], |r| r.get(0)).unwrap();
+    let (secret, certificate) = (&device[1..33], &device[33..]);
+    // postcard's length prefix of the certificate, then the certificate.
+    let certificate = postcard::from_bytes::<Vec<u8>>(certificate).unwrap();
+    let json = serde_json::to_vec(&serde_json::json!({ "secret": secret, "certificate": certificate })).unwrap();
+    conn.execute("UPDATE capsule_records SET value = ?1 WHERE kind = 'device'", [json]).unwrap();
+    conn.execute(
+        "UPDATE capsule_records SET value = substr(value, 2) WHERE kind IN ('key_package', 'rebootstrap')",
+        [],
+    )
+    .unwrap();
+    conn.execute("UPDATE capsule_schema SET version = 1", []).unwrap();
+}
+
+#[test]
+fn records_of_schema_1_are_upgraded_when_the_store_opens() {
+    let s = Scenario::new("schema1");
+    let path = s.path("bob");
+    let (device, key_packages) = {
+        let store = Store::open(&path, &key()).unwrap();
+        let me = store.load_device().unwrap();
+        store.make_key_package(&me, 3600).unwrap();
+        (me.certificate().clone(), store.key_packages().unwrap())
+    };
+    assert!(!key_packages.is_empty());
+    as_schema_1(&path);
+    let store = Store::open(&path, &key()).unwrap();
+    assert_eq!(store.load_device().unwrap().certificate(), &device);
+    assert_eq!(store.key_packages().unwrap(), key_packages);
+    drop(store);
+    let conn = keyed(&path);
+    let version: i64 = conn.query_row("SELECT version FROM capsule_schema", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let formats: Vec<u8> = conn
+        .prepare("SELECT substr(value, 1, 1) FROM capsule_records WHERE kind IN ('device', 'key_package')")
+        .unwrap()
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .unwrap()
+        .map(|f| f.unwrap()[0])
+        .collect();
+    assert!(formats.iter().all(|f| *f == 2), "{formats:?}");
+}
+
+#[test]
+fn a_record_of_a_newer_format_is_refused_and_left_as_it_is() {
+    let s = Scenario::new("newer");
+    let path = s.path("bob");
+    let conn = keyed(&path);
+    conn.execute("UPDATE capsule_records SET value = CAST(X'09' || substr(value, 2) AS BLOB) WHERE kind = 'device'", []).unwrap();
+    let before: Vec<u8> =
+        conn.query_row("SELECT value FROM capsule_records WHERE kind = 'device'", [], |r| r.get(0)).unwrap();
+    drop(conn);
+    let store = Store::open(&path, &key()).unwrap();
+    assert!(matches!(store.load_device(), Err(StoreError::UnknownFormat { record: "device", format: 9 })));
+    drop(store);
+    let after: Vec<u8> =
+        keyed(&path).query_row("SELECT value FROM capsule_records WHERE kind = 'device'", [], |r| r.get(0)).unwrap();
+    assert_eq!(after, before);
 }
 
 /// A raw connection to an encrypted test store.

@@ -83,6 +83,25 @@ pub enum Change {
     },
 }
 
+impl Change {
+    /// The ceremony's name, naming nobody (what logs show).
+    #[must_use]
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::AddUser { .. } => "add user",
+            Self::AddDevice { .. } => "add device",
+            Self::RemoveUser { .. } => "remove user",
+            Self::RemoveDevice { .. } => "remove device",
+            Self::RotateAmk => "rotate AMK",
+            Self::SelfUpdate => "self update",
+            Self::BeginRekey { .. } => "begin re-key",
+            Self::FinishRekey { .. } => "finish re-key",
+            Self::ReAddDevice { .. } => "re-add device",
+            Self::UpgradeAlbum { .. } => "upgrade album",
+        }
+    }
+}
+
 /// KeyPackages are several kilobytes each: shown by size.
 impl core::fmt::Debug for Change {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

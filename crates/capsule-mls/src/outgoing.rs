@@ -376,7 +376,7 @@ impl Album {
             welcome,
             bundle: sealed,
         };
-        tracing::debug!(epoch = epoch.0, change = ?out.change, hash = ?out.commit_hash, "commit staged");
+        tracing::debug!(epoch = epoch.0, change = out.change.name(), "commit staged");
         self.pending = Some(out.clone());
         Ok(out)
     }

@@ -263,7 +263,7 @@ impl ResilientAlbum {
                 // an added member's) identity key yet. Nothing is quarantined;
                 // the caller retries once the trust store learns it.
                 Err(MlsError::UnknownIdentity { user }) => {
-                    tracing::info!(epoch = entry.epoch.0, ?user, "chain commit cannot be verified yet");
+                    tracing::info!(epoch = entry.epoch.0, "chain commit cannot be verified yet (an identity key not yet known)");
                     return Err(ResilienceError::CannotVerifyYet { epoch: entry.epoch, user });
                 }
                 // The chain holds a well-formed commit this device refuses: it is
@@ -275,7 +275,7 @@ impl ResilientAlbum {
                         commit_hash: entry.commit_hash,
                         committer: self.album.claimed_committer(&entry.commit),
                     };
-                    tracing::warn!(error = %e, epoch = entry.epoch.0, committer = ?invalid.committer, "chain commit refused");
+                    tracing::warn!(error = %e, epoch = entry.epoch.0, "chain commit refused");
                     self.events.push(Event::InvalidCommit { commit: invalid, reason: e.to_string() });
                     let divergence = Divergence {
                         local_epoch: self.album.epoch(),

@@ -108,6 +108,34 @@ impl AmkEscrow for Deposited {
     }
 }
 
+/// Identifiers as logs show them: the first 8 hex digits of an HMAC-SHA256
+/// (HKDF-Expand) under a key derived from the device key, so one device's
+/// logs correlate while a log reader learns no album or person from them.
+struct LogIds(zeroize::Zeroizing<[u8; 32]>);
+
+impl core::fmt::Debug for LogIds {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("LogIds(..)")
+    }
+}
+
+impl LogIds {
+    fn new(me: &DeviceIdentity) -> Self {
+        let (prk, _) = hkdf::Hkdf::<sha2::Sha256>::extract(Some(b"capsule/v1/log-ids"), &*me.secret_key_bytes());
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(&prk);
+        Self(key)
+    }
+
+    fn of(&self, id: &[u8]) -> String {
+        let mut tag = [0u8; 4];
+        match hkdf::Hkdf::<sha2::Sha256>::from_prk(&*self.0).map(|k| k.expand(id, &mut tag)) {
+            Ok(Ok(())) => tag.iter().map(|b| format!("{b:02x}")).collect(),
+            _ => "-".to_owned(),
+        }
+    }
+}
+
 /// One enrolled device. Its state lives in its store; every call is one or more
 /// durable transactions.
 ///
@@ -123,6 +151,7 @@ impl AmkEscrow for Deposited {
 pub struct Device {
     store: Store,
     me: DeviceIdentity,
+    log_ids: LogIds,
     policy: RetryPolicy,
     /// One lock per album, held for a whole logical operation.
     albums: Mutex<BTreeMap<AlbumId, Arc<Mutex<()>>>>,
@@ -263,7 +292,14 @@ impl Device {
     }
 
     fn with(store: Store, me: DeviceIdentity) -> Self {
-        Self { store, me, policy: RetryPolicy::default(), albums: Mutex::new(BTreeMap::new()) }
+        let log_ids = LogIds::new(&me);
+        Self { store, me, log_ids, policy: RetryPolicy::default(), albums: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// The span of one public operation on `album`: the album named by its
+    /// log id, never its id.
+    fn span(&self, operation: &'static str, album: AlbumId) -> tracing::span::EnteredSpan {
+        tracing::info_span!("capsule", operation, album = %self.log_ids.of(album.as_bytes())).entered()
     }
 
     /// The lock that serializes logical operations on one album.
@@ -545,6 +581,7 @@ impl Device {
     /// # Errors
     /// Store errors; [`Error::Mls`] for an album this device left.
     pub fn album_genesis(&self, album: AlbumId) -> Result<Genesis> {
+        let _span = self.span("album_genesis", album);
         Ok(self.store.with_album(album, |a, p| a.genesis(p, &self.me))?)
     }
 
@@ -585,6 +622,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn create_album(&self, album: AlbumId, policy: HistoryPolicy, admins: BTreeSet<UserId>) -> Result<AlbumId> {
+        let _span = self.span("create_album", album);
         let metadata = AlbumMetadata::new(album, policy, admins)?;
         Ok(self.store.create_album(&self.me, metadata)?)
     }
@@ -631,6 +669,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn propose(&self, album: AlbumId, change: Change) -> Result<IntentId> {
+        let _span = self.span("propose", album);
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
         Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| Ok(r.propose(change)))?)
@@ -661,6 +700,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn cancel(&self, album: AlbumId, intent: IntentId) -> Result<()> {
+        let _span = self.span("cancel", album);
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
         Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| r.cancel(intent))?)
@@ -687,6 +727,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn intent_state(&self, album: AlbumId, intent: IntentId) -> Result<Option<IntentState>> {
+        let _span = self.span("intent_state", album);
         Ok(self.store.read_resilient(album, self.policy.clone(), |r| r.intent(intent).map(|i| i.state.clone()))?)
     }
 
@@ -716,6 +757,7 @@ impl Device {
         clock: &impl Clock,
         validation: Validation<'_>,
     ) -> Result<Vec<Event>> {
+        let _span = self.span("sync", album);
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
         Ok(self.store.sync_album(album, &self.policy, &self.me, validation, chain, clock)?)
@@ -752,6 +794,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn next_deadline(&self, album: AlbumId, clock: &impl Clock) -> Result<Option<Timestamp>> {
+        let _span = self.span("next_deadline", album);
         let now = clock.now();
         Ok(self.store.read_resilient(album, self.policy.clone(), |r| r.next_wakeup(now))?)
     }
@@ -783,6 +826,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn connectivity_restored(&self, album: AlbumId, clock: &impl Clock) -> Result<()> {
+        let _span = self.span("connectivity_restored", album);
         let now = clock.now();
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
@@ -818,6 +862,7 @@ impl Device {
         chain: &mut impl CommitChain,
         validation: Validation<'_>,
     ) -> Result<ReconcileOutcome> {
+        let _span = self.span("reconcile_with_server", album);
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
         Ok(self.store.reconcile_album(album, &self.policy, &self.me, validation, chain)?)
@@ -873,6 +918,7 @@ impl Device {
         clock: &impl Clock,
         escrow: &mut dyn AmkEscrow,
     ) -> Result<()> {
+        let _span = self.span("rekey_group", album);
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
         self.store.reconcile_album(album, &self.policy, &self.me, validation, chain)?;
@@ -943,6 +989,7 @@ impl Device {
         clock: &impl Clock,
         escrow: &mut dyn AmkEscrow,
     ) -> Result<Option<RekeyId>> {
+        let _span = self.span("rekey_if_due", album);
         let (now, user) = (clock.now(), self.user());
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
@@ -995,6 +1042,7 @@ impl Device {
         clock: &impl Clock,
         stall: core::time::Duration,
     ) -> Result<Option<capsule_mls::RekeyMarker>> {
+        let _span = self.span("stalled_rekey", album);
         let now = clock.now();
         Ok(self.store.read_resilient(album, self.policy.clone(), |r| r.stalled_rekey(now, stall))?)
     }
@@ -1048,6 +1096,7 @@ impl Device {
         clock: &impl Clock,
         escrow: &mut dyn AmkEscrow,
     ) -> Result<RekeyId> {
+        let _span = self.span("recover_stalled_rekey", album);
         let (now, owner) = (clock.now(), self.user());
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
@@ -1095,6 +1144,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn provide_rekey_key_package(&self, album: AlbumId, member: Member, key_package: Vec<u8>) -> Result<()> {
+        let _span = self.span("provide_rekey_key_package", album);
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
         Ok(self.store.with_resilient(album, self.policy.clone(), |r, _| {
@@ -1124,6 +1174,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn status(&self, album: AlbumId) -> Result<AlbumStatus> {
+        let _span = self.span("status", album);
         match self.store.read_resilient(album, self.policy.clone(), ResilientAlbum::status) {
             Err(StoreError::NotFound(_)) if self.store.rebootstrap_record(album)?.is_some() => {
                 Ok(AlbumStatus::AwaitingReadd)
@@ -1141,6 +1192,7 @@ impl Device {
     /// # Errors
     /// Store errors.
     pub fn quarantine(&self, album: AlbumId) -> Result<Option<capsule_resilience::Divergence>> {
+        let _span = self.span("quarantine", album);
         Ok(self.store.read_resilient(album, self.policy.clone(), ResilientAlbum::quarantine)?)
     }
 
@@ -1181,6 +1233,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn rebootstrap(&self, album: AlbumId) -> Result<Rebootstrap> {
+        let _span = self.span("rebootstrap", album);
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
         let (discarded, key_package) = self.store.rebootstrap_album(album, self.policy.clone(), &self.me)?;
@@ -1208,6 +1261,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn readd(&self, album: AlbumId, member: Member, key_package: Vec<u8>) -> Result<IntentId> {
+        let _span = self.span("readd", album);
         let change = if self.members(album)?.contains(&member) {
             Change::ReAddDevice { key_package }
         } else if member.user == self.user() {
@@ -1234,6 +1288,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn group_id(&self, album: AlbumId) -> Result<Vec<u8>> {
+        let _span = self.span("group_id", album);
         Ok(self.store.album(album)?.group_id())
     }
 
@@ -1248,6 +1303,7 @@ impl Device {
     /// # Errors
     /// [`Error::Mls`] once removed; store errors.
     pub fn fingerprint(&self, album: AlbumId) -> Result<Vec<u8>> {
+        let _span = self.span("fingerprint", album);
         if let Some(farewell) = self.store.farewell(album)? {
             return Ok(farewell);
         }
@@ -1285,6 +1341,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn publish_fingerprint(&self, album: AlbumId, chain: &mut impl CommitChain) -> Result<()> {
+        let _span = self.span("publish_fingerprint", album);
         let fingerprint = self.fingerprint(album)?;
         chain.post_fingerprint(&fingerprint)?;
         Ok(())
@@ -1309,6 +1366,7 @@ impl Device {
         chain: &mut impl CommitChain,
         validation: Validation<'_>,
     ) -> Result<SyncReport> {
+        let _span = self.span("sync_report", album);
         let head = chain.head()?;
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
@@ -1334,6 +1392,7 @@ impl Device {
         key_packages: &[(Member, Vec<u8>)],
         validation: Validation<'_>,
     ) -> Result<Vec<IntentId>> {
+        let _span = self.span("heal_fork", album);
         let head = chain.head()?;
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
@@ -1364,6 +1423,7 @@ impl Device {
         key_packages: &[(Member, Vec<u8>)],
         validation: Validation<'_>,
     ) -> Result<Vec<u8>> {
+        let _span = self.span("reboot", album);
         let lock = self.album_lock(album);
         let _serial = hold(&lock);
         Ok(self.store.reboot_album(album, self.policy.clone(), (&self.me, validation), key_packages)?)
@@ -1386,6 +1446,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn epoch(&self, album: AlbumId) -> Result<(Epoch, Vec<u8>)> {
+        let _span = self.span("epoch", album);
         let a = self.store.album(album)?;
         Ok((a.epoch(), a.epoch_authenticator()))
     }
@@ -1405,6 +1466,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn members(&self, album: AlbumId) -> Result<Vec<Member>> {
+        let _span = self.span("members", album);
         Ok(self.store.album(album)?.members())
     }
 
@@ -1425,6 +1487,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn amk_versions(&self, album: AlbumId) -> Result<HeldVersions> {
+        let _span = self.span("amk_versions", album);
         Ok(self.store.album(album)?.keyring().versions())
     }
 
@@ -1436,6 +1499,7 @@ impl Device {
     /// # Errors
     /// Store errors.
     pub fn with_keyring<T>(&self, album: AlbumId, f: impl FnOnce(&AmkKeyring) -> T) -> Result<T> {
+        let _span = self.span("with_keyring", album);
         Ok(f(self.store.album(album)?.keyring()))
     }
 
@@ -1461,6 +1525,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn seal_photo(&self, album: AlbumId, photo: &[u8]) -> Result<Photo> {
+        let _span = self.span("seal_photo", album);
         // One snapshot: the status and the key it allows come from the same state.
         self.store.read_resilient(album, self.policy.clone(), |r| {
             if let AlbumStatus::Quarantined { .. } | AlbumStatus::NeedsRebootstrap | AlbumStatus::Rekeying { .. } =
@@ -1500,6 +1565,7 @@ impl Device {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_photo(&self, album: AlbumId, photo: &Photo) -> Result<Vec<u8>> {
+        let _span = self.span("open_photo", album);
         let mut plaintext = self.with_keyring(album, |ring| capsule_amk::open_photo(ring, &album, photo))??;
         // Handed over whole: the caller owns the photo's bytes from here.
         Ok(core::mem::take(&mut *plaintext))

@@ -137,9 +137,7 @@ pub(crate) mod serde_keys {
         s.collect_seq(keys.iter().map(SecretKey::bytes))
     }
 
-    pub(crate) fn deserialize<'de, K: SecretKey, D: Deserializer<'de>>(
-        d: D,
-    ) -> core::result::Result<Vec<K>, D::Error> {
+    pub(crate) fn deserialize<'de, K: SecretKey, D: Deserializer<'de>>(d: D) -> core::result::Result<Vec<K>, D::Error> {
         Ok(Vec::<Raw>::deserialize(d)?.iter().map(|raw| K::from_bytes(&raw.0)).collect())
     }
 }

@@ -25,7 +25,8 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, DecodeError> {
 /// # Errors
 /// As [`encode`].
 pub fn encode_secret<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, DecodeError> {
-    let size = postcard::serialize_with_flavor::<T, _, usize>(value, postcard::ser_flavors::Size::default()).map_err(|_| DecodeError::Malformed)?;
+    let size = postcard::serialize_with_flavor::<T, _, usize>(value, postcard::ser_flavors::Size::default())
+        .map_err(|_| DecodeError::Malformed)?;
     let mut out = Zeroizing::new(vec![0u8; size]);
     let written = postcard::to_slice(value, out.as_mut_slice()).map_err(|_| DecodeError::Malformed)?.len();
     if written != size {

@@ -263,7 +263,10 @@ impl ResilientAlbum {
                 // an added member's) identity key yet. Nothing is quarantined;
                 // the caller retries once the trust store learns it.
                 Err(MlsError::UnknownIdentity { user }) => {
-                    tracing::info!(epoch = entry.epoch.0, "chain commit cannot be verified yet (an identity key not yet known)");
+                    tracing::info!(
+                        epoch = entry.epoch.0,
+                        "chain commit cannot be verified yet (an identity key not yet known)"
+                    );
                     return Err(ResilienceError::CannotVerifyYet { epoch: entry.epoch, user });
                 }
                 // The chain holds a well-formed commit this device refuses: it is

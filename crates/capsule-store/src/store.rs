@@ -619,9 +619,7 @@ impl Store {
     /// [`StoreError::Record`] for a record that does not decode; SQLite errors.
     pub fn rebootstrap_record(&self, id: AlbumId) -> Result<Option<Discarded>> {
         self.read(|conn, _| {
-            get(conn, KIND_REBOOTSTRAP, id.as_bytes())?
-                .map(|bytes| records::decode_rebootstrap(&bytes))
-                .transpose()
+            get(conn, KIND_REBOOTSTRAP, id.as_bytes())?.map(|bytes| records::decode_rebootstrap(&bytes)).transpose()
         })
     }
 

@@ -117,7 +117,11 @@ fn a_record_of_a_newer_format_is_refused_and_left_as_it_is() {
     let s = Scenario::new("newer");
     let path = s.path("bob");
     let conn = keyed(&path);
-    conn.execute("UPDATE capsule_records SET value = CAST(X'09' || substr(value, 2) AS BLOB) WHERE kind = 'device'", []).unwrap();
+    conn.execute(
+        "UPDATE capsule_records SET value = CAST(X'09' || substr(value, 2) AS BLOB) WHERE kind = 'device'",
+        [],
+    )
+    .unwrap();
     let before: Vec<u8> =
         conn.query_row("SELECT value FROM capsule_records WHERE kind = 'device'", [], |r| r.get(0)).unwrap();
     drop(conn);

@@ -940,8 +940,9 @@ impl Device {
         clock: &impl Clock,
         escrow: &mut dyn AmkEscrow,
     ) -> Result<()> {
-        let lineage =
-            self.store.read_resilient(album, self.policy.clone(), |r| r.rekey_deposit(id).map(|l| l.map(AmkKeyring::duplicate)))??;
+        let lineage = self.store.read_resilient(album, self.policy.clone(), |r| {
+            r.rekey_deposit(id).map(|l| l.map(AmkKeyring::duplicate))
+        })??;
         let Some(lineage) = lineage else { return Ok(()) };
         escrow.deposit(album, &lineage).map_err(ResilienceError::Escrow)?;
         let now = clock.now();

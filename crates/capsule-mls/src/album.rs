@@ -9,10 +9,11 @@ use capsule_amk::{AlbumId, AlbumMetadata, AmkKeyring, AmkVersion, EpochSecret, S
 use capsule_identity::encoding;
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::{
-    GroupId, LeafNodeIndex, MlsGroup, MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn,
-    PURE_PLAINTEXT_WIRE_FORMAT_POLICY, StagedWelcome,
+    GroupId, KeyPackageBundle, LeafNodeIndex, MlsGroup, MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn,
+    PURE_PLAINTEXT_WIRE_FORMAT_POLICY, StagedWelcome, Welcome,
 };
 use openmls_traits::OpenMlsProvider;
+use openmls_traits::storage::StorageProvider as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -187,11 +188,38 @@ impl Album {
         bundle: &[u8],
         validation: Validation<'_>,
     ) -> Result<Self> {
-        const JOINING: &str = "joining from a welcome";
         let message = MlsMessageIn::tls_deserialize_exact(welcome).map_err(|_| MlsError::Malformed("welcome"))?;
         let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
             return Err(MlsError::Malformed("not a welcome"));
         };
+        // OpenMLS deletes the KeyPackage a Welcome names as soon as it starts
+        // reading it, before anything is verified: a refused Welcome (forged,
+        // or with a bundle that does not open) would burn it where storage has
+        // no transaction to roll back. It is put back on every refusal.
+        let spent = welcome.secrets().iter().find_map(|secrets| {
+            let reference = secrets.new_member();
+            let held: Option<KeyPackageBundle> = provider.storage().key_package(&reference).ok().flatten();
+            held.filter(|b| !b.key_package().last_resort()).map(|b| (reference, b))
+        });
+        let joined = Self::join_welcome(provider, welcome, bundle, validation);
+        if joined.is_err()
+            && let Some((reference, held)) = spent
+        {
+            provider
+                .storage()
+                .write_key_package(&reference, &held)
+                .map_err(|e| MlsError::storage("restoring a key package after a refused welcome", e))?;
+        }
+        joined
+    }
+
+    fn join_welcome<P: OpenMlsProvider>(
+        provider: &P,
+        welcome: Welcome,
+        bundle: &[u8],
+        validation: Validation<'_>,
+    ) -> Result<Self> {
+        const JOINING: &str = "joining from a welcome";
         let mut builder = StagedWelcome::build_from_welcome(provider, &join_config(), welcome).during(JOINING)?;
         // A device re-added (re-bootstrap, or a re-key's fresh leaf) still stores
         // the group it was removed from; that stale state is replaced, but an

@@ -539,3 +539,33 @@ fn an_expired_certificate_is_refused_in_a_later_commit_until_renewed() {
     w.assert_consistent();
     assert_eq!(w.amk_version(a0), rotated.amk_version);
 }
+
+/// OpenMLS deletes the KeyPackage a Welcome names before verifying anything:
+/// a refused Welcome or bundle must not burn it, or anyone who knows a
+/// device's KeyPackage could lock it out of the album it is being added to.
+#[test]
+fn a_refused_welcome_or_bundle_leaves_its_key_package_usable() {
+    let mut w = World::new(178);
+    let alice = w.user(1);
+    let a0 = w.device(alice);
+    w.create(a0, HistoryPolicy::Full, &[alice]);
+    let bob = w.user(2);
+    let b0 = w.device(bob);
+    let out = w.stage(a0, &Change::AddUser { user: bob, directory: vec![w.kp(b0)] }).unwrap();
+    let (welcome, bundle) = (out.welcome.clone().unwrap(), out.bundle.clone().unwrap());
+    let mut bad_bundle = bundle.clone();
+    *bad_bundle.last_mut().unwrap() ^= 1;
+    let mut bad_welcome = welcome.clone();
+    *bad_welcome.last_mut().unwrap() ^= 1;
+    let v = Validation { trust: &w.dir.trust, now: testkit::NOW };
+    let dev = &w.devices[b0];
+    for (what, welcome, bundle) in [("bundle", &welcome, &bad_bundle), ("welcome", &bad_welcome, &bundle)] {
+        match Album::join(&dev.provider, welcome, bundle, v) {
+            Err(e) => assert!(!e.is_internal(), "{what}: {e:?}"),
+            Ok(_) => panic!("a tampered {what} was accepted"),
+        }
+    }
+    // The genuine Welcome still finds its KeyPackage.
+    w.deliver(a0, &out, &[b0]);
+    w.assert_consistent();
+}

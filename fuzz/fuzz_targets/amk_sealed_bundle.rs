@@ -6,6 +6,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(value) = SealedBundle::from_bytes(data) {
-        assert_eq!(value.to_bytes().ok().as_deref().map(|b| &b[..]), Some(data));
+        assert_eq!(value.to_bytes().ok().as_deref(), Some(data));
     }
 });

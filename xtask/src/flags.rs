@@ -19,9 +19,11 @@ xflags::xflags! {
             /// Also check advisories (needs the advisory database, i.e. network).
             optional --advisories
         }
-        /// Run each fuzz target for a while (nightly toolchain if present).
+        /// Run each fuzz target for a while (nightly toolchain if present) on
+        /// `fuzz/corpus/<t>` plus the committed `fuzz/seeds/<t>` and
+        /// `fuzz/regressions/<t>`; print coverage and exec/s; fail on a crash.
         cmd fuzz {
-            /// Only this target.
+            /// Only this target (as `cargo fuzz list --fuzz-dir fuzz` names it).
             optional --target target: String
             /// Seconds per target (default 30).
             optional --seconds seconds: u32

@@ -172,6 +172,12 @@ fn load(sh: &Shell, f: &flags::Load) -> Result<()> {
     Ok(())
 }
 
+/// Runs every fuzz target (or `only`) for `seconds` on its working corpus
+/// `fuzz/corpus/<target>` (libFuzzer writes new inputs there; ignored by git)
+/// plus the committed `fuzz/seeds/<target>` and `fuzz/regressions/<target>`
+/// (every crash found, minimised: libFuzzer runs them all before fuzzing, so a
+/// regression fails at once). Prints each target's final coverage and speed,
+/// then a summary; fails if any target crashed.
 fn fuzz(sh: &Shell, only: Option<&str>, seconds: u32) -> Result<()> {
     ensure_cargo_tool(sh, "fuzz", "cargo-fuzz")?;
     // libFuzzer instrumentation wants nightly; without it, run uninstrumented on stable.
@@ -179,17 +185,111 @@ fn fuzz(sh: &Shell, only: Option<&str>, seconds: u32) -> Result<()> {
     let toolchain: &[&str] = if nightly { &["+nightly"] } else { &[] };
     let sanitizer: &[&str] = if nightly { &[] } else { &["--sanitizer", "none"] };
     let targets = cmd!(sh, "cargo {toolchain...} fuzz list --fuzz-dir fuzz").read()?;
-    let max_time = format!("-max_total_time={seconds}");
-    let mut ran = 0;
+    let libfuzzer = [format!("-max_total_time={seconds}"), "-print_final_stats=1".to_owned()];
+    let libfuzzer = &libfuzzer;
+    let mut runs = Vec::new();
     for target in targets.lines().map(str::trim).filter(|t| only.is_none_or(|o| o == *t)) {
         section(&format!("fuzz {target} for {seconds}s"));
-        cmd!(sh, "cargo {toolchain...} fuzz run --fuzz-dir fuzz {sanitizer...} {target} -- {max_time}").run()?;
-        ran += 1;
+        let corpus = format!("fuzz/corpus/{target}");
+        sh.create_dir(&corpus)?;
+        let mut corpora = vec![corpus];
+        for committed in [format!("fuzz/seeds/{target}"), format!("fuzz/regressions/{target}")] {
+            if sh.path_exists(&committed) {
+                corpora.push(committed);
+            }
+        }
+        let run = cmd!(
+            sh,
+            "cargo {toolchain...} fuzz run --fuzz-dir fuzz {sanitizer...} {target} {corpora...} -- {libfuzzer...}"
+        );
+        let outcome = FuzzOutcome::of(target, run.into())?;
+        eprintln!("\n{}", outcome.line());
+        runs.push(outcome);
     }
-    if ran == 0 {
+    if runs.is_empty() {
         bail!("no fuzz target matched");
     }
+    section(&format!("fuzz summary ({seconds}s per target{})", if nightly { "" } else { ", uninstrumented" }));
+    for run in &runs {
+        eprintln!("{}", run.line());
+    }
+    let crashed: Vec<&str> = runs.iter().filter(|r| !r.passed).map(|r| r.target.as_str()).collect();
+    if !crashed.is_empty() {
+        bail!(
+            "fuzz targets failed: {} (reproducers under fuzz/artifacts/; minimise with `cargo +nightly fuzz tmin --fuzz-dir fuzz <target> <file>` and commit under fuzz/regressions/<target>/)",
+            crashed.join(", ")
+        );
+    }
     Ok(())
+}
+
+/// How one fuzz run ended, from libFuzzer's output.
+#[derive(Debug)]
+struct FuzzOutcome {
+    target: String,
+    passed: bool,
+    /// libFuzzer's last status line (`#runs ... cov: ... ft: ... exec/s: ...`).
+    status: Option<String>,
+    /// `-print_final_stats` lines: `stat::name: value`.
+    stats: Vec<(String, String)>,
+    /// Where cargo-fuzz saved a failing input.
+    artifact: Option<String>,
+}
+
+impl FuzzOutcome {
+    /// Runs `command`, echoing its stderr (libFuzzer writes everything there)
+    /// while keeping what the summary needs.
+    fn of(target: &str, mut command: std::process::Command) -> Result<Self> {
+        use std::io::BufRead as _;
+        let mut child = command.stderr(std::process::Stdio::piped()).spawn().context("starting cargo fuzz")?;
+        let mut outcome =
+            Self { target: target.to_owned(), passed: false, status: None, stats: Vec::new(), artifact: None };
+        if let Some(stderr) = child.stderr.take() {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let line = line.context("reading cargo fuzz's output")?;
+                eprintln!("{line}");
+                let trimmed = line.trim();
+                if trimmed.starts_with('#') && trimmed.contains(" cov: ") {
+                    outcome.status = Some(trimmed.to_owned());
+                } else if let Some((name, value)) = trimmed.strip_prefix("stat::").and_then(|s| s.split_once(':')) {
+                    outcome.stats.push((name.to_owned(), value.trim().to_owned()));
+                } else if trimmed.starts_with("fuzz/artifacts/") || trimmed.contains("/fuzz/artifacts/") {
+                    outcome.artifact.get_or_insert_with(|| trimmed.to_owned());
+                }
+            }
+        }
+        outcome.passed = child.wait().context("waiting for cargo fuzz")?.success();
+        Ok(outcome)
+    }
+
+    fn stat(&self, name: &str) -> &str {
+        self.stats.iter().find(|(n, _)| n == name).map_or("?", |(_, v)| v.as_str())
+    }
+
+    /// A field of the status line (`cov`, `ft`, `corp`).
+    fn field(&self, name: &str) -> &str {
+        let mut words = self.status.as_deref().unwrap_or_default().split_whitespace();
+        words.by_ref().find(|w| w.strip_suffix(':') == Some(name));
+        words.next().unwrap_or("?")
+    }
+
+    fn line(&self) -> String {
+        let result = if self.passed {
+            "ok".to_owned()
+        } else {
+            format!("FAILED{}", self.artifact.as_deref().map(|a| format!(" ({a})")).unwrap_or_default())
+        };
+        format!(
+            "{:<24} runs {:>9}  exec/s {:>6}  cov {:>6}  ft {:>6}  corp {:>12}  rss {:>5} MB  {result}",
+            self.target,
+            self.stat("number_of_executed_units"),
+            self.stat("average_exec_per_sec"),
+            self.field("cov"),
+            self.field("ft"),
+            self.field("corp"),
+            self.stat("peak_rss_mb"),
+        )
+    }
 }
 
 fn bench(sh: &Shell, only: Option<&str>) -> Result<()> {

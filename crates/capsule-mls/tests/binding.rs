@@ -63,20 +63,6 @@ fn splice_cert(cert: &DeviceCertificate, from_end: usize, with: &[u8]) -> Device
     DeviceCertificate::from_bytes(&bytes).unwrap()
 }
 
-/// Alice (admin, device 0) and Bob (device 1) in an album.
-fn alice_and_bob(seed: u8) -> World {
-    let mut w = World::new(seed);
-    let alice = w.user(1);
-    let a0 = w.device(alice);
-    w.create(a0, HistoryPolicy::Full, &[alice]);
-    let bob = w.user(2);
-    let b0 = w.device(bob);
-    let dir = w.directory(bob);
-    let out = w.stage(a0, &Change::AddUser { user: bob, directory: dir }).unwrap();
-    w.deliver(a0, &out, &[b0]);
-    w
-}
-
 fn assert_untouched(w: &World, d: usize, epoch: Epoch, auth: &[u8]) {
     assert_eq!(w.album(d).epoch(), epoch);
     assert_eq!(w.album(d).epoch_authenticator(), auth);

@@ -180,3 +180,17 @@ impl World {
         self.album(d).keyring().current_version()
     }
 }
+
+/// Alice (admin, device 0) and Bob (device 1) in an album.
+pub fn alice_and_bob(seed: u8) -> World {
+    let mut w = World::new(seed);
+    let alice = w.user(1);
+    let a0 = w.device(alice);
+    w.create(a0, HistoryPolicy::Full, &[alice]);
+    let bob = w.user(2);
+    let b0 = w.device(bob);
+    let dir = w.directory(bob);
+    let out = w.stage(a0, &Change::AddUser { user: bob, directory: dir }).unwrap();
+    w.deliver(a0, &out, &[b0]);
+    w
+}

@@ -1,6 +1,7 @@
 //! Fuzz `Album::load` (the album record a device reads back from its store after
 //! a restart) against a real stored group: never panics; whatever it accepts
-//! is written back byte for byte.
+//! is written back byte for byte (a record of an older format: upgraded to
+//! one that reads back as itself).
 #![no_main]
 
 use capsule_amk::{AlbumId, AlbumMetadata, HistoryPolicy};
@@ -30,8 +31,14 @@ fuzz_target!(|data: &[u8]| {
     STORED.with(|provider| {
         let Some(provider) = provider else { return };
         if let Ok(album) = Album::load(provider, data) {
-            let again = album.to_record().map(|r| r.to_vec()).ok();
-            assert_eq!(again.as_deref(), Some(data));
+            let written = album.to_record().expect("a loaded album records").to_vec();
+            if written.first() == data.first() {
+                assert_eq!(written, data, "a record of the current format is not written back as read");
+            } else {
+                // An older format, upgraded: the upgrade reads back as itself.
+                let again = Album::load(provider, &written).expect("an upgraded record loads");
+                assert_eq!(again.to_record().expect("record").as_slice(), written.as_slice());
+            }
         }
     });
 });

@@ -9,9 +9,8 @@
 //! edited valid one, `capsule_fuzz::inputs`) beside its base's bundle, part 1 a
 //! bundle beside its base's Welcome, part 2 a raw `(welcome, bundle)` pair
 //! (`inputs::split_pair`) to the first base's joiner. Checks: a refusal is
-//! typed and leaves the joiner's storage exactly as it was (but see
-//! [`TOLERATE_KEY_PACKAGE_LOSS`]); a join reaches the state of the album it
-//! was made for. The
+//! typed and leaves the joiner's storage exactly as it was (its KeyPackage
+//! included); a join reaches the state of the album it was made for. The
 //! server's `welcome_recipients` and the device's `holds_key_package` read
 //! the same Welcome.
 #![no_main]
@@ -22,18 +21,6 @@ use capsule_fuzz::inputs;
 use capsule_fuzz::world::{A0, A1, B0, C0, D0, Saved, World};
 use capsule_mls::{Album, holds_key_package, welcome_recipients};
 use libfuzzer_sys::fuzz_target;
-
-/// KNOWN ISSUE (`fuzz/regressions/mls_join_welcome/`): OpenMLS deletes the
-/// joiner's KeyPackage as soon as a Welcome names it (`keys_for_welcome`),
-/// before anything is decrypted or checked, and `Album::join` does not put it
-/// back when it refuses: a refused Welcome or bundle (`[1, 0]`: the valid
-/// Welcome beside an empty bundle) burns the KeyPackage, so the genuine pair
-/// can no longer be joined. `capsule-store` joins inside a transaction that
-/// rolls the deletion back; a caller on memory storage loses it. While
-/// `true`, a refusal may remove `KeyPackage` entries and nothing else; set it
-/// to `false` once the library keeps them (the regression input then holds
-/// it to that).
-const TOLERATE_KEY_PACKAGE_LOSS: bool = true;
 
 /// One valid Welcome and what joining from it reaches.
 struct Base {
@@ -129,13 +116,12 @@ fuzz_target!(|data: &[u8]| {
             Err(e) => {
                 assert!(!e.is_internal(), "a refusal classified as a fault: {e}");
                 let slot = fx.world.slot(joiner);
-                let unchanged = if TOLERATE_KEY_PACKAGE_LOSS {
-                    saved.storage_unchanged_but_removed(&slot.dev, b"KeyPackage")
-                } else {
-                    saved.storage_unchanged(&slot.dev)
-                };
+                // OpenMLS deletes the KeyPackage a Welcome names before checking
+                // anything; `Album::join` puts it back (regression:
+                // `fuzz/regressions/mls_join_welcome/`, the valid Welcome beside
+                // an empty bundle).
                 assert!(
-                    unchanged,
+                    saved.storage_unchanged(&slot.dev),
                     "a refused join changed the joiner's storage ({e}):\n{}",
                     saved.storage_diff(&slot.dev)
                 );

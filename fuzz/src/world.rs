@@ -270,19 +270,6 @@ impl SavedDevice {
         *dev.provider.storage().values.read().expect("storage lock") == self.values
     }
 
-    /// Whether every difference between `dev`'s storage and the saved one is
-    /// an entry removed whose key starts with `label` (OpenMLS's memory
-    /// storage prefixes each key with its label, e.g. `KeyPackage`).
-    ///
-    /// # Panics
-    /// If the storage lock is poisoned.
-    #[must_use]
-    pub fn storage_unchanged_but_removed(&self, dev: &TestDevice, label: &[u8]) -> bool {
-        let now = dev.provider.storage().values.read().expect("storage lock");
-        now.iter().all(|(k, v)| self.values.get(k) == Some(v))
-            && self.values.keys().filter(|k| !now.contains_key(*k)).all(|k| k.starts_with(label))
-    }
-
     /// What differs between `dev`'s storage and the saved one, one line per
     /// entry added, removed or changed (keys shown as text, cut short): for
     /// the message of a failed [`SavedDevice::storage_unchanged`].

@@ -330,7 +330,14 @@ impl PublicAlbum {
         let spent = record.spent.iter().cloned().collect();
         let storage = MemoryStorage::default();
         storage.values.write().map_err(|_| MlsError::Internal("public state lock"))?.extend(record.values);
-        let group = PublicGroup::load(&storage, &GroupId::from_slice(&record.album))
+        // OpenMLS's memory storage unwraps what it decodes: a stored value of
+        // the wrong shape (a damaged row) panics inside it. Caught here and
+        // refused as malformed; the storage is local to this call, so nothing
+        // half-loaded survives the unwind.
+        let group_id = GroupId::from_slice(&record.album);
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| PublicGroup::load(&storage, &group_id)))
+            .map_err(|_| MlsError::Malformed("public album state"))?;
+        let group = loaded
             .map_err(|e| MlsError::storage("loading the public state", e))?
             .ok_or(MlsError::Malformed("public album state without a group"))?;
         let context = AlbumContext::from_extensions(group.group_context().extensions())?;

@@ -555,3 +555,13 @@ fn a_refused_welcome_or_bundle_leaves_its_key_package_usable() {
     w.deliver(a0, &out, &[b0]);
     w.assert_consistent();
 }
+
+/// Fuzz regression (`mls_public_album`): a stored public state whose tree
+/// entry has the wrong shape panicked inside OpenMLS's memory storage; the
+/// server reads this state from its own database. Refused as malformed.
+#[test]
+fn a_damaged_stored_public_state_is_malformed_not_a_panic() {
+    let bytes = include_bytes!("../../../fuzz/regressions/mls_public_album/stored-tree-not-json-panics");
+    let result = PublicAlbum::from_bytes(bytes);
+    assert!(matches!(result, Err(MlsError::Malformed(_))), "{result:?}");
+}

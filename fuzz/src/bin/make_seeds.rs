@@ -3,10 +3,10 @@
 //! wire messages, commits, Welcomes, KeyPackages, fingerprints, op sequences).
 //!
 //! ```text
-//! cargo run --manifest-path fuzz/Cargo.toml --bin make_seeds
+//! cargo run --manifest-path fuzz/Cargo.toml --bin make_seeds [TARGET...]
 //! ```
 //!
-//! Each target's directory is replaced. Identities are deterministic, but
+//! Each target's directory (or only those named) is replaced. Identities are deterministic, but
 //! OpenMLS draws its own randomness, so the bytes of MLS messages differ
 //! from run to run: regenerate only when a format changes. The live-album
 //! targets' seeds mostly name the valid messages a target builds at start-up
@@ -43,9 +43,10 @@ impl Seeds {
         self.0.entry(target).or_default().push((name.into(), bytes.as_ref().to_vec()));
     }
 
-    fn write(&self, root: &Path) -> std::io::Result<()> {
+    /// Writes the seeds of `only` (every target when empty).
+    fn write(&self, root: &Path, only: &[String]) -> std::io::Result<()> {
         let mut total = 0;
-        for (target, seeds) in &self.0 {
+        for (target, seeds) in self.0.iter().filter(|(t, _)| only.is_empty() || only.iter().any(|o| o == *t)) {
             let dir = root.join(target);
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)?;
@@ -69,7 +70,8 @@ fn main() -> std::io::Result<()> {
     stateful(&mut seeds);
     server(&mut seeds);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds");
-    seeds.write(&root)
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    seeds.write(&root, &only)
 }
 
 /// The stateless decoders.
@@ -233,15 +235,18 @@ fn decoders(seeds: &mut Seeds) {
     }
 
     // capsule-store's records (`store_records`: `[kind, value]`, kinds as
-    // its `KINDS`), for the store's own album (0xD7…) of Alice's first device.
+    // its `KINDS`), for the store's own album (0xD7…) of Alice's first
+    // device. The store's own records are a format byte (2, `capsule-store`'s
+    // `records.rs`) and a postcard body; the album and resilience records
+    // carry their crates' formats.
     {
+        const STORE_FORMAT: u8 = 2;
         let mut dir = Directory::new(capsule_fuzz::world::SEED);
         let user = dir.user(1).expect("user");
         let device = dir.device(user).expect("device");
-        let secret = device.me.secret_key_bytes();
         let own = device.me.certificate().to_bytes().expect("certificate");
-        let json = format!("{{\"secret\":{:?},\"certificate\":{:?}}}", *secret, own);
-        seeds.add("store_records", "device", [&[0][..], json.as_bytes()].concat());
+        let body = encoding::encode(&(*device.me.secret_key_bytes(), own)).expect("encode");
+        seeds.add("store_records", "device", [&[0, STORE_FORMAT][..], &body].concat());
         let meta =
             AlbumMetadata::new(AlbumId::from_bytes([0xD7; 16]), HistoryPolicy::Full, [user].into()).expect("metadata");
         let album = Album::create(&device.provider, &device.me, meta).expect("create");
@@ -257,9 +262,11 @@ fn decoders(seeds: &mut Seeds) {
             pending: None,
             unsettled: resilient.intents().to_vec(),
         };
-        seeds.add("store_records", "rebootstrap", [&[3][..], &encoding::encode(&discarded).expect("encode")].concat());
+        let body = encoding::encode(&discarded).expect("encode");
+        seeds.add("store_records", "rebootstrap", [&[3, STORE_FORMAT][..], &body].concat());
         let record = capsule_store::KeyPackageRecord { not_after: 1_900_000_000, last_resort: true };
-        seeds.add("store_records", "key-package", [&[4][..], &encoding::encode(&record).expect("encode")].concat());
+        let body = encoding::encode(&record).expect("encode");
+        seeds.add("store_records", "key-package", [&[4, STORE_FORMAT][..], &body].concat());
     }
 }
 

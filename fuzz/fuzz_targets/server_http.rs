@@ -53,32 +53,7 @@ struct Fixture {
     /// Where each input's copy lives.
     work: PathBuf,
     signers: Vec<Signer>,
-    _dir: Dir,
-}
-
-/// The databases' directory, removed when the process ends normally.
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn directory() -> Dir {
-    let shm = PathBuf::from("/dev/shm");
-    let root = if shm.is_dir() { shm } else { std::env::temp_dir() }.join("capsule-fuzz-server");
-    // Directories of fuzzing processes that are gone (a crash skips `Drop`).
-    for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-        let pid = entry.file_name().to_string_lossy().parse::<u32>().ok();
-        if pid.is_some_and(|pid| !PathBuf::from(format!("/proc/{pid}")).exists()) {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-    let dir = root.join(std::process::id().to_string());
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("database directory");
-    Dir(dir)
+    _dir: capsule_fuzz::scratch::Dir,
 }
 
 static NONCE: AtomicU64 = AtomicU64::new(1);
@@ -112,8 +87,8 @@ async fn send(db: &std::path::Path, request: Request<Body>) -> (StatusCode, Vec<
 }
 
 fn fixture() -> Fixture {
-    let dir = directory();
-    let (pristine, work) = (dir.0.join("pristine.db"), dir.0.join("work.db"));
+    let dir = capsule_fuzz::scratch::directory("capsule-fuzz-server");
+    let (pristine, work) = (dir.path().join("pristine.db"), dir.path().join("work.db"));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let mut world = World::new(&[B0]);
     let signers: Vec<Signer> = SIGNERS

@@ -14,8 +14,6 @@
 //! this target's check from before the store's format byte.
 #![no_main]
 
-use std::path::PathBuf;
-
 use capsule_amk::{AlbumId, AlbumMetadata, HistoryPolicy};
 use capsule_fuzz::world::{A0, SEED, owner};
 use capsule_identity::encoding;
@@ -33,37 +31,12 @@ struct Fixture {
     /// The fuzzer's own connection to the same file.
     conn: Connection,
     kp_reference: Vec<u8>,
-    _dir: Dir,
-}
-
-/// The store's directory, removed when the process ends normally.
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn directory() -> Dir {
-    let shm = PathBuf::from("/dev/shm");
-    let root = if shm.is_dir() { shm } else { std::env::temp_dir() }.join("capsule-fuzz-store");
-    // Directories of fuzzing processes that are gone (a crash skips `Drop`).
-    for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-        let pid = entry.file_name().to_string_lossy().parse::<u32>().ok();
-        if pid.is_some_and(|pid| !PathBuf::from(format!("/proc/{pid}")).exists()) {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-    let dir = root.join(std::process::id().to_string());
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("store directory");
-    Dir(dir)
+    _dir: capsule_fuzz::scratch::Dir,
 }
 
 fn fixture() -> Fixture {
-    let dir = directory();
-    let path = dir.0.join("device.db");
+    let dir = capsule_fuzz::scratch::directory("capsule-fuzz-store");
+    let path = dir.path().join("device.db");
     let store = Store::open(&path, &DatabaseKey::from_bytes(&KEY)).expect("open the store");
     let mut people = Directory::new(SEED);
     let user = people.user(1).expect("user");

@@ -12,4 +12,5 @@
 
 pub mod edit;
 pub mod inputs;
+pub mod scratch;
 pub mod world;

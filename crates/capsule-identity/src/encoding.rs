@@ -47,9 +47,39 @@ pub fn decode_canonical<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes);
     }
-    // The re-encoding may hold secrets (stored keyrings do): zeroized too.
-    if encode_secret(&value)?.as_slice() != bytes {
+    // Re-encoded straight against the input: no buffer, so no copy of a
+    // secret the record may hold, and one pass.
+    let canonical = postcard::serialize_with_flavor::<T, _, bool>(&value, SameAs { expected: bytes, at: 0 });
+    if canonical != Ok(true) {
         return Err(DecodeError::NonCanonical);
     }
     Ok(value)
+}
+
+/// A postcard output that writes nothing: it compares each byte with
+/// `expected` and stops at the first difference.
+struct SameAs<'a> {
+    expected: &'a [u8],
+    at: usize,
+}
+
+impl postcard::ser_flavors::Flavor for SameAs<'_> {
+    type Output = bool;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let end = self.at.checked_add(data.len()).ok_or(postcard::Error::SerializeBufferFull)?;
+        if self.expected.get(self.at..end) != Some(data) {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.at = end;
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.try_extend(&[data])
+    }
+
+    fn finalize(self) -> postcard::Result<bool> {
+        Ok(self.at == self.expected.len())
+    }
 }

@@ -188,6 +188,19 @@ impl Album {
         bundle: &[u8],
         validation: Validation<'_>,
     ) -> Result<Self> {
+        Self::join_checked(provider, welcome, bundle, validation, |_| Ok(()))
+    }
+
+    /// [`Album::join`], then `check` on the joined album: a refusal by `check`
+    /// discards the joined group. On every refusal the KeyPackage the Welcome
+    /// used is back in storage.
+    pub(crate) fn join_checked<P: OpenMlsProvider>(
+        provider: &P,
+        welcome: &[u8],
+        bundle: &[u8],
+        validation: Validation<'_>,
+        check: impl FnOnce(&Self) -> Result<()>,
+    ) -> Result<Self> {
         let message = MlsMessageIn::tls_deserialize_exact(welcome).map_err(|_| MlsError::Malformed("welcome"))?;
         let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
             return Err(MlsError::Malformed("not a welcome"));
@@ -201,7 +214,11 @@ impl Album {
             let held: Option<KeyPackageBundle> = provider.storage().key_package(&reference).ok().flatten();
             held.filter(|b| !b.key_package().last_resort()).map(|b| (reference, b))
         });
-        let joined = Self::join_welcome(provider, welcome, bundle, validation);
+        let joined =
+            Self::join_welcome(provider, welcome, bundle, validation).and_then(|mut joined| match check(&joined) {
+                Ok(()) => Ok(joined),
+                Err(e) => joined.discard(provider).and(Err(e)),
+            });
         if joined.is_err()
             && let Some((reference, held)) = spent
         {

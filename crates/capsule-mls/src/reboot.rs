@@ -222,14 +222,6 @@ impl Album {
         bundle: &[u8],
         validation: Validation<'_>,
     ) -> Result<Self> {
-        let mut joined = Self::join(provider, welcome, bundle, validation)?;
-        let verdict = joined.verify_reboot_of(old);
-        match verdict {
-            Ok(()) => Ok(joined),
-            Err(e) => {
-                joined.discard(provider)?;
-                Err(e)
-            }
-        }
+        Self::join_checked(provider, welcome, bundle, validation, |joined| joined.verify_reboot_of(old))
     }
 }

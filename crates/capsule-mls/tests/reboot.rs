@@ -72,7 +72,12 @@ fn a_reboot_readds_every_member_with_every_amk_version() {
         let validation = Validation { trust: &w.dir.trust, now: NOW };
         Album::join_reboot(&w.devices[d].provider, w.album(d), welcome, bundle, validation)
     };
-    let laptop = join(&w, 1, first.welcome.as_ref().unwrap(), first.bundle.as_ref().unwrap()).unwrap();
+    // Against a group of the same generation it is no reboot: refused, the
+    // joined group discarded and the KeyPackage kept for the genuine join.
+    let (welcome, bundle) = (first.welcome.as_ref().unwrap(), first.bundle.as_ref().unwrap());
+    let refused = Album::join_reboot(&w.devices[1].provider, &next[0], welcome, bundle, validation);
+    assert!(matches!(refused, Err(MlsError::NotAReboot(_))), "{refused:?}");
+    let laptop = join(&w, 1, welcome, bundle).unwrap();
     next.push(laptop);
 
     // Then one ordinary add per user, on the new group.

@@ -296,6 +296,10 @@ pub enum KeyPackageRefusal {
         /// The most it keeps.
         limit: u64,
     },
+    /// A regular KeyPackage an accepted commit already added (KeyPackages
+    /// are for one use; the device uploads fresh ones).
+    #[error("a key package an accepted commit already added")]
+    Spent,
 }
 
 /// Why a request's signature was not accepted.
@@ -460,6 +464,7 @@ mod tests {
                 .prop_map(Reply::Fingerprints),
             Just(Reply::Error(ServerError::Refused(Refused::NotAFingerprint))),
             Just(Reply::Error(ServerError::KeyPackage(KeyPackageRefusal::TooMany { limit: 9 }))),
+            Just(Reply::Error(ServerError::KeyPackage(KeyPackageRefusal::Spent))),
         ]
     }
 

@@ -77,6 +77,10 @@ pub struct PublicApplied {
     /// Each added device with the reference of the KeyPackage it was added
     /// with: the Welcome must be made for these (see [`crate::welcome_recipients`]).
     pub welcomed: Vec<(Member, Vec<u8>)>,
+    /// The references of the regular (not last-resort) KeyPackages it added:
+    /// spent, never to be added again, in this album or any other (a server
+    /// holding many albums records them; see `capsule-server`).
+    pub spent: Vec<Vec<u8>>,
 }
 
 /// A commit OpenMLS accepted against the public state (framing, membership,
@@ -291,8 +295,8 @@ impl PublicAlbum {
         }
         self.group.merge_commit(&self.storage, commit.staged).during("merging a commit into the public state")?;
         self.context = new_context;
-        self.spent.extend(spends);
-        Ok(PublicApplied { epoch: self.epoch(), added, removed, welcomed })
+        self.spent.extend(spends.iter().cloned());
+        Ok(PublicApplied { epoch: self.epoch(), added, removed, welcomed, spent: spends })
     }
 
     /// The state, to store between commits (public data only).

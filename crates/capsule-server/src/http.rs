@@ -176,6 +176,9 @@ fn storage_error(album: &[u8], e: StorageError) -> ServerError {
         StorageError::UnknownAlbum => ServerError::UnknownAlbum,
         StorageError::Pruned(base) => ServerError::Pruned { base },
         StorageError::EpochOutOfRange => ServerError::BadRequest(WireError::Malformed),
+        StorageError::KeyPackageSpent => {
+            ServerError::Refused(Refused::Invalid(Invalid::Rule(capsule_mls::rules::Violation::KeyPackageReused)))
+        }
         e => {
             tracing::error!(album = %tag(album), error = %e, "storage failed");
             ServerError::Unavailable
@@ -587,8 +590,15 @@ async fn publish<S: Storage>(
         }
         let (regular, last_resort) = validate::key_packages(&app.storage, caller, upload).await?;
         let usable_from = validate::usable_from(app.settings.key_package_margin);
-        let filed =
-            app.run(&caller, app.storage.file_key_packages(caller, regular, last_resort, usable_from, max)).await?;
+        let filed = app
+            .run(&caller, app.storage.file_key_packages(caller, regular, last_resort, usable_from, max))
+            .await
+            .map_err(|e| match e {
+                ServerError::Refused(Refused::Invalid(Invalid::Rule(_))) => {
+                    ServerError::KeyPackage(KeyPackageRefusal::Spent)
+                }
+                e => e,
+            })?;
         if !filed {
             return Err(ServerError::KeyPackage(KeyPackageRefusal::TooMany { limit: max }));
         }

@@ -92,6 +92,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (album, member)
     );
 ",
+    "
+    CREATE TABLE spent_key_packages (
+        reference BYTEA PRIMARY KEY,
+        album BYTEA NOT NULL,
+        epoch BIGINT NOT NULL CHECK (epoch >= 0)
+    );
+",
 ];
 
 /// Any lock id, the same in every replica: migrations run one at a time.
@@ -314,6 +321,21 @@ async fn submit_once(
                     )
                     .await
                     .map_err(db)?;
+                }
+            }
+            // Spent server-wide; a concurrent spender of the same KeyPackage
+            // waits on the primary key, then finds it taken.
+            for reference in &v.spent {
+                let new = tx
+                    .execute(
+                        "INSERT INTO spent_key_packages (reference, album, epoch) VALUES ($1, $2, $3)
+                         ON CONFLICT DO NOTHING",
+                        &[reference, &album, &to_db(s.epoch)?],
+                    )
+                    .await
+                    .map_err(db)?;
+                if new == 0 {
+                    return Err(StorageError::KeyPackageSpent);
                 }
             }
         }
@@ -567,6 +589,15 @@ impl Storage for PostgresStorage {
         let insert = "INSERT INTO key_packages (user_id, device, reference, last_resort, not_after, key_package)
                       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING";
         for kp in &regular {
+            let spent: bool = tx
+                .query_one("SELECT EXISTS (SELECT 1 FROM spent_key_packages WHERE reference = $1)", &[&kp.reference])
+                .await
+                .map_err(db)?
+                .try_get(0)
+                .map_err(db)?;
+            if spent {
+                return Err(StorageError::KeyPackageSpent);
+            }
             tx.execute(insert, &[&user, &device, &kp.reference, &false, &clamp(kp.not_after), &kp.bytes])
                 .await
                 .map_err(db)?;

@@ -90,6 +90,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (album, member)
     ) STRICT;
 ",
+    "
+    CREATE TABLE spent_key_packages (
+        reference BLOB PRIMARY KEY,
+        album BLOB NOT NULL,
+        epoch INTEGER NOT NULL CHECK (epoch >= 0)
+    ) STRICT;
+",
 ];
 
 fn db(e: rusqlite::Error) -> StorageError {
@@ -247,6 +254,23 @@ fn deliver(
     Ok(())
 }
 
+/// Records the commit's regular KeyPackages as spent; refused (the
+/// transaction dropped) if one already is, by this album or another.
+fn spend(tx: &Connection, album: &[u8], epoch: i64, spent: &[Vec<u8>]) -> Result<(), StorageError> {
+    for reference in spent {
+        let new = tx
+            .execute(
+                "INSERT OR IGNORE INTO spent_key_packages (reference, album, epoch) VALUES (?1, ?2, ?3)",
+                params![reference, album, epoch],
+            )
+            .map_err(db)?;
+        if new == 0 {
+            return Err(StorageError::KeyPackageSpent);
+        }
+    }
+    Ok(())
+}
+
 /// Forgets `member`'s KeyPackages that end before `usable_from`.
 fn forget_expired(tx: &Connection, member: &MemberId, usable_from: i64) -> Result<(), StorageError> {
     let (user, device) = member.split_at(16);
@@ -348,6 +372,7 @@ impl Storage for SqliteStorage {
                     tx.execute("UPDATE albums SET state = ?2 WHERE album = ?1", params![album, v.state]).map_err(db)?;
                     grant(&tx, &album, &v.added, &v.removed, Some(to_db(s.epoch)?))?;
                     deliver(&tx, &album, to_db(s.epoch)?, &v.welcomed, &s)?;
+                    spend(&tx, &album, to_db(s.epoch)?, &v.spent)?;
                 }
                 let epoch = to_db(s.epoch)?;
                 tx.execute(
@@ -549,6 +574,16 @@ impl Storage for SqliteStorage {
                 .map_err(db)
             };
             for kp in &regular {
+                let spent: bool = tx
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM spent_key_packages WHERE reference = ?1)",
+                        [&kp.reference],
+                        |r| r.get(0),
+                    )
+                    .map_err(db)?;
+                if spent {
+                    return Err(StorageError::KeyPackageSpent);
+                }
                 insert(kp, false)?;
             }
             if let Some(kp) = &last_resort {

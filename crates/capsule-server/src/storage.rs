@@ -27,6 +27,10 @@ pub enum StorageError {
     /// The database holds something this server never writes.
     #[error("corrupt database: {0}")]
     Corrupt(&'static str),
+    /// A regular KeyPackage an earlier commit (of any album) already added:
+    /// nothing was changed. HPKE init keys are for one use (RFC 9420, 16.8).
+    #[error("a key package was already spent")]
+    KeyPackageSpent,
 }
 
 /// An album's head and its public state there (`None` for an album
@@ -55,6 +59,9 @@ pub struct Validated {
     /// Each added device with the reference of the KeyPackage it was added
     /// with: the Welcome goes to their mailboxes.
     pub welcomed: Vec<(MemberId, Vec<u8>)>,
+    /// The references of the regular KeyPackages it adds: recorded as spent
+    /// server-wide with the commit, and refused if any already is.
+    pub spent: Vec<Vec<u8>>,
 }
 
 /// A KeyPackage as the directory files it (already checked).

@@ -106,6 +106,7 @@ pub(crate) async fn commit<S: Storage>(
             added: applied.added.into_iter().map(member_id).collect(),
             removed: applied.removed.into_iter().map(member_id).collect(),
             welcomed: applied.welcomed.into_iter().map(|(m, r)| (member_id(m), r)).collect(),
+            spent: applied.spent,
         })
     })
     .await?

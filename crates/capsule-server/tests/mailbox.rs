@@ -15,9 +15,12 @@ use std::time::Duration;
 
 use capsule_amk::{AlbumId, AlbumMetadata, HistoryPolicy};
 use capsule_chain::wire::{KeyPackageRefusal, KeyPackageUpload};
-use capsule_chain::{ChainError, CommitChain, Epoch, Invalid, KeyPackageDirectory, Mailbox, Refused, Submission};
+use capsule_chain::{
+    ChainError, CommitChain, Epoch, Invalid, KeyPackageDirectory, Mailbox, Refused, Submission, SubmitAnswer,
+};
 use capsule_client::{HttpChain, HttpDirectory};
 use capsule_identity::{UnixTime, UserId, Validity};
+use capsule_mls::rules::Violation;
 use capsule_mls::testkit::{Directory, TestDevice};
 use capsule_mls::{Album, Change, holds_key_package, inspect_key_package, new_key_package};
 use capsule_server::{Database, Running, Settings};
@@ -183,6 +186,68 @@ fn key_packages(database: &Database) {
     });
     assert_eq!(got.len(), 8, "eight KeyPackages for twelve claims: the rest found none");
     assert_eq!(got.iter().collect::<BTreeSet<_>>(), many.iter().collect(), "one was handed out twice");
+}
+
+#[test]
+fn a_key_package_spent_in_one_album_is_refused_in_every_album() {
+    for (database, _dir) in databases("spent") {
+        spent_key_packages(&database);
+    }
+}
+
+/// HPKE init keys are for one use: a regular KeyPackage added to one album
+/// is never added again, to it or to any other album on the server, nor filed
+/// again in the directory. The last-resort one is exempt, by design.
+fn spent_key_packages(database: &Database) {
+    const OTHER: AlbumId = AlbumId::from_bytes([0x6C; 16]);
+    let server = Running::start(database, LOOPBACK, Settings::default()).unwrap();
+    let open = HttpDirectory::new(&server.url(), T);
+    let People { dir, alice, bob, b0, a0, .. } = people(&open, 53);
+    let mut albums = Vec::new();
+    for id in [ALBUM, OTHER] {
+        let metadata = AlbumMetadata::new(id, HistoryPolicy::Full, [alice].into()).unwrap();
+        let album = Album::create(&a0.provider, &a0.me, metadata).unwrap();
+        let mut chain = HttpChain::new(&server.url(), id.as_bytes(), T).with_credentials(credentials(&a0));
+        chain.create_album(Epoch::ZERO, Some(&album.genesis(&a0.provider, &a0.me).unwrap())).unwrap();
+        albums.push((album, chain));
+    }
+    let [(mut x, mut x_chain), (mut y, mut y_chain)]: [_; 2] = albums.try_into().ok().unwrap();
+    let spent = kp(&b0, false, MONTH);
+    let add = |key_package: &Vec<u8>| Change::AddUser { user: bob, directory: vec![key_package.clone()] };
+
+    let out = x.stage(&a0.provider, &a0.me, &add(&spent), dir.validation()).unwrap();
+    assert_eq!(x_chain.submit(&Submission::from(&out)), Ok(SubmitAnswer::Accepted { epoch: Epoch(0) }));
+    x.confirm(&a0.provider).unwrap();
+
+    // The same KeyPackage in the other album: every member would accept the
+    // commit (the album never saw it), the server refuses it.
+    let out = y.stage(&a0.provider, &a0.me, &add(&spent), dir.validation()).unwrap();
+    assert_eq!(
+        y_chain.submit(&Submission::from(&out)),
+        Err(ChainError::Refused(Refused::Invalid(Invalid::Rule(Violation::KeyPackageReused))))
+    );
+    assert_eq!(y_chain.head(), Ok(Epoch::ZERO), "the refused commit moved the chain");
+    y.reject(&a0.provider).unwrap();
+    // Nor is it filed again; what the directory held is unchanged.
+    let mut bob_dir = directory_of(&server, &b0);
+    let before = bob_dir.stock().unwrap();
+    let upload = KeyPackageUpload { key_packages: vec![spent.clone()], last_resort: None };
+    assert_eq!(bob_dir.publish(&upload), Err(ChainError::KeyPackages(KeyPackageRefusal::Spent)));
+    assert_eq!(bob_dir.stock().unwrap(), before);
+
+    // The way out: a fresh one. And the last-resort one adds Bob anywhere.
+    let last = kp(&b0, true, MONTH);
+    let out = y.stage(&a0.provider, &a0.me, &add(&last), dir.validation()).unwrap();
+    assert_eq!(y_chain.submit(&Submission::from(&out)), Ok(SubmitAnswer::Accepted { epoch: Epoch(0) }));
+    y.confirm(&a0.provider).unwrap();
+    let out = x.stage(&a0.provider, &a0.me, &Change::RemoveUser { user: bob }, dir.validation()).unwrap();
+    x_chain.submit(&Submission::from(&out)).unwrap();
+    x.confirm(&a0.provider).unwrap();
+    let out = x.stage(&a0.provider, &a0.me, &add(&last), dir.validation()).unwrap();
+    assert_eq!(x_chain.submit(&Submission::from(&out)), Ok(SubmitAnswer::Accepted { epoch: Epoch(2) }));
+    x.confirm(&a0.provider).unwrap();
+    let fresh = kp(&b0, false, MONTH);
+    bob_dir.publish(&KeyPackageUpload { key_packages: vec![fresh], last_resort: None }).unwrap();
 }
 
 #[test]

@@ -189,3 +189,39 @@ fn a_replayed_commit_is_refused_and_the_database_is_unchanged() {
     assert_refusal(w.bob.with_album(ALBUM, |a, p| a.process(p, &w.rotation, w.s.dir.validation())), "replay");
     assert_eq!(content(&path), applied);
 }
+
+/// A replay from another album: Bob is in a second album at the same epoch,
+/// and that album's commit for it is fed to the first.
+#[test]
+fn a_commit_of_another_album_is_refused_and_the_database_is_unchanged() {
+    use capsule_amk::{AlbumId, AlbumMetadata, HistoryPolicy};
+    const OTHER: AlbumId = AlbumId::from_bytes([0xC6; 16]);
+    let w = world("refuse-other-album");
+    let me = w.alice.load_device().unwrap();
+    let v = w.s.dir.validation();
+    let meta = AlbumMetadata::new(OTHER, HistoryPolicy::Full, [capsule_mls::testkit::uid(1)].into()).unwrap();
+    w.alice.create_album(&me, meta).unwrap();
+    let bob_kp = {
+        let bob = w.bob.load_device().unwrap();
+        w.bob.with_provider(|p| capsule_mls::key_package(p, &bob)).unwrap()
+    };
+    let add = Change::AddUser { user: capsule_mls::testkit::uid(2), directory: vec![bob_kp] };
+    let out = w.alice.with_album(OTHER, |a, p| a.stage(p, &me, &add, v)).unwrap();
+    w.alice.with_album(OTHER, |a, p| a.confirm(p)).unwrap();
+    w.bob.join_album(&out.welcome.unwrap(), &out.bundle.unwrap(), v).unwrap();
+    let step = w.alice.with_album(OTHER, |a, p| a.stage(p, &me, &Change::RotateAmk, v)).unwrap();
+    w.alice.with_album(OTHER, |a, p| a.confirm(p)).unwrap();
+    w.bob.with_album(OTHER, |a, p| a.process(p, &step.commit, v)).unwrap();
+    // Both albums at the same epoch, so only the group tells the commits apart.
+    let other = w.alice.with_album(OTHER, |a, p| a.stage(p, &me, &Change::RotateAmk, v)).unwrap();
+    let mine = w.bob.album(ALBUM).unwrap();
+    assert_eq!(w.bob.album(OTHER).unwrap().epoch(), mine.epoch());
+    let path = w.s.path("bob");
+    let before = content(&path);
+    assert_refusal(w.bob.with_album(ALBUM, |a, p| a.process(p, &other.commit, v)), "another album's commit");
+    assert_eq!(content(&path), before);
+    assert_eq!(w.bob.album(ALBUM).unwrap().epoch_authenticator(), mine.epoch_authenticator());
+    // Each commit still applies to its own album.
+    w.bob.with_album(OTHER, |a, p| a.process(p, &other.commit, v)).unwrap();
+    w.bob.with_album(ALBUM, |a, p| a.process(p, &w.rotation, v)).unwrap();
+}

@@ -145,7 +145,8 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!e.is_internal(), "a refusal classified as a fault: {e}");
                 if server.is_ok() {
                     assert!(
-                        only_tags_differ(&commit, &fx.bases) && matches!(e, MlsError::BadSignature | MlsError::Refused(_)),
+                        only_tags_differ(&commit, &fx.bases)
+                            && matches!(e, MlsError::BadSignature | MlsError::Refused(_)),
                         "the server orders a commit the member refuses ({e})"
                     );
                 }

@@ -52,10 +52,15 @@ xflags::xflags! {
             /// Epochs per album (default 50).
             optional --epochs epochs: u32
         }
-        /// Run every criterion benchmark; each prints its ratio against a baseline.
+        /// Run the benchmark suite (`capsule-bench`) and write the report with its
+        /// plots: `docs/PERFORMANCE.md`, or with `--quick`
+        /// `target/capsule-bench/report/PERFORMANCE.md` (never `docs/`).
         cmd bench {
-            /// Only this crate.
-            optional -p, --package package: String
+            /// Short measurements (`CAPSULE_BENCH_QUICK=1`): a smoke test, not numbers to publish.
+            optional --quick
+            /// Only the benchmarks this matches (criterion's filter: a regex on
+            /// `group/flavor/parameter`, e.g. `overhead.`).
+            optional --only prefix: String
         }
     }
 }

@@ -8,6 +8,7 @@
 mod flags;
 mod metadata;
 mod postgres;
+mod report;
 #[cfg(test)]
 mod tidy;
 
@@ -24,7 +25,7 @@ fn main() -> Result<()> {
         flags::XtaskCmd::TestMatrix(f) => test_matrix(&sh, f.slow, f.no_postgres, &f.package),
         flags::XtaskCmd::Deny(f) => deny(&sh, f.advisories),
         flags::XtaskCmd::Fuzz(f) => fuzz(&sh, f.target.as_deref(), f.seconds.unwrap_or(30)),
-        flags::XtaskCmd::Bench(f) => bench(&sh, f.package.as_deref()),
+        flags::XtaskCmd::Bench(f) => bench(&sh, f.quick, f.only.as_deref()),
         flags::XtaskCmd::Sim(f) => {
             sim(&sh, f.seeds.unwrap_or(200), f.from.unwrap_or(0), f.chain.as_deref().unwrap_or("memory"))
         }
@@ -84,6 +85,10 @@ fn test_matrix(sh: &Shell, slow: bool, no_postgres: bool, only: &[String]) -> Re
         // resilience tests, through the fault layer over loopback HTTP.
         section("simulator against the chain server on SQLite: 40 seeds");
         sim(sh, 40, 10_000, "sqlite")?;
+        if slow {
+            // A smoke run: every benchmark runs briefly and every targeted group reports.
+            bench(sh, true, None)?;
+        }
         section("capsule-resilience tests against the chain server on SQLite");
         let _chain = sh.push_env("CAPSULE_TEST_CHAIN", "sqlite");
         cmd!(sh, "cargo test -p capsule-resilience --features testkit --tests --locked").run()?;
@@ -292,17 +297,30 @@ impl FuzzOutcome {
     }
 }
 
-fn bench(sh: &Shell, only: Option<&str>) -> Result<()> {
-    for package in metadata::workspace_packages(sh)? {
-        if !package.has_benches || only.is_some_and(|o| o != package.name) {
-            continue;
+/// Runs the benchmark suite and writes its report ([`report::out_dir`]).
+/// Unfiltered, fails if `targets.json` names a group that has no result, so a
+/// quick run is a smoke test of every benchmark.
+fn bench(sh: &Shell, quick: bool, only: Option<&str>) -> Result<()> {
+    // The report must describe this run only, not results an earlier one left.
+    for dir in [report::CRITERION_DIR, report::BENCH_DIR] {
+        sh.remove_path(dir)?;
+    }
+    let root = project_root();
+    let filter: Vec<&str> = only.map(|o| vec!["--", o]).unwrap_or_default();
+    let _quick = quick.then(|| sh.push_env("CAPSULE_BENCH_QUICK", "1"));
+    // Criterion would follow CARGO_TARGET_DIR; the report reads one place.
+    let _criterion = sh.push_env("CRITERION_HOME", root.join(report::CRITERION_DIR));
+    section(&format!("benchmarks{}", if quick { " (quick)" } else { "" }));
+    cmd!(sh, "cargo bench --locked -p capsule-bench {filter...}").run()?;
+    let out = report::out_dir(quick);
+    let outcome = report::write(&root, &root.join(out), &report::header(sh, quick))?;
+    eprintln!("\nbench: {} targets met, {} missed; report in {out}/PERFORMANCE.md", outcome.met, outcome.missed);
+    if only.is_none() {
+        if !sh.path_exists(Path::new(report::BENCH_DIR).join("targets.json")) {
+            bail!("the benchmarks wrote no {}/targets.json", report::BENCH_DIR);
         }
-        let name = package.name.clone();
-        for features in package.feature_sets(false) {
-            let feature_vec = feature_args(&features);
-            let feature_args = feature_vec.as_slice();
-            section(&format!("bench {name} {}", features.join(",")));
-            cmd!(sh, "cargo bench -p {name} {feature_args...}").run()?;
+        if !outcome.unmeasured.is_empty() {
+            bail!("targets.json names groups with no results: {}", outcome.unmeasured.join(", "));
         }
     }
     Ok(())

@@ -10,7 +10,6 @@ pub(crate) struct Package {
     pub(crate) name: String,
     pub(crate) manifest_path: String,
     pub(crate) has_lib: bool,
-    pub(crate) has_benches: bool,
     /// `[package.metadata.capsule] feature-sets`: the meaningful combinations.
     feature_sets: Vec<Vec<String>>,
     /// `[package.metadata.capsule] slow-feature`: added in the slow tier.
@@ -78,7 +77,6 @@ pub(crate) fn parse(json: &str) -> Result<Vec<Package>> {
             name: name.to_owned(),
             manifest_path: p["manifest_path"].as_str().unwrap_or_default().to_owned(),
             has_lib: kinds("lib"),
-            has_benches: kinds("bench"),
             feature_sets: capsule["feature-sets"]
                 .as_array()
                 .map(|a| a.iter().map(strings).collect())

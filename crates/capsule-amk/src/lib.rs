@@ -84,6 +84,7 @@ mod keyring;
 mod keys;
 mod metadata;
 mod photo;
+mod secret;
 
 pub use bundle::{HistoryBundle, SealedBundle, seal_for_joiner};
 pub use error::{AmkError, Result};
@@ -91,3 +92,4 @@ pub use keyring::{AmkKeyring, AmkSlot, HeldVersions};
 pub use keys::{Amk, AmkVersion, BundleKey, EpochSecret, WriteKey};
 pub use metadata::{AlbumId, AlbumMetadata, AlbumUpgrade, HistoryPolicy};
 pub use photo::{PhotoHeader, PhotoId, PhotoOpener, PhotoSealer, SealedPhoto, open_photo, seal_photo};
+pub use secret::SecretBytes;

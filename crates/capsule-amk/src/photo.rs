@@ -23,8 +23,8 @@ use aes_gcm::aead::Nonce;
 use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit, Tag};
 use capsule_identity::DecodeError;
 use rand_core::TryCryptoRng;
-use zeroize::Zeroizing;
 
+use crate::secret::SecretBytes;
 use crate::{AlbumId, Amk, AmkError, AmkKeyring, AmkSlot, AmkVersion, Result};
 
 /// Format version of a sealed photo's header.
@@ -217,11 +217,11 @@ impl SealedPhoto {
     ///
     /// # Errors
     /// As [`open_photo`].
-    pub fn open(&self, keyring: &AmkKeyring, album: &AlbumId) -> Result<Zeroizing<Vec<u8>>> {
+    pub fn open(&self, keyring: &AmkKeyring, album: &AlbumId) -> Result<SecretBytes> {
         let mut opener = PhotoOpener::new(keyring, album, &self.header)?;
-        let mut out = Zeroizing::new(Vec::with_capacity(self.plaintext_len()));
-        opener.push_into(&self.body, &mut out)?;
-        opener.finish_into(&mut out)?;
+        let mut out = SecretBytes::with_capacity(self.plaintext_len());
+        opener.push_into(&self.body, out.as_mut_vec())?;
+        opener.finish_into(out.as_mut_vec())?;
         Ok(out)
     }
 }
@@ -296,7 +296,7 @@ pub fn seal_photo<R: TryCryptoRng + ?Sized>(
 /// device (show a placeholder); [`AmkError::NotHeld`] for a version this device
 /// does not hold; [`AmkError::PhotoUnreadable`] if it does not authenticate
 /// (wrong album or key, chunks reordered, dropped, duplicated, truncated or changed).
-pub fn open_photo(keyring: &AmkKeyring, album: &AlbumId, photo: &SealedPhoto) -> Result<Zeroizing<Vec<u8>>> {
+pub fn open_photo(keyring: &AmkKeyring, album: &AlbumId, photo: &SealedPhoto) -> Result<SecretBytes> {
     photo.open(keyring, album)
 }
 
@@ -372,13 +372,14 @@ impl fmt::Debug for PhotoCipher {
 /// (1 to `size` bytes, or none if nothing came) is the final chunk.
 struct Chunker {
     size: usize,
-    /// Zeroized: on the sealing side it holds plaintext.
-    pending: Zeroizing<Vec<u8>>,
+    /// Zeroized: on the sealing side it holds plaintext (never past `size`
+    /// bytes, so never reallocated).
+    pending: SecretBytes,
 }
 
 impl Chunker {
     fn new(size: usize) -> Self {
-        Self { size, pending: Zeroizing::new(Vec::with_capacity(size)) }
+        Self { size, pending: SecretBytes::with_capacity(size) }
     }
 
     /// How many chunks feeding `more` bytes releases.
@@ -391,14 +392,14 @@ impl Chunker {
         if !self.pending.is_empty() {
             let room = self.size.saturating_sub(self.pending.len()).min(data.len());
             let (head, tail) = data.split_at_checked(room).ok_or(AmkError::Internal("chunker split"))?;
-            self.pending.extend_from_slice(head);
+            self.pending.as_mut_vec().extend_from_slice(head);
             data = tail;
             if data.is_empty() {
                 return Ok(());
             }
             // More bytes follow, so the full pending chunk is not the last.
             each(&self.pending)?;
-            self.pending.clear();
+            self.pending.as_mut_vec().clear();
         }
         while let Some((chunk, rest)) = data.split_at_checked(self.size)
             && !rest.is_empty()
@@ -406,7 +407,7 @@ impl Chunker {
             each(chunk)?;
             data = rest;
         }
-        self.pending.extend_from_slice(data);
+        self.pending.as_mut_vec().extend_from_slice(data);
         Ok(())
     }
 }
@@ -579,10 +580,9 @@ impl PhotoOpener {
     /// [`AmkError::PhotoUnreadable`] if a chunk does not authenticate at its
     /// position; [`AmkError::Decode`] past the chunk counter. After an error every
     /// call fails with [`AmkError::PhotoUnreadable`].
-    pub fn push(&mut self, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let mut out =
-            Zeroizing::new(Vec::with_capacity(self.chunker.released_by(sealed.len()).saturating_mul(CHUNK_SIZE)));
-        self.push_into(sealed, &mut out)?;
+    pub fn push(&mut self, sealed: &[u8]) -> Result<SecretBytes> {
+        let mut out = SecretBytes::with_capacity(self.chunker.released_by(sealed.len()).saturating_mul(CHUNK_SIZE));
+        self.push_into(sealed, out.as_mut_vec())?;
         Ok(out)
     }
 
@@ -592,9 +592,9 @@ impl PhotoOpener {
     /// [`AmkError::Decode`] if the bytes pushed do not end in a whole final chunk;
     /// [`AmkError::PhotoUnreadable`] if it does not authenticate as the final chunk
     /// (a truncated photo) or an earlier call failed.
-    pub fn finish(self) -> Result<Zeroizing<Vec<u8>>> {
-        let mut out = Zeroizing::new(Vec::with_capacity(self.chunker.pending.len().saturating_sub(TAG_LEN)));
-        self.finish_into(&mut out)?;
+    pub fn finish(self) -> Result<SecretBytes> {
+        let mut out = SecretBytes::with_capacity(self.chunker.pending.len().saturating_sub(TAG_LEN));
+        self.finish_into(out.as_mut_vec())?;
         Ok(out)
     }
 

@@ -20,6 +20,14 @@ use openmls_traits::OpenMlsProvider as _;
 use rand_core::SeedableRng as _;
 use serde_json::json;
 
+/// Whether the run's filter (`cargo bench -- FILTER`, a plain substring
+/// here) can select something of `group`: the costly fixtures are only built
+/// for groups that will run.
+fn wanted(group: &str) -> bool {
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    filters.is_empty() || filters.iter().any(|f| group.contains(f.trim_start_matches('^')) || f.contains(group))
+}
+
 /// A group whose runs are few and long: flat sampling (ten runs, not 55).
 fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
     let mut g = c.benchmark_group(name);
@@ -193,6 +201,9 @@ struct Saved<T> {
 }
 
 fn overhead(c: &mut Criterion, sizes: &mut Vec<serde_json::Value>) {
+    if !wanted("overhead.") {
+        return;
+    }
     let v = RawVerify::new();
     for n in group_sizes() {
         for tree in Tree::ALL {
@@ -316,6 +327,9 @@ fn photo(c: &mut Criterion) {
 /// `MlsGroup::load` then `process_message` + `merge_staged_commit` per
 /// commit on OpenMLS's own SQLite storage (plain SQLite, JSON values).
 fn catchup(c: &mut Criterion) {
+    if !wanted("catchup.reconcile") {
+        return;
+    }
     use capsule::testkit::{ALBUM as FX_ALBUM, Fixture, db_key, user};
     use capsule_identity::{DeviceClaims, DeviceId, DeviceSigningKey, UnixTime, Validity};
     use capsule_resilience::{Change as Intent, ReconcileOutcome};
@@ -439,6 +453,9 @@ fn identity(c: &mut Criterion) {
 /// One commit applied by a device on the durable store (SQLCipher, one
 /// transaction) against the same device's twin on memory storage.
 fn store(c: &mut Criterion) {
+    if !wanted("store.apply") {
+        return;
+    }
     let root = std::env::temp_dir().join(format!("capsule-bench-store-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();

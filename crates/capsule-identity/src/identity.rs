@@ -90,6 +90,10 @@ pub struct IdentityPublicKey {
     /// as much as the verification itself. Not part of the encoding or equality.
     #[serde(skip)]
     prepared: OnceLock<<Active as MlDsaBackend>::VerifyingKey>,
+    /// The Ed25519 point decompressed on first use and kept, for the same
+    /// reason (`None`: not a valid point; `from_bytes` refuses those anyway).
+    #[serde(skip)]
+    ed25519_prepared: OnceLock<Option<ed25519_dalek::VerifyingKey>>,
 }
 
 impl PartialEq for IdentityPublicKey {
@@ -137,7 +141,9 @@ impl IdentityPublicKey {
 
     /// Verifies a hybrid signature: true only when both halves verify.
     pub(crate) fn verify_hybrid(&self, msg: &[u8], ml_dsa_context: &[u8], sig: &HybridSignature) -> bool {
-        let Ok(ed) = ed25519_dalek::VerifyingKey::from_bytes(&self.ed25519) else {
+        let prepared =
+            self.ed25519_prepared.get_or_init(|| ed25519_dalek::VerifyingKey::from_bytes(&self.ed25519).ok());
+        let Some(ed) = prepared else {
             return false;
         };
         let ed_ok = ed.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig.ed25519.0)).is_ok();
@@ -198,6 +204,7 @@ impl IdentityKeyPair {
             ed25519: ed25519.verifying_key().to_bytes(),
             ml_dsa: Active::verifying_key(&ml_dsa),
             prepared: OnceLock::new(),
+            ed25519_prepared: OnceLock::new(),
         };
         Ok(Self { ed25519, ml_dsa, public })
     }

@@ -1567,8 +1567,8 @@ impl Device {
     /// ```
     pub fn open_photo(&self, album: AlbumId, photo: &Photo) -> Result<Vec<u8>> {
         let _span = self.span("open_photo", album);
-        let mut plaintext = self.with_keyring(album, |ring| capsule_amk::open_photo(ring, &album, photo))??;
+        let plaintext = self.with_keyring(album, |ring| capsule_amk::open_photo(ring, &album, photo))??;
         // Handed over whole: the caller owns the photo's bytes from here.
-        Ok(core::mem::take(&mut *plaintext))
+        Ok(plaintext.into_vec())
     }
 }

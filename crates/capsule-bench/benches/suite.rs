@@ -89,6 +89,9 @@ fn checks(per_op: usize, n: usize) -> usize {
 }
 
 /// Times `f` from the mark it sets: what comes before is the run's setup.
+/// Never inlined, so a profiler can count exactly the timed work
+/// (`valgrind --tool=callgrind --toggle-collect='*suite::measure*'`).
+#[inline(never)]
 fn measure<T>(f: impl FnOnce(&mut dyn FnMut()) -> T) -> Duration {
     let mut start = Instant::now();
     let out = f(&mut || start = Instant::now());
@@ -155,9 +158,12 @@ fn raw_once(op: &str, r: &mut RawAlbum, saved: &Saved<Snapshot>, checks: usize, 
             })
         }
         "overhead.add_device" => {
+            // Bytes, as a directory hands them out: parsed and validated in the run.
             let (_, kp) = raw_key_package(&mut r.people, r.flavor, &kps);
+            let kp = kp.tls_serialize_detached().unwrap();
             measure(|go| {
                 go();
+                let kp = validate_key_package(&r.creator.provider, &kp);
                 v.run(checks);
                 raw_commit(&mut r.creator, vec![kp], vec![], None, false)
             })
@@ -182,10 +188,10 @@ fn raw_once(op: &str, r: &mut RawAlbum, saved: &Saved<Snapshot>, checks: usize, 
         "overhead.join" => {
             let (_, kp) = raw_key_package(&mut r.people, r.flavor, &kps);
             let (_, welcome) = raw_commit(&mut r.creator, vec![kp], vec![], None, false);
-            let welcome = welcome_of(&welcome.unwrap());
+            let welcome = welcome.unwrap();
             measure(|go| {
                 go();
-                let group = raw_join(&kps, welcome);
+                let group = raw_join(&kps, welcome_of(&welcome));
                 v.run(checks);
                 group
             })
@@ -531,7 +537,40 @@ fn fixed_sizes(sizes: &mut Vec<serde_json::Value>) {
     }
 }
 
+/// `CAPSULE_BENCH_PROFILE="<operation> <flavor> <tree> <n> <runs>"` (e.g.
+/// `overhead.add_device ours sparse 2 20`): only that, `runs` times, for a
+/// profiler; no criterion, no files.
+fn profile(spec: &str) {
+    let parts: Vec<&str> = spec.split_whitespace().collect();
+    let [op, flavor, tree, n, runs] = parts[..] else { panic!("CAPSULE_BENCH_PROFILE: {spec}") };
+    let (n, runs): (usize, u32) = (n.parse().unwrap(), runs.parse().unwrap());
+    let tree = if tree == "full" { Tree::Full } else { Tree::Sparse };
+    let mut ours = OursAlbum::build(n, tree);
+    let mut spent = Duration::ZERO;
+    if flavor == "ours" {
+        let saved = Saved { creator: ours.creator.save(), other: ours.other.save() };
+        let kps = MemoryProvider::in_memory().unwrap();
+        for _ in 0..runs {
+            spent += ours_once(op, &mut ours, &saved, &kps);
+        }
+    } else {
+        let flavor = if flavor == "basic" { Flavor::Basic } else { Flavor::SameBytes };
+        let mut r = RawAlbum::build(n, tree, flavor, ours.context_bytes());
+        let saved = Saved { creator: Snapshot::of(&r.creator.provider), other: Snapshot::of(&r.other.provider) };
+        let checks =
+            if flavor == Flavor::SameBytes { checks(OPERATIONS.iter().find(|o| o.0 == op).unwrap().2, n) } else { 0 };
+        let v = RawVerify::new();
+        for run in 0..runs {
+            spent += raw_once(op, &mut r, &saved, checks, run + 1, &v);
+        }
+    }
+    println!("{spec}: {:?} per run", spent / runs);
+}
+
 fn main() {
+    if let Some(spec) = std::env::var_os("CAPSULE_BENCH_PROFILE") {
+        return profile(&spec.to_string_lossy());
+    }
     targets();
     let mut c = Criterion::default().configure_from_args();
     let mut sizes = Vec::new();

@@ -312,6 +312,12 @@ pub fn raw_key_package(people: &mut People, flavor: Flavor, provider: &MemoryPro
     (signer, kp)
 }
 
+/// A KeyPackage from its bytes, as OpenMLS checks one before an add
+/// (signatures, lifetime, suite, capabilities).
+pub fn validate_key_package<P: OpenMlsProvider>(provider: &P, bytes: &[u8]) -> KeyPackage {
+    KeyPackageIn::tls_deserialize_exact(bytes).unwrap().validate(provider.crypto(), ProtocolVersion::Mls10).unwrap()
+}
+
 /// The Welcome in serialized `MlsMessage` bytes.
 #[must_use]
 pub fn welcome_of(bytes: &[u8]) -> Welcome {

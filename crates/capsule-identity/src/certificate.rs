@@ -168,6 +168,28 @@ impl DeviceCertificate {
         Ok(encoding::encode(self)?)
     }
 
+    /// The user and device certificate bytes name, read from the signed
+    /// fields alone: the signature after them is neither decoded nor checked,
+    /// only its length. For a leaf whose certificate was verified when it
+    /// entered the group: decoding the 3.4 KB signature was most of what
+    /// naming a member cost.
+    ///
+    /// # Errors
+    /// [`DecodeError::Malformed`] if the fields do not decode or a
+    /// signature's length does not follow them;
+    /// [`DecodeError::UnknownVersion`] for another certificate format.
+    pub fn claimed_member(bytes: &[u8]) -> Result<(UserId, DeviceId), DecodeError> {
+        const SIGNATURE_LEN: usize = 64 + core::mem::size_of::<crate::ml_dsa::MlDsaSignatureBytes>();
+        let (tbs, signature) = postcard::take_from_bytes::<Tbs>(bytes).map_err(|_| DecodeError::Malformed)?;
+        if tbs.version != CERTIFICATE_VERSION {
+            return Err(DecodeError::UnknownVersion(tbs.version));
+        }
+        if signature.len() != SIGNATURE_LEN {
+            return Err(DecodeError::Malformed);
+        }
+        Ok((tbs.user, tbs.device))
+    }
+
     /// Decodes a canonical encoding. Decoding checks shape only; call
     /// [`DeviceCertificate::verify`] before trusting anything in it.
     ///

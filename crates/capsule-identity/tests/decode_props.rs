@@ -35,6 +35,24 @@ proptest! {
     }
 
     #[test]
+    fn claimed_member_reads_what_the_certificate_names(claims in claims(), cut in 1usize..3500, extra in 1usize..8) {
+        let bytes = identity().certify_device(&claims).unwrap().to_bytes().unwrap();
+        prop_assert_eq!(DeviceCertificate::claimed_member(&bytes), Ok((claims.user, claims.device)));
+        // Cut short or run on, it names nobody.
+        let short = &bytes[..bytes.len().saturating_sub(cut)];
+        prop_assert!(DeviceCertificate::claimed_member(short).is_err());
+        let long = [bytes.as_slice(), &vec![0; extra]].concat();
+        prop_assert_eq!(DeviceCertificate::claimed_member(&long), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn claimed_member_agrees_with_the_full_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..4000)) {
+        if let Ok(cert) = DeviceCertificate::from_bytes(&bytes) {
+            prop_assert_eq!(DeviceCertificate::claimed_member(&bytes), Ok((cert.user(), cert.device())));
+        }
+    }
+
+    #[test]
     fn certificate_decoder_accepts_only_canonical_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..4000)) {
         if let Ok(cert) = DeviceCertificate::from_bytes(&bytes) {
             prop_assert_eq!(cert.to_bytes().unwrap(), bytes);

@@ -164,7 +164,7 @@ pub(crate) fn claimed_identity(credential: &Credential) -> Result<Member> {
     if credential.credential_type() != CredentialType::Other(CREDENTIAL_TYPE) {
         return Err(MlsError::ForeignCredential);
     }
-    let cert =
-        DeviceCertificate::from_bytes(credential.serialized_content()).map_err(|e| MlsError::Identity(e.into()))?;
-    Ok(Member { user: cert.user(), device: cert.device() })
+    let (user, device) =
+        DeviceCertificate::claimed_member(credential.serialized_content()).map_err(|e| MlsError::Identity(e.into()))?;
+    Ok(Member { user, device })
 }

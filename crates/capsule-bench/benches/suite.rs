@@ -4,7 +4,7 @@
 //! says which comparisons have which target and `sizes.json` holds the
 //! measured sizes. `cargo xtask bench` runs this and writes the report.
 
-#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing, missing_docs)] // a benchmark
+#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing, clippy::print_stdout, missing_docs)] // a benchmark
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

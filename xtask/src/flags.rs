@@ -58,6 +58,8 @@ xflags::xflags! {
         cmd bench {
             /// Short measurements (`CAPSULE_BENCH_QUICK=1`): a smoke test, not numbers to publish.
             optional --quick
+            /// Also albums of 1024 devices (`CAPSULE_BENCH_LARGE=1`; slow: minutes per fixture).
+            optional --large
             /// Only the benchmarks this matches (criterion's filter: a regex on
             /// `group/flavor/parameter`, e.g. `overhead.`).
             optional --only prefix: String

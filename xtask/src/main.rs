@@ -25,7 +25,7 @@ fn main() -> Result<()> {
         flags::XtaskCmd::TestMatrix(f) => test_matrix(&sh, f.slow, f.no_postgres, &f.package),
         flags::XtaskCmd::Deny(f) => deny(&sh, f.advisories),
         flags::XtaskCmd::Fuzz(f) => fuzz(&sh, f.target.as_deref(), f.seconds.unwrap_or(30)),
-        flags::XtaskCmd::Bench(f) => bench(&sh, f.quick, f.only.as_deref()),
+        flags::XtaskCmd::Bench(f) => bench(&sh, f.quick, f.large, f.only.as_deref()),
         flags::XtaskCmd::Sim(f) => {
             sim(&sh, f.seeds.unwrap_or(200), f.from.unwrap_or(0), f.chain.as_deref().unwrap_or("memory"))
         }
@@ -87,7 +87,7 @@ fn test_matrix(sh: &Shell, slow: bool, no_postgres: bool, only: &[String]) -> Re
         sim(sh, 40, 10_000, "sqlite")?;
         if slow {
             // A smoke run: every benchmark runs briefly and every targeted group reports.
-            bench(sh, true, None)?;
+            bench(sh, true, false, None)?;
         }
         section("capsule-resilience tests against the chain server on SQLite");
         let _chain = sh.push_env("CAPSULE_TEST_CHAIN", "sqlite");
@@ -300,7 +300,7 @@ impl FuzzOutcome {
 /// Runs the benchmark suite and writes its report ([`report::out_dir`]).
 /// Unfiltered, fails if `targets.json` names a group that has no result, so a
 /// quick run is a smoke test of every benchmark.
-fn bench(sh: &Shell, quick: bool, only: Option<&str>) -> Result<()> {
+fn bench(sh: &Shell, quick: bool, large: bool, only: Option<&str>) -> Result<()> {
     // The report must describe this run only, not results an earlier one left.
     for dir in [report::CRITERION_DIR, report::BENCH_DIR] {
         sh.remove_path(dir)?;
@@ -308,6 +308,7 @@ fn bench(sh: &Shell, quick: bool, only: Option<&str>) -> Result<()> {
     let root = project_root();
     let filter: Vec<&str> = only.map(|o| vec!["--", o]).unwrap_or_default();
     let _quick = quick.then(|| sh.push_env("CAPSULE_BENCH_QUICK", "1"));
+    let _large = large.then(|| sh.push_env("CAPSULE_BENCH_LARGE", "1"));
     // Criterion would follow CARGO_TARGET_DIR; the report reads one place.
     let _criterion = sh.push_env("CRITERION_HOME", root.join(report::CRITERION_DIR));
     section(&format!("benchmarks{}", if quick { " (quick)" } else { "" }));

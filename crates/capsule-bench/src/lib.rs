@@ -54,7 +54,7 @@ pub const NOW: UnixTime = UnixTime(1_800_000_000);
 pub const ALBUM: AlbumId = AlbumId::from_bytes([9; 16]);
 
 /// Group sizes: `CAPSULE_BENCH_QUICK` (a smoke run) keeps the small ones,
-/// `CAPSULE_BENCH_LARGE` adds 1024 (the slow tier).
+/// `CAPSULE_BENCH_LARGE` (`cargo xtask bench --large`) adds 1024.
 #[must_use]
 pub fn group_sizes() -> Vec<usize> {
     if quick() {

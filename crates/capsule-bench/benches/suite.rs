@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
 use capsule_amk::{AmkKeyring, EpochSecret, open_photo, seal_photo};
 use capsule_bench::*;
+use capsule_identity::DeviceCertificate;
 use capsule_mls::{Album, Change, MemoryProvider};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode};
@@ -58,6 +59,14 @@ fn targets() {
         list.push(json!({"group": group, "title": title, "subject": "ours", "baseline": "basic",
             "target": null, "x_label": "devices", "note": "the price of certificates in the leaves"}));
     }
+    list.push(json!({"group": "overhead.join", "title": "Join from a Welcome (every leaf's certificate verified)",
+        "subject": "ours-cached", "baseline": "same-bytes", "target": null, "x_label": "devices",
+        "note": "ours-cached: a joiner whose trust store has verified these members before (only its own leaf is new)"}));
+    list.push(
+        json!({"group": "identity.certificate_warm", "title": "Verify a certificate the trust store's cache holds",
+        "subject": "ours", "baseline": null, "target": {"max_ns": 2000.0}, "x_label": "certificates",
+        "note": "same bytes, same trusted key: a lookup, the key and the time still checked"}),
+    );
     for (group, title) in [
         ("overhead.seal_photo", "Seal a 1 MiB photo (64 KiB chunks)"),
         ("overhead.open_photo", "Open a 1 MiB photo (64 KiB chunks)"),
@@ -101,7 +110,13 @@ fn measure<T>(f: impl FnOnce(&mut dyn FnMut()) -> T) -> Duration {
 }
 
 /// One run of `op` in the wrapper, from the saved state.
-fn ours_once(op: &str, o: &mut OursAlbum, saved: &Saved<(Snapshot, Vec<u8>)>, kps: &MemoryProvider) -> Duration {
+fn ours_once(
+    op: &str,
+    o: &mut OursAlbum,
+    saved: &Saved<(Snapshot, Vec<u8>)>,
+    kps: &MemoryProvider,
+    cached: bool,
+) -> Duration {
     o.creator.restore(&saved.creator);
     match op {
         "overhead.rotate_amk" => measure(|go| {
@@ -135,9 +150,10 @@ fn ours_once(op: &str, o: &mut OursAlbum, saved: &Saved<(Snapshot, Vec<u8>)>, kp
             let kp = capsule_mls::key_package(&provider, &o.people.device(1)).unwrap();
             let out = stage_confirm(&mut o.creator, &Change::AddDevice { key_package: kp }, &o.people);
             let (welcome, bundle) = (out.welcome.unwrap(), out.bundle.unwrap());
+            let validation = if cached { o.people.cached_validation() } else { o.people.validation() };
             measure(|go| {
                 go();
-                Album::join(&provider, &welcome, &bundle, o.people.validation()).unwrap()
+                Album::join(&provider, &welcome, &bundle, validation).unwrap()
             })
         }
         _ => unreachable!("{op}"),
@@ -258,8 +274,15 @@ fn overhead(c: &mut Criterion, sizes: &mut Vec<serde_json::Value>) {
             for (op, _, per_op) in OPERATIONS {
                 let mut g = group(c, op);
                 g.bench_function(BenchmarkId::new("ours", &param), |b| {
-                    b.iter_custom(|iters| (0..iters).map(|_| ours_once(op, &mut ours, &saved, &kps)).sum())
+                    b.iter_custom(|iters| (0..iters).map(|_| ours_once(op, &mut ours, &saved, &kps, false)).sum())
                 });
+                if op == "overhead.join" {
+                    // A joiner that has verified these members before (its
+                    // warm-up did): only its own new leaf is checked in full.
+                    g.bench_function(BenchmarkId::new("ours-cached", &param), |b| {
+                        b.iter_custom(|iters| (0..iters).map(|_| ours_once(op, &mut ours, &saved, &kps, true)).sum())
+                    });
+                }
                 for (r, saved) in raws.iter_mut().zip(&raw_saved) {
                     let checks = if r.flavor == Flavor::SameBytes { checks(per_op, n) } else { 0 };
                     let mut run = 0u32;
@@ -440,19 +463,27 @@ fn catchup(c: &mut Criterion) {
     g.finish();
 }
 
-/// One certificate check, cold: the wrapper's `DeviceCertificate::verify`
-/// against the raw Ed25519 + ML-DSA-65 verifications (RustCrypto).
+/// One certificate check from its bytes, cold (decoded and verified) against
+/// the raw Ed25519 + ML-DSA-65 verifications (RustCrypto), and warm (the
+/// trust store's cache holds it).
 fn identity(c: &mut Criterion) {
     let mut people = People::new();
     let device = people.device(1);
     let certificate = device.certificate().clone();
     let key = certificate.device_key();
     let v = RawVerify::new();
+    let bytes = certificate.to_bytes().unwrap();
     let mut g = group(c, "identity.certificate_cold");
     g.bench_function(BenchmarkId::new("ours", "certificates-1"), |b| {
-        b.iter(|| certificate.verify(black_box(key), NOW, &people.trust).unwrap())
+        b.iter(|| DeviceCertificate::verify_bytes(black_box(&bytes), key, NOW, &people.trust).unwrap())
     });
     g.bench_function(BenchmarkId::new("raw", "certificates-1"), |b| b.iter(|| v.run(1)));
+    g.finish();
+    let mut g = group(c, "identity.certificate_warm");
+    DeviceCertificate::verify_bytes(&bytes, key, NOW, &people.cached).unwrap();
+    g.bench_function(BenchmarkId::new("ours", "certificates-1"), |b| {
+        b.iter(|| DeviceCertificate::verify_bytes(black_box(&bytes), key, NOW, &people.cached).unwrap())
+    });
     g.finish();
 }
 
@@ -551,7 +582,7 @@ fn profile(spec: &str) {
         let saved = Saved { creator: ours.creator.save(), other: ours.other.save() };
         let kps = MemoryProvider::in_memory().unwrap();
         for _ in 0..runs {
-            spent += ours_once(op, &mut ours, &saved, &kps);
+            spent += ours_once(op, &mut ours, &saved, &kps, false);
         }
     } else {
         let flavor = if flavor == "basic" { Flavor::Basic } else { Flavor::SameBytes };

@@ -36,8 +36,8 @@ use std::path::PathBuf;
 
 use capsule_amk::{AlbumId, AlbumMetadata, HistoryPolicy};
 use capsule_identity::{
-    DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair, IdentityPublicKey, IdentitySeed, UnixTime, UserId,
-    Validity,
+    CachingTrustStore, DeviceClaims, DeviceId, DeviceSigningKey, IdentityKeyPair, IdentityPublicKey, IdentitySeed,
+    UnixTime, UserId, Validity,
 };
 use capsule_mls::{
     ALBUM_EXTENSION_TYPE, Album, CIPHERSUITE, CREDENTIAL_TYPE, Change, DeviceIdentity, MemoryProvider, Validation,
@@ -123,6 +123,8 @@ impl Tree {
 pub struct People {
     identities: BTreeMap<UserId, IdentityKeyPair>,
     pub trust: BTreeMap<UserId, IdentityPublicKey>,
+    /// The same keys, with a cache of the certificates verified under them.
+    pub cached: CachingTrustStore<BTreeMap<UserId, IdentityPublicKey>>,
     next_device: u32,
 }
 
@@ -142,7 +144,8 @@ impl People {
             trust.insert(UserId::from_bytes([n; 16]), id.public_key().clone());
             identities.insert(UserId::from_bytes([n; 16]), id);
         }
-        Self { identities, trust, next_device: 0 }
+        let cached = CachingTrustStore::new(trust.clone());
+        Self { identities, trust, cached, next_device: 0 }
     }
 
     /// A new certified device of user `user`.
@@ -165,6 +168,12 @@ impl People {
     #[must_use]
     pub fn validation(&self) -> Validation<'_> {
         Validation { trust: &self.trust, now: NOW }
+    }
+
+    /// Checks through the cache of verified certificates.
+    #[must_use]
+    pub fn cached_validation(&self) -> Validation<'_> {
+        Validation { trust: &self.cached, now: NOW }
     }
 }
 

@@ -63,6 +63,12 @@ pub struct DeviceCertificate {
 pub trait TrustStore {
     /// The identity key trusted for `user`, if any.
     fn trusted_identity(&self, user: &UserId) -> Option<&IdentityPublicKey>;
+
+    /// Where [`DeviceCertificate::verify_bytes`] keeps the certificates it
+    /// verified under this store, if anywhere (see [`crate::CachingTrustStore`]).
+    fn verified_certificates(&self) -> Option<&crate::VerifiedCertificates> {
+        None
+    }
 }
 
 impl TrustStore for std::collections::BTreeMap<UserId, IdentityPublicKey> {
@@ -166,6 +172,35 @@ impl DeviceCertificate {
     /// Only on a serializer bug.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         Ok(encoding::encode(self)?)
+    }
+
+    /// Decodes and verifies a certificate as [`DeviceCertificate::verify`]
+    /// does, with the same errors; certificates the trust store's cache holds
+    /// (same bytes, same trusted key) skip the decoding and the signatures,
+    /// and the time is still checked against their validity.
+    ///
+    /// # Errors
+    /// [`IdentityError::Decode`] for bytes [`DeviceCertificate::from_bytes`]
+    /// refuses; as [`DeviceCertificate::verify`].
+    pub fn verify_bytes(
+        bytes: &[u8],
+        presented_key: &[u8; 32],
+        now: UnixTime,
+        trust: &(impl TrustStore + ?Sized),
+    ) -> Result<DeviceClaims> {
+        let cache = trust.verified_certificates();
+        if let Some(claims) = cache.and_then(|c| c.get(bytes, trust)) {
+            if presented_key != &claims.device_key {
+                return Err(IdentityError::KeyMismatch);
+            }
+            claims.validity.check(now)?;
+            return Ok(claims);
+        }
+        let claims = Self::from_bytes(bytes)?.verify(presented_key, now, trust)?;
+        if let (Some(cache), Some(identity)) = (cache, trust.trusted_identity(&claims.user)) {
+            cache.insert(bytes, identity, &claims);
+        }
+        Ok(claims)
     }
 
     /// The user and device certificate bytes name, read from the signed

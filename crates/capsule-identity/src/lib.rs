@@ -52,6 +52,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod cache;
 mod certificate;
 pub mod encoding;
 mod error;
@@ -59,6 +60,7 @@ mod identity;
 mod ids;
 mod ml_dsa;
 
+pub use cache::{CachingTrustStore, VerifiedCertificates};
 pub use certificate::{CERTIFICATE_VERSION, DeviceCertificate, DeviceClaims, TrustStore};
 pub use error::{DecodeError, IdentityError, Result};
 pub use identity::{DeviceSigningKey, IdentityKeyPair, IdentityPublicKey, IdentitySeed, verify_device_signature};

@@ -273,3 +273,41 @@ fn a_trusted_key_that_has_verified_is_the_same_key() {
     let as_f = TrustAnyUser(&used);
     assert!(forged.verify(&other.device.public_key(), NOW, &as_f).is_err());
 }
+
+/// The cache answers for the same bytes under the same trusted key only,
+/// with the presented key and the time still checked; anything else gets
+/// the full check and its error.
+#[test]
+fn a_cached_certificate_is_recognised_only_as_the_full_check_would_accept_it() {
+    let f = fixture(31);
+    let key = f.device.public_key();
+    let mut store = CachingTrustStore::new(f.trust.clone());
+    // Without a cache, the same answers as decoding and verifying.
+    assert_eq!(DeviceCertificate::verify_bytes(&f.bytes, &key, NOW, &f.trust).ok(), Some(f.claims.clone()));
+    assert!(store.verified().is_empty());
+    for _ in 0..2 {
+        assert_eq!(DeviceCertificate::verify_bytes(&f.bytes, &key, NOW, &store).ok(), Some(f.claims.clone()));
+        assert_eq!(store.verified().len(), 1);
+    }
+    // A hit still checks the presented key and the time.
+    let other = DeviceSigningKey::generate().unwrap().public_key();
+    assert!(matches!(DeviceCertificate::verify_bytes(&f.bytes, &other, NOW, &store), Err(IdentityError::KeyMismatch)));
+    let late = UnixTime(1_900_000_001);
+    assert!(matches!(DeviceCertificate::verify_bytes(&f.bytes, &key, late, &store), Err(IdentityError::Expired)));
+    // Other bytes are no hit: one bit of the Ed25519 signature flipped fails the check.
+    let mut flipped = f.bytes.clone();
+    let at = ed_sig(flipped.len()).start;
+    flipped[at] ^= 1;
+    assert!(matches!(DeviceCertificate::verify_bytes(&flipped, &key, NOW, &store), Err(IdentityError::BadSignature)));
+    // The user's key replaced: the entry no longer answers, the signatures decide.
+    let stranger = fixture(32).identity.public_key().clone();
+    store.inner_mut().insert(f.claims.user, stranger);
+    assert!(matches!(DeviceCertificate::verify_bytes(&f.bytes, &key, NOW, &store), Err(IdentityError::BadSignature)));
+    // Removed: untrusted, as without a cache.
+    store.inner_mut().remove(&f.claims.user);
+    assert!(matches!(DeviceCertificate::verify_bytes(&f.bytes, &key, NOW, &store), Err(IdentityError::UntrustedUser)));
+    // Trusted again, the entry answers again.
+    store.inner_mut().insert(f.claims.user, f.identity.public_key().clone());
+    assert_eq!(DeviceCertificate::verify_bytes(&f.bytes, &key, NOW, &store).ok(), Some(f.claims.clone()));
+    assert!(DeviceCertificate::verify_bytes(&f.bytes[1..], &key, NOW, &store).is_err());
+}

@@ -144,11 +144,17 @@ pub(crate) fn verify_credential(
     if credential.credential_type() != CredentialType::Other(CREDENTIAL_TYPE) {
         return Err(MlsError::ForeignCredential);
     }
-    let cert =
-        DeviceCertificate::from_bytes(credential.serialized_content()).map_err(|e| MlsError::Identity(e.into()))?;
-    let key: &[u8; 32] = signature_key.try_into().map_err(|_| MlsError::LeafKeyMismatch)?;
-    cert.verify(key, validation.now, validation.trust).map_err(|e| match e {
-        IdentityError::UntrustedUser => MlsError::UnknownIdentity { user: cert.user() },
+    let bytes = credential.serialized_content();
+    let Ok(key) = <&[u8; 32]>::try_from(signature_key) else {
+        // A certificate that does not decode is reported as such first.
+        DeviceCertificate::from_bytes(bytes).map_err(|e| MlsError::Identity(e.into()))?;
+        return Err(MlsError::LeafKeyMismatch);
+    };
+    DeviceCertificate::verify_bytes(bytes, key, validation.now, validation.trust).map_err(|e| match e {
+        IdentityError::UntrustedUser => match DeviceCertificate::claimed_member(bytes) {
+            Ok((user, _)) => MlsError::UnknownIdentity { user },
+            Err(e) => MlsError::Identity(e.into()),
+        },
         e => MlsError::Identity(e),
     })
 }

@@ -489,13 +489,33 @@ fn identity(c: &mut Criterion) {
 
 /// One commit applied by a device on the durable store (SQLCipher, one
 /// transaction) against the same device's twin on memory storage.
-fn store(c: &mut Criterion) {
+fn store(c: &mut Criterion, sizes: &mut Vec<serde_json::Value>) {
     if !wanted("store.apply") {
         return;
     }
     let root = std::env::temp_dir().join(format!("capsule-bench-store-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
+    // What a device's database holds for an album, per member: one fresh
+    // store joins an album of n devices (and holds nothing else).
+    for n in group_sizes() {
+        let mut album = OursAlbum::build(n, Tree::Sparse);
+        let path = root.join(format!("size-{n}.db"));
+        let store = capsule_store::Store::open(&path, &capsule_store::DatabaseKey::from_bytes(&[0x5D; 32])).unwrap();
+        let device = album.people.device(1);
+        store.save_device(&device).unwrap();
+        let kp = store.with_provider(|p| capsule_mls::key_package(p, &device)).unwrap();
+        let out = stage_confirm(&mut album.creator, &Change::AddDevice { key_package: kp }, &album.people);
+        store.join_album(&out.welcome.unwrap(), &out.bundle.unwrap(), album.people.validation()).unwrap();
+        drop(store);
+        let bytes = std::fs::metadata(&path).unwrap().len();
+        let members = u64::try_from(n + 1).unwrap();
+        sizes.push(
+            json!({"table": "Device database per album member (SQLCipher, one album)", "series": "bytes per member",
+            "x": members, "x_label": "devices", "bytes": bytes / members, "baseline_bytes": null, "max_ratio": null,
+            "note": "the database file after joining, divided by the album's devices"}),
+        );
+    }
     let mut album = OursAlbum::build(2, Tree::Sparse);
     let store =
         capsule_store::Store::open(&root.join("bob.db"), &capsule_store::DatabaseKey::from_bytes(&[0x5D; 32])).unwrap();
@@ -609,7 +629,7 @@ fn main() {
     overhead(&mut c, &mut sizes);
     photo(&mut c);
     identity(&mut c);
-    store(&mut c);
+    store(&mut c, &mut sizes);
     catchup(&mut c);
     std::fs::write(out_dir().join("sizes.json"), serde_json::to_vec_pretty(&sizes).unwrap()).unwrap();
     c.final_summary();

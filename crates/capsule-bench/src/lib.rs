@@ -53,10 +53,15 @@ pub const NOW: UnixTime = UnixTime(1_800_000_000);
 /// The album every fixture builds.
 pub const ALBUM: AlbumId = AlbumId::from_bytes([9; 16]);
 
-/// Group sizes: `CAPSULE_BENCH_QUICK` (a smoke run) keeps the small ones,
-/// `CAPSULE_BENCH_LARGE` (`cargo xtask bench --large`) adds 1024.
+/// Group sizes: run as a test, 2 and 8; a smoke run (`CAPSULE_BENCH_QUICK`)
+/// up to 32; otherwise up to 512, and 1024 with `CAPSULE_BENCH_LARGE`
+/// (`cargo xtask bench --large`).
 #[must_use]
 pub fn group_sizes() -> Vec<usize> {
+    if !std::env::args().any(|a| a == "--bench") {
+        // Run as a test: every benchmark once, to see that it works.
+        return vec![2, 8];
+    }
     if quick() {
         return vec![2, 8, 32];
     }
@@ -67,10 +72,12 @@ pub fn group_sizes() -> Vec<usize> {
     sizes
 }
 
-/// Whether this is a smoke run (`cargo xtask bench --quick`).
+/// Whether this is a smoke run: `cargo xtask bench --quick`, or the suite
+/// run as a test (`cargo test --all-targets` runs each benchmark once, without
+/// `--bench`), where building albums of 512 devices would be all the time spent.
 #[must_use]
 pub fn quick() -> bool {
-    std::env::var_os("CAPSULE_BENCH_QUICK").is_some()
+    std::env::var_os("CAPSULE_BENCH_QUICK").is_some() || !std::env::args().any(|a| a == "--bench")
 }
 
 /// Where the suite writes what criterion does not: `targets.json`, `sizes.json`.

@@ -104,12 +104,20 @@ pub enum SyncClass {
 }
 
 /// A server's two commits for one epoch, as members signed them.
+///
+/// The evidence is signed fingerprints, each readable by any member of the
+/// epoch before the fork (an auditor the album lets in): the witness's (it
+/// merged the other side's commit without committing it, which an honest
+/// client does only when its chain delivered it), and, when heard, each
+/// commit's hash stated by its own committer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Equivocation {
     /// The epoch the two commits were made in.
     pub epoch: Epoch,
     /// The commit this device merged there (the chain it was shown).
     pub ours: Option<CommitHash>,
+    /// Who committed `ours`.
+    pub our_committer: Option<Member>,
     /// The commit the other side merged there.
     pub theirs: Option<CommitHash>,
     /// Who committed the other side's commit, as the witness states it.
@@ -118,6 +126,12 @@ pub struct Equivocation {
     pub witness: Member,
     /// The witness's signed fingerprint: the evidence, for whoever audits the server.
     pub statement: Vec<u8>,
+    /// `ours` stated by its committer (its signed fingerprint of the epoch
+    /// `ours` reached; this device's own when it made that commit and is
+    /// still there), if heard.
+    pub ours_by_committer: Option<Vec<u8>>,
+    /// `theirs` stated by its committer, if heard.
+    pub theirs_by_committer: Option<Vec<u8>>,
 }
 
 /// Members of one other side.
@@ -169,7 +183,7 @@ type Sides = BTreeMap<(Epoch, Option<CommitHash>), Vec<Member>>;
 /// it), kept as evidence of equivocation.
 fn off_chain(
     theirs: capsule_mls::Fingerprint,
-    ours: Option<CommitHash>,
+    ours: Option<capsule_mls::Fingerprint>,
     sender: Member,
     statement: &[u8],
     equivocation: &mut Option<Equivocation>,
@@ -178,11 +192,14 @@ fn off_chain(
     if theirs.committer.is_some_and(|c| c != sender) {
         equivocation.get_or_insert_with(|| Equivocation {
             epoch: theirs.epoch.previous().unwrap_or(theirs.epoch),
-            ours,
+            ours: ours.as_ref().and_then(|o| o.commit),
+            our_committer: ours.as_ref().and_then(|o| o.committer),
             theirs: theirs.commit,
             their_committer: theirs.committer,
             witness: sender,
             statement: statement.to_vec(),
+            ours_by_committer: None,
+            theirs_by_committer: None,
         });
     }
     others.entry((theirs.epoch, theirs.commit)).or_default().push(sender);
@@ -260,6 +277,24 @@ impl ResilientAlbum {
             .collect();
         let present = |m: &Member| !departed.contains(m);
         let me = Member { user: cx.device.user(), device: cx.device.device() };
+        // Each sender's statement of a commit it made itself, by the epoch
+        // that commit reached: equivocation's evidence signed by committers.
+        let committed: Vec<(Member, Epoch, Option<CommitHash>, Vec<u8>)> = newest
+            .iter()
+            .filter_map(|(sender, (reading, bytes))| {
+                let (epoch, commit) = match reading {
+                    Reading::Forked { theirs, .. } | Reading::Ahead { theirs, .. }
+                        if theirs.committer == Some(*sender) =>
+                    {
+                        (theirs.epoch, theirs.commit)
+                    }
+                    // Agreeing with this device: the commit is this device's.
+                    Reading::Agrees { epoch, .. } => (*epoch, None),
+                    _ => return None,
+                };
+                Some((*sender, epoch, commit, bytes.to_vec()))
+            })
+            .collect();
         let epoch = self.album.epoch();
         let quarantined = self.quarantine.is_some();
         // Quarantined for refusing the chain's commit: this device's history
@@ -324,7 +359,7 @@ impl ResilientAlbum {
                 // (a fetch after this fingerprint was collected showed the chain
                 // at this device's epoch) ahead on a commit the chain lacks.
                 Reading::Forked { theirs, ours, .. } if !quarantined => {
-                    off_chain(theirs, ours.commit, sender, statement, &mut equivocation, &mut others);
+                    off_chain(theirs, Some(ours), sender, statement, &mut equivocation, &mut others);
                 }
                 Reading::Ahead { theirs, .. } if !quarantined && chain_head == Some(epoch) => {
                     off_chain(theirs, None, sender, statement, &mut equivocation, &mut others);
@@ -379,7 +414,22 @@ impl ResilientAlbum {
             // Even evidence of equivocation waits, so a device the chain
             // removed never names itself rebooter.
             SyncClass::Behind
-        } else if let Some(e) = equivocation {
+        } else if let Some(mut e) = equivocation {
+            let reached = e.epoch.next();
+            // Theirs: its committer's own statement of that commit. Ours: its
+            // committer agreeing with this device where that commit led.
+            let stated = |by: Option<Member>, commit: Option<CommitHash>| {
+                committed
+                    .iter()
+                    .find(|(sender, at, c, _)| Some(*sender) == by && Some(*at) == reached && *c == commit)
+                    .map(|(.., bytes)| bytes.clone())
+            };
+            e.theirs_by_committer = e.theirs.and_then(|theirs| stated(e.their_committer, Some(theirs)));
+            e.ours_by_committer = if e.our_committer == Some(me) && Some(epoch) == reached {
+                Some(self.fingerprint(cx)?)
+            } else {
+                stated(e.our_committer, None)
+            };
             SyncClass::Equivocation(Box::new(e))
         } else if refused.is_some() {
             // Everyone heard who refused the same commit, against those who

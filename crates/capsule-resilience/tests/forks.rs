@@ -258,8 +258,28 @@ fn a_server_showing_two_commits_for_one_epoch_is_caught_on_both_sides_and_healed
         assert!(e.ours.is_some() && e.theirs.is_some());
         // The evidence is the witness's signed statement, readable by members.
         let n = &net.nodes[d];
-        let reading = n.album.as_ref().unwrap().album().read_fingerprint(&n.t.provider, &e.statement).unwrap();
+        let album = n.album.as_ref().unwrap().album();
+        let reading = album.read_fingerprint(&n.t.provider, &e.statement).unwrap();
         assert!(matches!(reading, Reading::Forked { .. }));
+        // And each commit's hash as its own committer signed it: theirs read
+        // as a fork from its committer, ours from the device that made it
+        // (this one, or a member agreeing with it).
+        let our_committer = if d < 2 { 0 } else { 2 };
+        assert_eq!(e.our_committer, Some(member(&net, our_committer)), "device {d}");
+        let theirs = e.theirs_by_committer.as_deref().expect("their committer heard");
+        assert_eq!(capsule_mls::fingerprint_header(theirs).unwrap().sender, member(&net, committer));
+        match album.read_fingerprint(&n.t.provider, theirs).unwrap() {
+            Reading::Forked { theirs: stated, .. } => {
+                assert_eq!((stated.commit, stated.committer), (e.theirs, e.their_committer), "device {d}");
+            }
+            other => panic!("device {d}: {other:?}"),
+        }
+        let ours = e.ours_by_committer.as_deref().expect("our committer heard");
+        assert_eq!(capsule_mls::fingerprint_header(ours).unwrap().sender, member(&net, our_committer));
+        assert_eq!(capsule_mls::fingerprint_header(ours).unwrap().epoch, fork.next().unwrap(), "device {d}");
+        if d != our_committer {
+            assert!(matches!(album.read_fingerprint(&n.t.provider, ours).unwrap(), Reading::Agrees { .. }));
+        }
     }
 
     // Everyone names the same rebooter: the smallest admin device, Alice's.

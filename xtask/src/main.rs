@@ -313,6 +313,13 @@ fn bench(sh: &Shell, quick: bool, large: bool, only: Option<&str>) -> Result<()>
     let _criterion = sh.push_env("CRITERION_HOME", root.join(report::CRITERION_DIR));
     section(&format!("benchmarks{}", if quick { " (quick)" } else { "" }));
     cmd!(sh, "cargo bench --locked -p capsule-bench {filter...}").run()?;
+    // capsule-identity's ML-DSA backend is a feature: a second build of the
+    // suite measures the certificate check on libcrux's, into the same report.
+    const LIBCRUX: &str = "identity.certificate_cold_libcrux";
+    if only.is_none_or(|o| LIBCRUX.contains(o) || o.contains(LIBCRUX)) {
+        section("benchmarks on libcrux's ML-DSA");
+        cmd!(sh, "cargo bench --locked -p capsule-bench --features libcrux-ml-dsa -- {LIBCRUX}").run()?;
+    }
     let out = report::out_dir(quick);
     let outcome = report::write(&root, &root.join(out), &report::header(sh, quick))?;
     eprintln!("\nbench: {} targets met, {} missed; report in {out}/PERFORMANCE.md", outcome.met, outcome.missed);

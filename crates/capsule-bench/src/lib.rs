@@ -210,13 +210,53 @@ impl Snapshot {
 /// signature does per certificate, with the per-identity work (decoding and
 /// expanding the keys) done once: Ed25519 `verify_strict` (the check the
 /// binding makes), and ML-DSA-65 signature decoding and verification, over a
-/// message of a certificate's signed size.
+/// message of a certificate's signed size. The ML-DSA is the backend this
+/// build of `capsule-identity` uses: RustCrypto's, or libcrux's with the
+/// `libcrux-ml-dsa` feature.
 pub struct RawVerify {
     message: Vec<u8>,
     ed_key: ed25519_dalek::VerifyingKey,
     ed_sig: ed25519_dalek::Signature,
-    ml_key: ml_dsa::VerifyingKey<ml_dsa::MlDsa65>,
-    ml_sig: ml_dsa::EncodedSignature<ml_dsa::MlDsa65>,
+    ml: RawMlDsa,
+}
+
+#[cfg(not(feature = "libcrux-ml-dsa"))]
+struct RawMlDsa {
+    key: ml_dsa::VerifyingKey<ml_dsa::MlDsa65>,
+    signature: ml_dsa::EncodedSignature<ml_dsa::MlDsa65>,
+}
+
+#[cfg(not(feature = "libcrux-ml-dsa"))]
+impl RawMlDsa {
+    fn new(message: &[u8]) -> Self {
+        let ml = ml_dsa::ExpandedSigningKey::<ml_dsa::MlDsa65>::from_seed(&[6; 32].into());
+        Self { signature: ml.sign_deterministic(message, b"ctx").unwrap().encode(), key: ml.verifying_key() }
+    }
+
+    fn verify(&self, message: &[u8]) -> bool {
+        let signature = ml_dsa::Signature::<ml_dsa::MlDsa65>::decode(std::hint::black_box(&self.signature)).unwrap();
+        self.key.verify_with_context(message, b"ctx", &signature)
+    }
+}
+
+/// libcrux verifies from the encoded key and signature: nothing to expand.
+#[cfg(feature = "libcrux-ml-dsa")]
+struct RawMlDsa {
+    key: libcrux_ml_dsa::ml_dsa_65::MLDSA65VerificationKey,
+    signature: libcrux_ml_dsa::ml_dsa_65::MLDSA65Signature,
+}
+
+#[cfg(feature = "libcrux-ml-dsa")]
+impl RawMlDsa {
+    fn new(message: &[u8]) -> Self {
+        let pair = libcrux_ml_dsa::ml_dsa_65::generate_key_pair([6; 32]);
+        let signature = libcrux_ml_dsa::ml_dsa_65::sign(&pair.signing_key, message, b"ctx", [7; 32]).unwrap();
+        Self { key: pair.verification_key, signature }
+    }
+
+    fn verify(&self, message: &[u8]) -> bool {
+        libcrux_ml_dsa::ml_dsa_65::verify(&self.key, message, b"ctx", std::hint::black_box(&self.signature)).is_ok()
+    }
 }
 
 impl Default for RawVerify {
@@ -226,14 +266,15 @@ impl Default for RawVerify {
 }
 
 impl RawVerify {
+    /// Which ML-DSA this build measures.
+    pub const ML_DSA: &str = if cfg!(feature = "libcrux-ml-dsa") { "libcrux" } else { "RustCrypto" };
+
     #[must_use]
     pub fn new() -> Self {
         use ed25519_dalek::Signer as _;
         let message = vec![0x42; 120];
         let ed = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
-        let ml = ml_dsa::ExpandedSigningKey::<ml_dsa::MlDsa65>::from_seed(&[6; 32].into());
-        let ml_sig = ml.sign_deterministic(&message, b"ctx").unwrap().encode();
-        Self { ed_key: ed.verifying_key(), ed_sig: ed.sign(&message), ml_key: ml.verifying_key(), ml_sig, message }
+        Self { ed_key: ed.verifying_key(), ed_sig: ed.sign(&message), ml: RawMlDsa::new(&message), message }
     }
 
     /// Both verifications, `times` times.
@@ -241,8 +282,7 @@ impl RawVerify {
         for _ in 0..times {
             let message = std::hint::black_box(&self.message);
             self.ed_key.verify_strict(message, &self.ed_sig).unwrap();
-            let signature = ml_dsa::Signature::<ml_dsa::MlDsa65>::decode(std::hint::black_box(&self.ml_sig)).unwrap();
-            assert!(self.ml_key.verify_with_context(message, b"ctx", &signature));
+            assert!(self.ml.verify(message));
         }
     }
 }
@@ -303,8 +343,15 @@ pub fn raw_extensions(flavor: Flavor, album: &[u8]) -> Extensions<GroupContext> 
 }
 
 fn join_config() -> MlsGroupJoinConfig {
+    join_config_with_tree(true)
+}
+
+/// A raw member's configuration: whether its Welcomes carry the ratchet tree
+/// (without it, a joiner needs the tree from elsewhere, such as the server).
+#[must_use]
+pub fn join_config_with_tree(tree_inside: bool) -> MlsGroupJoinConfig {
     MlsGroupJoinConfig::builder()
-        .use_ratchet_tree_extension(true)
+        .use_ratchet_tree_extension(tree_inside)
         .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
         .build()
 }

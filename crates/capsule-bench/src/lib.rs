@@ -207,8 +207,9 @@ impl Snapshot {
 }
 
 /// The raw cost of one certificate check: what any verifier of a hybrid
-/// signature does per certificate, with the per-identity work (decoding and
-/// expanding the keys) done once: Ed25519 `verify_strict` (the check the
+/// signature does per certificate, with the per-identity work a backend
+/// allows done once (RustCrypto's expanded ML-DSA key; libcrux expands it on
+/// every verify, in the wrapper too): Ed25519 `verify_strict` (the check the
 /// binding makes), and ML-DSA-65 signature decoding and verification, over a
 /// message of a certificate's signed size. The ML-DSA is the backend this
 /// build of `capsule-identity` uses: RustCrypto's, or libcrux's with the

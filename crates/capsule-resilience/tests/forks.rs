@@ -280,6 +280,15 @@ fn a_server_showing_two_commits_for_one_epoch_is_caught_on_both_sides_and_healed
         if d != our_committer {
             assert!(matches!(album.read_fingerprint(&n.t.provider, ours).unwrap(), Reading::Agrees { .. }));
         }
+        // The other side (an auditor from before the fork, too) reads it as
+        // the very commit `ours` names, from its committer.
+        let across = &net.nodes[if d < 2 { 2 } else { 0 }];
+        match across.album.as_ref().unwrap().album().read_fingerprint(&across.t.provider, ours).unwrap() {
+            Reading::Forked { theirs: stated, .. } => {
+                assert_eq!((stated.commit, stated.committer), (e.ours, e.our_committer), "device {d}");
+            }
+            other => panic!("device {d}: {other:?}"),
+        }
     }
 
     // Everyone names the same rebooter: the smallest admin device, Alice's.

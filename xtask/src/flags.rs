@@ -60,8 +60,9 @@ xflags::xflags! {
             optional --quick
             /// Also albums of 1024 devices (`CAPSULE_BENCH_LARGE=1`; slow: minutes per fixture).
             optional --large
-            /// Only the benchmarks this matches (criterion's filter: a regex on
-            /// `group/flavor/parameter`, e.g. `overhead.`).
+            /// Only the benchmarks this matches: a substring of
+            /// `group/flavor/parameter` (a leading `^` allowed), e.g. `overhead.`;
+            /// criterion gets it as its filter, the suite builds only what it selects.
             optional --only prefix: String
         }
     }

@@ -267,9 +267,6 @@ impl Default for RawVerify {
 }
 
 impl RawVerify {
-    /// Which ML-DSA this build measures.
-    pub const ML_DSA: &str = if cfg!(feature = "libcrux-ml-dsa") { "libcrux" } else { "RustCrypto" };
-
     #[must_use]
     pub fn new() -> Self {
         use ed25519_dalek::Signer as _;

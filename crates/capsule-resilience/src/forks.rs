@@ -282,7 +282,7 @@ impl ResilientAlbum {
         let me = Member { user: cx.device.user(), device: cx.device.device() };
         // Each sender's statement of a commit it made itself, by the epoch
         // that commit reached: equivocation's evidence signed by committers.
-        let committed: Vec<(Member, Epoch, Option<CommitHash>, Vec<u8>)> = newest
+        let committed: Vec<(Member, Epoch, Option<CommitHash>, &[u8])> = newest
             .iter()
             .filter_map(|(sender, (reading, bytes))| {
                 let (epoch, commit) = match reading {
@@ -295,7 +295,7 @@ impl ResilientAlbum {
                     Reading::Agrees { epoch, .. } => (*epoch, None),
                     _ => return None,
                 };
-                Some((*sender, epoch, commit, bytes.to_vec()))
+                Some((*sender, epoch, commit, *bytes))
             })
             .collect();
         let epoch = self.album.epoch();
@@ -425,7 +425,7 @@ impl ResilientAlbum {
                 committed
                     .iter()
                     .find(|(sender, at, c, _)| Some(*sender) == by && Some(*at) == reached && *c == commit)
-                    .map(|(.., bytes)| bytes.clone())
+                    .map(|(.., bytes)| bytes.to_vec())
             };
             e.theirs_by_committer = e.theirs.and_then(|theirs| stated(e.their_committer, Some(theirs)));
             e.ours_by_committer = if e.our_committer == Some(me) && Some(epoch) == reached {
